@@ -1,0 +1,17 @@
+//! DataMesh vocabulary shared by every layer: content identifiers, the file
+//! manifest and its canonical encoding, and the limits that bound what a peer
+//! or client may send.
+//!
+//! **Architecture invariant:** this crate does no IO and depends on no runtime.
+//! Every type that is persisted or sent over the wire lives here (or in the
+//! protocol module that owns it) and carries a version.
+
+pub mod cid;
+pub mod limits;
+pub mod manifest;
+
+pub use crate::cid::{Cid, CidError, Codec};
+pub use crate::manifest::{
+    ChunkEntry, Chunking, Cipher, Compression, Encryption, Erasure, Manifest, ManifestError,
+    WrappedKey,
+};
