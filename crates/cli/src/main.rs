@@ -1,1 +1,585 @@
-fn main() {}
+//! `datamesh`: one binary that runs a node (`datamesh node`) and is the
+//! user's client (`put`, `get`, `ls`, ...).
+//!
+//! Output contract: results on stdout (with `--json`, exactly one JSON
+//! document); logs, progress and warnings on stderr. On success the plain
+//! output of `put` and `cid` ends with the CID alone on the last line.
+//! Errors print `error: ...` on stderr and exit non-zero.
+
+mod client;
+mod daemon;
+mod transfer;
+mod userkey;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use datamesh_core::{Chunking, Cid, Cipher, Compression, Erasure};
+use datamesh_node::NodeConfig;
+use datamesh_pipeline::chunker::DEFAULT_CHUNK_SIZE;
+use ed25519_dalek::Signer;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::client::Client;
+use crate::transfer::PutOptions;
+
+#[derive(Parser)]
+#[command(name = "datamesh", version, about = "DataMesh: decentralized, encrypted, erasure-coded storage")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// How the client finds its node and the user's key.
+#[derive(Args, Clone)]
+struct ClientOpts {
+    /// Node API URL (`http://HOST:PORT` or `HOST:PORT`); default: the URL the node wrote into its data dir.
+    #[arg(long, env = "DATAMESH_API", global = true)]
+    api: Option<String>,
+    /// API token; default: the `api.token` file in the node's data dir.
+    #[arg(long, env = "DATAMESH_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The node's data dir (to find its URL and token).
+    #[arg(long, env = "DATAMESH_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Your key file (default: $XDG_CONFIG_HOME/datamesh/user.key).
+    #[arg(long, env = "DATAMESH_USER_KEY", global = true)]
+    user_key: Option<PathBuf>,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or notices on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+impl ClientOpts {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(datamesh_node::config::default_data_dir)
+    }
+    fn client(&self) -> Result<Client> {
+        Client::connect(self.api.as_deref(), self.token.as_deref(), &self.data_dir())
+    }
+    fn user(&self) -> Result<datamesh_pipeline::keys::UserKey> {
+        userkey::load_or_create(self.user_key.as_deref(), self.quiet)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Zstd,
+    Lz4,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CipherArg {
+    #[value(name = "aes-256-gcm")]
+    Aes,
+    #[value(name = "xchacha20-poly1305")]
+    XChaCha,
+}
+
+/// How to cut, compress, encrypt and code a file.
+#[derive(Args, Clone)]
+struct PutArgs {
+    /// Store unencrypted; the CID is the one `ipfs add --cid-version 1` gives.
+    #[arg(long)]
+    public: bool,
+    /// Convergent encryption: your identical files encrypt identically and are stored once.
+    #[arg(long, conflicts_with = "public")]
+    convergent: bool,
+    /// Chunk cipher.
+    #[arg(long, value_enum, default_value = "aes-256-gcm")]
+    cipher: CipherArg,
+    /// Also wrap the file key with the hybrid post-quantum KEM (X25519 + ML-KEM-768).
+    #[arg(long)]
+    pq: bool,
+    /// Also let a passphrase open this file (read from DATAMESH_PASSPHRASE or prompted on a terminal).
+    #[arg(long, conflicts_with = "public")]
+    passphrase: bool,
+    /// Fixed chunk size (e.g. 4MiB).
+    #[arg(long, default_value_t = ByteSize::b(DEFAULT_CHUNK_SIZE as u64))]
+    chunk_size: ByteSize,
+    /// Content-defined chunking (FastCDC) for deduplication: MIN,AVG,MAX (e.g. 256KiB,1MiB,4MiB).
+    #[arg(long, value_name = "MIN,AVG,MAX")]
+    cdc: Option<String>,
+    /// Per-chunk compression, used only when it pays.
+    #[arg(long, value_enum, default_value = "zstd")]
+    compression: CompressionArg,
+    /// Data shards per chunk (default: the node's, 4).
+    #[arg(short = 'k', long)]
+    data_shards: Option<u16>,
+    /// Parity shards per chunk (default: the node's, 2).
+    #[arg(short = 'm', long)]
+    parity_shards: Option<u16>,
+    /// Chunks in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+impl PutArgs {
+    fn options(&self, name: Option<String>, progress: bool) -> Result<PutOptions> {
+        let chunking = match &self.cdc {
+            Some(spec) => {
+                let v: Vec<u32> = spec
+                    .split(',')
+                    .map(|s| s.trim().parse::<ByteSize>().map(|b| b.as_u64() as u32).map_err(|e| anyhow!("--cdc {spec}: {e}")))
+                    .collect::<Result<_>>()?;
+                let [min, avg, max] = v[..] else { bail!("--cdc takes MIN,AVG,MAX, e.g. 256KiB,1MiB,4MiB") };
+                Chunking::FastCdc { min, avg, max }
+            }
+            None => Chunking::Fixed { size: u32::try_from(self.chunk_size.as_u64()).context("--chunk-size is too large")? },
+        };
+        let passphrase = if self.passphrase {
+            Some(userkey::passphrase("DATAMESH_PASSPHRASE", "Passphrase for this file: ")?.ok_or_else(|| {
+                anyhow!("--passphrase needs DATAMESH_PASSPHRASE when stdin is not a terminal")
+            })?)
+        } else {
+            None
+        };
+        let erasure = match (self.data_shards, self.parity_shards) {
+            (None, None) => None,
+            (k, m) => Some(Erasure { k: k.unwrap_or(Erasure::DEFAULT.k), m: m.unwrap_or(Erasure::DEFAULT.m) }),
+        };
+        Ok(PutOptions {
+            chunking,
+            compression: match self.compression {
+                CompressionArg::Zstd => Compression::Zstd,
+                CompressionArg::Lz4 => Compression::Lz4,
+                CompressionArg::None => Compression::None,
+            },
+            cipher: (!self.public).then_some(match self.cipher {
+                CipherArg::Aes => Cipher::Aes256Gcm,
+                CipherArg::XChaCha => Cipher::XChaCha20Poly1305,
+            }),
+            convergent: self.convergent,
+            post_quantum: self.pq,
+            passphrase,
+            erasure,
+            concurrency: self.concurrency,
+            name,
+            progress,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node (API on 127.0.0.1; address printed and written to the data dir).
+    Node(NodeArgs),
+    /// Store a file; prints its CID.
+    #[command(alias = "add")]
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// Name recorded with the pin (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        put: PutArgs,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Fetch a file, verifying every byte.
+    #[command(alias = "cat")]
+    Get {
+        /// The file's CID.
+        cid: String,
+        /// Output path (`-` for stdout; default: a file named after the CID).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Chunks in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Print the CID a public put would give a file, without storing anything.
+    Cid {
+        /// The file.
+        file: PathBuf,
+        /// Accepted for symmetry with `put --public`; CIDs without a node are public CIDs.
+        #[arg(long)]
+        public: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List pinned files.
+    #[command(alias = "list")]
+    Ls(#[command(flatten)] ClientOpts),
+    /// Show a file's manifest summary and live shards.
+    Stat {
+        /// The file's CID.
+        cid: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Delete a file (signed with your key).
+    #[command(alias = "delete")]
+    Rm {
+        /// The file's CID.
+        cid: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Pin a file so garbage collection keeps it.
+    Pin {
+        /// The file's CID.
+        cid: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Unpin a file; `gc` may then reclaim it.
+    Unpin {
+        /// The file's CID.
+        cid: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Reclaim space held by unpinned data.
+    Gc(#[command(flatten)] ClientOpts),
+    /// Node status and usage.
+    Status(#[command(flatten)] ClientOpts),
+    /// Manage your key.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Write your key file to OUT (or stdout), optionally passphrase-protected.
+    Export {
+        /// Destination (default stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Protect the exported key with a passphrase (DATAMESH_KEY_PASSPHRASE or prompt).
+        #[arg(long)]
+        passphrase: bool,
+        /// Your key file.
+        #[arg(long, env = "DATAMESH_USER_KEY")]
+        user_key: Option<PathBuf>,
+    },
+    /// Install a key exported elsewhere as your key on this machine.
+    Import {
+        /// The exported key (`-` for stdin).
+        file: PathBuf,
+        /// Replace an existing key (its files become unreadable here).
+        #[arg(long)]
+        force: bool,
+        /// Where to install it.
+        #[arg(long, env = "DATAMESH_USER_KEY")]
+        user_key: Option<PathBuf>,
+    },
+    /// Print your public key (give it to people who share files with you).
+    Show {
+        /// Your key file.
+        #[arg(long, env = "DATAMESH_USER_KEY")]
+        user_key: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Data dir (default: $XDG_DATA_HOME/datamesh).
+    #[arg(long, env = "DATAMESH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Config file (default: <data-dir>/config.toml if present).
+    #[arg(long, env = "DATAMESH_CONFIG")]
+    config: Option<PathBuf>,
+    /// API listen address (default 127.0.0.1:7780; port 0 picks a free one).
+    #[arg(long, env = "DATAMESH_NODE_API")]
+    api: Option<String>,
+    /// Disk budget (e.g. 100GiB).
+    #[arg(long, env = "DATAMESH_CAPACITY")]
+    capacity: Option<ByteSize>,
+    /// Hot-chunk cache size (e.g. 32MiB).
+    #[arg(long, env = "DATAMESH_CACHE")]
+    cache: Option<ByteSize>,
+    /// Default data shards per chunk.
+    #[arg(short = 'k', long)]
+    data_shards: Option<u16>,
+    /// Default parity shards per chunk.
+    #[arg(short = 'm', long)]
+    parity_shards: Option<u16>,
+}
+
+impl NodeArgs {
+    fn config(&self) -> Result<NodeConfig> {
+        let mut data_dir = self.data_dir.clone();
+        let (path, explicit) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (data_dir.clone().unwrap_or_else(datamesh_node::config::default_data_dir).join("config.toml"), false),
+        };
+        let mut cfg = NodeConfig::load(&path, explicit)?;
+        if data_dir.is_none() && !explicit {
+            data_dir = Some(datamesh_node::config::default_data_dir());
+        }
+        if let Some(d) = data_dir {
+            cfg.data_dir = d;
+        }
+        if let Some(a) = &self.api {
+            let a = a.trim_start_matches("http://").trim_end_matches('/');
+            cfg.api = a.parse().with_context(|| format!("--api {a}: expected 127.0.0.1:PORT"))?;
+        }
+        if let Some(c) = self.capacity {
+            cfg.capacity = c;
+        }
+        if let Some(c) = self.cache {
+            cfg.cache = c;
+        }
+        if let Some(k) = self.data_shards {
+            cfg.data_shards = k;
+        }
+        if let Some(m) = self.parity_shards {
+            cfg.parity_shards = m;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn parse_cid(s: &str) -> Result<Cid> {
+    Ok(s.parse::<Cid>()?)
+}
+
+fn print(json_mode: bool, value: serde_json::Value, plain: impl FnOnce() -> String) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        let text = plain();
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Node(args) => daemon::run(args.config()?).await,
+        Cmd::Put { file, name, put, c } => {
+            let user = c.user()?;
+            let client = c.client()?;
+            let name = name.or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let opts = put.options(name, !c.quiet && !c.json)?;
+            let r = transfer::put(&client, &user, &file, &opts).await?;
+            print(
+                c.json,
+                json!({"cid": r.cid, "manifest": r.manifest, "size": r.size, "chunks": r.chunks, "encrypted": opts.cipher.is_some()}),
+                || format!("{}", r.cid),
+            );
+            Ok(())
+        }
+        Cmd::Get { cid, output, concurrency, c } => {
+            let cid = parse_cid(&cid)?;
+            let client = c.client()?;
+            // The key is needed only for encrypted files; a missing key file
+            // is created, which is harmless (and then says it cannot open it).
+            let user = c.user().ok();
+            let out = output.unwrap_or_else(|| PathBuf::from(cid.to_string()));
+            let n = transfer::get(&client, user.as_ref(), &cid, &out, concurrency, !c.quiet && !c.json).await?;
+            if out != Path::new("-") {
+                print(c.json, json!({"cid": cid, "bytes": n, "output": out}), || String::new());
+            }
+            Ok(())
+        }
+        Cmd::Cid { file, public: _, json } => {
+            let cid = transfer::cid_only(&file)?;
+            print(json, json!({"cid": cid}), || cid.to_string());
+            Ok(())
+        }
+        Cmd::Ls(c) => {
+            let v = c.client()?.get_json("/v1/files").await?;
+            print(c.json, v.clone(), || {
+                let empty = vec![];
+                v["files"]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{}\t{}\t{}",
+                            f["cid"].as_str().unwrap_or(""),
+                            ByteSize::b(f["size"].as_u64().unwrap_or(0)).display().iec(),
+                            f["name"].as_str().unwrap_or("-")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        Cmd::Stat { cid, c } => {
+            let cid = parse_cid(&cid)?;
+            let v = c.client()?.get_json(&format!("/v1/files/{cid}")).await?;
+            print(c.json, v.clone(), || {
+                let live: Vec<u64> = v["live_shards"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+                let total = v["k"].as_u64().unwrap_or(0) + v["m"].as_u64().unwrap_or(0);
+                let full = live.iter().filter(|&&n| n == total).count();
+                format!(
+                    "cid        {}\nunixfs     {}\nsize       {}\nencrypted  {}\nerasure    {}+{}\npinned     {}\nname       {}\nchunks     {} ({} with all {} shards live)",
+                    v["cid"].as_str().unwrap_or(""),
+                    v["unixfs"].as_str().unwrap_or("-"),
+                    v["size"],
+                    v["encrypted"],
+                    v["k"],
+                    v["m"],
+                    v["pinned"],
+                    v["name"].as_str().unwrap_or("-"),
+                    live.len(),
+                    full,
+                    total
+                )
+            });
+            Ok(())
+        }
+        Cmd::Rm { cid, c } => {
+            let cid = parse_cid(&cid)?;
+            let client = c.client()?;
+            let (mcid, _) = client.manifest(&cid).await?;
+            let user = c.user()?;
+            let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let sig = user.signing_key().sign(&datamesh_node::delete_message(&mcid, ts));
+            let v: serde_json::Value = client
+                .send(
+                    client
+                        .request(Method::DELETE, &format!("/v1/files/{mcid}"))
+                        .header("x-datamesh-timestamp", ts.to_string())
+                        .header("x-datamesh-signature", hex::encode(sig.to_bytes())),
+                )
+                .await?
+                .json()
+                .await?;
+            print(c.json, v, || format!("removed {cid}"));
+            Ok(())
+        }
+        Cmd::Pin { cid, c } => {
+            let cid = parse_cid(&cid)?;
+            let v = c.client()?.post_json(&format!("/v1/pins/{cid}")).await?;
+            print(c.json, v, || format!("pinned {cid}"));
+            Ok(())
+        }
+        Cmd::Unpin { cid, c } => {
+            let cid = parse_cid(&cid)?;
+            let client = c.client()?;
+            let v: serde_json::Value = client.send(client.request(Method::DELETE, &format!("/v1/pins/{cid}"))).await?.json().await?;
+            print(c.json, v, || format!("unpinned {cid}"));
+            Ok(())
+        }
+        Cmd::Gc(c) => {
+            let v = c.client()?.post_json("/v1/gc").await?;
+            print(c.json, v.clone(), || {
+                format!(
+                    "removed {} shards and {} manifests, freed {}",
+                    v["shards_removed"],
+                    v["manifests_removed"],
+                    ByteSize::b(v["bytes_freed"].as_u64().unwrap_or(0)).display().iec()
+                )
+            });
+            Ok(())
+        }
+        Cmd::Status(c) => {
+            let v = c.client()?.get_json("/v1/status").await?;
+            print(c.json, v.clone(), || {
+                let s = &v["store"];
+                format!(
+                    "node       {}\nversion    {}\ndata dir   {}\npeers      {}\nfiles      {}\nshards     {} ({})\nused       {} of {}\nprotection {}",
+                    v["node_id"].as_str().unwrap_or(""),
+                    v["version"].as_str().unwrap_or(""),
+                    v["data_dir"].as_str().unwrap_or(""),
+                    v["peers"],
+                    s["pins"],
+                    s["shards"],
+                    ByteSize::b(s["shard_bytes"].as_u64().unwrap_or(0)).display().iec(),
+                    ByteSize::b(s["used_bytes"].as_u64().unwrap_or(0)).display().iec(),
+                    ByteSize::b(s["capacity_bytes"].as_u64().unwrap_or(0)).display().iec(),
+                    v["protection"].as_str().unwrap_or("")
+                )
+            });
+            Ok(())
+        }
+        Cmd::Key { cmd } => key_cmd(cmd),
+    }
+}
+
+fn key_cmd(cmd: KeyCmd) -> Result<()> {
+    use datamesh_pipeline::keys::UserKey;
+    match cmd {
+        KeyCmd::Export { output, passphrase, user_key } => {
+            let key = userkey::load_or_create(user_key.as_deref(), false)?;
+            let pass = if passphrase {
+                Some(userkey::passphrase("DATAMESH_KEY_PASSPHRASE", "Passphrase to protect the exported key: ")?.ok_or_else(
+                    || anyhow!("--passphrase needs DATAMESH_KEY_PASSPHRASE when stdin is not a terminal"),
+                )?)
+            } else {
+                None
+            };
+            let bytes = key.to_file_bytes(pass.as_deref());
+            match output {
+                Some(p) if p != Path::new("-") => {
+                    userkey::write_key_file(&p, &bytes)?;
+                    eprintln!("exported your key to {} (keep it secret and safe)", p.display());
+                }
+                _ => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes)?;
+                }
+            }
+            Ok(())
+        }
+        KeyCmd::Import { file, force, user_key } => {
+            let bytes = transfer::read_small(&file)?;
+            let key = userkey::parse(&file, &bytes)?;
+            let dest = userkey::key_path(user_key.as_deref());
+            if dest.exists() && !force {
+                let existing = userkey::parse(&dest, &std::fs::read(&dest)?)?;
+                if existing.public() == key.public() {
+                    eprintln!("this key is already installed at {}", dest.display());
+                    return Ok(());
+                }
+                bail!(
+                    "a different key is already installed at {}; files stored with it would become unreadable. Export it first, then use --force",
+                    dest.display()
+                );
+            }
+            // Store it in the same protection state it came in.
+            userkey::write_key_file(&dest, &bytes)?;
+            let _: &UserKey = &key;
+            println!("{}", key.public());
+            Ok(())
+        }
+        KeyCmd::Show { user_key } => {
+            let key = userkey::load_or_create(user_key.as_deref(), false)?;
+            println!("{}", key.public());
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DATAMESH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Node(_)) { "info" } else { "warn" })),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

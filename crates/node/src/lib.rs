@@ -1,1 +1,14 @@
-//! placeholder
+//! The DataMesh node: the composition root that owns the store, the
+//! identity, the configuration and the put/get orchestration.
+//!
+//! The node never sees plaintext of encrypted files: clients send stored
+//! chunk forms (sealed on the user's machine); the node erasure-codes them,
+//! keeps the shards and serves chunks back, verified.
+
+pub mod config;
+pub mod identity;
+mod node;
+
+pub use config::{ConfigError, NodeConfig};
+pub use identity::NodeIdentity;
+pub use node::{ChunkReceipt, FileStat, Node, NodeError, NodeStatus, UploadId};

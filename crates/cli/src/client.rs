@@ -1,0 +1,194 @@
+//! The CLI's HTTP client for a node's API v1.
+//!
+//! Where the node is: `--api` / `DATAMESH_API` (`http://HOST:PORT` or
+//! `HOST:PORT`), else the `api.url` file the node wrote into its data dir.
+//! The token: `--token` / `DATAMESH_TOKEN`, else the data dir's `api.token`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use datamesh_core::Cid;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+
+/// A handle on one node's API. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// A chunk receipt from the node.
+#[derive(Debug, Deserialize)]
+pub struct Receipt {
+    /// CID of the chunk's stored form.
+    pub cid: Cid,
+    /// Shard CIDs.
+    pub shards: Vec<Cid>,
+}
+
+#[derive(Deserialize)]
+struct ApiErr {
+    code: String,
+    message: String,
+}
+
+/// Normalises `HOST:PORT` to `http://HOST:PORT`.
+pub fn normalize_url(s: &str) -> String {
+    let s = s.trim().trim_end_matches('/');
+    if s.starts_with("http://") || s.starts_with("https://") { s.to_string() } else { format!("http://{s}") }
+}
+
+impl Client {
+    /// Finds the node and its token from flags, environment or data dir.
+    pub fn connect(api: Option<&str>, token: Option<&str>, data_dir: &Path) -> Result<Client> {
+        let base = match api {
+            Some(a) => normalize_url(a),
+            None => {
+                let p = data_dir.join("api.url");
+                let s = std::fs::read_to_string(&p).with_context(|| {
+                    format!(
+                        "no node found: {} does not exist. Start one with `datamesh node`, or point at one with --api / DATAMESH_API",
+                        p.display()
+                    )
+                })?;
+                normalize_url(&s)
+            }
+        };
+        let token = match token {
+            Some(t) => t.trim().to_string(),
+            None => {
+                let p = data_dir.join("api.token");
+                std::fs::read_to_string(&p)
+                    .with_context(|| {
+                        format!(
+                            "cannot read the API token {}: pass --data-dir of the node, or set DATAMESH_TOKEN",
+                            p.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(16)
+            .tcp_nodelay(true)
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The node's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `path` (below the base URL) with the token.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+    }
+
+    /// Sends and turns API errors into readable errors.
+    pub async fn send(&self, rb: RequestBuilder) -> Result<Response> {
+        let resp = rb.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!("cannot reach the node at {}: is `datamesh node` running? ({e})", self.base)
+            } else {
+                anyhow!("request to {} failed: {e}", self.base)
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        match serde_json::from_slice::<ApiErr>(&body) {
+            Ok(e) => bail!(ApiError { status, code: e.code, message: e.message }),
+            Err(_) => bail!("node answered {status}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// GET a JSON document.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        Ok(self.send(self.request(Method::GET, path)).await?.json().await?)
+    }
+
+    /// POST with an empty body, JSON answer.
+    pub async fn post_json(&self, path: &str) -> Result<serde_json::Value> {
+        Ok(self.send(self.request(Method::POST, path)).await?.json().await?)
+    }
+
+    /// Opens an upload session.
+    pub async fn begin_upload(&self, k: Option<u16>, m: Option<u16>) -> Result<String> {
+        let v: serde_json::Value = self
+            .send(self.request(Method::POST, "/v1/uploads").json(&serde_json::json!({"k": k, "m": m})))
+            .await?
+            .json()
+            .await?;
+        v["upload_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("node sent no upload id"))
+    }
+
+    /// Sends one chunk's stored form.
+    pub async fn put_chunk(&self, upload: &str, stored: Vec<u8>) -> Result<Receipt> {
+        Ok(self
+            .send(self.request(Method::PUT, &format!("/v1/uploads/{upload}/chunks")).body(stored))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Sends the manifest; returns the CID the node stored it under.
+    pub async fn complete(&self, upload: &str, manifest: Vec<u8>, name: Option<&str>) -> Result<Cid> {
+        let mut rb = self
+            .request(Method::POST, &format!("/v1/uploads/{upload}/complete"))
+            .header("content-type", "application/cbor")
+            .body(manifest);
+        if let Some(n) = name {
+            rb = rb.query(&[("name", n)]);
+        }
+        let v: serde_json::Value = self.send(rb).await?.json().await?;
+        v["cid"].as_str().ok_or_else(|| anyhow!("node sent no CID"))?.parse().context("node sent a bad CID")
+    }
+
+    /// Aborts an upload (best effort).
+    pub async fn abort(&self, upload: &str) {
+        let _ = self.request(Method::DELETE, &format!("/v1/uploads/{upload}")).send().await;
+    }
+
+    /// The manifest bytes and the manifest CID.
+    pub async fn manifest(&self, cid: &Cid) -> Result<(Cid, Vec<u8>)> {
+        let resp = self.send(self.request(Method::GET, &format!("/v1/files/{cid}/manifest"))).await?;
+        let mcid: Cid = resp
+            .headers()
+            .get("x-datamesh-manifest")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| anyhow!("node did not name the manifest CID"))?
+            .parse()?;
+        Ok((mcid, resp.bytes().await?.to_vec()))
+    }
+
+    /// One chunk's stored form.
+    pub async fn chunk(&self, file: &Cid, index: usize) -> Result<Vec<u8>> {
+        Ok(self.send(self.request(Method::GET, &format!("/v1/files/{file}/chunks/{index}"))).await?.bytes().await?.to_vec())
+    }
+}
+
+/// An error answer from the node.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: String,
+    /// What the node said.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}

@@ -1,0 +1,346 @@
+//! Put and get on the user's side: chunking, compression, encryption and
+//! verification happen here, so nodes only ever see stored (sealed) forms.
+//!
+//! Both directions are streams with bounded concurrency: a reader thread
+//! cuts chunks into a small channel, `buffered(n)` seals/sends (or fetches/
+//! opens) up to `n` chunks at once while keeping file order. Memory is
+//! bounded by `(channel + n) × chunk size`, whatever the file size.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use datamesh_core::{ChunkEntry, Chunking, Cid, Cipher, Codec, Compression, Encryption, Erasure, Manifest};
+use datamesh_pipeline::chunker::Chunker;
+use datamesh_pipeline::crypto::DataKey;
+use datamesh_pipeline::keys::{self, PassphraseParams, UserKey, WrapKind};
+use datamesh_pipeline::seal::{ChunkSealer, ManifestBuilder, open_chunk};
+use datamesh_pipeline::unixfs::UnixFsHasher;
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::client::Client;
+
+/// How to put a file.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// Chunking of the plaintext.
+    pub chunking: Chunking,
+    /// Compression to try per chunk.
+    pub compression: Compression,
+    /// None = public (unencrypted) file.
+    pub cipher: Option<Cipher>,
+    /// Convergent encryption (same user + same content = same CID).
+    pub convergent: bool,
+    /// Wrap the data key with the hybrid post-quantum KEM too.
+    pub post_quantum: bool,
+    /// Also wrap the data key under this passphrase.
+    pub passphrase: Option<String>,
+    /// Erasure code (None = the node's default).
+    pub erasure: Option<Erasure>,
+    /// Chunks in flight.
+    pub concurrency: usize,
+    /// Name recorded with the pin.
+    pub name: Option<String>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+fn progress_bar(len: u64, show: bool, verb: &str) -> ProgressBar {
+    if !show || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(verb.to_string());
+    pb
+}
+
+/// What a put produced.
+pub struct PutResult {
+    /// The file's CID: the UnixFS CID for public files, else the manifest CID.
+    pub cid: Cid,
+    /// The manifest CID.
+    pub manifest: Cid,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Chunks.
+    pub chunks: usize,
+}
+
+fn hash_file(path: &Path) -> Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(File::open(path)?)?;
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Builds the sealer and the encryption record for a put.
+fn sealer_for(opts: &PutOptions, user: &UserKey, path: &Path) -> Result<(ChunkSealer, Option<Encryption>)> {
+    let Some(cipher) = opts.cipher else {
+        return Ok((ChunkSealer::public(opts.compression), None));
+    };
+    let key = if opts.convergent {
+        // Convergent: the key is a function of the content, the parameters and
+        // the user's secret, so only this user's duplicates converge.
+        let params = format!("{:?}|{:?}|{:?}", cipher, opts.chunking, opts.compression);
+        DataKey::convergent(user.convergence_secret(), &hash_file(path)?, &params)
+    } else {
+        DataKey::random()
+    };
+    let me = user.public();
+    let mut wrapped = vec![keys::wrap_for(&key, &me, if opts.post_quantum { WrapKind::XWing } else { WrapKind::X25519 })];
+    if let Some(p) = &opts.passphrase {
+        wrapped.push(keys::wrap_with_passphrase(&key, p, PassphraseParams::default()));
+    }
+    let enc = Encryption { cipher, convergent: opts.convergent, wrapped_keys: wrapped };
+    Ok((ChunkSealer::encrypted(opts.compression, cipher, key, opts.convergent), Some(enc)))
+}
+
+/// Streams a file to the node and returns its CID once the node has
+/// acknowledged it durable.
+pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions) -> Result<PutResult> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        bail!("{} is a directory; put files one at a time for now", path.display());
+    }
+    let expected = meta.len();
+    let (sealer, encryption) = sealer_for(opts, user, path)?;
+    let sealer = Arc::new(sealer);
+    let public = encryption.is_none();
+    let upload = client.begin_upload(opts.erasure.map(|e| e.k), opts.erasure.map(|e| e.m)).await?;
+    let pb = progress_bar(expected, opts.progress, "put");
+
+    // Reader thread: cut chunks (and hash UnixFS for public files) in order.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(2);
+    let chunking = opts.chunking;
+    let reader = tokio::task::spawn_blocking(move || -> Result<(u64, Option<Cid>)> {
+        let mut unixfs = public.then(UnixFsHasher::new);
+        let mut total = 0u64;
+        for (i, chunk) in Chunker::new(file, chunking)?.enumerate() {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = e.to_string();
+                    let _ = tx.blocking_send(Err(e));
+                    bail!("reading the file failed: {msg}");
+                }
+            };
+            total += chunk.len() as u64;
+            if let Some(h) = unixfs.as_mut() {
+                h.update(&chunk);
+            }
+            if tx.blocking_send(Ok((i as u64, chunk))).is_err() {
+                break; // the sender side failed; its error is reported there
+            }
+        }
+        Ok((total, unixfs.map(UnixFsHasher::finalize)))
+    });
+
+    let entries: Result<Vec<ChunkEntry>> = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|item| {
+            let sealer = sealer.clone();
+            let client = client.clone();
+            let upload = upload.clone();
+            let pb = pb.clone();
+            async move {
+                let (index, plain) = item.context("reading the file failed")?;
+                let mut sealed = tokio::task::spawn_blocking(move || sealer.seal(index, &plain)).await?;
+                let stored = std::mem::take(&mut sealed.stored);
+                let stored_size = stored.len() as u32;
+                let receipt = client.put_chunk(&upload, stored).await?;
+                if receipt.cid != sealed.cid {
+                    bail!("node stored chunk {index} as {} but it is {}; the transfer was corrupted", receipt.cid, sealed.cid);
+                }
+                pb.inc(sealed.plain_size as u64);
+                Ok(ChunkEntry {
+                    plain_size: sealed.plain_size,
+                    stored_size,
+                    compression: sealed.compression,
+                    cid: sealed.cid,
+                    shards: receipt.shards,
+                })
+            }
+        })
+        .buffered(opts.concurrency.max(1))
+        .try_collect()
+        .await;
+    let entries = match entries {
+        Ok(e) => e,
+        Err(e) => {
+            client.abort(&upload).await;
+            return Err(e);
+        }
+    };
+    let (total, unixfs) = match reader.await? {
+        Ok(r) => r,
+        Err(e) => {
+            client.abort(&upload).await;
+            return Err(e);
+        }
+    };
+    if total != expected {
+        client.abort(&upload).await;
+        bail!(
+            "{} changed while it was being read ({expected} bytes at the start, {total} read); nothing was stored, put it again",
+            path.display()
+        );
+    }
+    let erasure = opts.erasure.unwrap_or(Erasure::DEFAULT);
+    let k_m_from_node = entries.first().map(|c| c.shards.len());
+    let mut b = ManifestBuilder::new(opts.chunking, erasure_from(erasure, k_m_from_node));
+    let chunks = entries.len();
+    for e in entries {
+        b.push(e);
+    }
+    let manifest = b.finish(encryption, unixfs, Some(user.public().ed25519));
+    let bytes = manifest.encode();
+    let local = manifest.cid();
+    let stored = client.complete(&upload, bytes, opts.name.as_deref()).await?;
+    pb.finish_and_clear();
+    if stored != local {
+        bail!("node acknowledged {stored} but the manifest is {local}");
+    }
+    Ok(PutResult { cid: unixfs.unwrap_or(local), manifest: local, size: total, chunks })
+}
+
+/// The erasure code the node applied: the one asked for, or the node's
+/// default when none was, told by the number of shards it returned.
+fn erasure_from(asked: Erasure, shards_per_chunk: Option<usize>) -> Erasure {
+    match shards_per_chunk {
+        Some(n) if n != asked.total() => Erasure { k: asked.k, m: (n - asked.k as usize) as u16 },
+        _ => asked,
+    }
+}
+
+/// Fetches, verifies and decodes a file into `out` (a path, or `-` for stdout).
+pub async fn get(client: &Client, user: Option<&UserKey>, cid: &Cid, out: &Path, concurrency: usize, progress: bool) -> Result<u64> {
+    let (mcid, bytes) = client.manifest(cid).await?;
+    let manifest = Manifest::decode_verified(&mcid, &bytes).context("the node served a bad manifest")?;
+    match cid.codec() {
+        Codec::DagCbor if mcid != *cid => bail!("asked for {cid} but the node served manifest {mcid}"),
+        Codec::DagCbor => {}
+        _ if manifest.unixfs != Some(*cid) => bail!("manifest {mcid} does not describe {cid}"),
+        _ => {}
+    }
+    let key: Option<(Cipher, Arc<DataKey>)> = match &manifest.encryption {
+        None => None,
+        Some(enc) => Some((enc.cipher, Arc::new(data_key(enc, user)?))),
+    };
+    let manifest = Arc::new(manifest);
+    let to_stdout = out == Path::new("-");
+    let tmp: PathBuf = if to_stdout { PathBuf::new() } else { partial_path(out) };
+    let mut sink: Box<dyn Write + Send> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+        ))
+    };
+    let pb = progress_bar(manifest.size, progress && !to_stdout, "get");
+    let mut unixfs = manifest.unixfs.map(|_| UnixFsHasher::new());
+    let mut chunks = futures::stream::iter(0..manifest.chunks.len())
+        .map(|i| {
+            let client = client.clone();
+            let m = manifest.clone();
+            let key = key.clone();
+            let mcid = mcid;
+            async move {
+                let stored = client.chunk(&mcid, i).await?;
+                tokio::task::spawn_blocking(move || {
+                    open_chunk(&m.chunks[i], i as u64, &stored, key.as_ref().map(|(c, k)| (*c, k.as_ref())))
+                        .map_err(anyhow::Error::from)
+                })
+                .await?
+            }
+        })
+        .buffered(concurrency.max(1));
+    let mut written = 0u64;
+    let result: Result<()> = async {
+        while let Some(plain) = chunks.next().await {
+            let plain = plain?;
+            if let Some(h) = unixfs.as_mut() {
+                h.update(&plain);
+            }
+            sink.write_all(&plain).context("writing the output failed")?;
+            written += plain.len() as u64;
+            pb.inc(plain.len() as u64);
+        }
+        sink.flush()?;
+        Ok(())
+    }
+    .await;
+    drop(sink);
+    pb.finish_and_clear();
+    if let Err(e) = result {
+        if !to_stdout {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(e);
+    }
+    if let (Some(h), Some(want)) = (unixfs, manifest.unixfs) {
+        let got = h.finalize();
+        if got != want {
+            if !to_stdout {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            bail!("the reassembled file hashes to {got}, not {want}: corrupt data was served");
+        }
+    }
+    if !to_stdout {
+        std::fs::rename(&tmp, out).with_context(|| format!("cannot move the file into place at {}", out.display()))?;
+    }
+    Ok(written)
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".datamesh-partial");
+    out.with_file_name(name)
+}
+
+fn data_key(enc: &Encryption, user: Option<&UserKey>) -> Result<DataKey> {
+    let mut err = None;
+    if let Some(u) = user {
+        match keys::unwrap_for(&enc.wrapped_keys, u) {
+            Ok(k) => return Ok(k),
+            Err(e) => err = Some(e),
+        }
+    }
+    let has_pass = enc.wrapped_keys.iter().any(|w| matches!(w, datamesh_core::WrappedKey::Passphrase { .. }));
+    if has_pass {
+        if let Some(p) = crate::userkey::passphrase("DATAMESH_PASSPHRASE", "Passphrase of this file: ")? {
+            return keys::unwrap_with_passphrase(&enc.wrapped_keys, &p).map_err(|e| anyhow!("{e}"));
+        }
+        bail!("this file is protected by a passphrase: set DATAMESH_PASSPHRASE (stdin is not a terminal)");
+    }
+    Err(match err {
+        Some(e) => anyhow!("{e}"),
+        None => anyhow!("this file is encrypted and no key was given"),
+    })
+}
+
+/// The CID a public put of `path` would produce (its UnixFS CID), without
+/// a node, like `ipfs add --only-hash`.
+pub fn cid_only(path: &Path) -> Result<Cid> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(datamesh_pipeline::unixfs::unixfs_cid(std::io::BufReader::with_capacity(1 << 20, file))?)
+}
+
+/// Reads stdin or a file fully: only for small inputs such as key files.
+pub fn read_small(path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().take(1 << 20).read_to_end(&mut buf)?;
+    } else {
+        File::open(path).with_context(|| format!("cannot open {}", path.display()))?.take(1 << 20).read_to_end(&mut buf)?;
+    }
+    Ok(buf)
+}

@@ -1,0 +1,93 @@
+//! The user's key on this machine.
+//!
+//! Kept in `$XDG_CONFIG_HOME/datamesh/user.key` (or `~/.config/...`), mode
+//! 0600, or wherever `DATAMESH_USER_KEY` points. Never inside a node's data
+//! dir: nodes must not hold users' keys. Created on first use, with a plain
+//! warning that losing it loses the data.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use datamesh_pipeline::keys::{KeyError, UserKey};
+
+/// Where the key file is.
+pub fn key_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    config_dir().join("user.key")
+}
+
+fn config_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("datamesh");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".config/datamesh"),
+        None => PathBuf::from(".datamesh"),
+    }
+}
+
+/// Reads a passphrase from `env` or, on a terminal only, a prompt.
+pub fn passphrase(env: &str, prompt: &str) -> Result<Option<String>> {
+    if let Ok(p) = std::env::var(env) {
+        return Ok(Some(p));
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(Some(rpassword::prompt_password(prompt)?));
+    }
+    Ok(None)
+}
+
+/// Loads the user's key, creating it on first use.
+pub fn load_or_create(explicit: Option<&Path>, quiet: bool) -> Result<UserKey> {
+    let path = key_path(explicit);
+    match std::fs::read(&path) {
+        Ok(bytes) => parse(&path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = UserKey::generate();
+            write_key_file(&path, &key.to_file_bytes(None))?;
+            if !quiet {
+                eprintln!(
+                    "Created your DataMesh key at {}.\n\
+                     It is the only way to read your encrypted files: if you lose it, the data is lost.\n\
+                     Back it up now with `datamesh key export -o <file>` (and `datamesh key import <file>` on another machine).",
+                    path.display()
+                );
+            }
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read your key file {}", path.display())),
+    }
+}
+
+/// Parses a key file, asking for its passphrase if it is protected.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<UserKey> {
+    let pass = if UserKey::is_protected(bytes) {
+        match passphrase("DATAMESH_KEY_PASSPHRASE", "Passphrase of your DataMesh key: ")? {
+            Some(p) => Some(p),
+            None => bail!(
+                "your key {} is passphrase-protected and stdin is not a terminal: set DATAMESH_KEY_PASSPHRASE",
+                path.display()
+            ),
+        }
+    } else {
+        None
+    };
+    UserKey::from_file_bytes(bytes, pass.as_deref()).map_err(|e: KeyError| anyhow::anyhow!("key file {}: {e}", path.display()))
+}
+
+/// Writes a key file atomically with mode 0600, refusing to overwrite.
+pub fn write_key_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("key.tmp");
+    let mut f = datamesh_node::identity::private_file(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Node configuration: one documented struct with defaults and human units.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file
+//! (`<data-dir>/config.toml` or `--config`), environment variables and
+//! command-line flags (both applied by the CLI).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use datamesh_core::Erasure;
+use serde::{Deserialize, Serialize};
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the node keeps its identity, index, shards and API token.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API. Loopback by default: the API is for this
+    /// machine's users; exposing it is an explicit choice.
+    pub api: SocketAddr,
+    /// Disk budget for shards and manifests (e.g. "100 GiB").
+    pub capacity: ByteSize,
+    /// Memory budget of the hot-chunk cache (e.g. "32 MiB").
+    pub cache: ByteSize,
+    /// Data shards per chunk for uploads that do not choose.
+    pub data_shards: u16,
+    /// Parity shards per chunk for uploads that do not choose.
+    pub parity_shards: u16,
+    /// Seconds an upload session may stay idle before it is dropped and its
+    /// shards left to garbage collection.
+    pub upload_idle_timeout_secs: u64,
+    /// Most upload sessions open at once (bounds memory and disk a client
+    /// can tie up).
+    pub max_uploads: usize,
+}
+
+/// The default API address.
+pub const DEFAULT_API: &str = "127.0.0.1:7780";
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            api: DEFAULT_API.parse().expect("valid default address"),
+            capacity: ByteSize::gib(100),
+            cache: ByteSize::mib(32),
+            data_shards: Erasure::DEFAULT.k,
+            parity_shards: Erasure::DEFAULT.m,
+            upload_idle_timeout_secs: 24 * 3600,
+            max_uploads: 64,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// Values that cannot work together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Loads `path` over the defaults; a missing file at the default location
+    /// is not an error, a missing explicit file is.
+    pub fn load(path: &Path, must_exist: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
+        }
+    }
+
+    /// The erasure code new uploads get by default.
+    pub fn erasure(&self) -> Erasure {
+        Erasure { k: self.data_shards, m: self.parity_shards }
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = self.erasure();
+        if e.k == 0 || e.total() > datamesh_core::limits::MAX_TOTAL_SHARDS {
+            return Err(ConfigError::Invalid(format!(
+                "erasure {}+{}: need at least 1 data shard and at most {} shards in all",
+                e.k,
+                e.m,
+                datamesh_core::limits::MAX_TOTAL_SHARDS
+            )));
+        }
+        if self.max_uploads == 0 {
+            return Err(ConfigError::Invalid("max_uploads must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `$XDG_DATA_HOME/datamesh`, else `~/.local/share/datamesh`, else `./datamesh-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("datamesh");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/datamesh");
+    }
+    PathBuf::from("datamesh-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_human_units() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "capacity = \"2 GiB\"\ncache = \"8 MiB\"\ndata_shards = 10\nparity_shards = 4\n").unwrap();
+        let c = NodeConfig::load(&p, true).unwrap();
+        assert_eq!(c.capacity, ByteSize::gib(2));
+        assert_eq!(c.erasure(), Erasure { k: 10, m: 4 });
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, "capacty = \"2 GiB\"\n").unwrap();
+        assert!(matches!(NodeConfig::load(&p, true), Err(ConfigError::Parse { .. })));
+        let missing = dir.path().join("nope.toml");
+        assert!(NodeConfig::load(&missing, false).is_ok());
+        assert!(matches!(NodeConfig::load(&missing, true), Err(ConfigError::Read { .. })));
+    }
+}
