@@ -1,0 +1,561 @@
+//! Behaviour of the store on the real file system: capacity, corruption,
+//! GC, locking, format versions, idempotence, stats, open-time recovery.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datamesh_core::manifest::merkle_root;
+use datamesh_core::{ChunkEntry, Chunking, Cid, Compression, Erasure, Manifest};
+use datamesh_store::{PinInfo, ShardMeta, Store, StoreConfig, StoreError};
+
+fn cfg() -> StoreConfig {
+    StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 1 << 20 }
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, cfg()).unwrap().0
+}
+
+/// Deterministic pseudo-random bytes.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn meta(i: u16) -> ShardMeta {
+    ShardMeta { chunk: Cid::raw_blake3(b"chunk"), index: i }
+}
+
+fn put(s: &Store, data: &[u8]) -> Cid {
+    let cid = Cid::raw_blake3(data);
+    s.put_shards(&[(cid, data, meta(0))], None).unwrap();
+    cid
+}
+
+/// Files under `<dir>/<sub>/*/*`.
+fn files(dir: &Path, sub: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(dir.join(sub)).unwrap() {
+        let d = d.unwrap().path();
+        if d.is_dir() {
+            for f in std::fs::read_dir(&d).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        } else {
+            out.push(d);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn flat(dir: &Path, sub: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(dir.join(sub)).unwrap().map(|e| e.unwrap().path()).collect()
+}
+
+fn shard_file(dir: &Path, cid: &Cid) -> PathBuf {
+    dir.join("shards").join(format!("{:02x}", cid.digest()[0])).join(cid.to_string())
+}
+
+/// A valid manifest over one chunk of the given shards (4+2).
+fn manifest(shards: &[Cid]) -> (Cid, Vec<u8>) {
+    assert_eq!(shards.len(), 6);
+    let chunk = ChunkEntry {
+        plain_size: 100,
+        stored_size: 100,
+        compression: Compression::None,
+        cid: Cid::raw_blake3(&shards[0].to_bytes()),
+        shards: shards.to_vec(),
+    };
+    let m = Manifest {
+        version: datamesh_core::manifest::MANIFEST_VERSION,
+        size: 100,
+        chunking: Chunking::Fixed { size: 100 },
+        erasure: Erasure::DEFAULT,
+        encryption: None,
+        unixfs: None,
+        owner: None,
+        merkle_root: merkle_root(std::iter::once(&chunk.cid)),
+        chunks: vec![chunk],
+    };
+    let b = m.encode();
+    (m.cid(), b)
+}
+
+fn six(seed: u64) -> Vec<(Cid, Vec<u8>)> {
+    (0..6).map(|i| bytes(seed * 10 + i, 300 + i as usize)).map(|b| (Cid::raw_blake3(&b), b)).collect()
+}
+
+fn put_six(s: &Store, shards: &[(Cid, Vec<u8>)], guard: Option<&datamesh_store::UploadGuard>) {
+    let batch: Vec<(Cid, &[u8], ShardMeta)> =
+        shards.iter().enumerate().map(|(i, (c, b))| (*c, b.as_slice(), meta(i as u16))).collect();
+    s.put_shards(&batch, guard).unwrap();
+}
+
+fn pin_info() -> PinInfo {
+    PinInfo { name: Some("f.txt".into()), size: 100, created_at: 1 }
+}
+
+#[test]
+fn put_get_round_trip_and_record() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, report) = Store::open(d.path(), cfg()).unwrap();
+    assert_eq!(report, Default::default());
+    let data = bytes(1, 5000);
+    let cid = put(&s, &data);
+    assert_eq!(s.get_shard(&cid).unwrap(), data);
+    assert!(s.has_shard(&cid).unwrap());
+    let rec = s.shard_record(&cid).unwrap().unwrap();
+    assert_eq!((rec.size, rec.index, rec.chunk), (5000, 0, Cid::raw_blake3(b"chunk")));
+    assert!(rec.stored_at > 1_600_000_000 && rec.verified_at >= rec.stored_at);
+    let missing = Cid::raw_blake3(b"nope");
+    assert!(matches!(s.get_shard(&missing), Err(StoreError::NotFound { cid }) if cid == missing));
+    assert!(!s.has_shard(&missing).unwrap());
+    assert_eq!(std::fs::read_to_string(d.path().join("FORMAT")).unwrap(), "datamesh-store 1\n");
+    // Survives a reopen.
+    drop(s);
+    let (s, report) = Store::open(d.path(), cfg()).unwrap();
+    assert_eq!(report, Default::default());
+    assert_eq!(s.get_shard(&cid).unwrap(), data);
+}
+
+#[test]
+fn put_refuses_bytes_that_do_not_match_the_cid() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let cid = Cid::raw_blake3(b"right");
+    let r = s.put_shards(&[(cid, b"wrong", meta(0))], None);
+    assert!(matches!(r, Err(StoreError::Corrupt { cid: c }) if c == cid));
+    assert!(files(d.path(), "shards").is_empty());
+    assert!(flat(d.path(), "tmp").is_empty());
+    assert!(!s.has_shard(&cid).unwrap());
+    let m = Cid::dag_cbor_blake3(b"m");
+    assert!(matches!(s.put_manifest(&m, b"x"), Err(StoreError::Corrupt { .. })));
+}
+
+#[test]
+fn capacity_exceeded_leaves_nothing_behind() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 10_000, cache_bytes: 0 }).unwrap().0;
+    put(&s, &bytes(1, 8000));
+    let a = bytes(2, 1500);
+    let b = bytes(3, 1500);
+    let (ca, cb) = (Cid::raw_blake3(&a), Cid::raw_blake3(&b));
+    let r = s.put_shards(&[(ca, &a, meta(0)), (cb, &b, meta(1))], None);
+    match r {
+        Err(StoreError::CapacityExceeded { needed, available }) => assert_eq!((needed, available), (3000, 2000)),
+        other => panic!("expected CapacityExceeded, got {other:?}"),
+    }
+    let e = s.put_shards(&[(ca, &a, meta(0)), (cb, &b, meta(1))], None).unwrap_err().to_string();
+    assert!(e.contains("capacity") && e.contains("run GC"), "{e}");
+    assert_eq!(files(d.path(), "shards").len(), 1);
+    assert!(flat(d.path(), "tmp").is_empty());
+    assert!(!s.has_shard(&ca).unwrap() && !s.has_shard(&cb).unwrap());
+    let st = s.stats().unwrap();
+    assert_eq!((st.shards, st.used_bytes, st.capacity_bytes), (1, 8000, 10_000));
+    // One of them fits.
+    s.put_shards(&[(ca, &a, meta(0))], None).unwrap();
+    // Re-putting something already stored needs no room.
+    s.put_shards(&[(ca, &a, meta(0))], None).unwrap();
+    assert_eq!(s.stats().unwrap().used_bytes, 9500);
+}
+
+#[test]
+fn corrupt_file_is_reported_and_quarantined() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let data = bytes(4, 4096);
+    let cid = put(&s, &data);
+    let f = shard_file(d.path(), &cid);
+    let mut on_disk = std::fs::read(&f).unwrap();
+    on_disk[1000] ^= 0x10;
+    std::fs::write(&f, &on_disk).unwrap();
+
+    assert!(matches!(s.get_shard(&cid), Err(StoreError::Corrupt { cid: c }) if c == cid));
+    assert!(!s.has_shard(&cid).unwrap(), "dropped from the index so repair can rebuild it");
+    assert!(!f.exists());
+    let q = flat(d.path(), "quarantine");
+    assert_eq!(q.len(), 1);
+    assert_eq!(std::fs::read(&q[0]).unwrap(), on_disk, "bad bytes kept for inspection");
+    assert_eq!(s.stats().unwrap().shards, 0);
+    assert!(matches!(s.get_shard(&cid), Err(StoreError::NotFound { .. })));
+    // Repair: a fresh put works.
+    put(&s, &data);
+    assert_eq!(s.get_shard(&cid).unwrap(), data);
+}
+
+#[test]
+fn truncated_or_missing_file_is_corrupt() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let data = bytes(5, 3000);
+    let cid = put(&s, &data);
+    let f = shard_file(d.path(), &cid);
+    std::fs::write(&f, &data[..2999]).unwrap();
+    assert!(matches!(s.get_shard(&cid), Err(StoreError::Corrupt { .. })));
+    assert!(!s.has_shard(&cid).unwrap());
+
+    // Grown file (right prefix, extra bytes).
+    let cid = put(&s, &data);
+    let mut grown = data.clone();
+    grown.push(0);
+    std::fs::write(shard_file(d.path(), &cid), &grown).unwrap();
+    assert!(matches!(s.get_shard(&cid), Err(StoreError::Corrupt { .. })));
+
+    // Vanished file.
+    let cid = put(&s, &data);
+    std::fs::remove_file(shard_file(d.path(), &cid)).unwrap();
+    assert!(matches!(s.get_shard(&cid), Err(StoreError::Corrupt { .. })));
+    assert!(!s.has_shard(&cid).unwrap());
+    assert_eq!(s.stats().unwrap().shards, 0);
+}
+
+#[test]
+fn corrupt_manifest_is_quarantined() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let (mcid, mb) = manifest(&six(1).iter().map(|x| x.0).collect::<Vec<_>>());
+    s.put_manifest(&mcid, &mb).unwrap();
+    assert_eq!(s.get_manifest(&mcid).unwrap(), mb);
+    let f = d.path().join("manifests").join(format!("{:02x}", mcid.digest()[0])).join(mcid.to_string());
+    std::fs::write(&f, b"garbage").unwrap();
+    assert!(matches!(s.get_manifest(&mcid), Err(StoreError::Corrupt { .. })));
+    assert!(!s.has_manifest(&mcid).unwrap());
+    assert_eq!(flat(d.path(), "quarantine").len(), 1);
+}
+
+#[test]
+fn idempotent_puts_do_not_rewrite() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let data = bytes(6, 1000);
+    let cid = Cid::raw_blake3(&data);
+    // Duplicates inside one batch count once.
+    s.put_shards(&[(cid, &data, meta(0)), (cid, &data, meta(0))], None).unwrap();
+    let rec = s.shard_record(&cid).unwrap().unwrap();
+    let f = shard_file(d.path(), &cid);
+    let ino_before = std::fs::metadata(&f).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.put_shards(&[(cid, &data, meta(3))], None).unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), ino_before, "file not rewritten");
+    assert_eq!(s.shard_record(&cid).unwrap().unwrap(), rec, "record not rewritten");
+    let st = s.stats().unwrap();
+    assert_eq!((st.shards, st.shard_bytes), (1, 1000));
+    let (mcid, mb) = manifest(&six(2).iter().map(|x| x.0).collect::<Vec<_>>());
+    s.put_manifest(&mcid, &mb).unwrap();
+    s.put_manifest(&mcid, &mb).unwrap();
+    assert_eq!(s.stats().unwrap().manifests, 1);
+}
+
+#[test]
+fn stats_follow_puts_deletes_and_gc() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let a = six(1);
+    put_six(&s, &a, None);
+    let sz: u64 = a.iter().map(|x| x.1.len() as u64).sum();
+    let (mcid, mb) = manifest(&a.iter().map(|x| x.0).collect::<Vec<_>>());
+    s.put_manifest(&mcid, &mb).unwrap();
+    s.pin(&mcid, pin_info()).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!(
+        (st.shards, st.shard_bytes, st.manifests, st.pins, st.used_bytes),
+        (6, sz, 1, 1, sz + mb.len() as u64)
+    );
+    let loose = put(&s, &bytes(9, 777));
+    assert!(s.delete_shard(&loose).unwrap());
+    assert!(!s.delete_shard(&loose).unwrap());
+    assert!(!shard_file(d.path(), &loose).exists());
+    assert_eq!(s.stats().unwrap().shards, 6);
+    assert!(s.unpin(&mcid).unwrap());
+    assert!(!s.unpin(&mcid).unwrap());
+    let r = s.gc().unwrap();
+    assert_eq!((r.shards_removed, r.manifests_removed, r.bytes_freed), (6, 1, sz + mb.len() as u64));
+    let st = s.stats().unwrap();
+    assert_eq!((st.shards, st.shard_bytes, st.manifests, st.pins, st.used_bytes), (0, 0, 0, 0, 0));
+    assert!(files(d.path(), "shards").is_empty() && files(d.path(), "manifests").is_empty());
+    // Stats are rebuilt from the index on open.
+    put_six(&s, &a, None);
+    drop(s);
+    let s = open(d.path());
+    assert_eq!(s.stats().unwrap().shard_bytes, sz);
+}
+
+#[test]
+fn gc_keeps_pinned_and_guarded_and_removes_the_rest() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let pinned = six(1);
+    let unpinned = six(2);
+    let guarded = six(3);
+    let loose = six(4);
+    let g = s.protect();
+    put_six(&s, &pinned, Some(&g));
+    let (pm, pb) = manifest(&pinned.iter().map(|x| x.0).collect::<Vec<_>>());
+    g.add(pm);
+    s.put_manifest(&pm, &pb).unwrap();
+    s.pin(&pm, pin_info()).unwrap();
+    drop(g);
+    let unixfs = Cid::from_sha256(datamesh_core::cid::RAW, &[7; 32]);
+    s.set_alias(&unixfs, &pm).unwrap();
+
+    put_six(&s, &unpinned, None);
+    let (um, ub) = manifest(&unpinned.iter().map(|x| x.0).collect::<Vec<_>>());
+    s.put_manifest(&um, &ub).unwrap();
+    let unixfs2 = Cid::from_sha256(datamesh_core::cid::RAW, &[8; 32]);
+    s.set_alias(&unixfs2, &um).unwrap();
+
+    let g = s.protect();
+    put_six(&s, &guarded, Some(&g));
+    assert_eq!(g.len(), 6);
+    put_six(&s, &loose, None);
+
+    let r = s.gc().unwrap();
+    assert_eq!((r.shards_removed, r.manifests_removed, r.pins_without_manifest, r.aliases_removed), (12, 1, 0, 1));
+    for (c, b) in &pinned {
+        assert_eq!(&s.get_shard(c).unwrap(), b);
+    }
+    for (c, _) in &guarded {
+        assert!(s.has_shard(c).unwrap());
+    }
+    for (c, _) in unpinned.iter().chain(&loose) {
+        assert!(!s.has_shard(c).unwrap());
+        assert!(!shard_file(d.path(), c).exists());
+    }
+    assert!(s.has_manifest(&pm).unwrap() && !s.has_manifest(&um).unwrap());
+    assert_eq!(s.resolve_alias(&unixfs).unwrap(), Some(pm));
+    assert_eq!(s.resolve_alias(&unixfs2).unwrap(), None);
+
+    drop(g);
+    let r = s.gc().unwrap();
+    assert_eq!(r.shards_removed, 6);
+    assert_eq!(s.stats().unwrap().shards, 6);
+}
+
+#[test]
+fn gc_sweeps_no_shards_while_a_pinned_manifest_is_missing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let loose = six(1);
+    put_six(&s, &loose, None);
+    let stray = Cid::dag_cbor_blake3(b"not here");
+    s.pin(&stray, pin_info()).unwrap();
+    let r = s.gc().unwrap();
+    assert_eq!((r.shards_removed, r.pins_without_manifest), (0, 1));
+    assert_eq!(s.stats().unwrap().shards, 6);
+    s.unpin(&stray).unwrap();
+    assert_eq!(s.gc().unwrap().shards_removed, 6);
+}
+
+#[test]
+fn second_open_is_refused_while_the_first_is_live() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let e = Store::open(d.path(), cfg()).unwrap_err();
+    match &e {
+        StoreError::InUse { pid, .. } => assert_eq!(pid, &std::process::id().to_string()),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("is in use by another datamesh node (pid {})", std::process::id())),
+        "{msg}"
+    );
+    assert!(msg.contains(&d.path().display().to_string()));
+    // A clone shares the lock; dropping every handle releases it.
+    let s2 = s.clone();
+    drop(s);
+    assert!(Store::open(d.path(), cfg()).is_err());
+    drop(s2);
+    Store::open(d.path(), cfg()).unwrap();
+}
+
+#[test]
+fn newer_or_foreign_formats_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    drop(open(d.path()));
+    std::fs::write(d.path().join("FORMAT"), "datamesh-store 2\n").unwrap();
+    let e = Store::open(d.path(), cfg()).unwrap_err();
+    assert!(matches!(e, StoreError::FormatTooNew { found: 2, supported: 1, .. }), "{e:?}");
+    assert!(e.to_string().contains("upgrade datamesh"));
+
+    std::fs::write(d.path().join("FORMAT"), "something else").unwrap();
+    assert!(matches!(Store::open(d.path(), cfg()), Err(StoreError::NotAStore { .. })));
+
+    // A non-empty directory that is not a store is left alone.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("notes.txt"), "mine").unwrap();
+    let e = Store::open(d.path(), cfg()).unwrap_err();
+    assert!(matches!(e, StoreError::NotAStore { .. }), "{e:?}");
+    assert!(!d.path().join("FORMAT").exists());
+
+    // A missing directory is created.
+    let d = tempfile::tempdir().unwrap();
+    let nested = d.path().join("a/b");
+    drop(open(&nested));
+    assert!(nested.join("FORMAT").exists());
+}
+
+#[test]
+fn open_removes_temp_and_orphans_and_drops_missing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let kept = put(&s, &bytes(1, 100));
+    let lost = put(&s, &bytes(2, 100));
+    let shrunk = put(&s, &bytes(3, 100));
+    drop(s);
+    std::fs::write(d.path().join("tmp/shard-3.tmp"), b"half").unwrap();
+    let orphan = Cid::raw_blake3(b"orphan");
+    std::fs::write(shard_file(d.path(), &orphan), b"orphan").unwrap();
+    std::fs::write(d.path().join("shards/00/not-a-cid"), b"junk").unwrap();
+    std::fs::remove_file(shard_file(d.path(), &lost)).unwrap();
+    std::fs::write(shard_file(d.path(), &shrunk), b"short").unwrap();
+
+    let (s, report) = Store::open(d.path(), cfg()).unwrap();
+    assert_eq!(report.temp_removed, 1);
+    assert_eq!(report.orphans_removed, 2);
+    assert_eq!(report.missing_dropped, 1);
+    assert_eq!(report.corrupt_quarantined, 1);
+    assert!(s.has_shard(&kept).unwrap());
+    assert!(!s.has_shard(&lost).unwrap() && !s.has_shard(&shrunk).unwrap());
+    assert_eq!(s.list_shards().unwrap(), vec![kept]);
+    assert_eq!(files(d.path(), "shards"), vec![shard_file(d.path(), &kept)]);
+    assert!(flat(d.path(), "tmp").is_empty());
+    assert_eq!(s.stats().unwrap().shards, 1);
+}
+
+#[test]
+fn pins_and_aliases_persist() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let a = Cid::dag_cbor_blake3(b"a");
+    let b = Cid::dag_cbor_blake3(b"b");
+    s.pin(&a, pin_info()).unwrap();
+    s.pin(&b, PinInfo { name: None, size: 5, created_at: 9 }).unwrap();
+    s.pin(&b, PinInfo { name: None, size: 6, created_at: 9 }).unwrap();
+    let long = PinInfo { name: Some("x".repeat(datamesh_store::MAX_PIN_NAME + 1)), size: 0, created_at: 0 };
+    assert!(matches!(s.pin(&a, long), Err(StoreError::PinNameTooLong { .. })));
+    let u = Cid::from_sha256(datamesh_core::cid::DAG_PB, &[1; 32]);
+    s.set_alias(&u, &a).unwrap();
+    drop(s);
+    let s = open(d.path());
+    let mut pins = s.pins().unwrap();
+    pins.sort_by_key(|p| p.0);
+    let mut want = vec![(a, pin_info()), (b, PinInfo { name: None, size: 6, created_at: 9 })];
+    want.sort_by_key(|p| p.0);
+    assert_eq!(pins, want);
+    assert_eq!(s.pin_info(&a).unwrap(), Some(pin_info()));
+    assert_eq!(s.resolve_alias(&u).unwrap(), Some(a));
+    assert_eq!(s.resolve_alias(&a).unwrap(), None);
+    assert_eq!(s.stats().unwrap().pins, 2);
+}
+
+#[test]
+fn cache_is_bounded_by_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 4 << 20 }).unwrap().0;
+    let big: Arc<[u8]> = bytes(1, 1 << 20).into();
+    let c = Cid::raw_blake3(&big);
+    s.cache_put(c, big.clone());
+    assert_eq!(s.cache_get(&c).as_deref(), Some(&big[..]));
+    for i in 0..32 {
+        let v: Arc<[u8]> = bytes(100 + i, 1 << 20).into();
+        s.cache_put(Cid::raw_blake3(&v), v);
+        assert!(s.cache_bytes_used() <= 4 << 20);
+    }
+    assert!(s.cache_bytes_used() > 2 << 20, "cache keeps items up to its budget");
+    // No cache at all.
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 0 }).unwrap().0;
+    s.cache_put(c, big);
+    assert!(s.cache_get(&c).is_none());
+}
+
+#[test]
+fn scrub_finds_and_quarantines_bit_rot() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let cids: Vec<Cid> = (0..10).map(|i| put(&s, &bytes(i, 500))).collect();
+    let f = shard_file(d.path(), &cids[3]);
+    let mut b = std::fs::read(&f).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&f, b).unwrap();
+    let r = s.scrub().unwrap();
+    assert_eq!((r.checked, r.corrupt.clone()), (10, vec![cids[3]]));
+    assert_eq!(s.stats().unwrap().shards, 9);
+    assert_eq!(s.scrub().unwrap().corrupt, vec![]);
+}
+
+/// Puts, reads, deletes and GCs from several threads at once, then checks
+/// the index and the files agree and every pinned shard is intact.
+#[test]
+fn concurrent_puts_reads_deletes_and_gc_stay_consistent() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut pinned = Vec::new();
+                for i in 0..15u64 {
+                    let seed = t * 1000 + i;
+                    let sh = six(seed);
+                    let g = s.protect();
+                    put_six(&s, &sh, Some(&g));
+                    let (m, mb) = manifest(&sh.iter().map(|x| x.0).collect::<Vec<_>>());
+                    g.add(m);
+                    s.put_manifest(&m, &mb).unwrap();
+                    if i % 3 == 0 {
+                        // An abandoned upload: guard dropped without a pin.
+                        drop(g);
+                        continue;
+                    }
+                    s.pin(&m, pin_info()).unwrap();
+                    drop(g);
+                    // A shard shared with another thread's loose puts.
+                    let shared = bytes(i, 64);
+                    let sc = Cid::raw_blake3(&shared);
+                    let _ = s.put_shards(&[(sc, &shared, meta(0))], None);
+                    if i % 4 == 0 {
+                        let _ = s.delete_shard(&sc);
+                    }
+                    if i % 5 == 0 {
+                        s.gc().unwrap();
+                    }
+                    for (c, b) in &sh {
+                        assert_eq!(&s.get_shard(c).unwrap(), b);
+                    }
+                    pinned.push(sh);
+                }
+                pinned
+            })
+        })
+        .collect();
+    let pinned: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    s.gc().unwrap();
+    for sh in &pinned {
+        for (c, b) in sh {
+            assert_eq!(&s.get_shard(c).unwrap(), b);
+        }
+    }
+    let listed: Vec<PathBuf> = {
+        let mut v: Vec<_> = s.list_shards().unwrap().iter().map(|c| shard_file(d.path(), c)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(d.path(), "shards"), listed);
+    assert_eq!(s.stats().unwrap().shards as usize, pinned.len() * 6);
+    assert!(flat(d.path(), "tmp").is_empty());
+    drop(s);
+    let (_, report) = Store::open(d.path(), cfg()).unwrap();
+    assert_eq!(report, Default::default());
+}
