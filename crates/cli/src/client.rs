@@ -79,11 +79,6 @@ impl Client {
         Ok(Client { http, base, token })
     }
 
-    /// The node's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// A request to `path` (below the base URL) with the token.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)

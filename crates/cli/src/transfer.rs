@@ -237,7 +237,7 @@ pub async fn get(client: &Client, user: Option<&UserKey>, cid: &Cid, out: &Path,
     let to_stdout = out == Path::new("-");
     let tmp: PathBuf = if to_stdout { PathBuf::new() } else { partial_path(out) };
     let mut sink: Box<dyn Write + Send> = if to_stdout {
-        Box::new(std::io::stdout().lock())
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
         Box::new(std::io::BufWriter::with_capacity(
             1 << 20,

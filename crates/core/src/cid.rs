@@ -65,9 +65,28 @@ pub enum CidError {
 ///
 /// Invariant: version 1, codec in {raw, dag-cbor, dag-pb}, hash in
 /// {BLAKE3-256, SHA2-256} with a 32-byte digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "cid::Cid", into = "cid::Cid")]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cid(cid::Cid);
+
+/// In binary formats (DAG-CBOR) a CID is the IPLD link (tag 42); in
+/// human-readable ones (JSON) it is its base32 text.
+impl Serialize for Cid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.collect_str(&self.0) } else { self.0.serialize(s) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(D::Error::custom)
+        } else {
+            Cid::try_from(cid::Cid::deserialize(d)?).map_err(D::Error::custom)
+        }
+    }
+}
 
 impl Cid {
     /// The CID of raw bytes under BLAKE3 (shards and stored chunks).
@@ -229,6 +248,17 @@ mod tests {
             Err(CidError::Version0(_))
         ));
         assert!(matches!(Cid::from_bytes(&[1, 2, 3]), Err(CidError::Malformed { .. })));
+    }
+
+    #[test]
+    fn json_is_text_and_cbor_is_a_link() {
+        let c = Cid::raw_blake3(b"x");
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(j, format!("\"{c}\""));
+        assert_eq!(serde_json::from_str::<Cid>(&j).unwrap(), c);
+        let b = serde_ipld_dagcbor::to_vec(&c).unwrap();
+        assert_eq!(b[0..2], [0xd8, 42]);
+        assert_eq!(serde_ipld_dagcbor::from_slice::<Cid>(&b).unwrap(), c);
     }
 
     proptest::proptest! {

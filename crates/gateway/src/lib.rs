@@ -201,7 +201,10 @@ async fn list_files(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoRespo
         .list()
         .await?
         .into_iter()
-        .map(|(cid, p)| json!({"cid": cid, "name": p.name, "size": p.size, "created_at": p.created_at}))
+        .map(|(cid, p, unixfs)| {
+            // A public file is known by its UnixFS CID; `manifest` is always given.
+            json!({"cid": unixfs.unwrap_or(cid), "manifest": cid, "name": p.name, "size": p.size, "created_at": p.created_at})
+        })
         .collect();
     Ok(Json(json!({ "files": files })))
 }

@@ -11,4 +11,4 @@ mod node;
 
 pub use config::{ConfigError, NodeConfig};
 pub use identity::NodeIdentity;
-pub use node::{ChunkReceipt, FileStat, Node, NodeError, NodeStatus, UploadId};
+pub use node::{ChunkReceipt, FileStat, Node, NodeError, NodeStatus, UploadId, delete_message};

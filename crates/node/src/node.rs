@@ -126,7 +126,7 @@ impl From<ErasureError> for NodeError {
 
 struct Session {
     erasure: Erasure,
-    guard: UploadGuard,
+    guard: Arc<UploadGuard>,
     last_active: Instant,
     chunks: HashMap<Cid, Vec<Cid>>,
 }
@@ -219,7 +219,7 @@ impl Node {
         let id = hex::encode(rand::random::<[u8; 16]>());
         uploads.insert(
             id.clone(),
-            Session { erasure, guard: self.inner.store.protect(), last_active: Instant::now(), chunks: HashMap::new() },
+            Session { erasure, guard: Arc::new(self.inner.store.protect()), last_active: Instant::now(), chunks: HashMap::new() },
         );
         Ok(id)
     }
@@ -410,10 +410,16 @@ impl Node {
         .await
     }
 
-    /// Pinned files.
-    pub async fn list(&self) -> Result<Vec<(Cid, PinInfo)>, NodeError> {
+    /// Pinned files, with the UnixFS CID of public ones.
+    pub async fn list(&self) -> Result<Vec<(Cid, PinInfo, Option<Cid>)>, NodeError> {
         let store = self.inner.store.clone();
-        blocking(move || Ok(store.pins()?)).await
+        let pins = blocking(move || Ok(store.pins()?)).await?;
+        let mut out = Vec::with_capacity(pins.len());
+        for (cid, info) in pins {
+            let unixfs = self.manifest(cid).await.ok().and_then(|(_, m)| m.unixfs);
+            out.push((cid, info, unixfs));
+        }
+        Ok(out)
     }
 
     /// Pins a stored file so GC keeps it.

@@ -1,0 +1,188 @@
+//! Test harness: a real `datamesh node` process in a temp dir, and the real
+//! CLI run against it with an isolated user key.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_datamesh"))
+}
+
+/// Waits for `cond` up to `timeout`, polling; panics with `what` on timeout.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A node process; killed on drop.
+pub struct TestNode {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub user_dir: tempfile::TempDir,
+    pub url: String,
+    pub extra: Vec<String>,
+}
+
+impl TestNode {
+    pub fn start(extra: &[&str]) -> TestNode {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let user_dir = tempfile::tempdir().expect("temp dir");
+        let mut n = TestNode { child: None, dir, user_dir, url: String::new(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        n.spawn();
+        n
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("node")
+    }
+
+    /// (Re)starts the node process on the same data dir.
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.data_dir().join("api.url"));
+        let child = Command::new(bin())
+            .args(["node", "--api", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .args(&self.extra)
+            .env("DATAMESH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node");
+        self.child = Some(child);
+        let url_file = self.data_dir().join("api.url");
+        self.url = wait_for("the node's api.url", Duration::from_secs(30), || std::fs::read_to_string(&url_file).ok());
+    }
+
+    /// SIGKILLs the node.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs the node and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_free_sigterm(c.id());
+            let status = wait_for("node exit", Duration::from_secs(30), || c.try_wait().ok().flatten());
+            assert!(status.success(), "node exited with {status}");
+        }
+    }
+
+    /// The CLI, pointed at this node, with this test's own user key.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("DATAMESH_DATA_DIR", self.data_dir())
+            .env("DATAMESH_USER_KEY", self.user_dir.path().join("user.key"))
+            .env_remove("DATAMESH_API")
+            .env_remove("DATAMESH_TOKEN")
+            .env_remove("DATAMESH_PASSPHRASE")
+            .env("DATAMESH_LOG", "warn")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the CLI with `args`; returns the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().expect("run cli")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "datamesh {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8(o.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs the CLI and asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(!o.status.success(), "datamesh {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&o.stdout));
+        String::from_utf8(o.stderr).expect("utf-8 stderr")
+    }
+
+    /// Puts a file and returns its CID (the last line of stdout).
+    pub fn put(&self, path: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["put", path.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        last_line(&self.ok(&args))
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("api.token")).expect("token")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+}
+
+pub fn last_line(s: &str) -> String {
+    s.lines().last().unwrap_or("").trim().to_string()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Text-like bytes that compress.
+pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
+    let words = ["storage", "network", "shard", "chunk", "erasure", "node", "the", "of", "data", "mesh", "\n"];
+    let r = pseudo_random(len / 4 + 8, seed);
+    let mut v = Vec::with_capacity(len + 16);
+    let mut i = 0;
+    while v.len() < len {
+        v.extend_from_slice(words[r[i % r.len()] as usize % words.len()].as_bytes());
+        v.push(b' ');
+        i += 1;
+    }
+    v.truncate(len);
+    v
+}
+
+/// Every shard file under a node's store.
+pub fn shard_files(node: &TestNode) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![node.data_dir().join("store").join("shards")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out.sort();
+    out
+}
