@@ -379,11 +379,9 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Get { cid, output, concurrency, c } => {
             let cid = parse_cid(&cid)?;
             let client = c.client()?;
-            // The key is needed only for encrypted files; a missing key file
-            // is created, which is harmless (and then says it cannot open it).
-            let user = c.user().ok();
             let out = output.unwrap_or_else(|| PathBuf::from(cid.to_string()));
-            let n = transfer::get(&client, user.as_ref(), &cid, &out, concurrency, !c.quiet && !c.json).await?;
+            // The key is loaded only if the file is encrypted.
+            let n = transfer::get(&client, || c.user(), &cid, &out, concurrency, !c.quiet && !c.json).await?;
             if out != Path::new("-") {
                 print(c.json, json!({"cid": cid, "bytes": n, "output": out}), || String::new());
             }
@@ -562,6 +560,22 @@ fn key_cmd(cmd: KeyCmd) -> Result<()> {
     }
 }
 
+/// Exit codes scripts can rely on: 1 any error, 3 not found, 4 not
+/// allowed (token or owner signature), 5 out of space, 6 data unavailable
+/// or corrupt beyond repair.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<client::ApiError>() {
+        Some(api) => match (api.status.as_u16(), api.code.as_str()) {
+            (404, _) => 3,
+            (401 | 403, _) => 4,
+            (507, _) => 5,
+            (_, "data_unavailable") => 6,
+            _ => 1,
+        },
+        None => 1,
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -580,6 +594,6 @@ fn main() {
     };
     if let Err(e) = rt.block_on(run(cli)) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&e));
     }
 }

@@ -220,7 +220,10 @@ fn erasure_from(asked: Erasure, shards_per_chunk: Option<usize>) -> Erasure {
 }
 
 /// Fetches, verifies and decodes a file into `out` (a path, or `-` for stdout).
-pub async fn get(client: &Client, user: Option<&UserKey>, cid: &Cid, out: &Path, concurrency: usize, progress: bool) -> Result<u64> {
+pub async fn get(
+    client: &Client,
+    load_user: impl FnOnce() -> Result<UserKey>,
+    cid: &Cid, out: &Path, concurrency: usize, progress: bool) -> Result<u64> {
     let (mcid, bytes) = client.manifest(cid).await?;
     let manifest = Manifest::decode_verified(&mcid, &bytes).context("the node served a bad manifest")?;
     match cid.codec() {
@@ -231,7 +234,7 @@ pub async fn get(client: &Client, user: Option<&UserKey>, cid: &Cid, out: &Path,
     }
     let key: Option<(Cipher, Arc<DataKey>)> = match &manifest.encryption {
         None => None,
-        Some(enc) => Some((enc.cipher, Arc::new(data_key(enc, user)?))),
+        Some(enc) => Some((enc.cipher, Arc::new(data_key(enc, load_user)?))),
     };
     let manifest = Arc::new(manifest);
     let to_stdout = out == Path::new("-");
@@ -306,14 +309,16 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-fn data_key(enc: &Encryption, user: Option<&UserKey>) -> Result<DataKey> {
-    let mut err = None;
-    if let Some(u) = user {
-        match keys::unwrap_for(&enc.wrapped_keys, u) {
+/// The file's data key: unwrapped with the user's key, else with a
+/// passphrase when the file has a passphrase wrap.
+fn data_key(enc: &Encryption, load_user: impl FnOnce() -> Result<UserKey>) -> Result<DataKey> {
+    let err = match load_user() {
+        Ok(u) => match keys::unwrap_for(&enc.wrapped_keys, &u) {
             Ok(k) => return Ok(k),
-            Err(e) => err = Some(e),
-        }
-    }
+            Err(e) => anyhow!("{e}"),
+        },
+        Err(e) => e,
+    };
     let has_pass = enc.wrapped_keys.iter().any(|w| matches!(w, datamesh_core::WrappedKey::Passphrase { .. }));
     if has_pass {
         if let Some(p) = crate::userkey::passphrase("DATAMESH_PASSPHRASE", "Passphrase of this file: ")? {
@@ -321,10 +326,7 @@ fn data_key(enc: &Encryption, user: Option<&UserKey>) -> Result<DataKey> {
         }
         bail!("this file is protected by a passphrase: set DATAMESH_PASSPHRASE (stdin is not a terminal)");
     }
-    Err(match err {
-        Some(e) => anyhow!("{e}"),
-        None => anyhow!("this file is encrypted and no key was given"),
-    })
+    Err(err)
 }
 
 /// The CID a public put of `path` would produce (its UnixFS CID), without

@@ -104,8 +104,9 @@ fn bad_cids_and_unknown_cids_are_clear_errors() {
     assert!(e.contains("not a valid CID"), "{e}");
     let e = node.fails(&["get", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"]);
     assert!(e.contains("CIDv0"), "{e}");
-    let e = node.fails(&["get", "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"]);
-    assert!(e.contains("not stored"), "{e}");
+    let o = node.run(&["get", "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"]);
+    assert_eq!(o.status.code(), Some(3), "unknown CIDs exit 3");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not stored"));
     let e = node.fails(&["stat", "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"]);
     assert!(e.contains("not stored"), "{e}");
 }
