@@ -169,7 +169,7 @@ async fn begin_upload(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
 }
 
 async fn put_chunk(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.put_chunk(&id, body.to_vec()).await?))
+    Ok(Json(st.node.put_chunk(&id, body).await?))
 }
 
 #[derive(Deserialize)]

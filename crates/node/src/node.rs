@@ -226,11 +226,14 @@ impl Node {
 
     /// Takes one chunk's stored form: erasure-codes it and writes its shards
     /// durably. Idempotent: re-sending a chunk rewrites nothing.
-    pub async fn put_chunk(&self, upload: &str, stored: Vec<u8>) -> Result<ChunkReceipt, NodeError> {
-        if stored.len() > limits::MAX_STORED_CHUNK_SIZE {
+    pub async fn put_chunk<B>(&self, upload: &str, stored: B) -> Result<ChunkReceipt, NodeError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        if stored.as_ref().len() > limits::MAX_STORED_CHUNK_SIZE {
             return Err(NodeError::BadRequest(format!(
                 "chunk of {} bytes exceeds the {} byte limit",
-                stored.len(),
+                stored.as_ref().len(),
                 limits::MAX_STORED_CHUNK_SIZE
             )));
         }
@@ -242,8 +245,9 @@ impl Node {
         };
         let store = self.inner.store.clone();
         let receipt = blocking(move || {
-            let cid = Cid::raw_blake3(&stored);
-            let shards = erasure::encode(erasure, &stored)?;
+            let stored = stored.as_ref();
+            let cid = Cid::raw_blake3(stored);
+            let shards = erasure::encode(erasure, stored)?;
             let cids = erasure::shard_cids(&shards);
             let batch: Vec<(Cid, &[u8], ShardMeta)> = shards
                 .iter()
