@@ -277,6 +277,17 @@ enum KeyCmd {
         #[arg(long, env = "DATAMESH_USER_KEY")]
         user_key: Option<PathBuf>,
     },
+    /// Protect your key file with a passphrase (or remove it with --remove).
+    /// The passphrase comes from DATAMESH_KEY_PASSPHRASE or a prompt; it is then
+    /// asked for whenever the key is used (never prompted without a terminal).
+    Passphrase {
+        /// Store the key unprotected again.
+        #[arg(long)]
+        remove: bool,
+        /// Your key file.
+        #[arg(long, env = "DATAMESH_USER_KEY")]
+        user_key: Option<PathBuf>,
+    },
     /// Print your public key (give it to people who share files with you).
     Show {
         /// Your key file.
@@ -550,6 +561,29 @@ fn key_cmd(cmd: KeyCmd) -> Result<()> {
             userkey::write_key_file(&dest, &bytes)?;
             let _: &UserKey = &key;
             println!("{}", key.public());
+            Ok(())
+        }
+        KeyCmd::Passphrase { remove, user_key } => {
+            let path = userkey::key_path(user_key.as_deref());
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("no key at {}: it is created by the first put", path.display()))?;
+            let key = userkey::parse(&path, &bytes)?;
+            let new = if remove {
+                key.to_file_bytes(None)
+            } else {
+                let p = match std::env::var("DATAMESH_NEW_KEY_PASSPHRASE") {
+                    Ok(p) => p,
+                    Err(_) => userkey::passphrase("DATAMESH_KEY_PASSPHRASE", "New passphrase for your key: ")?
+                        .ok_or_else(|| anyhow!("set DATAMESH_NEW_KEY_PASSPHRASE (stdin is not a terminal)"))?,
+                };
+                if p.is_empty() {
+                    bail!("an empty passphrase protects nothing; use --remove to store the key unprotected");
+                }
+                key.to_file_bytes(Some(&p))
+            };
+            std::fs::remove_file(&path).ok();
+            userkey::write_key_file(&path, &new)?;
+            eprintln!("{} {}", if remove { "removed the passphrase from" } else { "protected" }, path.display());
             Ok(())
         }
         KeyCmd::Show { user_key } => {

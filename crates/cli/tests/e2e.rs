@@ -334,3 +334,46 @@ fn a_file_that_changes_while_read_is_refused() {
     let missing = Path::new("/definitely/not/here");
     assert!(node.fails(&["put", missing.to_str().unwrap()]).contains("cannot open"));
 }
+
+#[test]
+fn key_passphrase_protects_the_installed_key() {
+    let node = TestNode::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"protected").unwrap();
+    let cid = node.put(&f, &[]);
+    let o = node.cli().args(["key", "passphrase"]).env("DATAMESH_NEW_KEY_PASSPHRASE", "s3cret").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key = std::fs::read_to_string(node.user_dir.path().join("user.key")).unwrap();
+    assert!(key.contains("argon2id") && !key.contains("\"secret\""), "secret material must not be in clear: {key}");
+    let out = dir.path().join("out");
+    let e = node.fails(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(e.contains("DATAMESH_KEY_PASSPHRASE"), "{e}");
+    let o = node.cli().args(["get", &cid, "-o", out.to_str().unwrap()]).env("DATAMESH_KEY_PASSPHRASE", "s3cret").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), b"protected");
+    let o = node.cli().args(["key", "passphrase", "--remove"]).env("DATAMESH_KEY_PASSPHRASE", "s3cret").output().unwrap();
+    assert!(o.status.success());
+    node.ok(&["get", &cid, "-o", out.to_str().unwrap()]);
+}
+
+#[test]
+fn a_client_killed_mid_put_leaves_nothing_listed_and_gc_reclaims_it() {
+    let mut node = TestNode::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::write(&big, pseudo_random(48 << 20, 5)).unwrap();
+    let mut child = node.cli().args(["put", big.to_str().unwrap(), "--chunk-size", "1MiB"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    wait_for("some shards", std::time::Duration::from_secs(30), || (shard_files(&node).len() >= 12).then_some(()));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(json(&node.ok(&["ls", "--json"]))["files"].as_array().unwrap().len(), 0);
+    // The session still protects its shards (the client might resume); a
+    // restart ends the session and GC reclaims everything.
+    node.stop();
+    node.spawn();
+    node.ok(&["gc"]);
+    let st = json(&node.ok(&["status", "--json"]));
+    assert_eq!(st["store"]["shards"], 0, "{st}");
+    assert_eq!(st["store"]["used_bytes"], 0, "{st}");
+}
