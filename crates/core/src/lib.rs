@@ -8,9 +8,11 @@
 
 pub mod cid;
 pub mod limits;
+pub mod location;
 pub mod manifest;
 
 pub use crate::cid::{Cid, CidError, Codec};
+pub use crate::location::{LocationError, LocationRecord};
 pub use crate::manifest::{
     ChunkEntry, Chunking, Cipher, Compression, Encryption, Erasure, Manifest, ManifestError,
     WrappedKey,

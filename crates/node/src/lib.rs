@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod placement;
 mod node;
 
 pub use config::{ConfigError, NodeConfig};

@@ -1,0 +1,181 @@
+//! Location records: which node holds which shard of a file.
+//!
+//! The manifest is immutable (its CID is the file's CID); where shards live
+//! changes as nodes die and repair moves shards. That mutable part is this
+//! record: versioned, with a sequence number that only grows, and signed by
+//! the node that wrote it. Replicas keep the valid record with the highest
+//! `seq`.
+//!
+//! ```text
+//! LocationRecord v1 (DAG-CBOR)
+//! ├── manifest   CID of the file's manifest
+//! ├── seq        u64, bumped on every rewrite (repair)
+//! ├── holders[]  node ids (libp2p peer id bytes, ≤ 64), each listed once
+//! ├── chunks[]   per chunk, per shard: index into holders[]
+//! ├── signer     32-byte Ed25519 public key of the writer
+//! └── signature  Ed25519 over the encoding with an empty signature
+//! ```
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::cid::Cid;
+use crate::limits;
+
+/// The location record format this build writes.
+pub const LOCATION_VERSION: u32 = 1;
+
+/// Where the shards of one file are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationRecord {
+    /// Format version.
+    pub version: u32,
+    /// The file's manifest.
+    pub manifest: Cid,
+    /// Grows with every rewrite; the highest valid one wins.
+    pub seq: u64,
+    /// Node ids (libp2p peer id bytes) holding shards.
+    pub holders: Vec<serde_bytes::ByteBuf>,
+    /// For each chunk, for each shard index: the index into `holders`.
+    pub chunks: Vec<Vec<u16>>,
+    /// The writer's Ed25519 public key.
+    #[serde(with = "serde_bytes")]
+    pub signer: Vec<u8>,
+    /// Signature over the record encoded with an empty signature.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Why bytes are not a usable location record.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    /// Not DAG-CBOR of this shape, or too large.
+    #[error("location record does not decode: {0}")]
+    Decode(String),
+    /// Newer format.
+    #[error("location record version {0} is newer than this build understands; upgrade datamesh")]
+    UnknownVersion(u32),
+    /// Fields contradict each other.
+    #[error("location record is inconsistent: {0}")]
+    Invalid(String),
+    /// The signature does not verify.
+    #[error("location record signature does not verify")]
+    BadSignature,
+}
+
+/// Largest encoded location record accepted from a peer.
+pub const MAX_LOCATION_SIZE: usize = 1024 * 1024;
+
+impl LocationRecord {
+    /// Builds and signs a record. `chunks[c][s]` is the holder of shard `s`
+    /// of chunk `c`, as node id bytes.
+    pub fn sign<H: AsRef<[u8]>>(manifest: Cid, seq: u64, chunks: &[Vec<H>], key: &SigningKey) -> Self {
+        let mut holders: Vec<Vec<u8>> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        let chunks = chunks
+            .iter()
+            .map(|shards| {
+                shards
+                    .iter()
+                    .map(|h| {
+                        *index.entry(h.as_ref().to_vec()).or_insert_with(|| {
+                            holders.push(h.as_ref().to_vec());
+                            (holders.len() - 1) as u16
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut r = LocationRecord {
+            version: LOCATION_VERSION,
+            manifest,
+            seq,
+            holders: holders.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+            chunks,
+            signer: key.verifying_key().to_bytes().to_vec(),
+            signature: Vec::new(),
+        };
+        r.signature = key.sign(&r.signed_bytes()).to_bytes().to_vec();
+        r
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature = Vec::new();
+        serde_ipld_dagcbor::to_vec(&unsigned).expect("location record encodes")
+    }
+
+    /// Canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_ipld_dagcbor::to_vec(self).expect("location record encodes")
+    }
+
+    /// Decodes untrusted bytes and checks shape and signature.
+    pub fn decode(bytes: &[u8]) -> Result<Self, LocationError> {
+        if bytes.len() > MAX_LOCATION_SIZE {
+            return Err(LocationError::Decode(format!("{} bytes exceeds {MAX_LOCATION_SIZE}", bytes.len())));
+        }
+        let r: LocationRecord = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| LocationError::Decode(e.to_string()))?;
+        if r.version != LOCATION_VERSION {
+            return Err(LocationError::UnknownVersion(r.version));
+        }
+        if r.holders.iter().any(|h| h.is_empty() || h.len() > 64) {
+            return Err(LocationError::Invalid("a holder id is empty or longer than 64 bytes".into()));
+        }
+        if r.chunks.iter().any(|c| c.len() > limits::MAX_TOTAL_SHARDS || c.iter().any(|&i| i as usize >= r.holders.len())) {
+            return Err(LocationError::Invalid("a shard points outside the holder list".into()));
+        }
+        let key = <[u8; 32]>::try_from(r.signer.as_slice())
+            .ok()
+            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+            .ok_or(LocationError::BadSignature)?;
+        let sig = Signature::from_slice(&r.signature).map_err(|_| LocationError::BadSignature)?;
+        key.verify(&r.signed_bytes(), &sig).map_err(|_| LocationError::BadSignature)?;
+        Ok(r)
+    }
+
+    /// The holder of shard `shard` of chunk `chunk`.
+    pub fn holder(&self, chunk: usize, shard: usize) -> Option<&[u8]> {
+        let i = *self.chunks.get(chunk)?.get(shard)? as usize;
+        self.holders.get(i).map(|h| h.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> SigningKey {
+        SigningKey::from_bytes(&[b; 32])
+    }
+
+    #[test]
+    fn sign_decode_and_lookup() {
+        let m = Cid::dag_cbor_blake3(b"m");
+        let chunks = vec![vec![[1u8; 32], [2; 32], [3; 32]], vec![[3u8; 32], [1; 32], [4; 32]]];
+        let r = LocationRecord::sign(m, 7, &chunks, &key(9));
+        assert_eq!(r.holders.len(), 4);
+        let back = LocationRecord::decode(&r.encode()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.holder(1, 2), Some(&[4u8; 32][..]));
+        assert_eq!(back.holder(2, 0), None);
+    }
+
+    #[test]
+    fn tampering_is_caught() {
+        let m = Cid::dag_cbor_blake3(b"m");
+        let mut r = LocationRecord::sign(m, 1, &[vec![[1u8; 32], [2; 32]]], &key(9));
+        r.seq = 2;
+        assert!(matches!(LocationRecord::decode(&r.encode()), Err(LocationError::BadSignature)));
+        let mut r = LocationRecord::sign(m, 1, &[vec![[1u8; 32], [2; 32]]], &key(9));
+        r.chunks[0][1] = 9;
+        assert!(matches!(LocationRecord::decode(&r.encode()), Err(LocationError::Invalid(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = LocationRecord::decode(&bytes);
+        }
+    }
+}
