@@ -1,0 +1,155 @@
+//! Settings of the network layer: [`NetConfig`] (what a node sets), the
+//! [`HealthTimers`] inside it, and [`Tuning`] (bounds and protocol intervals,
+//! defaults that rarely need changing).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+/// How often peers heartbeat and when silence changes a peer's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthTimers {
+    /// Every connected peer gets a heartbeat this often (default 30 s).
+    pub heartbeat_interval: Duration,
+    /// A peer silent this long is `Warning` and gets no new shards (default 60 s).
+    pub warning_after: Duration,
+    /// A peer silent this long is `Offline` (default 5 min).
+    pub offline_after: Duration,
+}
+
+impl Default for HealthTimers {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(30),
+            warning_after: Duration::from_secs(60),
+            offline_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a node sets to start its network layer.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The node's Ed25519 secret seed; the libp2p identity (and so the
+    /// `PeerId`) is derived from it.
+    pub identity_seed: [u8; 32],
+    /// Addresses to listen on, e.g. `/ip4/0.0.0.0/tcp/4001` and
+    /// `/ip4/0.0.0.0/udp/4001/quic-v1` (port 0 picks a free port).
+    pub listen: Vec<Multiaddr>,
+    /// Bootstrap peers in priority order, with or without `/p2p/<id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// Heartbeat and health timers.
+    pub timers: HealthTimers,
+    /// Where the Kademlia record and provider store is persisted
+    /// (`kad-store.cbor`); `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Longest a single request may take, both ways (default 30 s).
+    pub request_timeout: Duration,
+    /// Inbound requests handled at once; beyond it peers get
+    /// `Refused("busy")` (default 32).
+    pub max_inbound_requests: usize,
+}
+
+impl NetConfig {
+    /// Defaults around an identity: listen on TCP and QUIC on every interface
+    /// with OS-chosen ports, no bootstrap peers, no mDNS, default timers,
+    /// memory-only DHT store.
+    pub fn new(identity_seed: [u8; 32]) -> Self {
+        Self {
+            identity_seed,
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            mdns: false,
+            timers: HealthTimers::default(),
+            state_dir: None,
+            request_timeout: Duration::from_secs(30),
+            max_inbound_requests: 32,
+        }
+    }
+}
+
+/// Bounds and protocol intervals. [`crate::start`] uses the defaults;
+/// [`crate::start_with`] takes them explicitly.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Strikes (protocol violations, corrupt data) that get a peer banned (3).
+    pub max_strikes: u32,
+    /// How long a banned peer stays disconnected and refused (10 min).
+    pub ban_duration: Duration,
+    /// Peers tracked in the health table; the longest-silent disconnected
+    /// ones are forgotten beyond it (4096).
+    pub max_peers: usize,
+    /// Outbound requests and DHT queries waiting for an answer; beyond it
+    /// calls fail with `NetError::Busy` (1024).
+    pub max_pending: usize,
+    /// Streams (in + out) per connection for the shard protocol (64).
+    pub max_streams_per_connection: usize,
+    /// Established connections in total (512).
+    pub max_connections: u32,
+    /// Established connections per peer (4).
+    pub max_connections_per_peer: u32,
+    /// Connections being set up inbound (64).
+    pub max_pending_incoming: u32,
+    /// A connection with no streams is closed after this long; never less
+    /// than three heartbeat intervals (2 min).
+    pub idle_connection_timeout: Duration,
+    /// First retry delay for a bootstrap peer (1 s); doubles per failure.
+    pub bootstrap_backoff_start: Duration,
+    /// Largest retry delay for a bootstrap peer (60 s).
+    pub bootstrap_backoff_max: Duration,
+    /// DHT value-record time to live (48 h).
+    pub record_ttl: Duration,
+    /// How often the original publisher republishes a record (22 h).
+    pub record_republish: Duration,
+    /// How often holders re-replicate records to the closest peers (1 h).
+    pub record_replication: Duration,
+    /// Provider record time to live (48 h).
+    pub provider_ttl: Duration,
+    /// How often a provider re-announces (12 h, well inside the TTL).
+    pub provider_republish: Duration,
+    /// Bucket refresh: a periodic Kademlia bootstrap (5 min).
+    pub bucket_refresh: Duration,
+    /// Longest a DHT query may run (60 s).
+    pub query_timeout: Duration,
+    /// How often the DHT store is saved to `state_dir` (60 s).
+    pub persist_interval: Duration,
+    /// DHT value records kept (65 536).
+    pub max_dht_records: usize,
+    /// Keys with provider records kept (262 144).
+    pub max_provider_keys: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        const H: u64 = 3600;
+        Self {
+            max_strikes: 3,
+            ban_duration: Duration::from_secs(600),
+            max_peers: 4096,
+            max_pending: 1024,
+            max_streams_per_connection: 64,
+            max_connections: 512,
+            max_connections_per_peer: 4,
+            max_pending_incoming: 64,
+            idle_connection_timeout: Duration::from_secs(120),
+            bootstrap_backoff_start: Duration::from_secs(1),
+            bootstrap_backoff_max: Duration::from_secs(60),
+            record_ttl: Duration::from_secs(48 * H),
+            record_republish: Duration::from_secs(22 * H),
+            record_replication: Duration::from_secs(H),
+            provider_ttl: Duration::from_secs(48 * H),
+            provider_republish: Duration::from_secs(12 * H),
+            bucket_refresh: Duration::from_secs(300),
+            query_timeout: Duration::from_secs(60),
+            persist_interval: Duration::from_secs(60),
+            max_dht_records: 65_536,
+            max_provider_keys: 262_144,
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The Kademlia record store: libp2p's `MemoryStore`, plus the index needed
+//! to enumerate every provider record, plus persistence across restarts.
+//!
+//! # File format: `<state_dir>/kad-store.cbor`
+//! One DAG-CBOR map ([`StoreFile`]): `version` (= 1), `records` (key, value,
+//! publisher, expiry as Unix seconds) and `providers` (key, provider peer id,
+//! expiry, addresses). Expiry instants are monotonic in memory, so they are
+//! converted to wall-clock seconds on save and back on load; anything already
+//! expired on load is dropped. The file is written atomically: a temporary
+//! file in the same directory, fsync, rename over the old file, fsync of the
+//! directory. A file that fails to decode is moved aside (`.corrupt`) and the
+//! node starts with an empty store rather than refusing to start.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore, Result as StoreResult};
+use libp2p::kad::{ProviderRecord, Record, RecordKey};
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// Name of the persisted store inside `state_dir`.
+pub const STORE_FILE: &str = "kad-store.cbor";
+/// Version of [`StoreFile`].
+const STORE_VERSION: u32 = 1;
+/// A store file larger than this is not read (it cannot be ours).
+const MAX_STORE_FILE: u64 = 1 << 30;
+
+/// `MemoryStore` that also remembers which keys have provider records, so
+/// that all of them (not only our own) can be saved.
+pub(crate) struct PersistentStore {
+    inner: MemoryStore,
+    provider_keys: HashSet<RecordKey>,
+}
+
+impl PersistentStore {
+    pub(crate) fn new(local: PeerId, config: MemoryStoreConfig) -> Self {
+        Self { inner: MemoryStore::with_config(local, config), provider_keys: HashSet::new() }
+    }
+
+    /// Everything in the store, in the on-disk form.
+    pub(crate) fn snapshot(&self) -> StoreFile {
+        let now_i = Instant::now();
+        let now_s = SystemTime::now();
+        let to_unix = |e: Option<Instant>| e.map(|e| unix_secs(now_s + e.saturating_duration_since(now_i)));
+        let records = self
+            .inner
+            .records()
+            .map(|r| DiskRecord {
+                key: r.key.to_vec(),
+                value: r.value.clone(),
+                publisher: r.publisher.map(|p| p.to_bytes()),
+                expires: to_unix(r.expires),
+            })
+            .collect();
+        let providers = self
+            .provider_keys
+            .iter()
+            .flat_map(|k| self.inner.providers(k))
+            .map(|p| DiskProvider {
+                key: p.key.to_vec(),
+                provider: p.provider.to_bytes(),
+                expires: to_unix(p.expires),
+                addrs: p.addresses.iter().map(|a| serde_bytes::ByteBuf::from(a.to_vec())).collect(),
+            })
+            .collect();
+        StoreFile { version: STORE_VERSION, records, providers }
+    }
+
+    /// Loads a snapshot, skipping expired or malformed entries. Returns how
+    /// many records and provider records were restored.
+    pub(crate) fn restore(&mut self, file: StoreFile) -> (usize, usize) {
+        let now_i = Instant::now();
+        let now_u = unix_secs(SystemTime::now());
+        // None = never expires; Some(None) = already expired.
+        let to_instant = |e: Option<u64>| -> Option<Option<Instant>> {
+            match e {
+                None => Some(None),
+                Some(t) if t <= now_u => None,
+                Some(t) => Some(Some(now_i + Duration::from_secs(t - now_u))),
+            }
+        };
+        let (mut nr, mut np) = (0, 0);
+        for r in file.records {
+            let Some(expires) = to_instant(r.expires) else { continue };
+            let publisher = match r.publisher.map(|b| PeerId::from_bytes(&b)) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(_)) => continue,
+                None => None,
+            };
+            let rec = Record { key: RecordKey::from(r.key), value: r.value, publisher, expires };
+            if self.inner.put(rec).is_ok() {
+                nr += 1;
+            }
+        }
+        for p in file.providers {
+            let Some(expires) = to_instant(p.expires) else { continue };
+            let Ok(provider) = PeerId::from_bytes(&p.provider) else { continue };
+            let addresses = p.addrs.into_iter().filter_map(|a| Multiaddr::try_from(a.into_vec()).ok()).collect();
+            let rec = ProviderRecord { key: RecordKey::from(p.key), provider, expires, addresses };
+            if self.add_provider(rec).is_ok() {
+                np += 1;
+            }
+        }
+        (nr, np)
+    }
+}
+
+impl RecordStore for PersistentStore {
+    type RecordsIter<'a> = <MemoryStore as RecordStore>::RecordsIter<'a>;
+    type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
+
+    fn get(&self, k: &RecordKey) -> Option<Cow<'_, Record>> {
+        self.inner.get(k)
+    }
+    fn put(&mut self, r: Record) -> StoreResult<()> {
+        self.inner.put(r)
+    }
+    fn remove(&mut self, k: &RecordKey) {
+        self.inner.remove(k)
+    }
+    fn records(&self) -> Self::RecordsIter<'_> {
+        self.inner.records()
+    }
+    fn add_provider(&mut self, record: ProviderRecord) -> StoreResult<()> {
+        let key = record.key.clone();
+        self.inner.add_provider(record)?;
+        self.provider_keys.insert(key);
+        Ok(())
+    }
+    fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
+        self.inner.providers(key)
+    }
+    fn provided(&self) -> Self::ProvidedIter<'_> {
+        self.inner.provided()
+    }
+    fn remove_provider(&mut self, k: &RecordKey, p: &PeerId) {
+        self.inner.remove_provider(k, p);
+        if self.inner.providers(k).is_empty() {
+            self.provider_keys.remove(k);
+        }
+    }
+}
+
+/// The persisted store (see the module doc).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct StoreFile {
+    version: u32,
+    records: Vec<DiskRecord>,
+    providers: Vec<DiskProvider>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct DiskRecord {
+    #[serde(with = "serde_bytes")]
+    key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    value: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    publisher: Option<Vec<u8>>,
+    expires: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct DiskProvider {
+    #[serde(with = "serde_bytes")]
+    key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    provider: Vec<u8>,
+    expires: Option<u64>,
+    addrs: Vec<serde_bytes::ByteBuf>,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Where the store lives in `state_dir`.
+pub(crate) fn store_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(STORE_FILE)
+}
+
+/// Reads the store file. `Ok(None)` when there is none yet.
+pub(crate) fn load(path: &Path) -> std::io::Result<Option<StoreFile>> {
+    use std::io::{Error, ErrorKind};
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let decoded = if meta.len() > MAX_STORE_FILE {
+        Err(format!("{} bytes is larger than any store this node writes", meta.len()))
+    } else {
+        let bytes = std::fs::read(path)?;
+        match serde_ipld_dagcbor::from_slice::<StoreFile>(&bytes) {
+            Ok(f) if f.version == STORE_VERSION => Ok(f),
+            Ok(f) => Err(format!("store version {} (this build reads {STORE_VERSION})", f.version)),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    match decoded {
+        Ok(f) => Ok(Some(f)),
+        Err(why) => {
+            let aside = path.with_extension("cbor.corrupt");
+            tracing::warn!(path = %path.display(), %why, "kad store unreadable; moved aside, starting empty");
+            std::fs::rename(path, &aside).map_err(|e| Error::new(e.kind(), format!("moving aside: {e}")))?;
+            Ok(None)
+        }
+    }
+}
+
+/// Writes the store file atomically (temp, fsync, rename, fsync dir).
+pub(crate) fn save(path: &Path, file: &StoreFile) -> std::io::Result<()> {
+    let bytes = serde_ipld_dagcbor::to_vec(file).map_err(std::io::Error::other)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("cbor.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_restores_and_drops_expired() {
+        let me = PeerId::random();
+        let other = PeerId::random();
+        let mut s = PersistentStore::new(me, MemoryStoreConfig::default());
+        let soon = Some(Instant::now() + Duration::from_secs(3600));
+        s.put(Record { key: RecordKey::new(b"a"), value: b"1".to_vec(), publisher: Some(other), expires: soon })
+            .unwrap();
+        s.put(Record { key: RecordKey::new(b"forever"), value: b"2".to_vec(), publisher: None, expires: None })
+            .unwrap();
+        s.add_provider(ProviderRecord::new(RecordKey::new(b"p"), me, vec![])).unwrap();
+        let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        s.add_provider(ProviderRecord { key: RecordKey::new(b"q"), provider: other, expires: soon, addresses: vec![addr] })
+            .unwrap();
+
+        let mut file = s.snapshot();
+        // An entry that expired while the node was down.
+        file.records.push(DiskRecord { key: b"old".to_vec(), value: vec![], publisher: None, expires: Some(1) });
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(dir.path());
+        save(&path, &file).unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        assert_eq!(loaded, file);
+
+        let mut t = PersistentStore::new(me, MemoryStoreConfig::default());
+        assert_eq!(t.restore(loaded), (2, 2));
+        assert!(t.get(&RecordKey::new(b"old")).is_none());
+        assert_eq!(t.get(&RecordKey::new(b"a")).unwrap().publisher, Some(other));
+        assert_eq!(t.provided().count(), 1, "our own provider record is ours again");
+        assert_eq!(t.providers(&RecordKey::new(b"q"))[0].addresses.len(), 1);
+        t.remove_provider(&RecordKey::new(b"q"), &other);
+        assert_eq!(t.snapshot().providers.len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(dir.path());
+        std::fs::write(&path, b"not cbor").unwrap();
+        assert!(load(&path).unwrap().is_none());
+        assert!(dir.path().join("kad-store.cbor.corrupt").exists());
+        assert!(load(&path).unwrap().is_none(), "and then there is none");
+    }
+}

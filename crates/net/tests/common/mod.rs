@@ -1,0 +1,157 @@
+//! Helpers shared by the integration tests: a HashMap-backed handler, node
+//! construction on loopback, and waiting on conditions with a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datamesh_core::Cid;
+use datamesh_net::{Handler, Multiaddr, NetClient, NetConfig, PeerId, PeerInfo, Request, Response, Tuning};
+
+/// A node's storage in a test: three maps.
+#[derive(Default)]
+pub struct MapHandler {
+    pub shards: Mutex<HashMap<Cid, Vec<u8>>>,
+    pub manifests: Mutex<HashMap<Cid, Vec<u8>>>,
+    pub records: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    /// Requests seen, by kind.
+    pub seen: Mutex<Vec<(PeerId, &'static str)>>,
+    /// Answer GET_SHARD with these bytes instead of the stored ones (a liar).
+    pub lie_with: Mutex<Option<Vec<u8>>>,
+    /// Sleep this long in every request (to fill the inbound slots).
+    pub delay: Mutex<Duration>,
+}
+
+#[async_trait::async_trait]
+impl Handler for MapHandler {
+    async fn handle(&self, from: PeerId, req: Request) -> Response {
+        self.seen.lock().unwrap().push((from, req.kind()));
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        match req {
+            Request::PutShard { cid, data } => {
+                self.shards.lock().unwrap().insert(cid, data);
+                Response::Ok
+            }
+            Request::GetShard { cid } => {
+                if let Some(lie) = self.lie_with.lock().unwrap().clone() {
+                    return Response::Data(lie);
+                }
+                match self.shards.lock().unwrap().get(&cid) {
+                    Some(d) => Response::Data(d.clone()),
+                    None => Response::NotFound,
+                }
+            }
+            Request::ShardExists { cids } => {
+                let s = self.shards.lock().unwrap();
+                Response::Exists(cids.iter().map(|c| s.contains_key(c)).collect())
+            }
+            Request::DeleteShard { cid, authorization } => {
+                if authorization != b"let me" {
+                    return Response::Refused("bad authorization".into());
+                }
+                match self.shards.lock().unwrap().remove(&cid) {
+                    Some(_) => Response::Ok,
+                    None => Response::NotFound,
+                }
+            }
+            Request::PutManifest { cid, data } => {
+                self.manifests.lock().unwrap().insert(cid, data);
+                Response::Ok
+            }
+            Request::GetManifest { cid } => match self.manifests.lock().unwrap().get(&cid) {
+                Some(d) => Response::Data(d.clone()),
+                None => Response::NotFound,
+            },
+            Request::PutRecord { key, value } => {
+                self.records.lock().unwrap().insert(key, value);
+                Response::Ok
+            }
+            Request::GetRecord { key } => Response::Record(self.records.lock().unwrap().get(&key).cloned()),
+            Request::Heartbeat(_) => Response::Refused("heartbeats never reach the handler".into()),
+        }
+    }
+}
+
+static SEED: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh identity seed, distinct per call and per process.
+pub fn seed() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&SEED.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    s[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    s[12..16].copy_from_slice(&nanos.to_le_bytes());
+    s
+}
+
+pub fn tcp() -> Vec<Multiaddr> {
+    vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]
+}
+
+pub fn quic() -> Vec<Multiaddr> {
+    vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()]
+}
+
+/// A config on loopback TCP with fresh identity.
+pub fn config() -> NetConfig {
+    let mut c = NetConfig::new(seed());
+    c.listen = tcp();
+    c
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct Node {
+    pub net: NetClient,
+    pub store: Arc<MapHandler>,
+}
+
+pub async fn node(cfg: NetConfig) -> Node {
+    node_with(cfg, Tuning::default()).await
+}
+
+pub async fn node_with(cfg: NetConfig, tuning: Tuning) -> Node {
+    init_tracing();
+    let store = Arc::new(MapHandler::default());
+    let net = datamesh_net::start_with(cfg, tuning, store.clone()).await.expect("node starts");
+    Node { net, store }
+}
+
+/// `addr/p2p/<id>` of the node's first listen address.
+pub async fn p2p_addr(n: &NetClient) -> Multiaddr {
+    let a = n.listen_addrs().await.into_iter().next().expect("a listen address");
+    a.with(libp2p::multiaddr::Protocol::P2p(n.local_peer_id()))
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What `of` looks like from `at`.
+pub async fn info(at: &NetClient, of: PeerId) -> Option<PeerInfo> {
+    at.peers().await.into_iter().find(|p| p.peer == of)
+}
