@@ -114,14 +114,17 @@ impl Client {
         Ok(self.send(self.request(Method::POST, path)).await?.json().await?)
     }
 
-    /// Opens an upload session.
-    pub async fn begin_upload(&self, k: Option<u16>, m: Option<u16>) -> Result<String> {
+    /// Opens an upload session; returns its id and the erasure code the
+    /// node will apply (its default where none was asked for).
+    pub async fn begin_upload(&self, k: Option<u16>, m: Option<u16>) -> Result<(String, datamesh_core::Erasure)> {
         let v: serde_json::Value = self
             .send(self.request(Method::POST, "/v1/uploads").json(&serde_json::json!({"k": k, "m": m})))
             .await?
             .json()
             .await?;
-        v["upload_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("node sent no upload id"))
+        let id = v["upload_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("node sent no upload id"))?;
+        let field = |f: &str| v[f].as_u64().and_then(|x| u16::try_from(x).ok()).ok_or_else(|| anyhow!("node sent no `{f}`"));
+        Ok((id, datamesh_core::Erasure { k: field("k")?, m: field("m")? }))
     }
 
     /// Sends one chunk's stored form.

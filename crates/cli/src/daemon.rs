@@ -19,6 +19,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || Node::open(cfg)).await??
     };
+    let net = if cfg.offline { None } else { Some(start_network(&cfg, &node).await?) };
     let token = load_or_create_token(&data_dir)?;
     let listener = tokio::net::TcpListener::bind(api)
         .await
@@ -32,6 +33,19 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     println!("data-dir {}", data_dir.display());
     println!("node-id {}", status.node_id);
     std::io::stdout().flush()?;
+
+    // Heartbeats carry this node's free space and shard count.
+    let heartbeats = net.clone().map(|net| {
+        let node = node.clone();
+        let every = cfg.heartbeat_interval / 2;
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every.max(Duration::from_millis(100)));
+            loop {
+                t.tick().await;
+                net.set_local_heartbeat(node.heartbeat().await);
+            }
+        })
+    });
 
     // Upload sessions idle past their timeout release their shards to GC.
     let reaper = {
@@ -51,9 +65,51 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let app = datamesh_gateway::router(node.clone(), token);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     reaper.abort();
+    if let Some(h) = heartbeats {
+        h.abort();
+    }
+    if let Some(net) = net {
+        net.shutdown().await;
+    }
     let _ = std::fs::remove_file(data_dir.join("api.url"));
+    let _ = std::fs::remove_file(data_dir.join("p2p.addrs"));
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Starts the libp2p node and writes its dialable addresses (with
+/// `/p2p/<peer id>`) to `<data-dir>/p2p.addrs`, one per line, for scripts
+/// and the devnet to bootstrap from.
+async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<datamesh_net::NetClient> {
+    let parse = |list: &[String], what: &str| -> Result<Vec<datamesh_net::Multiaddr>> {
+        list.iter()
+            .map(|a| a.parse().with_context(|| format!("{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)")))
+            .collect()
+    };
+    let identity = datamesh_node::NodeIdentity::load_or_create(&cfg.data_dir)?;
+    let net_cfg = datamesh_net::NetConfig {
+        identity_seed: identity.secret_seed(),
+        listen: parse(&cfg.listen, "listen")?,
+        bootstrap: parse(&cfg.bootstrap, "bootstrap")?,
+        mdns: cfg.mdns,
+        timers: datamesh_net::HealthTimers {
+            heartbeat_interval: cfg.heartbeat_interval,
+            warning_after: cfg.warning_after,
+            offline_after: cfg.offline_after,
+        },
+        state_dir: Some(cfg.data_dir.join("net")),
+        ..datamesh_net::NetConfig::new(identity.secret_seed())
+    };
+    let net = datamesh_net::start(net_cfg, node.handler()).await.context("cannot start the peer-to-peer network")?;
+    node.attach_net(net.clone());
+    net.set_local_heartbeat(node.heartbeat().await);
+    let me = net.local_peer_id();
+    let addrs: Vec<String> = net.listen_addrs().await.iter().map(|a| format!("{a}/p2p/{me}")).collect();
+    write_atomic(&cfg.data_dir.join("p2p.addrs"), addrs.join("\n").as_bytes())?;
+    for a in &addrs {
+        tracing::info!(addr = %a, "listening for peers");
+    }
+    Ok(net)
 }
 
 async fn shutdown_signal() {

@@ -8,6 +8,7 @@
 
 mod client;
 mod daemon;
+mod devnet;
 mod transfer;
 mod userkey;
 
@@ -171,6 +172,8 @@ impl PutArgs {
 enum Cmd {
     /// Run a node (API on 127.0.0.1; address printed and written to the data dir).
     Node(NodeArgs),
+    /// Run a local network of N nodes on loopback until Ctrl-C.
+    Devnet(DevnetArgs),
     /// Store a file; prints its CID.
     #[command(alias = "add")]
     Put {
@@ -245,6 +248,8 @@ enum Cmd {
     Gc(#[command(flatten)] ClientOpts),
     /// Node status and usage.
     Status(#[command(flatten)] ClientOpts),
+    /// Peers with their health state, and the routing table's fill.
+    Peers(#[command(flatten)] ClientOpts),
     /// Manage your key.
     Key {
         #[command(subcommand)]
@@ -297,6 +302,34 @@ enum KeyCmd {
 }
 
 #[derive(Args)]
+struct DevnetArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 6)]
+    nodes: usize,
+    /// Parent directory of the nodes' data dirs (default: <data home>/datamesh/devnet).
+    #[arg(long, env = "DATAMESH_DEVNET_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print one JSON document listing the nodes once all are up.
+    #[arg(long)]
+    json: bool,
+    /// Heartbeat interval of every node (e.g. 1s).
+    #[arg(long)]
+    heartbeat_interval: Option<String>,
+    /// WARNING after this much silence (e.g. 2s).
+    #[arg(long)]
+    warning_after: Option<String>,
+    /// OFFLINE after this much silence (e.g. 5s).
+    #[arg(long)]
+    offline_after: Option<String>,
+    /// Default data shards per chunk.
+    #[arg(short = 'k', long)]
+    data_shards: Option<u16>,
+    /// Default parity shards per chunk.
+    #[arg(short = 'm', long)]
+    parity_shards: Option<u16>,
+}
+
+#[derive(Args)]
 struct NodeArgs {
     /// Data dir (default: $XDG_DATA_HOME/datamesh).
     #[arg(long, env = "DATAMESH_DATA_DIR")]
@@ -319,6 +352,27 @@ struct NodeArgs {
     /// Default parity shards per chunk.
     #[arg(short = 'm', long)]
     parity_shards: Option<u16>,
+    /// Peer-to-peer listen multiaddr (repeatable; default /ip4/0.0.0.0/tcp/7781 and udp/7781/quic-v1).
+    #[arg(long, value_delimiter = ',', env = "DATAMESH_LISTEN")]
+    listen: Vec<String>,
+    /// Bootstrap peer multiaddr, with or without /p2p/<id> (repeatable, in priority order).
+    #[arg(long, value_delimiter = ',', env = "DATAMESH_BOOTSTRAP")]
+    bootstrap: Vec<String>,
+    /// Discover peers on the LAN with mDNS.
+    #[arg(long)]
+    mdns: bool,
+    /// Run without the network: keep every shard on this node.
+    #[arg(long)]
+    offline: bool,
+    /// How often to heartbeat peers (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<std::time::Duration>,
+    /// Silence after which a peer is WARNING (e.g. 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warning_after: Option<std::time::Duration>,
+    /// Silence after which a peer is OFFLINE (e.g. 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    offline_after: Option<std::time::Duration>,
 }
 
 impl NodeArgs {
@@ -351,6 +405,23 @@ impl NodeArgs {
         if let Some(m) = self.parity_shards {
             cfg.parity_shards = m;
         }
+        if !self.listen.is_empty() {
+            cfg.listen = self.listen.clone();
+        }
+        if !self.bootstrap.is_empty() {
+            cfg.bootstrap = self.bootstrap.clone();
+        }
+        cfg.mdns |= self.mdns;
+        cfg.offline |= self.offline;
+        if let Some(d) = self.heartbeat_interval {
+            cfg.heartbeat_interval = d;
+        }
+        if let Some(d) = self.warning_after {
+            cfg.warning_after = d;
+        }
+        if let Some(d) = self.offline_after {
+            cfg.offline_after = d;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -374,6 +445,23 @@ fn print(json_mode: bool, value: serde_json::Value, plain: impl FnOnce() -> Stri
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Node(args) => daemon::run(args.config()?).await,
+        Cmd::Devnet(a) => {
+            let mut node_args = Vec::new();
+            for (flag, v) in [
+                ("--heartbeat-interval", a.heartbeat_interval.clone()),
+                ("--warning-after", a.warning_after.clone()),
+                ("--offline-after", a.offline_after.clone()),
+                ("--data-shards", a.data_shards.map(|v| v.to_string())),
+                ("--parity-shards", a.parity_shards.map(|v| v.to_string())),
+            ] {
+                if let Some(v) = v {
+                    node_args.push(flag.to_string());
+                    node_args.push(v);
+                }
+            }
+            let dir = a.data_dir.unwrap_or_else(|| datamesh_node::config::default_data_dir().join("devnet"));
+            devnet::run(devnet::DevnetOptions { nodes: a.nodes, dir, json: a.json, node_args }).await
+        }
         Cmd::Put { file, name, put, c } => {
             let user = c.user()?;
             let client = c.client()?;
@@ -510,6 +598,36 @@ async fn run(cli: Cli) -> Result<()> {
                     ByteSize::b(s["capacity_bytes"].as_u64().unwrap_or(0)).display().iec(),
                     v["protection"].as_str().unwrap_or("")
                 )
+            });
+            Ok(())
+        }
+        Cmd::Peers(c) => {
+            let v = c.client()?.get_json("/v1/peers").await?;
+            print(c.json, v.clone(), || {
+                let empty = vec![];
+                let mut lines: Vec<String> = v["peers"]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}\t{}\t{}\tlast seen {:.1}s ago\t{} free",
+                            p["peer"].as_str().unwrap_or(""),
+                            p["state"].as_str().unwrap_or(""),
+                            if p["connected"].as_bool().unwrap_or(false) { "connected" } else { "disconnected" },
+                            p["since_last_seen_secs"].as_f64().unwrap_or(0.0),
+                            p["free_bytes"].as_u64().map(|b| ByteSize::b(b).display().iec().to_string()).unwrap_or("?".into()),
+                        )
+                    })
+                    .collect();
+                let buckets: Vec<String> = v["routing_table"]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .map(|b| format!("{}:{}", b["bucket"], b["entries"]))
+                    .collect();
+                lines.push(format!("k-buckets (index:entries) {}", if buckets.is_empty() { "none".into() } else { buckets.join(" ") }));
+                lines.join("\n")
             });
             Ok(())
         }

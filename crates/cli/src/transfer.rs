@@ -114,7 +114,7 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
     let (sealer, encryption) = sealer_for(opts, user, path)?;
     let sealer = Arc::new(sealer);
     let public = encryption.is_none();
-    let upload = client.begin_upload(opts.erasure.map(|e| e.k), opts.erasure.map(|e| e.m)).await?;
+    let (upload, erasure) = client.begin_upload(opts.erasure.map(|e| e.k), opts.erasure.map(|e| e.m)).await?;
     let pb = progress_bar(expected, opts.progress, "put");
 
     // Reader thread: cut chunks (and hash UnixFS for public files) in order.
@@ -192,9 +192,7 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
             path.display()
         );
     }
-    let erasure = opts.erasure.unwrap_or(Erasure::DEFAULT);
-    let k_m_from_node = entries.first().map(|c| c.shards.len());
-    let mut b = ManifestBuilder::new(opts.chunking, erasure_from(erasure, k_m_from_node));
+    let mut b = ManifestBuilder::new(opts.chunking, erasure);
     let chunks = entries.len();
     for e in entries {
         b.push(e);
@@ -208,15 +206,6 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
         bail!("node acknowledged {stored} but the manifest is {local}");
     }
     Ok(PutResult { cid: unixfs.unwrap_or(local), manifest: local, size: total, chunks })
-}
-
-/// The erasure code the node applied: the one asked for, or the node's
-/// default when none was, told by the number of shards it returned.
-fn erasure_from(asked: Erasure, shards_per_chunk: Option<usize>) -> Erasure {
-    match shards_per_chunk {
-        Some(n) if n != asked.total() => Erasure { k: asked.k, m: (n - asked.k as usize) as u16 },
-        _ => asked,
-    }
 }
 
 /// Fetches, verifies and decodes a file into `out` (a path, or `-` for stdout).

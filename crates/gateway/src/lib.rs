@@ -23,6 +23,7 @@
 //! | GET | /files/{cid}/chunks/{index} | a chunk's stored form, verified |
 //! | POST/DELETE | /pins/{cid} | pin / unpin |
 //! | POST | /gc | collect garbage |
+//! | GET | /peers | peers with health state; k-bucket fill |
 
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/files/{cid}/chunks/{index}", get(get_chunk))
         .route("/v1/pins/{cid}", post(pin).delete(unpin))
         .route("/v1/gc", post(gc))
+        .route("/v1/peers", get(peers))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -125,6 +127,7 @@ impl From<NodeError> for ApiError {
             NodeError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_unavailable"),
             NodeError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+            NodeError::Network(_) => (StatusCode::SERVICE_UNAVAILABLE, "network_unavailable"),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");
@@ -250,4 +253,27 @@ async fn unpin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiR
 
 async fn gc(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
     Ok(Json(st.node.gc().await?))
+}
+
+async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
+    let peers: Vec<_> = st
+        .node
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| {
+            json!({
+                "peer": p.peer.to_string(),
+                "state": format!("{:?}", p.state).to_uppercase(),
+                "connected": p.connected,
+                "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "since_last_seen_secs": p.since_last_seen.as_secs_f64(),
+                "free_bytes": p.last_heartbeat.as_ref().map(|h| h.free_bytes),
+                "shards": p.last_heartbeat.as_ref().map(|h| h.shards),
+                "strikes": p.strikes,
+            })
+        })
+        .collect();
+    let buckets: Vec<_> = st.node.routing_table().await.into_iter().map(|(b, n)| json!({"bucket": b, "entries": n})).collect();
+    Ok(Json(json!({"peers": peers, "routing_table": buckets})))
 }

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytesize::ByteSize;
 use datamesh_core::Erasure;
@@ -34,10 +35,32 @@ pub struct NodeConfig {
     /// Most upload sessions open at once (bounds memory and disk a client
     /// can tie up).
     pub max_uploads: usize,
+    /// Peer-to-peer listen addresses (multiaddrs). TCP and QUIC.
+    pub listen: Vec<String>,
+    /// Bootstrap peers (multiaddrs, with or without `/p2p/<peer id>`), in
+    /// priority order.
+    pub bootstrap: Vec<String>,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+    /// How often a node tells its peers it is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is WARNING (gets no new shards).
+    #[serde(with = "humantime_serde")]
+    pub warning_after: Duration,
+    /// Silence after which a peer is OFFLINE.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+    /// Run without the network (a lone node keeping every shard itself).
+    pub offline: bool,
 }
 
 /// The default API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7780";
+/// The default peer-to-peer TCP address.
+pub const DEFAULT_LISTEN_TCP: &str = "/ip4/0.0.0.0/tcp/7781";
+/// The default peer-to-peer QUIC address.
+pub const DEFAULT_LISTEN_QUIC: &str = "/ip4/0.0.0.0/udp/7781/quic-v1";
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -50,6 +73,13 @@ impl Default for NodeConfig {
             parity_shards: Erasure::DEFAULT.m,
             upload_idle_timeout_secs: 24 * 3600,
             max_uploads: 64,
+            listen: vec![DEFAULT_LISTEN_TCP.into(), DEFAULT_LISTEN_QUIC.into()],
+            bootstrap: Vec::new(),
+            mdns: false,
+            heartbeat_interval: Duration::from_secs(30),
+            warning_after: Duration::from_secs(60),
+            offline_after: Duration::from_secs(300),
+            offline: false,
         }
     }
 }
@@ -106,6 +136,12 @@ impl NodeConfig {
                 datamesh_core::limits::MAX_TOTAL_SHARDS
             )));
         }
+        if !(self.heartbeat_interval < self.warning_after && self.warning_after < self.offline_after) {
+            return Err(ConfigError::Invalid(format!(
+                "timers must satisfy heartbeat_interval < warning_after < offline_after (got {:?} < {:?} < {:?})",
+                self.heartbeat_interval, self.warning_after, self.offline_after
+            )));
+        }
         if self.max_uploads == 0 {
             return Err(ConfigError::Invalid("max_uploads must be at least 1".into()));
         }
@@ -132,10 +168,12 @@ mod tests {
     fn toml_with_human_units() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.toml");
-        std::fs::write(&p, "capacity = \"2 GiB\"\ncache = \"8 MiB\"\ndata_shards = 10\nparity_shards = 4\n").unwrap();
+        std::fs::write(&p, "capacity = \"2 GiB\"\ncache = \"8 MiB\"\ndata_shards = 10\nparity_shards = 4\nheartbeat_interval = \"1s\"\nwarning_after = \"2s\"\noffline_after = \"5s\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/7781\"]\n").unwrap();
         let c = NodeConfig::load(&p, true).unwrap();
         assert_eq!(c.capacity, ByteSize::gib(2));
         assert_eq!(c.erasure(), Erasure { k: 10, m: 4 });
+        assert_eq!(c.warning_after, Duration::from_secs(2));
+        assert_eq!(c.bootstrap.len(), 1);
         c.validate().unwrap();
     }
 

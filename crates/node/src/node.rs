@@ -9,17 +9,23 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use datamesh_core::{ChunkEntry, Cid, Erasure, Manifest, ManifestError, limits};
+use datamesh_core::{ChunkEntry, Cid, Codec, Erasure, LocationRecord, Manifest, ManifestError, limits};
+use datamesh_net::{NetClient, NetError, PeerId, PeerInfo, Request, Response};
 use datamesh_pipeline::erasure::{self, ErasureError};
 use datamesh_store::{GcReport, PinInfo, ShardMeta, Store, StoreConfig, StoreError, StoreStats, UploadGuard};
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde::Serialize;
+use sha2::Digest;
 
 use crate::config::NodeConfig;
 use crate::identity::NodeIdentity;
+use crate::network::{self, LocationStore, NodeHandler};
+use crate::placement::{self, Candidate};
 
 /// An upload session id: 128 random bits, hex. Unguessable, so one client
 /// cannot append to another's upload.
@@ -55,6 +61,8 @@ pub struct FileStat {
     pub name: Option<String>,
     /// Live (present) shards of each chunk, out of k+m.
     pub live_shards: Vec<u16>,
+    /// Distinct nodes holding shards of the file.
+    pub holders: usize,
 }
 
 /// Node health and usage.
@@ -68,7 +76,7 @@ pub struct NodeStatus {
     pub data_dir: PathBuf,
     /// Store usage.
     pub store: StoreStats,
-    /// Connected peers (0 until the network layer exists).
+    /// Connected peers.
     pub peers: usize,
     /// Open upload sessions.
     pub uploads: usize,
@@ -106,6 +114,21 @@ pub enum NodeError {
     /// Anything else: an IO error of the node's own disk.
     #[error("node storage error: {0}")]
     Storage(String),
+    /// Not enough nodes, or peers failed.
+    #[error("{0}")]
+    Network(String),
+}
+
+impl From<NetError> for NodeError {
+    fn from(e: NetError) -> Self {
+        NodeError::Network(e.to_string())
+    }
+}
+
+impl From<placement::PlacementError> for NodeError {
+    fn from(e: placement::PlacementError) -> Self {
+        NodeError::Network(e.to_string())
+    }
 }
 
 impl From<StoreError> for NodeError {
@@ -124,19 +147,38 @@ impl From<ErasureError> for NodeError {
     }
 }
 
+/// Where a chunk's shards went.
+#[derive(Clone)]
+struct Placed {
+    shards: Vec<Cid>,
+    /// Holder of each shard (peer id bytes); empty when kept locally.
+    holders: Vec<Vec<u8>>,
+}
+
 struct Session {
     erasure: Erasure,
     guard: Arc<UploadGuard>,
     last_active: Instant,
-    chunks: HashMap<Cid, Vec<Cid>>,
+    chunks: HashMap<Cid, Placed>,
 }
 
 struct Inner {
     cfg: NodeConfig,
     store: Store,
     identity: NodeIdentity,
+    signing: SigningKey,
     uploads: Mutex<HashMap<UploadId, Session>>,
     manifests: quick_cache::sync::Cache<Cid, Arc<Manifest>>,
+    locations: LocationStore,
+    net: Arc<OnceLock<NetClient>>,
+    started: Instant,
+}
+
+/// Who holds a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    Local,
+    Peer(PeerId),
 }
 
 /// A running node. Cheap to clone.
@@ -144,6 +186,9 @@ struct Inner {
 pub struct Node {
     inner: Arc<Inner>,
 }
+
+/// How long a provider lookup may take before the file counts as unknown.
+const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How far a delete request's timestamp may be from the node's clock.
 const DELETE_CLOCK_SKEW: u64 = 300;
@@ -153,7 +198,7 @@ pub fn delete_message(cid: &Cid, unix_secs: u64) -> Vec<u8> {
     format!("datamesh-delete-v1\n{cid}\n{unix_secs}").into_bytes()
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -174,15 +219,100 @@ impl Node {
             StoreConfig { capacity_bytes: cfg.capacity.as_u64(), cache_bytes: cfg.cache.as_u64() as usize },
         )?;
         tracing::info!(?report, node_id = %identity.id(), "store opened");
+        let locations = LocationStore::open(&cfg.data_dir.join("locations"))
+            .map_err(|e| NodeError::Storage(format!("cannot open the location records: {e}")))?;
+        let signing = SigningKey::from_bytes(&identity.secret_seed());
         Ok(Node {
             inner: Arc::new(Inner {
                 cfg,
                 store,
                 identity,
+                signing,
                 uploads: Mutex::new(HashMap::new()),
                 manifests: quick_cache::sync::Cache::new(64),
+                locations,
+                net: Arc::new(OnceLock::new()),
+                started: Instant::now(),
             }),
         })
+    }
+
+    /// The handler that serves peers from this node's store.
+    pub fn handler(&self) -> Arc<NodeHandler> {
+        let net = self.inner.net.clone();
+        Arc::new(NodeHandler {
+            store: self.inner.store.clone(),
+            locations: self.inner.locations.clone(),
+            pending: Mutex::new((Arc::new(self.inner.store.protect()), Instant::now())),
+            on_manifest: Arc::new(move |cid: Cid| {
+                // A replica announces itself as a provider of the file.
+                if let Some(n) = net.get() {
+                    let n = n.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = n.provide(&network::dht_key(&cid)).await {
+                            tracing::debug!(%cid, error = %e, "could not announce a replica");
+                        }
+                    });
+                }
+            }),
+        })
+    }
+
+    /// Connects the node to the network (once).
+    pub fn attach_net(&self, net: NetClient) {
+        let _ = self.inner.net.set(net);
+    }
+
+    fn net(&self) -> Option<&NetClient> {
+        self.inner.net.get()
+    }
+
+    /// The network's view of peers (empty without a network).
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        match self.net() {
+            Some(n) => n.peers().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Non-empty k-buckets: (bucket index, entries).
+    pub async fn routing_table(&self) -> Vec<(u32, usize)> {
+        match self.net() {
+            Some(n) => n.routing_table().await,
+            None => Vec::new(),
+        }
+    }
+
+    /// The numbers this node reports in its heartbeats.
+    pub async fn heartbeat(&self) -> datamesh_net::Heartbeat {
+        let store = self.inner.store.clone();
+        let stats = blocking(move || Ok(store.stats()?)).await.ok();
+        datamesh_net::Heartbeat {
+            free_bytes: stats.as_ref().map(|s| s.capacity_bytes.saturating_sub(s.used_bytes)).unwrap_or(0),
+            shards: stats.map(|s| s.shards).unwrap_or(0),
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Chooses holders for the k+m shards of a chunk. Without peers the node
+    /// keeps them all; with peers, k+m distinct ONLINE nodes are required.
+    async fn place(&self, chunk: &Cid, n: usize, shard_bytes: u64) -> Result<Vec<Holder>, NodeError> {
+        let Some(net) = self.net() else { return Ok(vec![Holder::Local; n]) };
+        let peers = net.peers().await;
+        if peers.is_empty() {
+            return Ok(vec![Holder::Local; n]);
+        }
+        let me = net.local_peer_id();
+        let own_free = self.heartbeat().await.free_bytes;
+        let mut cands = vec![Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: own_free }];
+        for p in peers.iter().filter(|p| p.connected && network::can_receive(p.state)) {
+            cands.push(Candidate {
+                id: Holder::Peer(p.peer),
+                key: kad_key(&p.peer.to_bytes()),
+                free_bytes: p.last_heartbeat.as_ref().map(|h| h.free_bytes).unwrap_or(u64::MAX),
+            });
+        }
+        Ok(placement::place(&kad_key(&chunk.to_bytes()), &cands, n, shard_bytes)?)
     }
 
     /// The configuration the node runs with.
@@ -243,25 +373,62 @@ impl Node {
             s.last_active = Instant::now();
             (s.erasure, s.guard.clone())
         };
+        let guard = guard.clone();
         let store = self.inner.store.clone();
-        let receipt = blocking(move || {
+        let (cid, shards) = blocking(move || {
             let stored = stored.as_ref();
             let cid = Cid::raw_blake3(stored);
-            let shards = erasure::encode(erasure, stored)?;
-            let cids = erasure::shard_cids(&shards);
-            let batch: Vec<(Cid, &[u8], ShardMeta)> = shards
-                .iter()
-                .zip(&cids)
-                .enumerate()
-                .map(|(i, (bytes, c))| (*c, bytes.as_slice(), ShardMeta { chunk: cid, index: i as u16 }))
-                .collect();
-            store.put_shards(&batch, Some(&guard))?;
-            Ok(ChunkReceipt { cid, shards: cids })
+            Ok((cid, erasure::encode(erasure, stored)?))
         })
         .await?;
+        let cids = erasure::shard_cids(&shards);
+        let holders = self.place(&cid, shards.len(), shards.first().map(|s| s.len() as u64).unwrap_or(0)).await?;
+        // Local shards in one batch (one index commit); remote ones in parallel.
+        let mut local = Vec::new();
+        let mut remote = FuturesUnordered::new();
+        for (i, (bytes, h)) in shards.into_iter().zip(&holders).enumerate() {
+            match h {
+                Holder::Local => local.push((cids[i], bytes, ShardMeta { chunk: cid, index: i as u16 })),
+                Holder::Peer(p) => {
+                    let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+                    let (p, c) = (*p, cids[i]);
+                    remote.push(async move { net.put_shard(p, c, bytes).await.map_err(|e| (p, e)) });
+                }
+            }
+        }
+        let local_write = blocking(move || {
+            let batch: Vec<(Cid, &[u8], ShardMeta)> = local.iter().map(|(c, b, m)| (*c, b.as_slice(), *m)).collect();
+            if !batch.is_empty() {
+                store.put_shards(&batch, Some(&guard))?;
+            }
+            Ok(())
+        });
+        let remote_writes = async {
+            while let Some(r) = remote.next().await {
+                if let Err((p, e)) = r {
+                    return Err(NodeError::Network(format!("storing a shard on {p} failed: {e}")));
+                }
+            }
+            Ok(())
+        };
+        let (a, b) = tokio::join!(local_write, remote_writes);
+        a?;
+        b?;
+        let me = self.net().map(|n| n.local_peer_id().to_bytes());
+        let holder_ids: Vec<Vec<u8>> = match &me {
+            Some(me) if holders.iter().any(|h| *h != Holder::Local) => holders
+                .iter()
+                .map(|h| match h {
+                    Holder::Local => me.clone(),
+                    Holder::Peer(p) => p.to_bytes(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let receipt = ChunkReceipt { cid, shards: cids };
         let mut uploads = self.uploads();
         let s = uploads.get_mut(upload).ok_or_else(|| NodeError::UploadNotFound(upload.into()))?;
-        s.chunks.insert(receipt.cid, receipt.shards.clone());
+        s.chunks.insert(receipt.cid, Placed { shards: receipt.shards.clone(), holders: holder_ids });
         Ok(receipt)
     }
 
@@ -277,37 +444,122 @@ impl Node {
                 manifest.erasure.k, manifest.erasure.m, session.erasure.k, session.erasure.m
             )));
         }
-        let store = self.inner.store.clone();
-        let m = manifest.clone();
-        let res = blocking(move || {
-            // Every shard the manifest names must be durable here, and must be
-            // the shards this node computed for that chunk: a client cannot
-            // make the node vouch for data it never received.
-            for (i, c) in m.chunks.iter().enumerate() {
-                let known = session.chunks.get(&c.cid);
-                if known.is_some_and(|s| *s != c.shards) {
+        // Every shard the manifest names must be durable, and must be the
+        // shards this node computed for that chunk: a client cannot make the
+        // node vouch for data it never received.
+        let mut holders: Vec<Vec<Vec<u8>>> = Vec::with_capacity(manifest.chunks.len());
+        let mut check_local = Vec::new();
+        for (i, c) in manifest.chunks.iter().enumerate() {
+            match session.chunks.get(&c.cid) {
+                Some(p) if p.shards != c.shards => {
                     return Err(NodeError::BadRequest(format!("chunk {i}: shard list differs from what the node computed")));
                 }
-                if known.is_none() {
-                    for s in &c.shards {
-                        if !store.has_shard(s)? {
-                            return Err(NodeError::BadRequest(format!("chunk {i} ({}) was never uploaded", c.cid)));
-                        }
+                Some(p) => holders.push(p.holders.clone()),
+                None => {
+                    check_local.push(i);
+                    holders.push(Vec::new());
+                }
+            }
+        }
+        let networked = holders.iter().any(|h| !h.is_empty());
+        let store = self.inner.store.clone();
+        let m = manifest.clone();
+        let bytes = manifest_bytes.clone();
+        let name2 = name.clone();
+        blocking(move || {
+            for &i in &check_local {
+                let c = &m.chunks[i];
+                for s in &c.shards {
+                    if !store.has_shard(s)? {
+                        return Err(NodeError::BadRequest(format!("chunk {i} ({}) was never uploaded", c.cid)));
                     }
                 }
             }
-            store.put_manifest(&cid, &manifest_bytes)?;
+            store.put_manifest(&cid, &bytes)?;
             if let Some(u) = m.unixfs {
                 store.set_alias(&u, &cid)?;
             }
-            store.pin(&cid, PinInfo { name, size: m.size, created_at: now_secs() })?;
-            drop(session);
+            store.pin(&cid, PinInfo { name: name2, size: m.size, created_at: now_secs() })?;
             Ok(())
         })
-        .await;
-        res?;
+        .await?;
+        if networked {
+            // Chunks found already stored here (deduplicated) are held locally.
+            let me = self.net().map(|n| n.local_peer_id().to_bytes()).unwrap_or_default();
+            for (i, h) in holders.iter_mut().enumerate() {
+                if h.is_empty() {
+                    *h = vec![me.clone(); manifest.chunks[i].shards.len()];
+                }
+            }
+            let record = LocationRecord::sign(cid, 1, &holders, &self.inner.signing);
+            let locations = self.inner.locations.clone();
+            let r2 = record.clone();
+            blocking(move || locations.put(&r2).map(|_| ()).map_err(|e| NodeError::Storage(e.to_string()))).await?;
+            self.replicate(&manifest, cid, &manifest_bytes, &record).await?;
+        }
+        drop(session);
         self.inner.manifests.insert(cid, Arc::new(manifest));
         Ok(cid)
+    }
+
+    /// Stores the manifest and location record on the max(m+1, 3) nodes
+    /// closest to the manifest's CID (this node counts as one) and on every
+    /// shard holder (whose replica pin keeps its shards from GC), then
+    /// announces the file in the DHT.
+    async fn replicate(&self, m: &Manifest, cid: Cid, bytes: &[u8], record: &LocationRecord) -> Result<(), NodeError> {
+        let Some(net) = self.net().cloned() else { return Ok(()) };
+        let me = net.local_peer_id();
+        let want = (m.erasure.m as usize + 1).max(3) - 1;
+        let online: std::collections::HashSet<PeerId> = net
+            .peers()
+            .await
+            .into_iter()
+            .filter(|p| p.connected && network::can_receive(p.state))
+            .map(|p| p.peer)
+            .collect();
+        let mut targets: Vec<PeerId> = match net.closest_peers(&network::dht_key(&cid)).await {
+            Ok(c) => c.into_iter().filter(|p| *p != me && online.contains(p)).take(want).collect(),
+            Err(_) => Vec::new(),
+        };
+        if targets.len() < want {
+            // The DHT may not have converged yet: fill from connected peers,
+            // nearest first.
+            let mut rest: Vec<PeerId> = online.iter().copied().filter(|p| !targets.contains(p)).collect();
+            let key = kad_key(&cid.to_bytes());
+            rest.sort_by_key(|p| placement::distance(&key, &kad_key(&p.to_bytes())));
+            targets.extend(rest.into_iter().take(want - targets.len()));
+        }
+        for h in &record.holders {
+            if let Ok(p) = PeerId::from_bytes(h) {
+                if p != me && !targets.contains(&p) {
+                    targets.push(p);
+                }
+            }
+        }
+        let rec = record.encode();
+        let mut jobs = FuturesUnordered::new();
+        for p in targets {
+            let net = net.clone();
+            let (bytes, rec) = (bytes.to_vec(), rec.clone());
+            jobs.push(async move {
+                match net.request(p, Request::PutManifest { cid, data: bytes }).await? {
+                    Response::Ok => {}
+                    other => return Err(NodeError::Network(format!("{p} refused the manifest: {other:?}"))),
+                }
+                match net.request(p, Request::PutRecord { key: network::location_key(&cid), value: rec }).await? {
+                    Response::Ok => Ok(()),
+                    other => Err(NodeError::Network(format!("{p} refused the location record: {other:?}"))),
+                }
+            });
+        }
+        while let Some(r) = jobs.next().await {
+            r?;
+        }
+        net.provide(&network::dht_key(&cid)).await?;
+        if let Some(u) = m.unixfs {
+            net.provide(&network::dht_key(&u)).await?;
+        }
+        Ok(())
     }
 
     /// Aborts an upload; its shards become garbage.
@@ -325,30 +577,76 @@ impl Node {
     }
 
     /// Resolves a CID given by a user (a manifest CID, or the UnixFS CID of
-    /// a public file) to the manifest CID.
+    /// a public file) to the manifest CID, asking the network if needed.
     pub async fn resolve(&self, cid: Cid) -> Result<Cid, NodeError> {
         let store = self.inner.store.clone();
-        blocking(move || {
+        let local = blocking(move || {
             if store.has_manifest(&cid)? {
-                return Ok(cid);
+                return Ok(Some(cid));
             }
-            match store.resolve_alias(&cid)? {
-                Some(m) => Ok(m),
-                None => Err(NodeError::NotFound(cid)),
-            }
+            Ok(store.resolve_alias(&cid)?)
         })
-        .await
+        .await?;
+        if let Some(m) = local {
+            return Ok(m);
+        }
+        if cid.codec() == Codec::DagCbor {
+            return Ok(cid);
+        }
+        let Some(net) = self.net() else { return Err(NodeError::NotFound(cid)) };
+        for p in self.providers(&cid).await? {
+            if let Ok(Response::Record(Some(b))) = net.request(p, Request::GetRecord { key: network::alias_key(&cid) }).await {
+                if let Ok(m) = Cid::from_bytes(&b) {
+                    return Ok(m);
+                }
+            }
+        }
+        Err(NodeError::NotFound(cid))
     }
 
-    /// The manifest's CID and encoded bytes.
+    /// Nodes that announced `cid`, found within a bounded time.
+    async fn providers(&self, cid: &Cid) -> Result<Vec<PeerId>, NodeError> {
+        let Some(net) = self.net() else { return Ok(Vec::new()) };
+        match tokio::time::timeout(PROVIDER_LOOKUP_TIMEOUT, net.find_providers(&network::dht_key(cid))).await {
+            Ok(Ok(mut v)) => {
+                let me = net.local_peer_id();
+                v.retain(|p| *p != me);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%cid, error = %e, "provider lookup failed");
+                Ok(Vec::new())
+            }
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The manifest's CID and encoded bytes, from this node or the network.
     pub async fn manifest_bytes(&self, cid: Cid) -> Result<(Cid, Vec<u8>), NodeError> {
         let cid = self.resolve(cid).await?;
         let store = self.inner.store.clone();
-        let bytes = blocking(move || Ok(store.get_manifest(&cid)?)).await?;
-        if !cid.verifies(&bytes) {
-            return Err(NodeError::Unavailable(format!("the manifest of {cid} is corrupt on this node")));
+        match blocking(move || Ok(store.get_manifest(&cid)?)).await {
+            Ok(bytes) if cid.verifies(&bytes) => return Ok((cid, bytes)),
+            Ok(_) => tracing::warn!(%cid, "local manifest copy is corrupt; asking the network"),
+            Err(NodeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
-        Ok((cid, bytes))
+        if let Some(net) = self.net().cloned() {
+            for p in self.providers(&cid).await? {
+                match net.get_manifest(p, cid).await {
+                    Ok(bytes) => {
+                        // Keep a copy (unpinned: GC may drop it) so the next
+                        // read of this file is local.
+                        let store = self.inner.store.clone();
+                        let b = bytes.clone();
+                        let _ = blocking(move || Ok(store.put_manifest(&cid, &b)?)).await;
+                        return Ok((cid, bytes));
+                    }
+                    Err(e) => tracing::debug!(%cid, peer = %p, error = %e, "manifest fetch failed"),
+                }
+            }
+        }
+        Err(NodeError::NotFound(cid))
     }
 
     /// The decoded manifest (cached).
@@ -362,10 +660,36 @@ impl Node {
         Ok((cid, m))
     }
 
+    /// The file's location record: this node's copy, else the highest valid
+    /// one its replicas hold. None for files kept whole on one node.
+    pub async fn location(&self, manifest: Cid) -> Result<Option<LocationRecord>, NodeError> {
+        let locations = self.inner.locations.clone();
+        if let Some(r) = blocking(move || Ok(locations.get(&manifest))).await? {
+            return Ok(Some(r));
+        }
+        let Some(net) = self.net().cloned() else { return Ok(None) };
+        let mut best: Option<LocationRecord> = None;
+        for p in self.providers(&manifest).await? {
+            if let Ok(Response::Record(Some(b))) = net.request(p, Request::GetRecord { key: network::location_key(&manifest) }).await {
+                if let Ok(r) = LocationRecord::decode(&b) {
+                    if r.manifest == manifest && best.as_ref().is_none_or(|x| r.seq > x.seq) {
+                        best = Some(r);
+                    }
+                }
+            }
+        }
+        if let Some(r) = &best {
+            let locations = self.inner.locations.clone();
+            let r = r.clone();
+            let _ = blocking(move || locations.put(&r).map_err(|e| NodeError::Storage(e.to_string()))).await;
+        }
+        Ok(best)
+    }
+
     /// The stored form of chunk `index` of a file, rebuilt from any k
     /// verified shards.
     pub async fn chunk(&self, file: Cid, index: usize) -> Result<Arc<[u8]>, NodeError> {
-        let (_, m) = self.manifest(file).await?;
+        let (mcid, m) = self.manifest(file).await?;
         let entry = m
             .chunks
             .get(index)
@@ -374,44 +698,140 @@ impl Node {
         if let Some(hit) = self.inner.store.cache_get(&entry.cid) {
             return Ok(hit);
         }
-        let store = self.inner.store.clone();
-        let erasure = m.erasure;
-        let data = blocking(move || read_chunk(&store, erasure, &entry).map(|d| (entry.cid, d))).await?;
-        let bytes: Arc<[u8]> = data.1.into();
-        self.inner.store.cache_put(data.0, bytes.clone());
+        let data = match self.location(mcid).await? {
+            Some(loc) => self.read_chunk_networked(m.erasure, &entry, index, &loc).await?,
+            None => {
+                let store = self.inner.store.clone();
+                let erasure = m.erasure;
+                let e = entry.clone();
+                blocking(move || read_chunk(&store, erasure, &e)).await?
+            }
+        };
+        let bytes: Arc<[u8]> = data.into();
+        self.inner.store.cache_put(entry.cid, bytes.clone());
         Ok(bytes)
     }
 
-    /// What the node knows of a file, with live shards per chunk.
+    /// Fetches k shards of a chunk from their holders: data shards and this
+    /// node's own shards first, several at once; a holder that fails or is
+    /// offline is replaced by the next shard's holder.
+    async fn read_chunk_networked(&self, e: Erasure, entry: &ChunkEntry, index: usize, loc: &LocationRecord) -> Result<Vec<u8>, NodeError> {
+        let k = e.k as usize;
+        let total = entry.shards.len();
+        let me = self.net().map(|n| n.local_peer_id().to_bytes()).unwrap_or_default();
+        let offline: std::collections::HashSet<Vec<u8>> = self
+            .peers()
+            .await
+            .into_iter()
+            .filter(|p| !p.connected || !network::can_receive(p.state))
+            .map(|p| p.peer.to_bytes())
+            .collect();
+        // Local first, then healthy holders, then the rest; data shards
+        // before parity within each group (no decode needed if all k data
+        // shards arrive).
+        let mut order: Vec<usize> = (0..total).collect();
+        order.sort_by_key(|&i| {
+            let h = loc.holder(index, i).unwrap_or_default();
+            let rank = if h == me.as_slice() { 0 } else if offline.contains(h) { 2 } else { 1 };
+            (rank, i)
+        });
+        let mut slots: Vec<Option<Vec<u8>>> = vec![None; total];
+        let mut next = 0;
+        let mut got = 0;
+        let mut inflight = FuturesUnordered::new();
+        let mut failures = Vec::new();
+        while got < k {
+            while inflight.len() + got < k && next < order.len() {
+                let i = order[next];
+                next += 1;
+                let fut = self.fetch_shard(entry.shards[i], loc.holder(index, i).map(|h| h.to_vec()), me.clone());
+                inflight.push(async move { (i, fut.await) });
+            }
+            let Some((i, r)) = inflight.next().await else { break };
+            match r {
+                Ok(b) => {
+                    slots[i] = Some(b);
+                    got += 1;
+                }
+                Err(err) => failures.push(format!("shard {i}: {err}")),
+            }
+        }
+        if got < k {
+            return Err(NodeError::Unavailable(format!(
+                "chunk {} has only {got} reachable shards of the {k} needed ({}); more nodes must come back before it can be read",
+                entry.cid,
+                failures.join("; ")
+            )));
+        }
+        let e2 = entry.clone();
+        blocking(move || Ok(erasure::decode_chunk(e, &e2, slots)?)).await
+    }
+
+    async fn fetch_shard(&self, cid: Cid, holder: Option<Vec<u8>>, me: Vec<u8>) -> Result<Vec<u8>, NodeError> {
+        let holder = holder.ok_or_else(|| NodeError::Unavailable("no holder recorded".into()))?;
+        if holder == me {
+            let store = self.inner.store.clone();
+            return blocking(move || Ok(store.get_shard(&cid)?)).await;
+        }
+        let peer = PeerId::from_bytes(&holder).map_err(|_| NodeError::Unavailable("bad holder id".into()))?;
+        let net = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?;
+        Ok(net.get_shard(peer, cid).await?)
+    }
+
+    /// What the node knows of a file, with live shards per chunk (asking
+    /// holders when the file is spread over the network).
     pub async fn stat(&self, cid: Cid) -> Result<FileStat, NodeError> {
         let (cid, m) = self.manifest(cid).await?;
+        let loc = self.location(cid).await?;
         let store = self.inner.store.clone();
-        blocking(move || {
-            let live = m
+        let m2 = m.clone();
+        let (mut live, pin) = blocking(move || {
+            let live = m2
                 .chunks
                 .iter()
-                .map(|c| -> Result<u16, NodeError> {
-                    let mut n = 0;
-                    for s in &c.shards {
-                        n += store.has_shard(s)? as u16;
-                    }
-                    Ok(n)
-                })
+                .map(|c| -> Result<Vec<bool>, NodeError> { c.shards.iter().map(|s| Ok(store.has_shard(s)?)).collect() })
                 .collect::<Result<Vec<_>, _>>()?;
-            let pin = store.pin_info(&cid)?;
-            Ok(FileStat {
-                cid,
-                unixfs: m.unixfs,
-                size: m.size,
-                encrypted: m.encryption.is_some(),
-                k: m.erasure.k,
-                m: m.erasure.m,
-                pinned: pin.is_some(),
-                name: pin.and_then(|p| p.name),
-                live_shards: live,
-            })
+            Ok((live, store.pin_info(&cid)?))
         })
-        .await
+        .await?;
+        if let (Some(loc), Some(net)) = (&loc, self.net().cloned()) {
+            let me = net.local_peer_id().to_bytes();
+            // Ask each remote holder once about all the shards it should have.
+            let mut by_holder: HashMap<Vec<u8>, Vec<(usize, usize)>> = HashMap::new();
+            for (ci, c) in m.chunks.iter().enumerate() {
+                for si in 0..c.shards.len() {
+                    if let Some(h) = loc.holder(ci, si) {
+                        if h != me.as_slice() {
+                            live[ci][si] = false;
+                            by_holder.entry(h.to_vec()).or_default().push((ci, si));
+                        }
+                    }
+                }
+            }
+            for (h, slots) in by_holder {
+                let Ok(peer) = PeerId::from_bytes(&h) else { continue };
+                for batch in slots.chunks(1024) {
+                    let cids = batch.iter().map(|&(ci, si)| m.chunks[ci].shards[si]).collect();
+                    if let Ok(Response::Exists(v)) = net.request(peer, Request::ShardExists { cids }).await {
+                        for (&(ci, si), ok) in batch.iter().zip(v) {
+                            live[ci][si] = ok;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(FileStat {
+            cid,
+            unixfs: m.unixfs,
+            size: m.size,
+            encrypted: m.encryption.is_some(),
+            k: m.erasure.k,
+            m: m.erasure.m,
+            pinned: pin.is_some(),
+            name: pin.and_then(|p| p.name),
+            live_shards: live.iter().map(|c| c.iter().filter(|&&b| b).count() as u16).collect(),
+            holders: loc.map(|l| l.holders.len()).unwrap_or(1),
+        })
     }
 
     /// Pinned files, with the UnixFS CID of public ones.
@@ -473,6 +893,7 @@ impl Node {
                 .map_err(|_| NodeError::Forbidden(format!("the signature is not by the owner of {cid}; only the owner's key can delete it")))?;
         }
         self.inner.manifests.remove(&cid);
+        self.inner.locations.remove(&cid);
         let store = self.inner.store.clone();
         blocking(move || {
             store.unpin(&cid)?;
@@ -491,14 +912,19 @@ impl Node {
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         let store = self.inner.store.clone();
         let stats = blocking(move || Ok(store.stats()?)).await?;
+        let peers: Vec<_> = self.peers().await.into_iter().filter(|p| p.connected).collect();
         Ok(NodeStatus {
             node_id: self.inner.identity.id(),
             version: env!("CARGO_PKG_VERSION"),
             data_dir: self.inner.cfg.data_dir.clone(),
             store: stats,
-            peers: 0,
+            peers: peers.len(),
             uploads: self.uploads().len(),
-            protection: "none against node loss: with no peers this node keeps all k+m shards of every chunk itself; erasure coding protects against corrupt shards only",
+            protection: if peers.is_empty() {
+                "none against node loss: with no peers this node keeps all k+m shards of every chunk itself; erasure coding protects against corrupt shards only"
+            } else {
+                "new files are spread over k+m distinct nodes: any m of them may fail"
+            },
         })
     }
 }
@@ -531,4 +957,10 @@ fn read_chunk(store: &Store, e: Erasure, entry: &ChunkEntry) -> Result<Vec<u8>, 
         )));
     }
     Ok(erasure::decode_chunk(e, entry, shards)?)
+}
+
+/// A key in Kademlia's keyspace: SHA-256 of the bytes (as libp2p-kad hashes
+/// peer ids and record keys), so placement agrees with DHT lookups.
+fn kad_key(bytes: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(bytes).into()
 }

@@ -33,7 +33,28 @@ pub struct TestNode {
     pub extra: Vec<String>,
 }
 
+/// Fast health timers for network tests.
+pub const FAST_TIMERS: [&str; 6] = ["--heartbeat-interval", "200ms", "--warning-after", "1s", "--offline-after", "3s"];
+
 impl TestNode {
+    /// The node's dialable p2p addresses (with /p2p/<id>), once listening.
+    pub fn p2p_addr(&self) -> String {
+        let f = self.data_dir().join("p2p.addrs");
+        wait_for("p2p.addrs", Duration::from_secs(30), || {
+            std::fs::read_to_string(&f).ok().and_then(|s| s.lines().next().map(str::to_owned))
+        })
+    }
+
+    /// Connected ONLINE peers, as `datamesh peers --json` reports them.
+    pub fn online_peers(&self) -> usize {
+        let o = self.run(&["peers", "--json"]);
+        if !o.status.success() {
+            return 0;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["peers"].as_array().map(|a| a.iter().filter(|p| p["state"] == "ONLINE" && p["connected"] == true).count()).unwrap_or(0)
+    }
+
     pub fn start(extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let user_dir = tempfile::tempdir().expect("temp dir");
@@ -50,7 +71,7 @@ impl TestNode {
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.data_dir().join("api.url"));
         let child = Command::new(bin())
-            .args(["node", "--api", "127.0.0.1:0", "--data-dir"])
+            .args(["node", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra)
             .env("DATAMESH_LOG", "warn")
@@ -185,4 +206,37 @@ pub fn shard_files(node: &TestNode) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// A network of node processes on loopback; node 0 is everyone's bootstrap.
+pub struct TestNet {
+    pub nodes: Vec<TestNode>,
+}
+
+impl TestNet {
+    pub fn start(n: usize, extra: &[&str]) -> TestNet {
+        let mut args: Vec<&str> = FAST_TIMERS.to_vec();
+        args.extend_from_slice(extra);
+        let first = TestNode::start(&args);
+        let boot = first.p2p_addr();
+        let mut nodes = vec![first];
+        let mut with_boot = args.clone();
+        with_boot.push("--bootstrap");
+        with_boot.push(&boot);
+        for _ in 1..n {
+            nodes.push(TestNode::start(&with_boot));
+        }
+        let net = TestNet { nodes };
+        net.wait_connected(n - 1);
+        net
+    }
+
+    /// Waits until every node sees at least `n` online peers.
+    pub fn wait_connected(&self, n: usize) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.child.is_some() {
+                wait_for(&format!("node {i} to see {n} online peers"), Duration::from_secs(60), || (node.online_peers() >= n).then_some(()));
+            }
+        }
+    }
 }

@@ -1,0 +1,200 @@
+//! `datamesh devnet --nodes N`: a local network of N node processes on
+//! loopback, each with its own data dir and ports.
+//!
+//! Node 0 starts first; the others bootstrap from node 0 and node 1 (two
+//! entries, so one may be down). Each node's API URL is printed as soon as
+//! that node answers. SIGINT or SIGTERM stops every node it started (SIGTERM,
+//! then SIGKILL after a grace period) and waits for them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+/// What the devnet runs.
+pub struct DevnetOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Parent of the nodes' data dirs (`node-0`, `node-1`, ...).
+    pub dir: PathBuf,
+    /// Print one JSON document once every node is up.
+    pub json: bool,
+    /// Extra flags passed to every `datamesh node` (timers, codes).
+    pub node_args: Vec<String>,
+}
+
+struct Member {
+    child: Child,
+    dir: PathBuf,
+    url: Option<String>,
+}
+
+fn read_trimmed(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn spawn(dir: &Path, bootstrap: &[String], extra: &[String]) -> Result<Child> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Stale files from an earlier run must not be mistaken for this one's.
+    let _ = std::fs::remove_file(dir.join("api.url"));
+    let _ = std::fs::remove_file(dir.join("p2p.addrs"));
+    let log = std::fs::File::create(dir.join("node.log"))?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["node", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("DATAMESH_API")
+        .env_remove("DATAMESH_DATA_DIR")
+        .env_remove("DATAMESH_LISTEN")
+        .env_remove("DATAMESH_BOOTSTRAP")
+        .env_remove("DATAMESH_NODE_API")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    if !bootstrap.is_empty() {
+        cmd.arg("--bootstrap").arg(bootstrap.join(","));
+    }
+    Ok(cmd.spawn()?)
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn stop_all(members: &mut [Member]) {
+    for m in members.iter() {
+        signal(m.child.id(), libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for m in members.iter_mut() {
+        loop {
+            match m.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = m.child.kill();
+                    let _ = m.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// Runs the devnet until a signal arrives.
+pub async fn run(opts: DevnetOptions) -> Result<()> {
+    if opts.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let mut members: Vec<Member> = Vec::new();
+    let result = run_inner(&opts, &mut members).await;
+    stop_all(&mut members);
+    if result.is_ok() && !opts.json {
+        eprintln!("devnet stopped; data kept in {}", opts.dir.display());
+    }
+    result
+}
+
+async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let dir0 = opts.dir.join("node-0");
+    members.push(Member { child: spawn(&dir0, &[], &opts.node_args)?, dir: dir0.clone(), url: None });
+    let boot0 = wait_file(&mut members[0], "p2p.addrs", Duration::from_secs(60)).await?;
+    let mut bootstrap: Vec<String> = boot0.lines().take(1).map(str::to_owned).collect();
+    if opts.nodes > 1 {
+        let dir1 = opts.dir.join("node-1");
+        members.push(Member { child: spawn(&dir1, &bootstrap, &opts.node_args)?, dir: dir1, url: None });
+        let boot1 = wait_file(&mut members[1], "p2p.addrs", Duration::from_secs(60)).await?;
+        bootstrap.extend(boot1.lines().take(1).map(str::to_owned));
+    }
+    for i in 2..opts.nodes {
+        let d = opts.dir.join(format!("node-{i}"));
+        members.push(Member { child: spawn(&d, &bootstrap, &opts.node_args)?, dir: d, url: None });
+    }
+    // Print each URL as soon as its node answers.
+    let start = Instant::now();
+    let mut out = std::io::stdout();
+    while members.iter().any(|m| m.url.is_none()) {
+        for (i, m) in members.iter_mut().enumerate() {
+            if m.url.is_none() {
+                if let Some(u) = read_trimmed(&m.dir.join("api.url")) {
+                    if !opts.json {
+                        writeln!(out, "node-{i} {u}")?;
+                        out.flush()?;
+                    }
+                    m.url = Some(u);
+                } else if let Ok(Some(status)) = m.child.try_wait() {
+                    bail!("node-{i} exited during start-up ({status}); see {}", m.dir.join("node.log").display());
+                }
+            }
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("the devnet's nodes did not all start within 120 s; see the node.log files under {}", opts.dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if opts.json {
+        let nodes: Vec<_> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                json!({
+                    "index": i,
+                    "api": m.url,
+                    "data_dir": m.dir,
+                    "token": read_trimmed(&m.dir.join("api.token")),
+                    "p2p": read_trimmed(&m.dir.join("p2p.addrs")).map(|s| s.lines().map(str::to_owned).collect::<Vec<_>>()),
+                    "pid": m.child.id(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", json!({ "nodes": nodes, "dir": opts.dir }))?;
+    } else {
+        writeln!(out, "# point the CLI at node-0 (any node works; use its own data dir for its token):")?;
+        writeln!(out, "export DATAMESH_API={}", members[0].url.as_deref().unwrap_or(""))?;
+        writeln!(out, "export DATAMESH_DATA_DIR={}", members[0].dir.display())?;
+        writeln!(out, "# Ctrl-C stops the devnet")?;
+    }
+    out.flush()?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                for (i, m) in members.iter_mut().enumerate() {
+                    if let Ok(Some(status)) = m.child.try_wait() {
+                        eprintln!("warning: node-{i} exited ({status}); see {}", m.dir.join("node.log").display());
+                        m.url = None;
+                    }
+                }
+                members.retain(|m| m.url.is_some());
+                if members.is_empty() {
+                    bail!("every devnet node exited");
+                }
+            }
+        }
+    }
+}
+
+async fn wait_file(m: &mut Member, name: &str, timeout: Duration) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = read_trimmed(&m.dir.join(name)) {
+            return Ok(s);
+        }
+        if let Ok(Some(status)) = m.child.try_wait() {
+            bail!("a devnet node exited during start-up ({status}); see {}", m.dir.join("node.log").display());
+        }
+        if start.elapsed() > timeout {
+            bail!("a devnet node did not start within {timeout:?}; see {}", m.dir.join("node.log").display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

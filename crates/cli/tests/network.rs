@@ -1,0 +1,203 @@
+//! Multi-node tests: real node processes on loopback, each in its own temp
+//! dir, talking libp2p to each other.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn get_ok(node: &TestNode, cid: &str, want: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    node.ok(&["get", cid, "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == want, "bytes differ");
+}
+
+/// The user key and client setup of `from`, pointed at `to`'s API.
+fn get_via(from: &TestNode, to: &TestNode, cid: &str, want: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = from
+        .cli()
+        .args(["get", cid, "-o", out.to_str().unwrap()])
+        .env("DATAMESH_DATA_DIR", to.data_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "get via another node failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == want, "bytes differ");
+}
+
+#[test]
+fn five_nodes_put_on_one_get_on_another() {
+    let net = TestNet::start(5, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(3_000_000, 1);
+    std::fs::write(&f, &data).unwrap();
+    // 3+2 = 5 shards on 5 distinct nodes.
+    let cid = net.nodes[0].put(&f, &["-k", "3", "-m", "2", "--chunk-size", "1MiB"]);
+    let st = json(&net.nodes[0].ok(&["stat", &cid, "--json"]));
+    assert_eq!(st["holders"], 5, "shards spread over 5 nodes: {st}");
+    assert!(st["live_shards"].as_array().unwrap().iter().all(|n| n == 5), "{st}");
+    // Node 0's user reads through node 4: its own data must cross the network.
+    get_via(&net.nodes[0], &net.nodes[4], &cid, &data);
+    // A public file is found by its UnixFS CID from another node.
+    let p = net.nodes[1].put(&f, &["--public", "-k", "3", "-m", "2"]);
+    get_via(&net.nodes[1], &net.nodes[3], &p, &data);
+}
+
+#[test]
+fn too_few_nodes_for_the_code_is_a_clear_error() {
+    let net = TestNet::start(3, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"some bytes").unwrap();
+    let e = net.nodes[0].fails(&["put", f.to_str().unwrap()]);
+    assert!(e.contains("needs 6") && e.contains("only 3"), "{e}");
+    net.nodes[0].put(&f, &["-k", "2", "-m", "1"]);
+}
+
+#[test]
+fn twenty_nodes_survive_two_holders_killed() {
+    let mut net = TestNet::start(20, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(6_000_000, 2);
+    std::fs::write(&f, &data).unwrap();
+    let cid = net.nodes[0].put(&f, &["--chunk-size", "1MiB"]);
+    // Find two nodes (not node 0) that hold shards, and kill -9 them.
+    let mut holders = vec![];
+    for (i, n) in net.nodes.iter().enumerate().skip(1) {
+        let st = json(&n.ok(&["status", "--json"]));
+        if st["store"]["shards"].as_u64().unwrap_or(0) > 0 {
+            holders.push(i);
+        }
+    }
+    assert!(holders.len() >= 2, "shards should be spread: holders {holders:?}");
+    for &i in &holders[..2] {
+        net.nodes[i].kill9();
+    }
+    for (i, n) in net.nodes.iter().enumerate() {
+        if n.child.is_some() {
+            get_via(&net.nodes[0], n, &cid, &data);
+            let _ = i;
+        }
+    }
+}
+
+#[test]
+fn the_whole_network_restarts_and_files_read_back() {
+    let mut net = TestNet::start(6, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = vec![];
+    for i in 0..3u64 {
+        let f = dir.path().join(format!("f{i}"));
+        let data = pseudo_random(1_500_000 + i as usize, 10 + i);
+        std::fs::write(&f, &data).unwrap();
+        files.push((net.nodes[i as usize].put(&f, &["--chunk-size", "512KiB"]), data, i as usize));
+    }
+    for n in net.nodes.iter_mut() {
+        n.stop();
+    }
+    // Restart: node 0 first (its address changes), the rest bootstrap from it.
+    net.nodes[0].spawn();
+    let boot = net.nodes[0].p2p_addr();
+    for n in net.nodes.iter_mut().skip(1) {
+        let pos = n.extra.iter().position(|a| a == "--bootstrap").unwrap();
+        n.extra[pos + 1] = boot.clone();
+        n.spawn();
+    }
+    net.wait_connected(5);
+    for (cid, data, owner) in &files {
+        get_via(&net.nodes[*owner], &net.nodes[(owner + 3) % 6], cid, data);
+        get_ok(&net.nodes[*owner], cid, data);
+    }
+}
+
+#[test]
+fn a_dead_bootstrap_entry_does_not_stop_joining() {
+    let a = TestNode::start(&FAST_TIMERS);
+    let boot = a.p2p_addr();
+    // First entry: a port nobody listens on.
+    let list = format!("/ip4/127.0.0.1/tcp/9/p2p/{},{}", boot.rsplit('/').next().unwrap(), boot);
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend_from_slice(&["--bootstrap", &list]);
+    let b = TestNode::start(&args);
+    wait_for("b to join through the live bootstrap", std::time::Duration::from_secs(30), || (b.online_peers() >= 1).then_some(()));
+    wait_for("a to see b", std::time::Duration::from_secs(30), || (a.online_peers() >= 1).then_some(()));
+}
+
+#[test]
+fn peers_go_warning_then_offline_when_a_node_dies() {
+    let mut net = TestNet::start(3, &[]);
+    net.nodes[2].kill9();
+    let state_of_dead = |n: &TestNode| -> Vec<String> {
+        let v = json(&n.ok(&["peers", "--json"]));
+        v["peers"].as_array().unwrap().iter().filter(|p| p["state"] != "ONLINE").map(|p| p["state"].as_str().unwrap_or("").to_string()).collect()
+    };
+    wait_for("a WARNING peer", std::time::Duration::from_secs(20), || {
+        state_of_dead(&net.nodes[0]).iter().any(|s| s == "WARNING" || s == "OFFLINE").then_some(())
+    });
+    wait_for("an OFFLINE peer", std::time::Duration::from_secs(20), || state_of_dead(&net.nodes[0]).iter().any(|s| s == "OFFLINE").then_some(()));
+    let text = net.nodes[0].ok(&["peers"]);
+    assert!(text.contains("OFFLINE") && text.contains("k-buckets"), "{text}");
+}
+
+#[test]
+fn devnet_starts_prints_urls_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(bin())
+        .args(["devnet", "--nodes", "3", "--json", "-k", "2", "-m", "1", "--heartbeat-interval", "200ms", "--warning-after", "1s", "--offline-after", "3s", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = child;
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let v = json(&line);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    let api = nodes[1]["api"].as_str().unwrap();
+    assert!(api.starts_with("http://127.0.0.1:"));
+    // Use it: put through node 1, get through node 2.
+    let user = dir.path().join("user.key");
+    let f = dir.path().join("f");
+    std::fs::write(&f, pseudo_random(200_000, 4)).unwrap();
+    let run = |node: &Value, args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .env("DATAMESH_API", node["api"].as_str().unwrap())
+            .env("DATAMESH_TOKEN", node["token"].as_str().unwrap())
+            .env("DATAMESH_USER_KEY", &user)
+            .output()
+            .unwrap()
+    };
+    // The devnet's peers may still be greeting each other: wait until node 1 sees both.
+    wait_for("devnet peers", std::time::Duration::from_secs(30), || {
+        let o = run(&nodes[1], &["peers", "--json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        (v["peers"].as_array().map(|a| a.iter().filter(|p| p["state"] == "ONLINE").count()).unwrap_or(0) >= 2).then_some(())
+    });
+    let o = run(&nodes[1], &["put", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cid = last_line(&String::from_utf8_lossy(&o.stdout));
+    let out = dir.path().join("out");
+    let o = run(&nodes[2], &["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
+    let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().unwrap()).collect();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let status = wait_for("devnet exit", std::time::Duration::from_secs(30), || child.try_wait().ok().flatten());
+    assert!(status.success(), "devnet exited with {status}");
+    for p in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists() || std::fs::read_to_string(format!("/proc/{p}/status")).map(|s| s.contains("State:\tZ")).unwrap_or(true), "node {p} still running");
+    }
+}

@@ -1,0 +1,212 @@
+//! The node's side of the network: serving peers' requests from the local
+//! store, and placing and fetching shards, manifests and location records on
+//! other nodes.
+//!
+//! Keys of the small records nodes exchange with `PutRecord`/`GetRecord`:
+//! - `loc/<manifest CID bytes>`: the file's signed [`LocationRecord`];
+//! - `alias/<UnixFS CID bytes>`: the manifest CID of a public file.
+//!
+//! **Architecture invariant:** everything received is verified before use:
+//! shards and manifests against their CIDs (in `net`), location records by
+//! signature, and a stored record is only replaced by a valid one with a
+//! higher `seq`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datamesh_core::{Cid, LocationRecord, Manifest};
+use datamesh_net::{Handler, PeerId, PeerState, Request, Response};
+use datamesh_store::{PinInfo, ShardMeta, Store, StoreError, UploadGuard};
+
+/// Key of a file's location record.
+pub fn location_key(manifest: &Cid) -> Vec<u8> {
+    [b"loc/".as_slice(), &manifest.to_bytes()].concat()
+}
+
+/// Key of a public file's alias record.
+pub fn alias_key(unixfs: &Cid) -> Vec<u8> {
+    [b"alias/".as_slice(), &unixfs.to_bytes()].concat()
+}
+
+/// The DHT key of a CID (what providers are announced under).
+pub fn dht_key(cid: &Cid) -> Vec<u8> {
+    cid.to_bytes()
+}
+
+/// Location records on disk: `<dir>/<manifest CID>`, written atomically.
+#[derive(Clone)]
+pub struct LocationStore {
+    dir: PathBuf,
+}
+
+impl LocationStore {
+    /// Opens (creates) the directory.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    fn path(&self, manifest: &Cid) -> PathBuf {
+        self.dir.join(manifest.to_string())
+    }
+
+    /// The stored record, if any and valid.
+    pub fn get(&self, manifest: &Cid) -> Option<LocationRecord> {
+        let bytes = std::fs::read(self.path(manifest)).ok()?;
+        LocationRecord::decode(&bytes).ok().filter(|r| r.manifest == *manifest)
+    }
+
+    /// Stores `r` durably unless a record with a higher or equal `seq` is
+    /// already there. Returns whether it was stored.
+    pub fn put(&self, r: &LocationRecord) -> std::io::Result<bool> {
+        if self.get(&r.manifest).is_some_and(|old| old.seq >= r.seq) {
+            return Ok(false);
+        }
+        let path = self.path(&r.manifest);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &r.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(true)
+    }
+
+    /// Removes a record.
+    pub fn remove(&self, manifest: &Cid) {
+        let _ = std::fs::remove_file(self.path(manifest));
+    }
+}
+
+/// How long shards received ahead of their manifest are protected from GC.
+const REMOTE_SHARD_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Serves inbound peer requests from the local store.
+pub struct NodeHandler {
+    pub(crate) store: Store,
+    pub(crate) locations: LocationStore,
+    /// Shards received from peers whose manifest has not arrived yet: kept
+    /// from GC until it does (then the replica pin keeps them) or the grace
+    /// period ends.
+    pub(crate) pending: std::sync::Mutex<(Arc<UploadGuard>, Instant)>,
+    pub(crate) on_manifest: Arc<dyn Fn(Cid) + Send + Sync>,
+}
+
+impl NodeHandler {
+    /// The current grace guard; a fresh one replaces it when the grace
+    /// period is over, so shards whose manifest never came become garbage.
+    fn guard(&self) -> Arc<UploadGuard> {
+        let mut g = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1.elapsed() > REMOTE_SHARD_GRACE {
+            *g = (Arc::new(self.store.protect()), Instant::now());
+        }
+        g.0.clone()
+    }
+}
+
+fn refused(e: impl std::fmt::Display) -> Response {
+    Response::Refused(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Handler for NodeHandler {
+    async fn handle(&self, _from: PeerId, req: Request) -> Response {
+        let store = self.store.clone();
+        match req {
+            Request::PutShard { cid, data } => {
+                // `net` has checked the bytes against the CID.
+                let g = self.guard();
+                let meta = ShardMeta { chunk: cid, index: 0 };
+                match blocking(move || store.put_shards(&[(cid, &data, meta)], Some(&g))) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => refused(e),
+                }
+            }
+            Request::GetShard { cid } => match blocking(move || store.get_shard(&cid)) {
+                Ok(d) => Response::Data(d),
+                Err(StoreError::NotFound { .. }) | Err(StoreError::Corrupt { .. }) => Response::NotFound,
+                Err(e) => refused(e),
+            },
+            Request::ShardExists { cids } => {
+                match blocking(move || cids.iter().map(|c| store.has_shard(c)).collect::<Result<Vec<_>, _>>()) {
+                    Ok(v) => Response::Exists(v),
+                    Err(e) => refused(e),
+                }
+            }
+            Request::DeleteShard { .. } => {
+                // Deletion across the network needs owner-signed tombstones
+                // (the self-healing issue); until then no peer may delete.
+                Response::Refused("remote deletion is not supported by this node".into())
+            }
+            Request::PutManifest { cid, data } => {
+                let Ok(m) = Manifest::decode_verified(&cid, &data) else {
+                    return Response::Refused("not a valid manifest for this CID".into());
+                };
+                let size = m.size;
+                let r = blocking(move || {
+                    store.put_manifest(&cid, &data)?;
+                    if let Some(u) = m.unixfs {
+                        store.set_alias(&u, &cid)?;
+                    }
+                    // A replica pin: this node keeps the manifest and the
+                    // shards of it that it holds.
+                    if store.pin_info(&cid)?.is_none() {
+                        store.pin(&cid, PinInfo { name: None, size, created_at: crate::node::now_secs() })?;
+                    }
+                    Ok::<_, StoreError>(())
+                });
+                match r {
+                    Ok(()) => {
+                        (self.on_manifest)(cid);
+                        Response::Ok
+                    }
+                    Err(e) => refused(e),
+                }
+            }
+            Request::GetManifest { cid } => match blocking(move || store.get_manifest(&cid)) {
+                Ok(d) => Response::Data(d),
+                Err(StoreError::NotFound { .. }) => Response::NotFound,
+                Err(e) => refused(e),
+            },
+            Request::PutRecord { key, value } => {
+                if key.starts_with(b"loc/") {
+                    match LocationRecord::decode(&value) {
+                        Ok(r) if location_key(&r.manifest) == key => match self.locations.put(&r) {
+                            Ok(_) => Response::Ok,
+                            Err(e) => refused(e),
+                        },
+                        _ => Response::Refused("invalid location record".into()),
+                    }
+                } else {
+                    Response::Refused("unknown record kind".into())
+                }
+            }
+            Request::GetRecord { key } => {
+                if let Some(rest) = key.strip_prefix(b"loc/") {
+                    let Ok(cid) = Cid::from_bytes(rest) else { return Response::Refused("bad key".into()) };
+                    Response::Record(self.locations.get(&cid).map(|r| r.encode()))
+                } else if let Some(rest) = key.strip_prefix(b"alias/") {
+                    let Ok(cid) = Cid::from_bytes(rest) else { return Response::Refused("bad key".into()) };
+                    match blocking(move || store.resolve_alias(&cid)) {
+                        Ok(v) => Response::Record(v.map(|c| c.to_bytes())),
+                        Err(e) => refused(e),
+                    }
+                } else {
+                    Response::Refused("unknown record kind".into())
+                }
+            }
+            Request::Heartbeat(_) => Response::Ok,
+        }
+    }
+}
+
+/// Runs store IO on the blocking pool from an async handler.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Whether a peer may receive new shards.
+pub fn can_receive(state: PeerState) -> bool {
+    matches!(state, PeerState::Online)
+}
