@@ -480,9 +480,9 @@ async fn run(cli: Cli) -> Result<()> {
             let client = c.client()?;
             let out = output.unwrap_or_else(|| PathBuf::from(cid.to_string()));
             // The key is loaded only if the file is encrypted.
-            let n = transfer::get(&client, || c.user(), &cid, &out, concurrency, !c.quiet && !c.json).await?;
+            let r = transfer::get(&client, || c.user(), &cid, &out, concurrency, !c.quiet && !c.json).await?;
             if out != Path::new("-") {
-                print(c.json, json!({"cid": cid, "bytes": n, "output": out}), || String::new());
+                print(c.json, json!({"cid": cid, "bytes": r.bytes, "resumed_from": r.resumed_from, "output": out}), || String::new());
             }
             Ok(())
         }

@@ -208,11 +208,12 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
     Ok(PutResult { cid: unixfs.unwrap_or(local), manifest: local, size: total, chunks })
 }
 
-/// Fetches, verifies and decodes a file into `out` (a path, or `-` for stdout).
+/// Fetches, verifies and decodes a file into `out` (a path, or `-` for
+/// stdout), resuming an interrupted get of the same file.
 pub async fn get(
     client: &Client,
     load_user: impl FnOnce() -> Result<UserKey>,
-    cid: &Cid, out: &Path, concurrency: usize, progress: bool) -> Result<u64> {
+    cid: &Cid, out: &Path, concurrency: usize, progress: bool) -> Result<GetResult> {
     let (mcid, bytes) = client.manifest(cid).await?;
     let manifest = Manifest::decode_verified(&mcid, &bytes).context("the node served a bad manifest")?;
     match cid.codec() {
@@ -228,17 +229,47 @@ pub async fn get(
     let manifest = Arc::new(manifest);
     let to_stdout = out == Path::new("-");
     let tmp: PathBuf = if to_stdout { PathBuf::new() } else { partial_path(out) };
+    let state = state_path(&tmp);
+    let mut unixfs = manifest.unixfs.map(|_| UnixFsHasher::new());
+    // Resume: a partial download of this same manifest continues from its
+    // last whole chunk. (Its chunks were verified when they were written; a
+    // public file's whole UnixFS CID is re-checked at the end.)
+    let mut first = 0usize;
     let mut sink: Box<dyn Write + Send> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
-        Box::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
-        ))
+        let same = std::fs::read_to_string(&state).ok().is_some_and(|s| s.trim() == mcid.to_string());
+        let have = if same { std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) } else { 0 };
+        let offsets = manifest.chunk_offsets();
+        first = offsets.iter().rposition(|&o| o <= have).unwrap_or(0).min(manifest.chunks.len());
+        let file = if first > 0 {
+            let f = std::fs::OpenOptions::new().read(true).write(true).open(&tmp)?;
+            f.set_len(offsets[first])?;
+            if let Some(h) = unixfs.as_mut() {
+                let mut prefix = std::io::Read::take(&f, offsets[first]);
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = std::io::Read::read(&mut prefix, &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            let mut f = f;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offsets[first]))?;
+            f
+        } else {
+            let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            std::fs::write(&state, mcid.to_string()).with_context(|| format!("cannot write {}", state.display()))?;
+            f
+        };
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, file))
     };
+    let resumed_from = manifest.chunk_offsets()[first];
     let pb = progress_bar(manifest.size, progress && !to_stdout, "get");
-    let mut unixfs = manifest.unixfs.map(|_| UnixFsHasher::new());
-    let mut chunks = futures::stream::iter(0..manifest.chunks.len())
+    pb.inc(resumed_from);
+    let mut chunks = futures::stream::iter(first..manifest.chunks.len())
         .map(|i| {
             let client = client.clone();
             let m = manifest.clone();
@@ -254,7 +285,7 @@ pub async fn get(
             }
         })
         .buffered(concurrency.max(1));
-    let mut written = 0u64;
+    let mut written = resumed_from;
     let result: Result<()> = async {
         while let Some(plain) = chunks.next().await {
             let plain = plain?;
@@ -272,8 +303,12 @@ pub async fn get(
     drop(sink);
     pb.finish_and_clear();
     if let Err(e) = result {
+        if !to_stdout && written > 0 {
+            return Err(e.context(format!("the verified part is kept in {}; run the same get again to resume", tmp.display())));
+        }
         if !to_stdout {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&state);
         }
         return Err(e);
     }
@@ -282,14 +317,30 @@ pub async fn get(
         if got != want {
             if !to_stdout {
                 let _ = std::fs::remove_file(&tmp);
+                let _ = std::fs::remove_file(&state);
             }
             bail!("the reassembled file hashes to {got}, not {want}: corrupt data was served");
         }
     }
     if !to_stdout {
         std::fs::rename(&tmp, out).with_context(|| format!("cannot move the file into place at {}", out.display()))?;
+        let _ = std::fs::remove_file(&state);
     }
-    Ok(written)
+    Ok(GetResult { bytes: written, resumed_from })
+}
+
+/// What a get wrote.
+pub struct GetResult {
+    /// Bytes in the output.
+    pub bytes: u64,
+    /// Bytes that were already there from an interrupted get.
+    pub resumed_from: u64,
+}
+
+fn state_path(partial: &Path) -> PathBuf {
+    let mut s = partial.as_os_str().to_os_string();
+    s.push(".cid");
+    PathBuf::from(s)
 }
 
 fn partial_path(out: &Path) -> PathBuf {

@@ -377,3 +377,34 @@ fn a_client_killed_mid_put_leaves_nothing_listed_and_gc_reclaims_it() {
     assert_eq!(st["store"]["shards"], 0, "{st}");
     assert_eq!(st["store"]["used_bytes"], 0, "{st}");
 }
+
+#[test]
+fn an_interrupted_get_resumes_where_it_stopped() {
+    let node = TestNode::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(40 << 20, 12);
+    std::fs::write(&f, &data).unwrap();
+    for public in [false, true] {
+        let cid = node.put(&f, if public { &["--public", "--chunk-size", "256KiB"] } else { &["--chunk-size", "256KiB"] });
+        let out = dir.path().join(format!("out-{public}"));
+        let partial = dir.path().join(format!("out-{public}.datamesh-partial"));
+        let mut child = node
+            .cli()
+            .args(["get", &cid, "-o", out.to_str().unwrap(), "--concurrency", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("part of the file", std::time::Duration::from_secs(30), || {
+            (std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) > 2 << 20).then_some(())
+        });
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert!(!out.exists());
+        let r = json(&node.ok(&["get", &cid, "-o", out.to_str().unwrap(), "--json"]));
+        assert!(r["resumed_from"].as_u64().unwrap() > 0, "{r}");
+        assert!(std::fs::read(&out).unwrap() == data, "resumed file differs");
+        assert!(!partial.exists());
+    }
+}
