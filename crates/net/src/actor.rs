@@ -17,25 +17,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, RecordKey};
-use libp2p::request_response::{self, Message, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{
+    self, Message, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::core::transport::ListenerId;
 use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, identity, mdns, noise,
-    ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify,
+    identity, mdns, noise, ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::Handler;
 use crate::bootstrap::{self, Bootstrap};
 use crate::config::{NetConfig, Tuning};
 use crate::error::NetError;
 use crate::health::{PeerInfo, PeerTable};
 use crate::kad_store::{self, PersistentStore};
 use crate::protocol::{Heartbeat, Inbound, PROTOCOL, Request, Response, ShardCodec};
-use crate::Handler;
 
 /// The Kademlia protocol id: our own DHT, apart from the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/datamesh/kad/1.0.0");
@@ -67,14 +69,40 @@ type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 /// What a [`crate::NetClient`] asks of the actor.
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Request { peer: PeerId, req: Request, reply: Reply<Response> },
-    Strike { peer: PeerId, why: String },
-    ClosestPeers { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
-    Provide { key: Vec<u8>, reply: Reply<()> },
-    FindProviders { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
-    LocalProviders { key: Vec<u8>, reply: oneshot::Sender<Vec<PeerId>> },
-    PutDhtRecord { key: Vec<u8>, value: Vec<u8>, reply: Reply<()> },
-    GetDhtRecord { key: Vec<u8>, reply: Reply<Option<Vec<u8>>> },
+    Request {
+        peer: PeerId,
+        req: Request,
+        reply: Reply<Response>,
+    },
+    Strike {
+        peer: PeerId,
+        why: String,
+    },
+    ClosestPeers {
+        key: Vec<u8>,
+        reply: Reply<Vec<PeerId>>,
+    },
+    Provide {
+        key: Vec<u8>,
+        reply: Reply<()>,
+    },
+    FindProviders {
+        key: Vec<u8>,
+        reply: Reply<Vec<PeerId>>,
+    },
+    LocalProviders {
+        key: Vec<u8>,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    PutDhtRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        reply: Reply<()>,
+    },
+    GetDhtRecord {
+        key: Vec<u8>,
+        reply: Reply<Option<Vec<u8>>>,
+    },
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     RoutingTable(oneshot::Sender<Vec<(u32, usize)>>),
     Shutdown(oneshot::Sender<()>),
@@ -88,7 +116,10 @@ enum Pending {
 enum QueryWait {
     Closest(Reply<Vec<PeerId>>),
     Provide(Reply<()>),
-    Providers { found: HashSet<PeerId>, reply: Reply<Vec<PeerId>> },
+    Providers {
+        found: HashSet<PeerId>,
+        reply: Reply<Vec<PeerId>>,
+    },
     PutRecord(Reply<()>),
     GetRecord(Reply<Option<Vec<u8>>>),
 }
@@ -118,6 +149,8 @@ pub(crate) struct Actor {
     tuning: Tuning,
     store_path: Option<PathBuf>,
     persist_task: Option<tokio::task::JoinHandle<()>>,
+    /// Whether a bootstrap peer has been reached since start.
+    joined: bool,
 }
 
 /// Builds the swarm, restores the DHT store, binds the listeners and waits
@@ -167,7 +200,9 @@ pub(crate) async fn build(
         .set_periodic_bootstrap_interval(Some(tuning.bucket_refresh))
         .set_query_timeout(tuning.query_timeout);
 
-    let idle = tuning.idle_connection_timeout.max(cfg.timers.heartbeat_interval * 3);
+    let idle = tuning
+        .idle_connection_timeout
+        .max(cfg.timers.heartbeat_interval * 3);
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(tuning.max_connections))
         .with_max_established_per_peer(Some(tuning.max_connections_per_peer))
@@ -179,17 +214,29 @@ pub(crate) async fn build(
 
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| NetError::Config(format!("TCP transport: {e}")))?
         .with_quic()
         .with_dns()
-        .map_err(|e| NetError::Config(format!("DNS resolver (reading the system DNS configuration): {e}")))?
+        .map_err(|e| {
+            NetError::Config(format!(
+                "DNS resolver (reading the system DNS configuration): {e}"
+            ))
+        })?
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(local, store, kc);
             // Server mode always: automatic mode keeps loopback-only and
             // LAN nodes as clients that nobody can route to.
             kad.set_mode(Some(kad::Mode::Server));
-            let mdns = if use_mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?) } else { None };
+            let mdns = if use_mdns {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
+            } else {
+                None
+            };
             Ok(Behaviour {
                 block: Default::default(),
                 limits: connection_limits::Behaviour::new(limits),
@@ -212,7 +259,13 @@ pub(crate) async fn build(
         .build();
 
     let now = Instant::now();
-    let boot = Bootstrap::new(&cfg.bootstrap, local, tuning.bootstrap_backoff_start, tuning.bootstrap_backoff_max, now);
+    let boot = Bootstrap::new(
+        &cfg.bootstrap,
+        local,
+        tuning.bootstrap_backoff_start,
+        tuning.bootstrap_backoff_max,
+        now,
+    );
     let max_inbound = cfg.max_inbound_requests.max(1);
     let (served_tx, served_rx) = mpsc::channel(max_inbound);
     let mut actor = Actor {
@@ -232,12 +285,17 @@ pub(crate) async fn build(
         tuning,
         store_path,
         persist_task: None,
+        joined: false,
     };
     actor.listen(&cfg.listen).await?;
     // Addresses of bootstrap peers with a known id go into Kademlia now.
     for e in &actor.boot.entries {
         if let (Some(p), false) = (e.peer, e.phase == bootstrap::Phase::Disabled) {
-            actor.swarm.behaviour_mut().kad.add_address(&p, e.addr.clone());
+            actor
+                .swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&p, e.addr.clone());
         }
     }
     Ok(actor)
@@ -263,14 +321,23 @@ impl Actor {
                 .await
                 .map_err(|_| NetError::Config("listeners did not come up within 10 s".into()))?;
             match ev {
-                SwarmEvent::NewListenAddr { listener_id, address } => {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } => {
                     tracing::info!(%address, "listening");
                     waiting.remove(&listener_id);
                 }
-                SwarmEvent::ListenerError { listener_id, error } if waiting.contains(&listener_id) => {
+                SwarmEvent::ListenerError { listener_id, error }
+                    if waiting.contains(&listener_id) =>
+                {
                     return Err(NetError::Config(format!("listener failed: {error}")));
                 }
-                SwarmEvent::ListenerClosed { listener_id, reason, .. } if waiting.contains(&listener_id) => {
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } if waiting.contains(&listener_id) => {
                     return Err(NetError::Config(format!("listener closed: {reason:?}")));
                 }
                 other => self.on_swarm_event(other),
@@ -330,20 +397,37 @@ impl Actor {
             }
             Command::Provide { key, reply } => {
                 if let Some(reply) = self.query_room(reply) {
-                    match self.swarm.behaviour_mut().kad.start_providing(RecordKey::from(key)) {
+                    match self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .start_providing(RecordKey::from(key))
+                    {
                         Ok(id) => {
                             self.queries.insert(id, QueryWait::Provide(reply));
                         }
                         Err(e) => {
-                            let _ = reply.send(Err(NetError::Refused(format!("local provider store: {e:?}"))));
+                            let _ = reply.send(Err(NetError::Refused(format!(
+                                "local provider store: {e:?}"
+                            ))));
                         }
                     }
                 }
             }
             Command::FindProviders { key, reply } => {
                 if let Some(reply) = self.query_room(reply) {
-                    let id = self.swarm.behaviour_mut().kad.get_providers(RecordKey::from(key));
-                    self.queries.insert(id, QueryWait::Providers { found: HashSet::new(), reply });
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .get_providers(RecordKey::from(key));
+                    self.queries.insert(
+                        id,
+                        QueryWait::Providers {
+                            found: HashSet::new(),
+                            reply,
+                        },
+                    );
                 }
             }
             Command::LocalProviders { key, reply } => {
@@ -370,14 +454,19 @@ impl Actor {
                             self.queries.insert(id, QueryWait::PutRecord(reply));
                         }
                         Err(e) => {
-                            let _ = reply.send(Err(NetError::Refused(format!("local record store: {e:?}"))));
+                            let _ = reply
+                                .send(Err(NetError::Refused(format!("local record store: {e:?}"))));
                         }
                     }
                 }
             }
             Command::GetDhtRecord { key, reply } => {
                 if let Some(reply) = self.query_room(reply) {
-                    let id = self.swarm.behaviour_mut().kad.get_record(RecordKey::from(key));
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .get_record(RecordKey::from(key));
                     self.queries.insert(id, QueryWait::GetRecord(reply));
                 }
             }
@@ -427,7 +516,11 @@ impl Actor {
             let _ = reply.send(Err(NetError::Busy));
             return;
         }
-        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Inbound::Request(req));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .shard
+            .send_request(&peer, Inbound::Request(req));
         self.pending.insert(id, Pending::User(reply));
     }
 
@@ -466,7 +559,11 @@ impl Actor {
             e.heartbeat_in_flight = true;
             e.next_heartbeat = next;
         }
-        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Inbound::Request(Request::Heartbeat(hb)));
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .shard
+            .send_request(&peer, Inbound::Request(Request::Heartbeat(hb)));
         self.pending.insert(id, Pending::Heartbeat(peer));
     }
 
@@ -480,7 +577,11 @@ impl Actor {
                 e.strikes = 0;
                 unban.push(*p);
             }
-            if e.connections > 0 && e.banned_until.is_none() && !e.heartbeat_in_flight && e.next_heartbeat <= now {
+            if e.connections > 0
+                && e.banned_until.is_none()
+                && !e.heartbeat_in_flight
+                && e.next_heartbeat <= now
+            {
                 due.push(*p);
             }
         }
@@ -516,7 +617,8 @@ impl Actor {
         self.boot.dialing(i, id);
         if let Err(err) = self.swarm.dial(opts) {
             tracing::debug!(%err, "bootstrap dial not started");
-            self.boot.dial_failed(id, now, matches!(err, DialError::LocalPeerId { .. }));
+            self.boot
+                .dial_failed(id, now, matches!(err, DialError::LocalPeerId { .. }));
         }
     }
 
@@ -525,7 +627,11 @@ impl Actor {
     fn on_served(&mut self, s: Served) {
         self.inbound_in_flight = self.inbound_in_flight.saturating_sub(1);
         // Err: the stream timed out or closed meanwhile; nothing to do.
-        let _ = self.swarm.behaviour_mut().shard.send_response(s.channel, s.response);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .shard
+            .send_response(s.channel, s.response);
         // The strike after the answer: a ban closes the connection, which
         // may still cut the answer short.
         if let Some(why) = &s.strike {
@@ -550,11 +656,19 @@ impl Actor {
                 e.last_heartbeat = Some(hb);
             }
             let mine = *self.local_heartbeat.borrow();
-            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Heartbeat(mine));
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, Response::Heartbeat(mine));
             return;
         }
         if self.inbound_in_flight >= self.max_inbound {
-            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Refused("busy".into()));
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, Response::Refused("busy".into()));
             return;
         }
         self.inbound_in_flight += 1;
@@ -565,7 +679,14 @@ impl Actor {
             let (response, strike) = serve(handler, peer, req, hb).await;
             // The actor holds the receiver until it stops; if it has, the
             // answer has nowhere to go.
-            let _ = tx.send(Served { peer, channel, response, strike }).await;
+            let _ = tx
+                .send(Served {
+                    peer,
+                    channel,
+                    response,
+                    strike,
+                })
+                .await;
         });
     }
 
@@ -576,7 +697,11 @@ impl Actor {
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Shard(ev)) => self.on_shard_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad_event(ev),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
                 if info.protocol_version != ID_PROTOCOL_VERSION {
                     tracing::debug!(peer = %peer_id, version = %info.protocol_version, "not a DataMesh peer");
                     return;
@@ -594,7 +719,11 @@ impl Actor {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(_), .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(_),
+                ..
+            })) => {
                 self.peers.seen(&peer, now);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
@@ -602,7 +731,10 @@ impl Actor {
                     if peer == self.local {
                         continue;
                     }
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                     if !self.swarm.is_connected(&peer) {
                         let opts = DialOpts::peer_id(peer)
                             .addresses(vec![addr])
@@ -612,7 +744,15 @@ impl Actor {
                     }
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                established_in,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, ?established_in, dialer = endpoint.is_dialer(), "connection established");
                 let e = self.peers.entry(peer_id, now);
                 e.connections = num_established.get() as usize;
                 if endpoint.is_dialer() {
@@ -626,13 +766,23 @@ impl Actor {
                 }
                 if !hits.is_empty() {
                     tracing::info!(peer = %peer_id, "connected to a bootstrap peer");
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    // Join at once on the first one; afterwards Kademlia
+                    // bootstraps by itself while its table is small, and
+                    // refreshes buckets on its timer.
+                    if !self.joined {
+                        self.joined = true;
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
                 }
                 if num_established.get() == 1 {
                     self.send_heartbeat(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 if let Some(e) = self.peers.get_mut(&peer_id) {
                     e.connections = num_established as usize;
                 }
@@ -640,9 +790,17 @@ impl Actor {
                     self.boot.disconnected(peer_id, now);
                 }
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
-                self.boot.dial_failed(connection_id, now, matches!(error, DialError::LocalPeerId { .. }));
+                self.boot.dial_failed(
+                    connection_id,
+                    now,
+                    matches!(error, DialError::LocalPeerId { .. }),
+                );
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
             _ => {}
@@ -653,8 +811,13 @@ impl Actor {
         let now = Instant::now();
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                Message::Request { request, channel, .. } => self.on_inbound(peer, request, channel),
-                Message::Response { request_id, response } => {
+                Message::Request {
+                    request, channel, ..
+                } => self.on_inbound(peer, request, channel),
+                Message::Response {
+                    request_id,
+                    response,
+                } => {
                     self.peers.seen(&peer, now);
                     match self.pending.remove(&request_id) {
                         Some(Pending::Heartbeat(p)) => {
@@ -672,15 +835,24 @@ impl Actor {
                     }
                 }
             },
-            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 let violation = matches!(&error, OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData);
                 let err = match error {
-                    OutboundFailure::DialFailure | OutboundFailure::ConnectionClosed => NetError::PeerUnreachable,
+                    OutboundFailure::DialFailure | OutboundFailure::ConnectionClosed => {
+                        NetError::PeerUnreachable
+                    }
                     OutboundFailure::Timeout => NetError::Timeout,
                     OutboundFailure::UnsupportedProtocols => {
                         NetError::Protocol(format!("the peer does not speak {PROTOCOL}"))
                     }
-                    OutboundFailure::Io(e) if e.to_string().contains("max sub-streams") => NetError::Busy,
+                    OutboundFailure::Io(e) if e.to_string().contains("max sub-streams") => {
+                        NetError::Busy
+                    }
                     OutboundFailure::Io(e) => NetError::Protocol(e.to_string()),
                 };
                 if violation {
@@ -706,13 +878,33 @@ impl Actor {
     }
 
     fn on_kad_event(&mut self, ev: kad::Event) {
-        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = ev else { return };
+        let kad::Event::OutboundQueryProgressed {
+            id,
+            result,
+            step,
+            stats,
+        } = ev
+        else {
+            return;
+        };
+        if step.last {
+            tracing::debug!(
+                ?id,
+                requests = stats.num_requests(),
+                ok = stats.num_successes(),
+                failed = stats.num_failures(),
+                took = ?stats.duration(),
+                "kad query finished"
+            );
+        }
         match result {
             QueryResult::GetClosestPeers(r) => {
                 if let Some(QueryWait::Closest(reply)) = self.queries.remove(&id) {
                     let out = match r {
                         Ok(ok) => Ok(ok.peers.into_iter().map(|p| p.peer_id).collect()),
-                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. })
+                            if !peers.is_empty() =>
+                        {
                             Ok(peers.into_iter().map(|p| p.peer_id).collect())
                         }
                         Err(_) => Err(NetError::Timeout),
@@ -721,7 +913,9 @@ impl Actor {
                 }
             }
             QueryResult::GetProviders(r) => {
-                let Some(QueryWait::Providers { found, .. }) = self.queries.get_mut(&id) else { return };
+                let Some(QueryWait::Providers { found, .. }) = self.queries.get_mut(&id) else {
+                    return;
+                };
                 let timed_out = match r {
                     Ok(GetProvidersOk::FoundProviders { providers, .. }) => {
                         found.extend(providers);
@@ -757,9 +951,9 @@ impl Actor {
                 if let Some(QueryWait::PutRecord(reply)) = self.queries.remove(&id) {
                     let out = match r {
                         Ok(_) => Ok(()),
-                        Err(kad::PutRecordError::QuorumFailed { .. }) => {
-                            Err(NetError::Refused("no peer stored the record (quorum failed)".into()))
-                        }
+                        Err(kad::PutRecordError::QuorumFailed { .. }) => Err(NetError::Refused(
+                            "no peer stored the record (quorum failed)".into(),
+                        )),
                         Err(_) => Err(NetError::Timeout),
                     };
                     let _ = reply.send(out);
@@ -777,7 +971,9 @@ impl Actor {
                     Err(kad::GetRecordError::NotFound { .. }) => Some(Ok(None)),
                     Err(_) => Some(Err(NetError::Timeout)),
                 };
-                if let (Some(out), Some(QueryWait::GetRecord(reply))) = (out, self.queries.remove(&id)) {
+                if let (Some(out), Some(QueryWait::GetRecord(reply))) =
+                    (out, self.queries.remove(&id))
+                {
                     let _ = reply.send(out);
                 }
             }
@@ -788,7 +984,9 @@ impl Actor {
     // -- persistence ---------------------------------------------------------
 
     fn persist_in_background(&mut self) {
-        let Some(path) = self.store_path.clone() else { return };
+        let Some(path) = self.store_path.clone() else {
+            return;
+        };
         if self.persist_task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
@@ -814,7 +1012,12 @@ impl Actor {
 /// Serves one inbound (or self-addressed) request: verify content against its
 /// CID, then ask the node's handler. Returns the answer and, when the peer
 /// sent data that does not match its CID, the strike reason.
-async fn serve(handler: Arc<dyn Handler>, peer: PeerId, req: Request, local: Heartbeat) -> (Response, Option<String>) {
+async fn serve(
+    handler: Arc<dyn Handler>,
+    peer: PeerId,
+    req: Request,
+    local: Heartbeat,
+) -> (Response, Option<String>) {
     let req = match req {
         Request::Heartbeat(_) => return (Response::Heartbeat(local), None),
         Request::PutShard { cid, data } => match verify(cid, data).await {
@@ -844,7 +1047,9 @@ pub(crate) async fn verify(cid: datamesh_core::Cid, data: Vec<u8>) -> Result<Vec
         let ok = cid.verifies(&data);
         Ok((ok, data))
     } else {
-        tokio::task::spawn_blocking(move || (cid.verifies(&data), data)).await.map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || (cid.verifies(&data), data))
+            .await
+            .map_err(|e| e.to_string())
     };
     match checked {
         Ok((true, data)) => Ok(data),

@@ -111,7 +111,12 @@ pub(crate) struct PeerTable {
 
 impl PeerTable {
     pub fn new(max: usize, timers: HealthTimers) -> Self {
-        Self { entries: HashMap::new(), max: max.max(1), evicted: Vec::new(), timers }
+        Self {
+            entries: HashMap::new(),
+            max: max.max(1),
+            evicted: Vec::new(),
+            timers,
+        }
     }
 
     #[cfg(test)]
@@ -206,6 +211,7 @@ impl PeerTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -223,7 +229,11 @@ mod tests {
         let p = PeerId::random();
         let t0 = Instant::now();
         t.entry(p, t0);
-        assert_eq!(t.state(t.get(&p).unwrap(), t0), PeerState::Offline, "never seen");
+        assert_eq!(
+            t.state(t.get(&p).unwrap(), t0),
+            PeerState::Offline,
+            "never seen"
+        );
         t.seen(&p, t0);
         let at = |s| t0 + Duration::from_secs(s);
         assert_eq!(t.state(t.get(&p).unwrap(), at(9)), PeerState::Online);
@@ -246,7 +256,10 @@ mod tests {
         t.entry(PeerId::random(), now);
         assert_eq!(t.info(now).len(), 3);
         assert!(t.get(&keep[0]).is_some(), "connected peers stay");
-        assert!(t.get(&keep[1]).is_none(), "the longest-silent disconnected one goes");
+        assert!(
+            t.get(&keep[1]).is_none(),
+            "the longest-silent disconnected one goes"
+        );
     }
 
     #[test]

@@ -211,10 +211,18 @@ impl Request {
         let data_len = match self {
             Request::PutShard { data, .. } | Request::PutManifest { data, .. } => data.len(),
             Request::ShardExists { cids } if cids.len() > MAX_EXISTS_CIDS => {
-                return Err(format!("{} CIDs in one SHARD_EXISTS; the limit is {MAX_EXISTS_CIDS}", cids.len()));
+                return Err(format!(
+                    "{} CIDs in one SHARD_EXISTS; the limit is {MAX_EXISTS_CIDS}",
+                    cids.len()
+                ));
             }
-            Request::DeleteShard { authorization, .. } if authorization.len() > MAX_AUTHORIZATION => {
-                return Err(format!("authorization of {} bytes; the limit is {MAX_AUTHORIZATION}", authorization.len()));
+            Request::DeleteShard { authorization, .. }
+                if authorization.len() > MAX_AUTHORIZATION =>
+            {
+                return Err(format!(
+                    "authorization of {} bytes; the limit is {MAX_AUTHORIZATION}",
+                    authorization.len()
+                ));
             }
             Request::PutRecord { key, value } => {
                 if key.len() > MAX_RECORD_KEY || value.len() > MAX_RECORD_VALUE {
@@ -227,12 +235,17 @@ impl Request {
                 0
             }
             Request::GetRecord { key } if key.len() > MAX_RECORD_KEY => {
-                return Err(format!("record key of {} bytes; the limit is {MAX_RECORD_KEY}", key.len()));
+                return Err(format!(
+                    "record key of {} bytes; the limit is {MAX_RECORD_KEY}",
+                    key.len()
+                ));
             }
             _ => 0,
         };
         if data_len > MAX_FRAME - 1024 {
-            return Err(format!("{data_len} bytes do not fit one frame (limit {MAX_FRAME})"));
+            return Err(format!(
+                "{data_len} bytes do not fit one frame (limit {MAX_FRAME})"
+            ));
         }
         Ok(())
     }
@@ -263,7 +276,9 @@ fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
 fn finish<'a>(mut head: Vec<u8>, tail: &'a [u8]) -> io::Result<Encoded<'a>> {
     let body_len = head.len() - 4 + tail.len();
     if body_len > MAX_FRAME {
-        return Err(invalid(format!("frame of {body_len} bytes exceeds the limit of {MAX_FRAME}")));
+        return Err(invalid(format!(
+            "frame of {body_len} bytes exceeds the limit of {MAX_FRAME}"
+        )));
     }
     head[..4].copy_from_slice(&(body_len as u32).to_be_bytes());
     Ok(Encoded { head, tail })
@@ -351,7 +366,10 @@ pub(crate) fn encode_response(resp: &Response) -> io::Result<Encoded<'_>> {
         }
         Response::Exists(flags) => {
             if flags.len() > MAX_EXISTS_CIDS {
-                return Err(invalid(format!("{} flags exceed {MAX_EXISTS_CIDS}", flags.len())));
+                return Err(invalid(format!(
+                    "{} flags exceed {MAX_EXISTS_CIDS}",
+                    flags.len()
+                )));
             }
             h = start(0x83);
             h.extend_from_slice(&(flags.len() as u16).to_be_bytes());
@@ -363,7 +381,10 @@ pub(crate) fn encode_response(resp: &Response) -> io::Result<Encoded<'_>> {
                 None => h.push(0),
                 Some(v) => {
                     if v.len() > MAX_RECORD_VALUE {
-                        return Err(invalid(format!("record value of {} bytes exceeds {MAX_RECORD_VALUE}", v.len())));
+                        return Err(invalid(format!(
+                            "record value of {} bytes exceeds {MAX_RECORD_VALUE}",
+                            v.len()
+                        )));
                     }
                     h.push(1);
                     h.extend_from_slice(&(v.len() as u32).to_be_bytes());
@@ -404,7 +425,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> io::Result<&'a [u8]> {
         if self.buf.len() - self.pos < n {
-            return Err(invalid(format!("{what}: {n} bytes announced, {} left", self.buf.len() - self.pos)));
+            return Err(invalid(format!(
+                "{what}: {n} bytes announced, {} left",
+                self.buf.len() - self.pos
+            )));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -450,7 +474,10 @@ impl<'a> Reader<'a> {
     }
     fn end(&self) -> io::Result<()> {
         if self.pos != self.buf.len() {
-            return Err(invalid(format!("{} trailing bytes", self.buf.len() - self.pos)));
+            return Err(invalid(format!(
+                "{} trailing bytes",
+                self.buf.len() - self.pos
+            )));
         }
         Ok(())
     }
@@ -466,7 +493,10 @@ fn take_tail(mut body: Vec<u8>, pos: usize, max: usize, what: &str) -> io::Resul
     }
     let start = r.pos;
     if body.len() - start != n {
-        return Err(invalid(format!("{what}: {n} bytes announced, {} present", body.len() - start)));
+        return Err(invalid(format!(
+            "{what}: {n} bytes announced, {} present",
+            body.len() - start
+        )));
     }
     body.drain(..start);
     Ok(body)
@@ -477,7 +507,10 @@ fn check_header(body: &[u8]) -> io::Result<u8> {
         return Err(invalid("frame shorter than its header"));
     }
     if body[0] != WIRE_VERSION {
-        return Err(invalid(format!("wire version {} (this node speaks {WIRE_VERSION})", body[0])));
+        return Err(invalid(format!(
+            "wire version {} (this node speaks {WIRE_VERSION})",
+            body[0]
+        )));
     }
     Ok(body[1])
 }
@@ -492,7 +525,11 @@ pub fn decode_request(body: Vec<u8>) -> io::Result<Request> {
             let cid = r.cid()?;
             let pos = r.pos;
             let data = take_tail(body, pos, MAX_FRAME, "data")?;
-            return Ok(if tag == 0x01 { Request::PutShard { cid, data } } else { Request::PutManifest { cid, data } });
+            return Ok(if tag == 0x01 {
+                Request::PutShard { cid, data }
+            } else {
+                Request::PutManifest { cid, data }
+            });
         }
         0x02 => Request::GetShard { cid: r.cid()? },
         0x03 => {
@@ -518,7 +555,9 @@ pub fn decode_request(body: Vec<u8>) -> io::Result<Request> {
             let value = take_tail(body, pos, MAX_RECORD_VALUE, "record value")?;
             return Ok(Request::PutRecord { key, value });
         }
-        0x08 => Request::GetRecord { key: r.bytes16(MAX_RECORD_KEY, "record key")? },
+        0x08 => Request::GetRecord {
+            key: r.bytes16(MAX_RECORD_KEY, "record key")?,
+        },
         0x09 => Request::Heartbeat(r.heartbeat()?),
         t => return Err(invalid(format!("unknown request tag {t:#04x}"))),
     };
@@ -553,7 +592,12 @@ pub fn decode_response(body: Vec<u8>) -> io::Result<Response> {
             0 => Response::Record(None),
             1 => {
                 let pos = r.pos;
-                return Ok(Response::Record(Some(take_tail(body, pos, MAX_RECORD_VALUE, "record value")?)));
+                return Ok(Response::Record(Some(take_tail(
+                    body,
+                    pos,
+                    MAX_RECORD_VALUE,
+                    "record value",
+                )?)));
             }
             x => return Err(invalid(format!("record presence byte {x}"))),
         },
@@ -578,7 +622,9 @@ pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::R
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len == 0 || len > MAX_FRAME {
-        return Err(invalid(format!("frame of {len} bytes announced; the limit is {MAX_FRAME}")));
+        return Err(invalid(format!(
+            "frame of {len} bytes announced; the limit is {MAX_FRAME}"
+        )));
     }
     // Grow as bytes arrive: a peer that announces 16 MiB and sends nothing
     // costs 64 KiB, not 16 MiB.
@@ -593,7 +639,10 @@ pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::R
     Ok(buf)
 }
 
-pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, e: Encoded<'_>) -> io::Result<()> {
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    e: Encoded<'_>,
+) -> io::Result<()> {
     io.write_all(&e.head).await?;
     if !e.tail.is_empty() {
         io.write_all(e.tail).await?;
@@ -633,7 +682,9 @@ impl libp2p::request_response::Codec for ShardCodec {
         };
         match decoded {
             Ok(req) => Ok(Inbound::Request(req)),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Inbound::Violation(e.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Ok(Inbound::Violation(e.to_string()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -645,7 +696,12 @@ impl libp2p::request_response::Codec for ShardCodec {
         decode_response(read_frame(io).await?)
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Inbound) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Inbound,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -655,7 +711,12 @@ impl libp2p::request_response::Codec for ShardCodec {
         }
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, resp: Response) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        resp: Response,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -664,6 +725,7 @@ impl libp2p::request_response::Codec for ShardCodec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -676,17 +738,36 @@ mod tests {
     fn all_requests() -> Vec<Request> {
         let c = Cid::raw_blake3(b"x");
         vec![
-            Request::PutShard { cid: c, data: b"x".to_vec() },
-            Request::PutShard { cid: c, data: vec![] },
+            Request::PutShard {
+                cid: c,
+                data: b"x".to_vec(),
+            },
+            Request::PutShard {
+                cid: c,
+                data: vec![],
+            },
             Request::GetShard { cid: c },
             Request::ShardExists { cids: vec![c; 3] },
             Request::ShardExists { cids: vec![] },
-            Request::DeleteShard { cid: c, authorization: vec![7; 100] },
-            Request::PutManifest { cid: Cid::dag_cbor_blake3(b"m"), data: b"m".to_vec() },
+            Request::DeleteShard {
+                cid: c,
+                authorization: vec![7; 100],
+            },
+            Request::PutManifest {
+                cid: Cid::dag_cbor_blake3(b"m"),
+                data: b"m".to_vec(),
+            },
             Request::GetManifest { cid: c },
-            Request::PutRecord { key: b"k".to_vec(), value: vec![1; 1000] },
+            Request::PutRecord {
+                key: b"k".to_vec(),
+                value: vec![1; 1000],
+            },
             Request::GetRecord { key: b"k".to_vec() },
-            Request::Heartbeat(Heartbeat { free_bytes: 1, shards: u64::MAX, uptime_secs: 3 }),
+            Request::Heartbeat(Heartbeat {
+                free_bytes: 1,
+                shards: u64::MAX,
+                uptime_secs: 3,
+            }),
         ]
     }
 
@@ -700,7 +781,11 @@ mod tests {
             Response::Record(Some(b"v".to_vec())),
             Response::NotFound,
             Response::Refused("busy".into()),
-            Response::Heartbeat(Heartbeat { free_bytes: 9, shards: 8, uptime_secs: 7 }),
+            Response::Heartbeat(Heartbeat {
+                free_bytes: 9,
+                shards: 8,
+                uptime_secs: 7,
+            }),
         ]
     }
 
@@ -729,14 +814,19 @@ mod tests {
             }
             let mut longer = body.clone();
             longer.push(0);
-            assert!(decode_request(longer).is_err(), "{r:?} with a trailing byte");
+            assert!(
+                decode_request(longer).is_err(),
+                "{r:?} with a trailing byte"
+            );
         }
     }
 
     #[test]
     fn bounds_are_enforced_on_decode() {
         let c = Cid::raw_blake3(b"x");
-        let too_many = Request::ShardExists { cids: vec![c; MAX_EXISTS_CIDS + 1] };
+        let too_many = Request::ShardExists {
+            cids: vec![c; MAX_EXISTS_CIDS + 1],
+        };
         assert!(encode_request(&too_many).is_err());
         // Hand-build the oversized message the encoder refuses to write.
         let mut body = vec![WIRE_VERSION, 0x03];
@@ -750,7 +840,10 @@ mod tests {
         body.extend(std::iter::repeat_n(0, MAX_AUTHORIZATION + 1));
         assert!(decode_request(body).is_err());
         assert!(decode_request(vec![2, 0x02]).is_err(), "wrong version");
-        assert!(decode_request(vec![WIRE_VERSION, 0x42]).is_err(), "unknown tag");
+        assert!(
+            decode_request(vec![WIRE_VERSION, 0x42]).is_err(),
+            "unknown tag"
+        );
     }
 
     #[test]
@@ -767,7 +860,8 @@ mod tests {
     fn short_frame_is_eof_not_violation() {
         let mut bytes = 100u32.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[1; 10]);
-        let e = futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(bytes))).unwrap_err();
+        let e = futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(bytes)))
+            .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 

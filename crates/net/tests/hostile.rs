@@ -1,0 +1,257 @@
+//! A hostile peer: a raw libp2p swarm speaking `/datamesh/shard/1.0.0` with a
+//! codec that writes whatever bytes it is given. It sends an oversized length
+//! prefix, garbage, and a shard that does not match its CID; each is refused
+//! and struck, and the third gets it banned. Meanwhile an honest peer's 4 MiB
+//! transfer to the same node completes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io;
+use std::time::Duration;
+
+use common::*;
+use datamesh_core::Cid;
+use datamesh_net::protocol::{PROTOCOL, encode_request_frame};
+use datamesh_net::{NetClient, PeerId, Request, Tuning};
+use futures::prelude::*;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{StreamProtocol, Swarm, noise, tcp, yamux};
+
+const T: Duration = Duration::from_secs(20);
+
+/// Writes requests verbatim; reads whatever comes back (bounded).
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        Err(io::Error::other("the raw client serves nothing"))
+    }
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        io.take(1 << 20).read_to_end(&mut v).await?;
+        Ok(v)
+    }
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&req).await?;
+        io.flush().await
+    }
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+type Raw = request_response::Behaviour<RawCodec>;
+
+fn raw_swarm() -> Swarm<Raw> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// What the raw client has observed.
+#[derive(Default, Debug)]
+struct Seen {
+    connected: bool,
+    closed: bool,
+    finished: Vec<OutboundRequestId>,
+    dial_failed: bool,
+}
+
+/// Polls the raw swarm until `cond` holds on the server (checked every 20 ms).
+async fn drive_until<F, Fut>(swarm: &mut Swarm<Raw>, seen: &mut Seen, what: &str, mut cond: F)
+where
+    F: FnMut(&Seen) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        if cond(seen).await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; seen {seen:?}"
+        );
+        tokio::select! {
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::ConnectionEstablished { .. } => seen.connected = true,
+                SwarmEvent::ConnectionClosed { num_established: 0, .. } => seen.closed = true,
+                SwarmEvent::OutgoingConnectionError { .. } => seen.dial_failed = true,
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, .. }, ..
+                }) => seen.finished.push(request_id),
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { request_id, .. }) => {
+                    seen.finished.push(request_id)
+                }
+                _ => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+async fn strikes(s: &NetClient, p: PeerId) -> u32 {
+    info(s, p).await.map_or(0, |i| i.strikes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
+    let server = node_with(
+        config(),
+        Tuning {
+            max_strikes: 3,
+            ..Tuning::default()
+        },
+    )
+    .await;
+    let sid = server.net.local_peer_id();
+    let saddr = server.net.listen_addrs().await[0].clone();
+
+    // The honest peer, connected first.
+    let mut hc = config();
+    hc.bootstrap = vec![p2p_addr(&server.net).await];
+    let honest = node(hc).await;
+    wait_for("honest peer connected", T, || async {
+        info(&server.net, honest.net.local_peer_id())
+            .await
+            .is_some_and(|i| i.connected)
+    })
+    .await;
+
+    let mut raw = raw_swarm();
+    let hid = *raw.local_peer_id();
+    let mut seen = Seen::default();
+    raw.dial(saddr.clone()).unwrap();
+    drive_until(&mut raw, &mut seen, "raw client connected", |s| {
+        std::future::ready(s.connected)
+    })
+    .await;
+
+    // The honest 4 MiB transfer runs while the attack goes on.
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    let big_cid = Cid::raw_blake3(&big);
+    let transfer = {
+        let net = honest.net.clone();
+        let big = big.clone();
+        tokio::spawn(async move { net.put_shard(sid, big_cid, big).await })
+    };
+
+    // (a) A length prefix far beyond the frame limit (the server reads the
+    // 4 bytes, refuses, and never allocates for it).
+    let mut oversized = u32::MAX.to_be_bytes().to_vec();
+    oversized.extend_from_slice(&[0u8; 64]);
+    let a = raw.behaviour_mut().send_request(&sid, oversized);
+    drive_until(&mut raw, &mut seen, "strike 1 (oversized frame)", |s| {
+        let done = s.finished.contains(&a);
+        let net = server.net.clone();
+        async move { done && strikes(&net, hid).await == 1 }
+    })
+    .await;
+
+    // (b) A well-framed body of garbage.
+    let mut garbage = 12u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[1, 0xee, 0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5]);
+    let b = raw.behaviour_mut().send_request(&sid, garbage);
+    drive_until(&mut raw, &mut seen, "strike 2 (garbage)", |s| {
+        let done = s.finished.contains(&b);
+        let net = server.net.clone();
+        async move { done && strikes(&net, hid).await == 2 }
+    })
+    .await;
+    assert!(!seen.closed, "two strikes: still connected");
+
+    // (c) A shard whose bytes do not match its CID: the third strike bans.
+    let forged = encode_request_frame(&Request::PutShard {
+        cid: big_cid,
+        data: b"not the shard".to_vec(),
+    })
+    .unwrap();
+    raw.behaviour_mut().send_request(&sid, forged);
+    drive_until(&mut raw, &mut seen, "the hostile peer cut off", |s| {
+        let closed = s.closed;
+        let net = server.net.clone();
+        async move {
+            closed
+                && info(&net, hid)
+                    .await
+                    .is_some_and(|i| i.strikes == 3 && i.banned && !i.connected)
+        }
+    })
+    .await;
+
+    // It cannot come back while banned.
+    seen.connected = false;
+    seen.closed = false;
+    raw.dial(saddr).unwrap();
+    drive_until(&mut raw, &mut seen, "the redial refused", |s| {
+        std::future::ready(s.dial_failed || s.closed)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!info(&server.net, hid).await.unwrap().connected);
+
+    // Nothing the hostile peer sent reached the handler; the honest shard did.
+    transfer
+        .await
+        .unwrap()
+        .expect("the honest transfer completes");
+    assert_eq!(
+        server.store.shards.lock().unwrap().get(&big_cid),
+        Some(&big)
+    );
+    assert!(
+        server
+            .store
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(p, _)| *p != hid)
+    );
+    let hi = info(&server.net, honest.net.local_peer_id()).await.unwrap();
+    assert_eq!((hi.strikes, hi.banned, hi.connected), (0, false, true));
+
+    server.net.shutdown().await;
+    honest.net.shutdown().await;
+}
