@@ -201,3 +201,15 @@ fn devnet_starts_prints_urls_and_stops_on_sigterm() {
         assert!(!std::path::Path::new(&format!("/proc/{p}")).exists() || std::fs::read_to_string(format!("/proc/{p}/status")).map(|s| s.contains("State:\tZ")).unwrap_or(true), "node {p} still running");
     }
 }
+
+#[test]
+fn a_cid_no_node_knows_fails_clearly_within_30_s() {
+    let net = TestNet::start(3, &[]);
+    // A well-formed manifest CID that was never stored anywhere.
+    let unknown = "bafyr4iad7eb3nl4hkwqzdomct66rqd5hclx7zaib77j3e4jcgw6q6qefwa";
+    let t = std::time::Instant::now();
+    let o = net.nodes[2].run(&["get", unknown, "-o", "-"]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(30), "took {:?}", t.elapsed());
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not stored"));
+}

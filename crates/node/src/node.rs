@@ -88,7 +88,7 @@ pub struct NodeStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// No such file, manifest or shard here.
-    #[error("{0} is not stored on this node")]
+    #[error("{0} is not stored on this node nor announced by any peer it can reach")]
     NotFound(Cid),
     /// The upload session does not exist (finished, aborted or expired).
     #[error("upload {0} does not exist: it finished, was aborted or expired; start a new put")]
