@@ -50,6 +50,10 @@ pub const K: usize = 20;
 pub const ALPHA: usize = 3;
 /// Capacity of the command channel.
 pub(crate) const COMMAND_QUEUE: usize = 256;
+/// Largest DHT value record (the store refuses larger ones).
+pub const MAX_DHT_VALUE: usize = 64 * 1024;
+/// Largest Kademlia message: a value record plus room for k peers' addresses.
+const KAD_MAX_PACKET: usize = MAX_DHT_VALUE + 32 * 1024;
 /// Longest `start` waits for its listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -173,7 +177,8 @@ pub(crate) async fn build(
             max_records: tuning.max_dht_records,
             max_provided_keys: tuning.max_provider_keys,
             max_providers_per_key: K,
-            ..Default::default()
+            // The store refuses values of `max_value_bytes` or more.
+            max_value_bytes: MAX_DHT_VALUE + 1,
         },
     );
     let store_path = cfg.state_dir.as_deref().map(kad_store::store_path);
@@ -198,7 +203,8 @@ pub(crate) async fn build(
         .set_provider_record_ttl(Some(tuning.provider_ttl))
         .set_provider_publication_interval(Some(tuning.provider_republish))
         .set_periodic_bootstrap_interval(Some(tuning.bucket_refresh))
-        .set_query_timeout(tuning.query_timeout);
+        .set_query_timeout(tuning.query_timeout)
+        .set_max_packet_size(KAD_MAX_PACKET);
 
     let idle = tuning
         .idle_connection_timeout
@@ -446,7 +452,13 @@ impl Actor {
                 let _ = reply.send(ps);
             }
             Command::PutDhtRecord { key, value, reply } => {
-                if let Some(reply) = self.query_room(reply) {
+                if value.len() > MAX_DHT_VALUE {
+                    let why = format!(
+                        "DHT value of {} bytes; the limit is {MAX_DHT_VALUE}",
+                        value.len()
+                    );
+                    let _ = reply.send(Err(NetError::Protocol(why)));
+                } else if let Some(reply) = self.query_room(reply) {
                     let mut rec = kad::Record::new(key, value);
                     rec.publisher = Some(self.local);
                     match self.swarm.behaviour_mut().kad.put_record(rec, Quorum::One) {

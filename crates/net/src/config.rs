@@ -29,7 +29,9 @@ impl Default for HealthTimers {
 }
 
 /// What a node sets to start its network layer.
-#[derive(Debug, Clone)]
+///
+/// `Debug` prints everything but the identity seed.
+#[derive(Clone)]
 pub struct NetConfig {
     /// The node's Ed25519 secret seed; the libp2p identity (and so the
     /// `PeerId`) is derived from it.
@@ -73,6 +75,21 @@ impl NetConfig {
             request_timeout: Duration::from_secs(30),
             max_inbound_requests: 32,
         }
+    }
+}
+
+impl std::fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("identity_seed", &"<secret>")
+            .field("listen", &self.listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("mdns", &self.mdns)
+            .field("timers", &self.timers)
+            .field("state_dir", &self.state_dir)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_inbound_requests", &self.max_inbound_requests)
+            .finish()
     }
 }
 
@@ -153,5 +170,15 @@ impl Default for Tuning {
             max_dht_records: 65_536,
             max_provider_keys: 262_144,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_hides_the_identity_seed() {
+        let shown = format!("{:?}", super::NetConfig::new([0xab; 32]));
+        assert!(shown.contains("<secret>"));
+        assert!(!shown.contains("171"), "no seed bytes: {shown}");
     }
 }

@@ -252,7 +252,7 @@ mod tests {
             t.entry(*p, now);
         }
         t.get_mut(&keep[0]).unwrap().connections = 1;
-        t.seen(&keep[2], now);
+        t.seen(&keep[2], now + Duration::from_secs(1));
         t.entry(PeerId::random(), now);
         assert_eq!(t.info(now).len(), 3);
         assert!(t.get(&keep[0]).is_some(), "connected peers stay");

@@ -2,7 +2,7 @@
 //! to enumerate every provider record, plus persistence across restarts.
 //!
 //! # File format: `<state_dir>/kad-store.cbor`
-//! One DAG-CBOR map ([`StoreFile`]): `version` (= 1), `records` (key, value,
+//! One DAG-CBOR map (`StoreFile`): `version` (= 1), `records` (key, value,
 //! publisher, expiry as Unix seconds) and `providers` (key, provider peer id,
 //! expiry, addresses). Expiry instants are monotonic in memory, so they are
 //! converted to wall-clock seconds on save and back on load; anything already

@@ -305,7 +305,8 @@ impl NetClient {
     }
 
     /// Publishes a DHT value record (TTL and republish per [`Tuning`]).
-    /// Values are small (≤ 64 KiB) and unauthenticated by the DHT: sign them.
+    /// Values are small (≤ [`actor::MAX_DHT_VALUE`], 64 KiB) and anyone may
+    /// overwrite them: sign what you store and check it on read.
     pub async fn dht_put(&self, key: &[u8], value: Vec<u8>) -> Result<(), NetError> {
         let key = key.to_vec();
         self.ask(|reply| Command::PutDhtRecord { key, value, reply })

@@ -337,15 +337,18 @@ async fn health_goes_online_warning_offline_when_a_peer_dies() {
         [PeerState::Online, PeerState::Warning, PeerState::Offline],
         "at {at:?}"
     );
-    // Silence is counted from the last exchange, at most one interval before the kill.
+    // Silence counts from the last exchange, normally within one heartbeat
+    // interval before the kill; the bounds leave room for a loaded machine.
     assert!(
-        at[1] >= Duration::from_millis(350),
+        at[1] >= Duration::from_millis(200),
         "warning too early: {at:?}"
     );
+    assert!(at[1] <= Duration::from_secs(3), "warning too late: {at:?}");
     assert!(
-        at[2] >= Duration::from_millis(1250),
+        at[2] >= Duration::from_millis(1000),
         "offline too early: {at:?}"
     );
+    assert!(at[2] <= Duration::from_secs(5), "offline too late: {at:?}");
     assert!(!info(&a.net, pb).await.unwrap().connected);
     a.net.shutdown().await;
 }
@@ -371,6 +374,14 @@ async fn provider_records_survive_a_restart() {
         .dht_put(b"rec", b"value".to_vec())
         .await
         .expect("dht record");
+    // The largest DHT value crosses the wire (quorum one: b must accept it).
+    let max = datamesh_net::actor::MAX_DHT_VALUE;
+    a.net
+        .dht_put(b"big", vec![7; max])
+        .await
+        .expect("a 64 KiB DHT value");
+    let too_big = a.net.dht_put(b"bigger", vec![7; max + 1]).await;
+    assert!(matches!(too_big, Err(NetError::Protocol(_))), "{too_big:?}");
     assert_eq!(a.net.local_providers(b"key-b").await.unwrap(), vec![idb]);
     a.net.shutdown().await;
     b.net.shutdown().await;
@@ -395,6 +406,8 @@ async fn provider_records_survive_a_restart() {
         Some(b"value".to_vec()),
         "value record"
     );
+    let big = a2.net.dht_get(b"big").await.unwrap();
+    assert_eq!(big.map(|v| v.len()), Some(max));
     a2.net.shutdown().await;
 }
 
