@@ -100,7 +100,9 @@ impl Store {
                         Kind::Shard => &mut shards,
                         Kind::Manifest => &mut manifests,
                     };
-                    let old = table.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
+                    let old = table
+                        .remove(cid.to_bytes().as_slice())
+                        .map_err(|e| ix(e.into()))?;
                     if let Some(v) = old {
                         removed.push((*kind, *cid, kind.record_size(v.value()).unwrap_or(0)));
                     }
@@ -133,8 +135,10 @@ impl Store {
             {
                 let mut t = txn.open_table(ALIASES).map_err(|e| ix(e.into()))?;
                 let before = t.len().map_err(|e| ix(e.into()))?;
-                t.retain(|_, to| Cid::from_bytes(to).map_or(true, |c| !removed_manifests.contains(&c)))
-                    .map_err(|e| ix(e.into()))?;
+                t.retain(|_, to| {
+                    Cid::from_bytes(to).map_or(true, |c| !removed_manifests.contains(&c))
+                })
+                .map_err(|e| ix(e.into()))?;
                 let after = t.len().map_err(|e| ix(e.into()))?;
                 report.aliases_removed = before - after;
             }
@@ -156,7 +160,9 @@ impl Store {
             let aliases = txn.open_table(ALIASES).map_err(|e| ix(e.into()))?;
             for row in pins.iter().map_err(|e| ix(e.into()))? {
                 let (k, _) = row.map_err(|e| ix(e.into()))?;
-                let Ok(cid) = Cid::from_bytes(k.value()) else { continue };
+                let Ok(cid) = Cid::from_bytes(k.value()) else {
+                    continue;
+                };
                 let alias = aliases
                     .get(k.value())
                     .map_err(|e| ix(e.into()))?
@@ -164,7 +170,11 @@ impl Store {
                 pinned.push((cid, alias));
             }
         }
-        let mut mark = Mark { manifests: HashSet::new(), shards: HashSet::new(), unresolved: 0 };
+        let mut mark = Mark {
+            manifests: HashSet::new(),
+            shards: HashSet::new(),
+            unresolved: 0,
+        };
         let mut decoded: HashMap<Cid, bool> = HashMap::new();
         for (pin, alias) in pinned {
             let mut resolved = false;
@@ -192,10 +202,14 @@ impl Store {
 
     fn read_manifest_quietly(&self, cid: &Cid) -> Result<Option<Manifest>> {
         let inner = &*self.inner;
-        let Some((size, _)) = self.lookup(Kind::Manifest, cid)? else { return Ok(None) };
+        let Some((size, _)) = self.lookup(Kind::Manifest, cid)? else {
+            return Ok(None);
+        };
         let path = object_path(&inner.dir, Kind::Manifest, cid);
         match inner.io.read(&path, size + 1) {
-            Ok(bytes) if bytes.len() as u64 == size => Ok(Manifest::decode_verified(cid, &bytes).ok()),
+            Ok(bytes) if bytes.len() as u64 == size => {
+                Ok(Manifest::decode_verified(cid, &bytes).ok())
+            }
             _ => Ok(None),
         }
     }
@@ -214,7 +228,9 @@ impl Store {
             let t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
             for row in t.iter().map_err(|e| ix(e.into()))? {
                 let (k, _) = row.map_err(|e| ix(e.into()))?;
-                let Ok(cid) = Cid::from_bytes(k.value()) else { continue };
+                let Ok(cid) = Cid::from_bytes(k.value()) else {
+                    continue;
+                };
                 let live = match kind {
                     Kind::Shard => mark.shards.contains(&cid),
                     Kind::Manifest => mark.manifests.contains(&cid),
@@ -227,4 +243,3 @@ impl Store {
         Ok(out)
     }
 }
-

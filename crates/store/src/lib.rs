@@ -63,6 +63,10 @@ mod io;
 pub mod record;
 mod store;
 
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod sim_tests;
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -70,7 +74,9 @@ pub use crate::error::StoreError;
 pub use crate::gc::GcReport;
 pub use crate::guard::UploadGuard;
 pub use crate::record::{RecordError, ShardRecord};
-pub use crate::store::{OpenReport, PinInfo, ScrubReport, ShardMeta, Store, StoreConfig, StoreStats};
+pub use crate::store::{
+    OpenReport, PinInfo, ScrubReport, ShardMeta, Store, StoreConfig, StoreStats,
+};
 
 /// The store format this build writes and the newest it opens.
 pub const FORMAT_VERSION: u32 = 1;

@@ -7,12 +7,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use datamesh_core::{Cid, limits};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::cache::{ChunkCache, new_cache};
 use crate::error::{StoreError, index_error, io_error};
@@ -70,7 +72,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { capacity_bytes: 100 << 30, cache_bytes: 32 << 20 }
+        StoreConfig {
+            capacity_bytes: 100 << 30,
+            cache_bytes: 32 << 20,
+        }
     }
 }
 
@@ -241,7 +246,9 @@ pub(crate) struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { access_interval_secs: ACCESS_INTERVAL_SECS }
+        Options {
+            access_interval_secs: ACCESS_INTERVAL_SECS,
+        }
     }
 }
 
@@ -265,7 +272,10 @@ pub(crate) struct Inner {
     pub(crate) pin_epoch: AtomicU64,
     /// One GC at a time.
     pub(crate) gc_lock: Mutex<()>,
-    pending_access: Mutex<HashMap<Cid, u64>>,
+    /// Set once an index commit failed: its outcome is unknown until the
+    /// next open, so no file that it may reference is removed before then.
+    commit_failed: AtomicBool,
+    pub(crate) pending_access: Mutex<HashMap<Cid, u64>>,
     access_interval: u64,
     cache: Option<ChunkCache>,
     seq: AtomicU64,
@@ -288,12 +298,17 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).field("cfg", &self.inner.cfg).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("cfg", &self.inner.cfg)
+            .finish()
     }
 }
 
 pub(crate) fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `<dir>/<shards|manifests>/<first digest byte, hex>/<cid>`.
@@ -404,7 +419,9 @@ impl redb::StorageBackend for DynBackend {
 
 /// Starts a write transaction that is durable when `commit` returns.
 pub(crate) fn begin_write(dir: &Path, db: &Database) -> Result<redb::WriteTransaction> {
-    let mut txn = db.begin_write().map_err(|e| index_error(dir, "starting a write", e))?;
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| index_error(dir, "starting a write", e))?;
     // Durability::Immediate is the default. Two-phase commit costs one more
     // fsync per commit (we commit once per batch) and makes recovery sound
     // even if the disk reorders the unsynced writes of a commit, which is
@@ -420,14 +437,22 @@ fn flush_access(inner: &Inner, durability: Durability) -> Result<()> {
     }
     let dir = &inner.dir;
     let mut txn = begin_write(dir, &inner.db)?;
-    txn.set_durability(durability).map_err(|e| index_error(dir, "recording access times", e))?;
+    txn.set_durability(durability)
+        .map_err(|e| index_error(dir, "recording access times", e))?;
     apply_access(dir, &txn, &pending)?;
-    txn.commit().map_err(|e| index_error(dir, "recording access times", e))
+    txn.commit()
+        .map_err(|e| index_error(dir, "recording access times", e))
 }
 
-fn apply_access(dir: &Path, txn: &redb::WriteTransaction, pending: &HashMap<Cid, u64>) -> Result<()> {
+fn apply_access(
+    dir: &Path,
+    txn: &redb::WriteTransaction,
+    pending: &HashMap<Cid, u64>,
+) -> Result<()> {
     let ix = |e: redb::StorageError| index_error(dir, "recording access times", e);
-    let mut t = txn.open_table(SHARDS).map_err(|e| index_error(dir, "recording access times", e))?;
+    let mut t = txn
+        .open_table(SHARDS)
+        .map_err(|e| index_error(dir, "recording access times", e))?;
     for (cid, at) in pending {
         let key = cid.to_bytes();
         let rec = match t.get(key.as_slice()).map_err(ix)? {
@@ -439,7 +464,8 @@ fn apply_access(dir: &Path, txn: &redb::WriteTransaction, pending: &HashMap<Cid,
             rec.last_access = rec.last_access.max(*at);
             // Every read verifies the bytes, so a read is also a verification.
             rec.verified_at = rec.verified_at.max(*at);
-            t.insert(key.as_slice(), rec.encode().as_slice()).map_err(ix)?;
+            t.insert(key.as_slice(), rec.encode().as_slice())
+                .map_err(ix)?;
         }
     }
     Ok(())
@@ -469,7 +495,7 @@ impl Store {
         };
         io.create_dir_all(&dir).map_err(ioe("create", &dir))?;
         let held = io.lock(&dir, &dir.join(LOCK_FILE))?;
-        check_format(&*io, &dir)?;
+        let format_temp_removed = check_format(&*io, &dir)?;
 
         // The fixed directory tree, created once and made durable before any
         // file is renamed into it; puts never create directories, so they
@@ -504,7 +530,10 @@ impl Store {
             }
         }
 
-        let mut report = OpenReport::default();
+        let mut report = OpenReport {
+            temp_removed: format_temp_removed,
+            ..OpenReport::default()
+        };
         let tmp = dir.join(TMP_DIR);
         for e in io.list_dir(&tmp).map_err(ioe("list", &tmp))? {
             if !e.is_dir {
@@ -527,13 +556,19 @@ impl Store {
             guards: Arc::new(GuardSet::default()),
             pin_epoch: AtomicU64::new(0),
             gc_lock: Mutex::new(()),
+            commit_failed: AtomicBool::new(false),
             pending_access: Mutex::new(HashMap::new()),
             access_interval: opts.access_interval_secs,
             cache: new_cache(cfg.cache_bytes),
             seq: AtomicU64::new(0),
             _lock: held,
         };
-        Ok((Store { inner: Arc::new(inner) }, report))
+        Ok((
+            Store {
+                inner: Arc::new(inner),
+            },
+            report,
+        ))
     }
 
     /// The data dir.
@@ -558,7 +593,11 @@ impl Store {
     ///
     /// With a guard, every CID is added to it first (see [`UploadGuard`]);
     /// without one, a shard no pin references may be collected by the next GC.
-    pub fn put_shards(&self, shards: &[(Cid, &[u8], ShardMeta)], guard: Option<&UploadGuard>) -> Result<()> {
+    pub fn put_shards(
+        &self,
+        shards: &[(Cid, &[u8], ShardMeta)],
+        guard: Option<&UploadGuard>,
+    ) -> Result<()> {
         let items: Vec<(Cid, &[u8], Option<ShardMeta>)> =
             shards.iter().map(|(c, d, m)| (*c, *d, Some(*m))).collect();
         self.put_objects(Kind::Shard, &items, guard)
@@ -613,7 +652,10 @@ impl Store {
         if let Some(n) = &info.name
             && n.len() > MAX_PIN_NAME
         {
-            return Err(StoreError::PinNameTooLong { len: n.len(), max: MAX_PIN_NAME });
+            return Err(StoreError::PinNameTooLong {
+                len: n.len(),
+                max: MAX_PIN_NAME,
+            });
         }
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "pinning", e);
@@ -624,7 +666,8 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         {
             let mut t = txn.open_table(PINS).map_err(|e| ix(e.into()))?;
-            t.insert(cid.to_bytes().as_slice(), info.encode().as_slice()).map_err(|e| ix(e.into()))?;
+            t.insert(cid.to_bytes().as_slice(), info.encode().as_slice())
+                .map_err(|e| ix(e.into()))?;
         }
         txn.commit().map_err(|e| ix(e.into()))?;
         inner.pin_epoch.fetch_add(1, Ordering::SeqCst);
@@ -638,7 +681,9 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         let existed = {
             let mut t = txn.open_table(PINS).map_err(|e| ix(e.into()))?;
-            t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?.is_some()
+            t.remove(cid.to_bytes().as_slice())
+                .map_err(|e| ix(e.into()))?
+                .is_some()
         };
         txn.commit().map_err(|e| ix(e.into()))?;
         Ok(existed)
@@ -668,7 +713,9 @@ impl Store {
         let t = txn.open_table(PINS).map_err(|e| ix(e.into()))?;
         match t.get(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))? {
             None => Ok(None),
-            Some(v) => Ok(Some(PinInfo::decode(v.value()).map_err(|e| bad_record(cid, e))?)),
+            Some(v) => Ok(Some(
+                PinInfo::decode(v.value()).map_err(|e| bad_record(cid, e))?,
+            )),
         }
     }
 
@@ -680,7 +727,8 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         {
             let mut t = txn.open_table(ALIASES).map_err(|e| ix(e.into()))?;
-            t.insert(from.to_bytes().as_slice(), to.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
+            t.insert(from.to_bytes().as_slice(), to.to_bytes().as_slice())
+                .map_err(|e| ix(e.into()))?;
         }
         txn.commit().map_err(|e| ix(e.into()))
     }
@@ -691,11 +739,16 @@ impl Store {
         let ix = |e: redb::Error| index_error(&inner.dir, "resolving an alias", e);
         let txn = inner.db.begin_read().map_err(|e| ix(e.into()))?;
         let t = txn.open_table(ALIASES).map_err(|e| ix(e.into()))?;
-        match t.get(from.to_bytes().as_slice()).map_err(|e| ix(e.into()))? {
+        match t
+            .get(from.to_bytes().as_slice())
+            .map_err(|e| ix(e.into()))?
+        {
             None => Ok(None),
-            Some(v) => Ok(Some(
-                Cid::from_bytes(v.value()).map_err(|e| bad_record(from, RecordError::BadCid(e.to_string())))?,
-            )),
+            Some(v) => {
+                Ok(Some(Cid::from_bytes(v.value()).map_err(|e| {
+                    bad_record(from, RecordError::BadCid(e.to_string()))
+                })?))
+            }
         }
     }
 
@@ -710,7 +763,11 @@ impl Store {
         let u = *lock(&inner.usage);
         let ix = |e: redb::Error| index_error(&inner.dir, "counting pins", e);
         let txn = inner.db.begin_read().map_err(|e| ix(e.into()))?;
-        let pins = txn.open_table(PINS).map_err(|e| ix(e.into()))?.len().map_err(|e| ix(e.into()))?;
+        let pins = txn
+            .open_table(PINS)
+            .map_err(|e| ix(e.into()))?
+            .len()
+            .map_err(|e| ix(e.into()))?;
         Ok(StoreStats {
             shards: u.shards,
             shard_bytes: u.shard_bytes,
@@ -799,7 +856,11 @@ impl Store {
     }
 
     /// The object's size and, for shards, its record.
-    pub(crate) fn lookup(&self, kind: Kind, cid: &Cid) -> Result<Option<(u64, Option<ShardRecord>)>> {
+    pub(crate) fn lookup(
+        &self,
+        kind: Kind,
+        cid: &Cid,
+    ) -> Result<Option<(u64, Option<ShardRecord>)>> {
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "looking up", e);
         let txn = inner.db.begin_read().map_err(|e| ix(e.into()))?;
@@ -819,7 +880,12 @@ impl Store {
         }
     }
 
-    fn put_objects(&self, kind: Kind, items: &[(Cid, &[u8], Option<ShardMeta>)], guard: Option<&UploadGuard>) -> Result<()> {
+    fn put_objects(
+        &self,
+        kind: Kind,
+        items: &[(Cid, &[u8], Option<ShardMeta>)],
+        guard: Option<&UploadGuard>,
+    ) -> Result<()> {
         let inner = &*self.inner;
         for (cid, data, _) in items {
             if data.len() as u64 > kind.max_size() {
@@ -848,7 +914,10 @@ impl Store {
             let t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
             let mut fresh = Vec::new();
             for item in items {
-                if t.get(item.0.to_bytes().as_slice()).map_err(|e| ix(e.into()))?.is_none() {
+                if t.get(item.0.to_bytes().as_slice())
+                    .map_err(|e| ix(e.into()))?
+                    .is_none()
+                {
                     fresh.push(item);
                 }
             }
@@ -862,7 +931,7 @@ impl Store {
         let inflight = self.register(fresh.iter().map(|i| i.0));
 
         let mut written: Vec<Cid> = Vec::with_capacity(fresh.len());
-        let result = (|| -> Result<(u64, u64)> {
+        let files = (|| -> Result<()> {
             let mut dirs = BTreeSet::new();
             for (cid, data, _) in &fresh {
                 let path = self.write_durably(kind, cid, data)?;
@@ -873,27 +942,39 @@ impl Store {
             }
             // One fsync per touched directory makes all the renames durable.
             for d in &dirs {
-                inner.io.sync_dir(d).map_err(|e| io_error(&inner.dir, "fsync", d, e))?;
+                inner
+                    .io
+                    .sync_dir(d)
+                    .map_err(|e| io_error(&inner.dir, "fsync", d, e))?;
             }
-            self.index_batch(kind, &fresh)
+            Ok(())
         })();
-        match result {
-            Ok((count, bytes)) => {
-                lock(&inner.usage).add(kind, count, bytes);
-                drop(reservation);
-                Ok(())
-            }
-            Err(e) => {
-                self.remove_uncommitted(kind, &written);
-                drop(inflight);
-                Err(e)
-            }
+        if let Err(e) = files {
+            // Nothing was committed: give the space back now.
+            self.remove_uncommitted(kind, &written);
+            return Err(e);
         }
+        // If the commit fails, its outcome is unknown: a commit whose last
+        // fsync failed may still be on disk and be found by the next open.
+        // So the files stay; the next open keeps them if the entries made it
+        // and removes them as orphans if not. Removing them here could leave
+        // entries without files.
+        let (count, bytes) = self.index_batch(kind, &fresh).inspect_err(|_| {
+            inner.commit_failed.store(true, Ordering::SeqCst);
+        })?;
+        lock(&inner.usage).add(kind, count, bytes);
+        drop(reservation);
+        drop(inflight);
+        Ok(())
     }
 
     /// Commits index entries for freshly written files, with any pending
     /// access times. Returns (objects added, bytes added).
-    fn index_batch(&self, kind: Kind, fresh: &[&(Cid, &[u8], Option<ShardMeta>)]) -> Result<(u64, u64)> {
+    fn index_batch(
+        &self,
+        kind: Kind,
+        fresh: &[&(Cid, &[u8], Option<ShardMeta>)],
+    ) -> Result<(u64, u64)> {
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "indexing new data", e);
         let txn = begin_write(&inner.dir, &inner.db)?;
@@ -918,9 +999,14 @@ impl Store {
                         verified_at: now,
                     }
                     .encode(),
-                    _ => ManifestRecord { size, stored_at: now }.encode(),
+                    _ => ManifestRecord {
+                        size,
+                        stored_at: now,
+                    }
+                    .encode(),
                 };
-                t.insert(key.as_slice(), value.as_slice()).map_err(|e| ix(e.into()))?;
+                t.insert(key.as_slice(), value.as_slice())
+                    .map_err(|e| ix(e.into()))?;
                 count += 1;
                 bytes += size;
             }
@@ -951,7 +1037,12 @@ impl Store {
             Ok(()) => Ok(dst),
             Err((op, e)) => {
                 let _ = inner.io.remove_file(&tmp);
-                Err(io_error(&inner.dir, op, if op == "rename" { &dst } else { &tmp }, e))
+                Err(io_error(
+                    &inner.dir,
+                    op,
+                    if op == "rename" { &dst } else { &tmp },
+                    e,
+                ))
             }
         }
     }
@@ -970,8 +1061,15 @@ impl Store {
         // Holding the registry keeps new writers of these CIDs out while we
         // decide; an index entry can only come from a registered writer.
         let reg = lock(&inner.inflight);
-        let Ok(txn) = inner.db.begin_read() else { return };
-        let Ok(t) = txn.open_table(kind.table()) else { return };
+        if inner.commit_failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(txn) = inner.db.begin_read() else {
+            return;
+        };
+        let Ok(t) = txn.open_table(kind.table()) else {
+            return;
+        };
         for cid in written {
             let indexed = !matches!(t.get(cid.to_bytes().as_slice()), Ok(None));
             if reg.get(cid) == Some(&1) && !indexed {
@@ -982,12 +1080,19 @@ impl Store {
 
     fn reserve(&self, needed: u64) -> Result<Reservation<'_>> {
         let mut u = lock(&self.inner.usage);
-        let available = self.inner.cfg.capacity_bytes.saturating_sub(u.used() + u.reserved);
+        let available = self
+            .inner
+            .cfg
+            .capacity_bytes
+            .saturating_sub(u.used() + u.reserved);
         if needed > available {
             return Err(StoreError::CapacityExceeded { needed, available });
         }
         u.reserved += needed;
-        Ok(Reservation { usage: &self.inner.usage, bytes: needed })
+        Ok(Reservation {
+            usage: &self.inner.usage,
+            bytes: needed,
+        })
     }
 
     fn register(&self, cids: impl Iterator<Item = Cid>) -> Inflight<'_> {
@@ -996,7 +1101,10 @@ impl Store {
         for c in &cids {
             *m.entry(*c).or_insert(0) += 1;
         }
-        Inflight { map: &self.inner.inflight, cids }
+        Inflight {
+            map: &self.inner.inflight,
+            cids,
+        }
     }
 
     pub(crate) fn get_object(&self, kind: Kind, cid: &Cid) -> Result<Vec<u8>> {
@@ -1055,14 +1163,17 @@ impl Store {
             let txn = begin_write(&inner.dir, &inner.db)?;
             let size = {
                 let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
-                let old = t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
+                let old = t
+                    .remove(cid.to_bytes().as_slice())
+                    .map_err(|e| ix(e.into()))?;
                 old.map(|v| kind.record_size(v.value()).unwrap_or(0))
             };
             let Some(size) = size else { return Ok(false) };
-            let path = object_path(&inner.dir, kind, cid);
-            self.move_to_quarantine(kind, cid, &path);
+            // Entry first, then the file, as for deletes: the entry must
+            // never outlive the file.
             txn.commit().map_err(|e| ix(e.into()))?;
             lock(&inner.usage).sub(kind, 1, size);
+            self.move_to_quarantine(kind, cid, &object_path(&inner.dir, kind, cid));
             Ok(true)
         })();
         match r {
@@ -1075,12 +1186,15 @@ impl Store {
         }
     }
 
-    /// Best effort: a file that cannot be moved is removed, one that is gone
-    /// is fine. Either way its entry is dropped.
+    /// Best effort, after the entry is dropped: a file that cannot be moved
+    /// is removed; if that fails too it is an orphan the next open removes.
     pub(crate) fn move_to_quarantine(&self, kind: Kind, cid: &Cid, path: &Path) {
         let inner = &*self.inner;
         let n = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let q = inner.dir.join(QUARANTINE_DIR).join(format!("{}-{cid}-{}-{n}", kind.what(), now()));
+        let q = inner
+            .dir
+            .join(QUARANTINE_DIR)
+            .join(format!("{}-{cid}-{}-{n}", kind.what(), now()));
         if let Err(e) = inner.io.rename(path, &q)
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -1095,7 +1209,9 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         let size = {
             let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
-            let old = t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
+            let old = t
+                .remove(cid.to_bytes().as_slice())
+                .map_err(|e| ix(e.into()))?;
             old.map(|v| kind.record_size(v.value()).unwrap_or(0))
         };
         let Some(size) = size else { return Ok(false) };
@@ -1111,42 +1227,59 @@ impl Store {
 }
 
 fn decode_key(k: &[u8]) -> Result<Cid> {
-    Cid::from_bytes(k).map_err(|e| StoreError::BadRecord { key: hex(k), source: RecordError::BadCid(e.to_string()) })
+    Cid::from_bytes(k).map_err(|e| StoreError::BadRecord {
+        key: hex(k),
+        source: RecordError::BadCid(e.to_string()),
+    })
 }
 
 fn bad_record(cid: &Cid, e: RecordError) -> StoreError {
-    StoreError::BadRecord { key: cid.to_string(), source: e }
+    StoreError::BadRecord {
+        key: cid.to_string(),
+        source: e,
+    }
 }
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Checks `FORMAT`, or writes it into a fresh directory.
-fn check_format(io: &dyn Io, dir: &Path) -> Result<()> {
+/// Name of the temp file `FORMAT` is written through.
+const FORMAT_TMP: &str = "FORMAT.tmp";
+
+/// Checks `FORMAT`, or writes it into a fresh directory. Returns how many
+/// leftover temp files it removed (from a crash during a first open).
+fn check_format(io: &dyn Io, dir: &Path) -> Result<usize> {
     let path = dir.join(FORMAT_FILE);
     let ioe = |op: &'static str, p: &Path, e: io::Error| io_error(dir, op, p, e);
+    let not_a_store = |reason: String| StoreError::NotAStore {
+        dir: dir.to_path_buf(),
+        reason,
+    };
     match io.read(&path, 4096) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
-            let version = text.trim().strip_prefix("datamesh-store ").and_then(|v| v.trim().parse::<u32>().ok());
+            let version = text
+                .trim()
+                .strip_prefix("datamesh-store ")
+                .and_then(|v| v.trim().parse::<u32>().ok());
             match version {
                 Some(v) if v > FORMAT_VERSION => Err(StoreError::FormatTooNew {
                     dir: dir.to_path_buf(),
                     found: v,
                     supported: FORMAT_VERSION,
                 }),
-                Some(v) if v >= 1 => Ok(()),
-                _ => Err(StoreError::NotAStore {
-                    dir: dir.to_path_buf(),
-                    reason: format!(
-                        "its FORMAT file says {:?}, not \"datamesh-store <version>\"",
-                        text.chars().take(64).collect::<String>()
-                    ),
-                }),
+                Some(v) if v >= 1 => Ok(0),
+                _ => Err(not_a_store(format!(
+                    "its FORMAT file says {:?}, not \"datamesh-store <version>\"",
+                    text.chars().take(64).collect::<String>()
+                ))),
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // No FORMAT: only a fresh directory, or one where a first open
+            // was cut short (a LOCK, and a tmp/ holding at most FORMAT.tmp),
+            // may become a store. Anything else is someone else's data.
             let entries = io.list_dir(dir).map_err(|e| ioe("list", dir, e))?;
             let foreign: Vec<&str> = entries
                 .iter()
@@ -1154,22 +1287,40 @@ fn check_format(io: &dyn Io, dir: &Path) -> Result<()> {
                 .filter(|n| *n != LOCK_FILE && *n != TMP_DIR)
                 .collect();
             if !foreign.is_empty() {
-                return Err(StoreError::NotAStore {
-                    dir: dir.to_path_buf(),
-                    reason: format!(
-                        "it has no FORMAT file but is not empty (it holds {})",
-                        foreign.iter().take(3).copied().collect::<Vec<_>>().join(", ")
-                    ),
-                });
+                return Err(not_a_store(format!(
+                    "it has no FORMAT file but is not empty (it holds {})",
+                    foreign
+                        .iter()
+                        .take(3)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let tmpdir = dir.join(TMP_DIR);
+            let mut removed = 0;
+            if entries.iter().any(|e| e.name == TMP_DIR) {
+                for e in io.list_dir(&tmpdir).map_err(|e| ioe("list", &tmpdir, e))? {
+                    if e.name != FORMAT_TMP || e.is_dir {
+                        return Err(not_a_store(format!(
+                            "it has no FORMAT file and its tmp/ holds {}",
+                            e.name
+                        )));
+                    }
+                    io.remove_file(&e.path)
+                        .map_err(|err| ioe("remove", &e.path, err))?;
+                    removed += 1;
+                }
             }
             // FORMAT goes first, written atomically, so a directory with our
             // files in it always has a FORMAT.
-            let tmpdir = dir.join(TMP_DIR);
-            if io.create_dir(&tmpdir).map_err(|e| ioe("create", &tmpdir, e))? {
+            if io
+                .create_dir(&tmpdir)
+                .map_err(|e| ioe("create", &tmpdir, e))?
+            {
                 io.sync_dir(dir).map_err(|e| ioe("fsync", dir, e))?;
             }
-            let tmp = tmpdir.join("FORMAT.tmp");
-            let _ = io.remove_file(&tmp);
+            let tmp = tmpdir.join(FORMAT_TMP);
             let r = (|| {
                 let mut f = io.create_new(&tmp)?;
                 f.write_all(format!("datamesh-store {FORMAT_VERSION}\n").as_bytes())?;
@@ -1181,7 +1332,8 @@ fn check_format(io: &dyn Io, dir: &Path) -> Result<()> {
             r.map_err(|e| {
                 let _ = io.remove_file(&tmp);
                 ioe("write", &path, e)
-            })
+            })?;
+            Ok(removed)
         }
         Err(e) => Err(ioe("read", &path, e)),
     }
@@ -1259,7 +1411,10 @@ fn reconcile(io: &dyn Io, dir: &Path, db: &Database, report: &mut OpenReport) ->
             if !sub.is_dir {
                 continue;
             }
-            for f in io.list_dir(&sub.path).map_err(|e| ioe("list", &sub.path, e))? {
+            for f in io
+                .list_dir(&sub.path)
+                .map_err(|e| ioe("list", &sub.path, e))?
+            {
                 if f.is_dir {
                     continue;
                 }
@@ -1271,13 +1426,19 @@ fn reconcile(io: &dyn Io, dir: &Path, db: &Database, report: &mut OpenReport) ->
                     .and_then(|c| index.get(&c).map(|s| (c, *s)));
                 match known {
                     None => {
-                        io.remove_file(&f.path).map_err(|e| ioe("remove", &f.path, e))?;
+                        io.remove_file(&f.path)
+                            .map_err(|e| ioe("remove", &f.path, e))?;
                         report.orphans_removed += 1;
                     }
                     Some((c, size)) if size != f.len => {
                         let n = report.corrupt_quarantined;
-                        let q = dir.join(QUARANTINE_DIR).join(format!("{}-{c}-{}-open{n}", kind.what(), now()));
-                        io.rename(&f.path, &q).map_err(|e| ioe("quarantine", &f.path, e))?;
+                        let q = dir.join(QUARANTINE_DIR).join(format!(
+                            "{}-{c}-{}-open{n}",
+                            kind.what(),
+                            now()
+                        ));
+                        io.rename(&f.path, &q)
+                            .map_err(|e| ioe("quarantine", &f.path, e))?;
                         report.corrupt_quarantined += 1;
                         index.remove(&c);
                         drop_keys.push(c.to_bytes());
