@@ -158,6 +158,14 @@ fn devnet_starts_prints_urls_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let pid = child.id();
+    // Stops the devnet (which stops its nodes) even if an assertion fails.
+    struct Stop(u32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+        }
+    }
+    let _stop = Stop(pid);
     let mut child = child;
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
