@@ -37,7 +37,7 @@ use crate::config::{NetConfig, Tuning};
 use crate::error::NetError;
 use crate::health::{PeerInfo, PeerTable};
 use crate::kad_store::{self, PersistentStore};
-use crate::protocol::{Heartbeat, Inbound, PROTOCOL, Request, Response, ShardCodec};
+use crate::protocol::{Heartbeat, Inbound, InboundBudget, PROTOCOL, Request, Response, ShardCodec};
 
 /// The Kademlia protocol id: our own DHT, apart from the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/datamesh/kad/1.0.0");
@@ -217,6 +217,7 @@ pub(crate) async fn build(
         .with_request_timeout(cfg.request_timeout)
         .with_max_concurrent_streams(tuning.max_streams_per_connection);
     let use_mdns = cfg.mdns;
+    let max_inbound_bytes = tuning.max_inbound_bytes;
 
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -253,7 +254,9 @@ pub(crate) async fn build(
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad,
                 shard: request_response::Behaviour::with_codec(
-                    ShardCodec,
+                    ShardCodec {
+                        budget: InboundBudget::new(max_inbound_bytes),
+                    },
                     [(PROTOCOL, ProtocolSupport::Full)],
                     rr_config,
                 ),
@@ -532,7 +535,7 @@ impl Actor {
             .swarm
             .behaviour_mut()
             .shard
-            .send_request(&peer, Inbound::Request(req));
+            .send_request(&peer, Inbound::Request(req, None));
         self.pending.insert(id, Pending::User(reply));
     }
 
@@ -575,7 +578,7 @@ impl Actor {
             .swarm
             .behaviour_mut()
             .shard
-            .send_request(&peer, Inbound::Request(Request::Heartbeat(hb)));
+            .send_request(&peer, Inbound::Request(Request::Heartbeat(hb), None));
         self.pending.insert(id, Pending::Heartbeat(peer));
     }
 
@@ -653,14 +656,14 @@ impl Actor {
 
     fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Response>) {
         let now = Instant::now();
-        let req = match request {
+        let (req, permit) = match request {
             Inbound::Violation(why) => {
                 // Dropping the channel closes the stream unanswered.
                 drop(channel);
                 self.strike(peer, &why);
                 return;
             }
-            Inbound::Request(r) => r,
+            Inbound::Request(r, permit) => (r, permit),
         };
         self.peers.seen(&peer, now);
         if let Request::Heartbeat(hb) = req {
@@ -689,6 +692,8 @@ impl Actor {
         let hb = *self.local_heartbeat.borrow();
         tokio::spawn(async move {
             let (response, strike) = serve(handler, peer, req, hb).await;
+            // The request's bytes are gone: give them back to the budget.
+            drop(permit);
             // The actor holds the receiver until it stops; if it has, the
             // answer has nowhere to go.
             let _ = tx

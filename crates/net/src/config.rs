@@ -107,6 +107,10 @@ pub struct Tuning {
     /// Outbound requests and DHT queries waiting for an answer; beyond it
     /// calls fail with `NetError::Busy` (1024).
     pub max_pending: usize,
+    /// Memory all inbound request frames (being read or served) may hold at
+    /// once, across every connection (256 MiB; never less than one largest
+    /// frame).
+    pub max_inbound_bytes: usize,
     /// Streams (in + out) per connection for the shard protocol (64).
     pub max_streams_per_connection: usize,
     /// Established connections in total (512).
@@ -152,6 +156,7 @@ impl Default for Tuning {
             ban_duration: Duration::from_secs(600),
             max_peers: 4096,
             max_pending: 1024,
+            max_inbound_bytes: 256 * 1024 * 1024,
             max_streams_per_connection: 64,
             max_connections: 512,
             max_connections_per_peer: 4,

@@ -63,11 +63,16 @@
 //!   default settings a shard is ≤ 4 MiB: a 16 MiB chunk over k = 4). A
 //!   manifest larger than ~16 MiB cannot be sent with `PutManifest`; the node
 //!   must keep such files' manifests under that size (bigger chunks).
-//! - `request_response` reads a whole frame before the node sees it. Inbound
-//!   work is bounded by `NetConfig::max_inbound_requests` (beyond it the
-//!   answer is `Refused("busy")`), per-connection streams by
+//! - `request_response` reads a whole frame before the node sees it. The
+//!   memory this takes is capped for the whole node by
+//!   `Tuning::max_inbound_bytes` (256 MiB by default): after the length
+//!   prefix, a frame waits until its size fits the budget, and holds it until
+//!   the handler is done with the request. Inbound work is bounded by
+//!   `NetConfig::max_inbound_requests` (beyond it the answer is
+//!   `Refused("busy")`), streams per connection by
 //!   `Tuning::max_streams_per_connection`, connections by the connection
-//!   limits, and each exchange by `NetConfig::request_timeout`.
+//!   limits, and each exchange (waiting for budget included) by
+//!   `NetConfig::request_timeout`.
 //!
 //! # Versioning
 //! The protocol id carries the major version (`/datamesh/shard/1.0.0`); the
@@ -75,11 +80,13 @@
 //! a new protocol id and both can be offered side by side.
 
 use std::io;
+use std::sync::Arc;
 
 use datamesh_core::Cid;
 use datamesh_core::limits::MAX_STORED_CHUNK_SIZE;
 use futures::prelude::*;
 use libp2p::StreamProtocol;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The protocol id negotiated on every shard stream.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/datamesh/shard/1.0.0");
@@ -618,6 +625,16 @@ pub fn decode_response(body: Vec<u8>) -> io::Result<Response> {
 /// Errors of kind `InvalidData` are protocol violations (the peer's fault);
 /// other kinds are transport failures (EOF, reset) and are not held against it.
 pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    Ok(read_frame_within(io, None).await?.0)
+}
+
+/// [`read_frame`], first taking the frame's size out of `budget` (in KiB)
+/// when there is one. The permit comes back with the body and returns the
+/// bytes to the budget when dropped; a frame waits while the budget is spent.
+pub(crate) async fn read_frame_within<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    budget: Option<&InboundBudget>,
+) -> io::Result<(Vec<u8>, Option<OwnedSemaphorePermit>)> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -626,6 +643,10 @@ pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::R
             "frame of {len} bytes announced; the limit is {MAX_FRAME}"
         )));
     }
+    let permit = match budget {
+        Some(b) => Some(b.acquire(len).await?),
+        None => None,
+    };
     // Grow as bytes arrive: a peer that announces 16 MiB and sends nothing
     // costs 64 KiB, not 16 MiB.
     let mut buf = Vec::with_capacity(len.min(INITIAL_BUFFER));
@@ -636,7 +657,34 @@ pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::R
             format!("frame cut short: {} of {len} bytes", buf.len()),
         ));
     }
-    Ok(buf)
+    Ok((buf, permit))
+}
+
+/// Memory all inbound request frames being read or served may hold at once,
+/// shared by every connection. Counted in KiB.
+#[derive(Debug, Clone)]
+pub(crate) struct InboundBudget(Arc<Semaphore>);
+
+impl InboundBudget {
+    pub(crate) fn new(bytes: usize) -> Self {
+        // At least one largest frame, so that any valid frame can be read.
+        let kib = bytes.max(MAX_FRAME).div_ceil(1024);
+        Self(Arc::new(Semaphore::new(kib.min(Semaphore::MAX_PERMITS))))
+    }
+
+    async fn acquire(&self, len: usize) -> io::Result<OwnedSemaphorePermit> {
+        let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
+        self.0
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| io::Error::other("inbound budget closed"))
+    }
+
+    #[cfg(test)]
+    fn available_kib(&self) -> usize {
+        self.0.available_permits()
+    }
 }
 
 pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(
@@ -657,15 +705,20 @@ pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(
 /// frame broke the protocol. `request_response` does not report
 /// `read_request` errors to the behaviour, so violations travel as values to
 /// reach the actor, which strikes the sender and drops the stream.
+///
+/// An inbound request holds its share of the [`InboundBudget`] until it is
+/// dropped, i.e. until the handler is done with it.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    Request(Request),
+    Request(Request, Option<OwnedSemaphorePermit>),
     Violation(String),
 }
 
 /// The `request_response` codec of `/datamesh/shard/1.0.0`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ShardCodec;
+#[derive(Debug, Clone)]
+pub(crate) struct ShardCodec {
+    pub(crate) budget: InboundBudget,
+}
 
 impl libp2p::request_response::Codec for ShardCodec {
     type Protocol = StreamProtocol;
@@ -676,12 +729,12 @@ impl libp2p::request_response::Codec for ShardCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let decoded = match read_frame(io).await {
-            Ok(body) => decode_request(body),
+        let decoded = match read_frame_within(io, Some(&self.budget)).await {
+            Ok((body, permit)) => decode_request(body).map(|r| (r, permit)),
             Err(e) => Err(e),
         };
         match decoded {
-            Ok(req) => Ok(Inbound::Request(req)),
+            Ok((req, permit)) => Ok(Inbound::Request(req, permit)),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 Ok(Inbound::Violation(e.to_string()))
             }
@@ -706,7 +759,7 @@ impl libp2p::request_response::Codec for ShardCodec {
         T: AsyncWrite + Unpin + Send,
     {
         match &req {
-            Inbound::Request(r) => write_frame(io, encode_request(r)?).await,
+            Inbound::Request(r, _) => write_frame(io, encode_request(r)?).await,
             Inbound::Violation(_) => Err(invalid("a violation is never sent")),
         }
     }
@@ -854,6 +907,35 @@ mod tests {
         let e = futures::executor::block_on(read_frame(&mut io)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert_eq!(io.position(), 4, "nothing past the prefix was read");
+    }
+
+    #[tokio::test]
+    async fn inbound_frames_wait_for_the_memory_budget() {
+        let budget = InboundBudget::new(0); // the minimum: one largest frame
+        let total = budget.available_kib();
+        let frame = |n: usize| {
+            let mut v = (n as u32).to_be_bytes().to_vec();
+            v.extend(std::iter::repeat_n(1u8, n));
+            futures::io::Cursor::new(v)
+        };
+        let big = MAX_FRAME - 1024;
+        let (_, first) = read_frame_within(&mut frame(big), Some(&budget))
+            .await
+            .unwrap();
+        assert!(budget.available_kib() < total / 2);
+        // A second large frame waits while the first is held...
+        let b2 = budget.clone();
+        let mut second = tokio::spawn(async move {
+            read_frame_within(&mut frame(big), Some(&b2))
+                .await
+                .map(|(body, _)| body.len())
+        });
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(100), &mut second).await;
+        assert!(waited.is_err(), "the second frame must wait for the budget");
+        // ...and is read once the first is released.
+        drop(first);
+        assert_eq!(second.await.unwrap().unwrap(), big);
+        assert_eq!(budget.available_kib(), total, "everything returned");
     }
 
     #[test]

@@ -456,3 +456,38 @@ async fn strikes_ban_a_peer_after_the_limit() {
     a.net.shutdown().await;
     b.net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_beyond_the_inbound_memory_budget_wait_and_complete() {
+    // The smallest budget (one largest frame, ~16 MiB) against 32 MiB of
+    // concurrent puts: they queue for memory instead of failing.
+    let tuning = Tuning {
+        max_inbound_bytes: 0,
+        ..Tuning::default()
+    };
+    let a = node_with(config(), tuning).await;
+    let mut cb = config();
+    cb.bootstrap = vec![p2p_addr(&a.net).await];
+    let b = node(cb).await;
+    let pa = a.net.local_peer_id();
+    wait_for("connected", T, || async {
+        info(&b.net, pa).await.is_some_and(|i| i.connected)
+    })
+    .await;
+    let puts: Vec<_> = (0..8u8)
+        .map(|i| {
+            let net = b.net.clone();
+            tokio::spawn(async move {
+                let data = vec![i; 4 << 20];
+                let cid = Cid::raw_blake3(&data);
+                net.put_shard(pa, cid, data).await
+            })
+        })
+        .collect();
+    for p in puts {
+        p.await.unwrap().expect("each put completes");
+    }
+    assert_eq!(a.store.shards.lock().unwrap().len(), 8);
+    a.net.shutdown().await;
+    b.net.shutdown().await;
+}
