@@ -4,7 +4,7 @@
 //! The put path allocates several fresh multi-MiB buffers per chunk (the
 //! chunk, the sealed chunk, k+m shards, the Reed-Solomon work area) and
 //! frees them all when the chunk is done. With the `datamesh` binary's
-//! fixed 256 KiB mmap threshold (mirrored by this benchmark) each of them
+//! fixed mmap threshold (mirrored by this benchmark) larger ones of them
 //! is an `mmap` whose pages are faulted in, zeroed, on first touch and
 //! unmapped on free; with glibc's defaults the heap is trimmed and
 //! re-faulted in a way that depends on its history. Running the same

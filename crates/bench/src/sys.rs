@@ -56,18 +56,11 @@ pub fn wait_with_rusage(pid: u32) -> io::Result<Reaped> {
     })
 }
 
-/// The `datamesh` binary's allocator setting (`tune_allocator` in
-/// crates/cli/src/main.rs): a fixed 256 KiB mmap threshold, so every chunk
-/// and shard buffer is its own mapping, returned to the kernel when freed.
-/// Applied here too so that the stages and the pipeline are measured with
-/// the allocator behaviour the CLI and the node have. Call it before any
-/// other thread exists.
+/// The `datamesh` binary's allocator setting, applied here too so that the
+/// stages and the pipeline are measured with the allocator behaviour the CLI
+/// and the node have. Call it before any other thread exists.
 pub fn mirror_datamesh_allocator() {
-    // SAFETY: mallopt only sets allocator parameters and takes integers;
-    // called at start, before this process has other threads.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
+    datamesh_node::alloc::tune_allocator();
 }
 
 /// Clock ticks per second, the unit of CPU times in `/proc/<pid>/stat`.

@@ -728,28 +728,8 @@ fn exit_code(e: &anyhow::Error) -> i32 {
     }
 }
 
-/// Keeps peak memory flat in file size. Chunks and shards are 1–16 MiB
-/// buffers; glibc raises its mmap threshold each time such a buffer is freed,
-/// after which they come from the heap arenas, fragment them and are never
-/// returned: a node's peak RSS then grows with the amount of data moved
-/// (measured: 94 MB after a 64 MiB put, 120 MB after 1 GiB). A fixed
-/// threshold keeps large buffers in mmap, returned to the OS on free (and
-/// flat: 68 → 71 MB).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    // SAFETY: mallopt only sets allocator parameters; called once at start,
-    // before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
-
 fn main() {
-    tune_allocator();
+    datamesh_node::alloc::tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

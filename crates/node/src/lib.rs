@@ -5,6 +5,7 @@
 //! chunk forms (sealed on the user's machine); the node erasure-codes them,
 //! keeps the shards and serves chunks back, verified.
 
+pub mod alloc;
 pub mod config;
 pub mod identity;
 pub mod network;
