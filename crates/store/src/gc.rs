@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use datamesh_core::{Cid, Manifest};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use crate::error::{StoreError, index_error};
+use crate::error::{StoreError, index_error, io_error};
 use crate::store::{ALIASES, Kind, MANIFESTS, PINS, SHARDS, Store, begin_write, object_path};
 use crate::{lock, write_lock};
 
@@ -200,6 +200,10 @@ impl Store {
         Ok(mark)
     }
 
+    /// The pinned manifest, or `None` if it is not stored, its file is gone
+    /// or it does not verify and decode (the pin is then unresolved). An
+    /// I/O error fails the GC: sweeping on a partial mark is not safe, and
+    /// sweeping less without saying why would hide a failing disk.
     fn read_manifest_quietly(&self, cid: &Cid) -> Result<Option<Manifest>> {
         let inner = &*self.inner;
         let Some((size, _)) = self.lookup(Kind::Manifest, cid)? else {
@@ -210,7 +214,9 @@ impl Store {
             Ok(bytes) if bytes.len() as u64 == size => {
                 Ok(Manifest::decode_verified(cid, &bytes).ok())
             }
-            _ => Ok(None),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&inner.dir, "read", &path, e)),
         }
     }
 

@@ -930,22 +930,34 @@ impl Store {
         let reservation = self.reserve(needed)?;
         let inflight = self.register(fresh.iter().map(|i| i.0));
 
-        let mut written: Vec<Cid> = Vec::with_capacity(fresh.len());
+        // fsync latency, not bandwidth, bounds a put: overlapping the
+        // batch's file fsyncs (and then its directory fsyncs) lets the file
+        // system commit them together. Every file is durable and in place
+        // before any directory is synced, and every directory before the
+        // index commit, so the order that matters is unchanged.
+        let results = par_map(&fresh, |(cid, data, _)| self.write_durably(kind, cid, data));
+        let written: Vec<Cid> = fresh
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| i.0)
+            .collect();
         let files = (|| -> Result<()> {
             let mut dirs = BTreeSet::new();
-            for (cid, data, _) in &fresh {
-                let path = self.write_durably(kind, cid, data)?;
-                written.push(*cid);
-                if let Some(p) = path.parent() {
+            for r in results {
+                if let Some(p) = r?.parent() {
                     dirs.insert(p.to_path_buf());
                 }
             }
             // One fsync per touched directory makes all the renames durable.
-            for d in &dirs {
+            let dirs: Vec<PathBuf> = dirs.into_iter().collect();
+            for r in par_map(&dirs, |d| {
                 inner
                     .io
                     .sync_dir(d)
-                    .map_err(|e| io_error(&inner.dir, "fsync", d, e))?;
+                    .map_err(|e| io_error(&inner.dir, "fsync", d, e))
+            }) {
+                r?;
             }
             Ok(())
         })();
@@ -1224,6 +1236,46 @@ impl Store {
         let _ = inner.io.remove_file(&object_path(&inner.dir, kind, cid));
         Ok(true)
     }
+}
+
+/// Threads a batch's file writes use at most. They mostly wait on fsync, so
+/// this is about overlapping waits, not cores.
+const WRITE_PARALLELISM: usize = 4;
+
+/// `items.iter().map(f)`, spread over up to [`WRITE_PARALLELISM`] scoped
+/// threads; results in input order. Runs inline for a single item.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = items.len().min(WRITE_PARALLELISM);
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    let mut out: Vec<Option<R>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    items
+                        .iter()
+                        .enumerate()
+                        .skip(w)
+                        .step_by(workers)
+                        .map(|(i, t)| (i, f(t)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+        for h in handles {
+            // A panic in `f` is a bug; re-raise it on the caller's thread.
+            let done = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            for (i, r) in done {
+                out[i] = Some(r);
+            }
+        }
+        out
+    });
+    // Every index was filled by exactly one worker.
+    out.iter_mut().filter_map(Option::take).collect()
 }
 
 fn decode_key(k: &[u8]) -> Result<Cid> {

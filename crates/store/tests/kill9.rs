@@ -15,7 +15,8 @@
 //! - the files on disk are exactly the indexed ones, `tmp/` is empty, and a
 //!   scrub finds nothing corrupt.
 //!
-//! `DATAMESH_KILL9_ITERATIONS` sets the number of kills (default 25).
+//! `DATAMESH_KILL9_ITERATIONS` sets the number of kills (default 25 in release,
+//! 10 in debug builds).
 
 #![allow(clippy::unwrap_used)]
 
@@ -433,7 +434,7 @@ fn kill9_loop_loses_no_acknowledged_write() {
     let iterations: u64 = std::env::var("DATAMESH_KILL9_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(25);
+        .unwrap_or(if cfg!(debug_assertions) { 10 } else { 25 });
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut model = Model::default();
