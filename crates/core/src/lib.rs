@@ -10,6 +10,7 @@ pub mod cid;
 pub mod limits;
 pub mod location;
 pub mod manifest;
+pub mod testdata;
 
 pub use crate::cid::{Cid, CidError, Codec};
 pub use crate::location::{LocationError, LocationRecord};

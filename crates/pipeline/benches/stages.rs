@@ -30,20 +30,8 @@ use datamesh_pipeline::seal::{ChunkSealer, shard_chunk};
 
 const CHUNK: usize = DEFAULT_CHUNK_SIZE as usize;
 
-/// Deterministic incompressible bytes (splitmix64).
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
+// Deterministic incompressible bytes.
+use datamesh_core::testdata::pseudo_random as random;
 
 /// Text-like bytes: words from a 2048-word generated vocabulary, picked
 /// with a Zipf-like (log-uniform) rank distribution, with sentence

@@ -193,20 +193,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashSet;
 
-    /// Deterministic pseudo-random bytes (splitmix64), so failures reproduce.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-        }
-        out.truncate(n);
-        out
-    }
+    use datamesh_core::testdata::pseudo_random as bytes;
 
     /// A reader that returns at most `step` bytes per call and an
     /// `Interrupted` error before every other read.

@@ -398,17 +398,7 @@ mod tests {
     use datamesh_core::Compression;
     use proptest::prelude::*;
 
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 32) as u8
-            })
-            .collect()
-    }
+    use datamesh_core::testdata::pseudo_random as bytes;
 
     fn entry(stored: &[u8], shards: &[Vec<u8>]) -> ChunkEntry {
         ChunkEntry {

@@ -277,20 +277,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The oracle tests' content: splitmix64 bytes from `seed`.
-    fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-        }
-        out.truncate(n);
-        out
-    }
+    // The oracle tests' content.
+    use datamesh_core::testdata::pseudo_random as bytes;
 
     fn cid_of(data: &[u8]) -> String {
         let mut h = UnixFsHasher::new();

@@ -70,18 +70,12 @@ fn oracle(args: &[&str], files: &[PathBuf]) -> Vec<String> {
 /// blocks so large files never sit in memory.
 fn write_file(path: &Path, len: usize, seed: u64) {
     let mut w = BufWriter::with_capacity(1 << 20, File::create(path).expect("create temp file"));
-    let mut s = seed;
+    let mut rng = datamesh_core::testdata::SplitMix64::new(seed);
     let mut left = len;
     let mut block = Vec::with_capacity(1 << 16);
     while left > 0 {
         block.clear();
-        while block.len() < (1 << 16) {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            block.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-        }
+        rng.extend(&mut block, 1 << 16);
         let n = left.min(block.len());
         w.write_all(&block[..n]).expect("write temp file");
         left -= n;

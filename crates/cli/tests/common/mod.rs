@@ -164,19 +164,8 @@ pub fn last_line(s: &str) -> String {
     s.lines().last().unwrap_or("").trim().to_string()
 }
 
-/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+/// Deterministic pseudo-random bytes, so failures reproduce.
+pub use datamesh_core::testdata::pseudo_random;
 
 /// Text-like bytes that compress.
 pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
