@@ -23,8 +23,7 @@ use crate::sys;
 
 /// No per-allocation `mmap` below 64 MiB and no trimming below 1 GiB:
 /// freed buffers are kept and reused.
-pub const TUNABLES: &str =
-    "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=1073741824";
+pub const TUNABLES: &str = "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=1073741824";
 
 /// The argument that makes this binary print only the in-memory results.
 pub const IN_MEMORY_ONLY: &str = "--in-memory-only";
@@ -60,18 +59,13 @@ pub struct AllocatorCheck {
 pub fn check(extra: &[String]) -> Result<AllocatorCheck> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut cmd = Command::new(exe);
-    cmd.arg(IN_MEMORY_ONLY)
-        .args(extra)
-        .env("GLIBC_TUNABLES", TUNABLES)
-        .stdin(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.arg(IN_MEMORY_ONLY).args(extra).env("GLIBC_TUNABLES", TUNABLES).stdin(Stdio::null()).stderr(Stdio::null());
     sys::die_with_parent(&mut cmd);
     let out = cmd.output().context("running the allocator diagnostic")?;
     if !out.status.success() {
         bail!("the allocator diagnostic failed ({})", out.status);
     }
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .context("reading the allocator diagnostic's results")?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("reading the allocator diagnostic's results")?;
     parse(&v)
 }
 
@@ -81,14 +75,8 @@ fn parse(v: &Value) -> Result<AllocatorCheck> {
     for kind in InputKind::ALL {
         // The JSON names are the serde (snake_case) names of the enums.
         let k = kind.name();
-        let stage = v["stages"].as_array().and_then(|a| {
-            a.iter()
-                .find(|s| s["stage"] == "erasure" && s["input"] == k)
-        });
-        let Some(p) = v["pipelines"]
-            .as_array()
-            .and_then(|a| a.iter().find(|p| p["input"] == k))
-        else {
+        let stage = v["stages"].as_array().and_then(|a| a.iter().find(|s| s["stage"] == "erasure" && s["input"] == k));
+        let Some(p) = v["pipelines"].as_array().and_then(|a| a.iter().find(|p| p["input"] == k)) else {
             bail!("the allocator diagnostic has no {k} pipeline");
         };
         inputs.push(Tuned {
@@ -100,10 +88,7 @@ fn parse(v: &Value) -> Result<AllocatorCheck> {
             all_cores_mbps: f(p.get("all_cores_mbps")),
         });
     }
-    Ok(AllocatorCheck {
-        tunables: TUNABLES,
-        inputs,
-    })
+    Ok(AllocatorCheck { tunables: TUNABLES, inputs })
 }
 
 #[cfg(test)]
@@ -131,10 +116,7 @@ mod tests {
 
     #[test]
     fn json_names_are_the_ones_parse_looks_for() {
-        assert_eq!(
-            serde_json::to_value(crate::stages::Stage::Erasure).unwrap(),
-            "erasure"
-        );
+        assert_eq!(serde_json::to_value(crate::stages::Stage::Erasure).unwrap(), "erasure");
         for k in InputKind::ALL {
             assert_eq!(serde_json::to_value(k).unwrap(), k.name());
         }

@@ -66,7 +66,8 @@ pub fn random(n: usize, seed: u64) -> Vec<u8> {
 
 /// Letters weighted roughly by English frequency, so words look like words
 /// to an entropy coder (skewed symbol statistics), not like random letters.
-const LETTERS: &[u8] = b"eeeeeeeeeeeettttttttttaaaaaaaaooooooooiiiiiiinnnnnnnsssssshhhhhhrrrrrrddddllllcccuuummwwffggyyppbbvkjxqz";
+const LETTERS: &[u8] =
+    b"eeeeeeeeeeeettttttttttaaaaaaaaooooooooiiiiiiinnnnnnnsssssshhhhhhrrrrrrddddllllcccuuummwwffggyyppbbvkjxqz";
 
 /// Words in the vocabulary. Large enough that the text is not a few
 /// repeated phrases (which zstd would squeeze 10×), small enough that
@@ -83,9 +84,7 @@ pub fn text(n: usize, seed: u64) -> Vec<u8> {
         .map(|_| {
             // Short words dominate, as in natural languages.
             let len = 2 + rng.below(4) + rng.below(5);
-            (0..len)
-                .map(|_| LETTERS[rng.below(LETTERS.len())])
-                .collect()
+            (0..len).map(|_| LETTERS[rng.below(LETTERS.len())]).collect()
         })
         .collect();
     let mut out = Vec::with_capacity(n + 64);

@@ -40,8 +40,8 @@ pub fn sequential_write(dir: &Path, bytes: u64) -> Result<SeqWrite> {
     let mut rng = Rng::new(0xD15C);
     rng.fill(&mut block);
     let blocks = bytes.div_ceil(CHUNK as u64);
-    let tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let tmp =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let mut f: &File = tmp.as_file();
     let start = Instant::now();
     for _ in 0..blocks {
@@ -54,10 +54,7 @@ pub fn sequential_write(dir: &Path, bytes: u64) -> Result<SeqWrite> {
     let secs = start.elapsed().as_secs_f64();
     let written = blocks * CHUNK as u64;
     drop(tmp);
-    Ok(SeqWrite {
-        bytes: written,
-        mbps: written as f64 / secs / 1e6,
-    })
+    Ok(SeqWrite { bytes: written, mbps: written as f64 / secs / 1e6 })
 }
 
 /// A sealed chunk's CID, its shards and their CIDs.
@@ -81,14 +78,8 @@ pub struct StoreWrite {
 /// chunks, so nothing is already stored).
 pub fn store_write(dir: &Path, chunks: usize, threads: usize) -> Result<StoreWrite> {
     let store_dir = tempfile::tempdir_in(dir).context("creating the store test dir")?;
-    let (store, _) = Store::open(
-        store_dir.path(),
-        StoreConfig {
-            capacity_bytes: u64::MAX / 2,
-            cache_bytes: 0,
-        },
-    )
-    .context("opening the test store")?;
+    let (store, _) = Store::open(store_dir.path(), StoreConfig { capacity_bytes: u64::MAX / 2, cache_bytes: 0 })
+        .context("opening the test store")?;
     let mut rng = Rng::new(0x5708E);
     let mut make = |n: usize| -> Result<Vec<Encoded>> {
         (0..n)
@@ -107,16 +98,7 @@ pub fn store_write(dir: &Path, chunks: usize, threads: usize) -> Result<StoreWri
                 .iter()
                 .zip(cids)
                 .enumerate()
-                .map(|(i, (b, c))| {
-                    (
-                        *c,
-                        b.as_slice(),
-                        ShardMeta {
-                            chunk: *chunk,
-                            index: i as u16,
-                        },
-                    )
-                })
+                .map(|(i, (b, c))| (*c, b.as_slice(), ShardMeta { chunk: *chunk, index: i as u16 }))
                 .collect();
             store.put_shards(&batch, None)?;
         }
@@ -136,17 +118,9 @@ pub fn store_write(dir: &Path, chunks: usize, threads: usize) -> Result<StoreWri
     let start = Instant::now();
     std::thread::scope(|s| {
         let hs: Vec<_> = sets.iter().map(|set| s.spawn(|| put(set))).collect();
-        hs.into_iter().try_for_each(|h| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a store writer panicked"))?
-        })
+        hs.into_iter().try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("a store writer panicked"))?)
     })?;
     let threads_mbps = (per * threads * CHUNK) as f64 / start.elapsed().as_secs_f64() / 1e6;
     drop(store);
-    Ok(StoreWrite {
-        chunks,
-        one_thread_mbps,
-        threads_mbps,
-        threads,
-    })
+    Ok(StoreWrite { chunks, one_thread_mbps, threads_mbps, threads })
 }

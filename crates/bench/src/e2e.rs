@@ -47,9 +47,7 @@ pub fn find_binary() -> Result<PathBuf> {
         return Ok(p);
     }
     let exe = std::env::current_exe().context("cannot find this executable's path")?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent dir", exe.display()))?;
+    let dir = exe.parent().ok_or_else(|| anyhow!("{} has no parent dir", exe.display()))?;
     // `target/<profile>/deps/` when run as a test.
     let candidates = [dir.join("datamesh"), dir.join("../datamesh")];
     match candidates.iter().find(|p| p.is_file()) {
@@ -134,46 +132,27 @@ impl Node {
             _ => {}
         }
         let mut cmd = Command::new(bin);
-        cmd.args([
-            OsStr::new("node"),
-            OsStr::new("--api"),
-            OsStr::new("127.0.0.1:0"),
-            OsStr::new("--data-dir"),
-        ])
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(log).with_context(|| format!("cannot create {}", log.display()))?);
+        cmd.args([OsStr::new("node"), OsStr::new("--api"), OsStr::new("127.0.0.1:0"), OsStr::new("--data-dir")])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(log).with_context(|| format!("cannot create {}", log.display()))?);
         for k in datamesh_env() {
             cmd.env_remove(k);
         }
         sys::die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {} node", bin.display()))?;
-        let mut node = Node {
-            pid: child.id(),
-            child: Some(child),
-            data_dir: data_dir.to_owned(),
-            log: log.to_owned(),
-        };
+        let child = cmd.spawn().with_context(|| format!("cannot start {} node", bin.display()))?;
+        let mut node = Node { pid: child.id(), child: Some(child), data_dir: data_dir.to_owned(), log: log.to_owned() };
         let start = Instant::now();
         while !url.exists() {
             if let Some(c) = node.child.as_mut()
                 && let Some(status) = c.try_wait()?
             {
                 node.child = None;
-                bail!(
-                    "the node exited with {status} before it was ready:\n{}",
-                    tail(&node.log)
-                );
+                bail!("the node exited with {status} before it was ready:\n{}", tail(&node.log));
             }
             if start.elapsed() > START_TIMEOUT {
-                bail!(
-                    "the node wrote no {} within {START_TIMEOUT:?}:\n{}",
-                    url.display(),
-                    tail(&node.log)
-                );
+                bail!("the node wrote no {} within {START_TIMEOUT:?}:\n{}", url.display(), tail(&node.log));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -191,15 +170,12 @@ impl Node {
     fn cpu_secs(&self) -> Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
             .with_context(|| format!("cannot read the stat of node pid {}", self.pid))?;
-        parse_stat_cpu(&stat, sys::clock_ticks())
-            .ok_or_else(|| anyhow!("cannot parse /proc/{}/stat", self.pid))
+        parse_stat_cpu(&stat, sys::clock_ticks()).ok_or_else(|| anyhow!("cannot parse /proc/{}/stat", self.pid))
     }
 
     /// Stops the node with SIGTERM and waits for it.
     fn stop(mut self) -> Result<ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("the node had already exited")
-        };
+        let Some(mut child) = self.child.take() else { bail!("the node had already exited") };
         stop_child(&mut child, self.pid)
     }
 }
@@ -232,13 +208,7 @@ fn stop_child(child: &mut Child, pid: u32) -> Result<ExitStatus> {
 /// `VmHWM:   123 kB` → bytes.
 fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024)
 }
 
@@ -264,10 +234,7 @@ fn tail(log: &Path) -> String {
 /// Our DATAMESH_* variables: removed from the children's environment so
 /// they run with the defaults.
 fn datamesh_env() -> Vec<OsString> {
-    std::env::vars_os()
-        .map(|(k, _)| k)
-        .filter(|k| k.to_string_lossy().starts_with("DATAMESH_"))
-        .collect()
+    std::env::vars_os().map(|(k, _)| k).filter(|k| k.to_string_lossy().starts_with("DATAMESH_")).collect()
 }
 
 /// One CLI run: its stdout, wall time and peak RSS.
@@ -280,21 +247,12 @@ struct CliRun {
 
 /// Runs the CLI against `node` through the spawner helper (see
 /// [`crate::spawner`] for why not directly).
-fn run_cli(
-    sp: &mut Spawner,
-    bin: &Path,
-    node: &Node,
-    user_key: &Path,
-    args: &[&OsStr],
-) -> Result<CliRun> {
+fn run_cli(sp: &mut Spawner, bin: &Path, node: &Node, user_key: &Path, args: &[&OsStr]) -> Result<CliRun> {
     let req = Request {
         program: bin.to_owned(),
         args: args.iter().map(|a| a.to_os_string()).collect(),
         env: vec![
-            (
-                "DATAMESH_DATA_DIR".into(),
-                node.data_dir.clone().into_os_string(),
-            ),
+            ("DATAMESH_DATA_DIR".into(), node.data_dir.clone().into_os_string()),
             ("DATAMESH_USER_KEY".into(), user_key.as_os_str().to_owned()),
         ],
         env_remove: datamesh_env(),
@@ -303,20 +261,12 @@ fn run_cli(
     if !r.status().success() {
         bail!(
             "`datamesh {}` failed ({}):\n{}",
-            args.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
             r.status(),
             r.stderr
         );
     }
-    Ok(CliRun {
-        stdout: r.stdout,
-        secs: r.secs,
-        max_rss: r.max_rss,
-        cpu_secs: r.cpu_secs,
-    })
+    Ok(CliRun { stdout: r.stdout, secs: r.secs, max_rss: r.max_rss, cpu_secs: r.cpu_secs })
 }
 
 /// Writes `size` random bytes to `path`; returns their BLAKE3 hash.
@@ -357,20 +307,8 @@ fn hash_file(path: &Path) -> Result<([u8; 32], u64)> {
 }
 
 /// Puts `file` through a node; returns the CID and the CLI run.
-fn put(
-    sp: &mut Spawner,
-    bin: &Path,
-    node: &Node,
-    key: &Path,
-    file: &Path,
-) -> Result<(String, CliRun)> {
-    let run = run_cli(
-        sp,
-        bin,
-        node,
-        key,
-        &[OsStr::new("put"), file.as_os_str(), OsStr::new("-q")],
-    )?;
+fn put(sp: &mut Spawner, bin: &Path, node: &Node, key: &Path, file: &Path) -> Result<(String, CliRun)> {
+    let run = run_cli(sp, bin, node, key, &[OsStr::new("put"), file.as_os_str(), OsStr::new("-q")])?;
     let cid = run
         .stdout
         .lines()
@@ -387,33 +325,20 @@ fn stop(node: Node, what: &str) -> Result<()> {
     let log = node.log.clone();
     let status = node.stop()?;
     if !status.success() {
-        eprintln!(
-            "warning: the {what} node exited with {status}; its log:\n{}",
-            tail(&log)
-        );
+        eprintln!("warning: the {what} node exited with {status}; its log:\n{}", tail(&log));
     }
     Ok(())
 }
 
 /// Runs the end-to-end part in `work` (a temp dir the caller removes).
 /// `say` reports progress.
-pub fn run(
-    sp: &mut Spawner,
-    bin: &Path,
-    work: &Path,
-    size: u64,
-    say: &mut dyn FnMut(&str),
-) -> Result<E2e> {
+pub fn run(sp: &mut Spawner, bin: &Path, work: &Path, size: u64, say: &mut dyn FnMut(&str)) -> Result<E2e> {
     let key = work.join("user.key");
     let small_file = work.join("small.bin");
     let big_file = work.join("big.bin");
     let out_file = work.join("big.out");
 
-    say(&format!(
-        "writing a {} MiB and a {} MiB random file",
-        SMALL_PUT >> 20,
-        size >> 20
-    ));
+    say(&format!("writing a {} MiB and a {} MiB random file", SMALL_PUT >> 20, size >> 20));
     write_random_file(&small_file, SMALL_PUT, 0x5A11)?;
     let want = write_random_file(&big_file, size, 0xB16)?;
 
@@ -442,13 +367,7 @@ pub fn run(
         bin,
         &node,
         &key,
-        &[
-            OsStr::new("get"),
-            OsStr::new(&cid),
-            OsStr::new("-o"),
-            out_file.as_os_str(),
-            OsStr::new("-q"),
-        ],
+        &[OsStr::new("get"), OsStr::new(&cid), OsStr::new("-o"), out_file.as_os_str(), OsStr::new("-q")],
     )?;
     let node_get_big = node.peak_rss()?;
     let node_get_cpu = node.cpu_secs()?;
@@ -474,12 +393,7 @@ pub fn run(
             cli_get_big: get.max_rss,
             node_get_big,
         },
-        cpu: Cpu {
-            cli_put: big.cpu_secs,
-            node_put: node_put_cpu,
-            cli_get: get.cpu_secs,
-            node_get: node_get_cpu,
-        },
+        cpu: Cpu { cli_put: big.cpu_secs, node_put: node_put_cpu, cli_get: get.cpu_secs, node_get: node_get_cpu },
     })
 }
 

@@ -66,10 +66,7 @@ struct Args {
 }
 
 fn main() {
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == spawner::HELPER_ARG)
-    {
+    if std::env::args_os().nth(1).is_some_and(|a| a == spawner::HELPER_ARG) {
         if let Err(e) = spawner::serve() {
             eprintln!("datamesh-bench spawner: {e:#}");
             std::process::exit(1);
@@ -103,11 +100,7 @@ fn main() {
                 report::table(&r)
             };
             let mut stdout = std::io::stdout().lock();
-            if stdout
-                .write_all(out.as_bytes())
-                .and_then(|_| stdout.flush())
-                .is_err()
-            {
+            if stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush()).is_err() {
                 std::process::exit(1);
             }
         }
@@ -124,12 +117,7 @@ fn say(msg: &str) {
 
 /// The 1-minute load average, to judge how noisy the run was.
 fn loadavg() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 fn run(args: &Args) -> Result<Report> {
@@ -138,74 +126,43 @@ fn run(args: &Args) -> Result<Report> {
         Some(d) => d.clone(),
         None => std::env::temp_dir(),
     };
-    let base = base
-        .canonicalize()
-        .with_context(|| format!("temp dir {} is not usable", base.display()))?;
+    let base = base.canonicalize().with_context(|| format!("temp dir {} is not usable", base.display()))?;
     // Find the binary before spending minutes measuring, and start the
     // helper that runs the CLI while this process is still small.
-    let bin = if args.no_node {
-        None
-    } else {
-        Some(e2e::find_binary()?)
-    };
-    let mut spawner = if args.no_node {
-        None
-    } else {
-        Some(spawner::Spawner::start()?)
-    };
+    let bin = if args.no_node { None } else { Some(e2e::find_binary()?) };
+    let mut spawner = if args.no_node { None } else { Some(spawner::Spawner::start()?) };
     let work = tempfile::Builder::new()
         .prefix("datamesh-bench-")
         .tempdir_in(&base)
         .with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
     let loadavg_start = loadavg();
 
-    say(&format!(
-        "stages and pipelines in memory, {} rounds",
-        settings(args).rounds
-    ));
+    say(&format!("stages and pipelines in memory, {} rounds", settings(args).rounds));
     let in_memory = in_memory(args)?;
     let allocator = if args.no_allocator_check {
         None
     } else {
-        say(&format!(
-            "allocator diagnostic: the same again with GLIBC_TUNABLES={}",
-            allocator::TUNABLES
-        ));
-        let mut extra = vec![
-            "--threads".to_string(),
-            in_memory.settings.threads.to_string(),
-        ];
+        say(&format!("allocator diagnostic: the same again with GLIBC_TUNABLES={}", allocator::TUNABLES));
+        let mut extra = vec!["--threads".to_string(), in_memory.settings.threads.to_string()];
         if args.quick {
             extra.push("--quick".into());
         }
         Some(allocator::check(&extra)?)
     };
 
-    let (disk_bytes, store_chunks) = if args.quick {
-        (128u64 << 20, 8)
-    } else {
-        (1u64 << 30, 32)
-    };
-    say(&format!(
-        "fsynced sequential write of {} MiB in {}",
-        disk_bytes >> 20,
-        work.path().display()
-    ));
+    let (disk_bytes, store_chunks) = if args.quick { (128u64 << 20, 8) } else { (1u64 << 30, 32) };
+    say(&format!("fsynced sequential write of {} MiB in {}", disk_bytes >> 20, work.path().display()));
     let sequential = disk::sequential_write(work.path(), disk_bytes)?;
     say("node store write path (Store::put_shards)");
     // As many writers as the CLI keeps chunks in flight by default.
     let store = disk::store_write(work.path(), store_chunks, 4)?;
 
-    let one_core_random = in_memory
-        .pipeline(InputKind::Random)
-        .map_or(0.0, |p| p.one_core_mbps);
+    let one_core_random = in_memory.pipeline(InputKind::Random).map_or(0.0, |p| p.one_core_mbps);
     let reference_mbps = report::reference(one_core_random, sequential.mbps);
 
     let e2e = match (&bin, spawner.as_mut()) {
         (Some(bin), Some(sp)) => {
-            let size = args
-                .size
-                .map_or(if args.quick { 256 << 20 } else { 2 << 30 }, |s| s.as_u64());
+            let size = args.size.map_or(if args.quick { 256 << 20 } else { 2 << 30 }, |s| s.as_u64());
             Some(e2e::run(sp, bin, work.path(), size, &mut |m| say(m))?)
         }
         _ => None,
@@ -215,12 +172,7 @@ fn run(args: &Args) -> Result<Report> {
     let temp_dir = display_dir(&base);
     work.close().context("removing the temp dir")?;
     Ok(Report {
-        machine: Machine {
-            cores,
-            loadavg_start,
-            loadavg_end: loadavg(),
-            temp_dir,
-        },
+        machine: Machine { cores, loadavg_start, loadavg_end: loadavg(), temp_dir },
         in_memory,
         disk: Disk { sequential, store },
         reference_mbps,
@@ -232,9 +184,7 @@ fn run(args: &Args) -> Result<Report> {
 
 /// How long and how often to measure in memory.
 fn settings(args: &Args) -> Settings {
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if args.quick {
         Settings {
             input_bytes: 16 << 20,
@@ -257,9 +207,7 @@ fn settings(args: &Args) -> Settings {
 /// The in-memory measurements, with progress on stderr.
 fn in_memory(args: &Args) -> Result<stages::InMemory> {
     let settings = settings(args);
-    stages::measure(settings, &mut |round| {
-        say(&format!("  round {}/{}", round + 1, settings.rounds))
-    })
+    stages::measure(settings, &mut |round| say(&format!("  round {}/{}", round + 1, settings.rounds)))
 }
 
 fn display_dir(p: &Path) -> String {

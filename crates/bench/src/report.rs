@@ -91,14 +91,8 @@ pub fn targets(mem: &InMemory, reference_mbps: f64, e2e: Option<&E2e>) -> Vec<Ta
     for kind in InputKind::ALL {
         if let Some(p) = mem.pipeline(kind) {
             t.push(Target {
-                name: format!(
-                    "one-core pipeline / serial composition, {} ≥ {MIN_COMPOSITION_RATIO}",
-                    kind.name()
-                ),
-                measured: format!(
-                    "{:.2} ({:.0} / {:.0} MB/s)",
-                    p.ratio, p.one_core_mbps, p.serial_mbps
-                ),
+                name: format!("one-core pipeline / serial composition, {} ≥ {MIN_COMPOSITION_RATIO}", kind.name()),
+                measured: format!("{:.2} ({:.0} / {:.0} MB/s)", p.ratio, p.one_core_mbps, p.serial_mbps),
                 pass: p.ratio >= MIN_COMPOSITION_RATIO,
             });
         }
@@ -109,11 +103,7 @@ pub fn targets(mem: &InMemory, reference_mbps: f64, e2e: Option<&E2e>) -> Vec<Ta
                 name: format!("all cores / one core, {} ≥ {MIN_SCALING}", kind.name()),
                 measured: format!(
                     "{:.2} ({:.0} / {:.0} MB/s, {} threads; machine ceiling this run {:.2})",
-                    p.scaling,
-                    p.all_cores_mbps,
-                    p.one_core_mbps,
-                    mem.settings.threads,
-                    mem.ceiling.scaling
+                    p.scaling, p.all_cores_mbps, p.one_core_mbps, mem.settings.threads, mem.ceiling.scaling
                 ),
                 pass: p.scaling >= MIN_SCALING,
             });
@@ -131,11 +121,7 @@ pub fn targets(mem: &InMemory, reference_mbps: f64, e2e: Option<&E2e>) -> Vec<Ta
     }
     t.push(Target {
         name: "get returned the file byte-identical".into(),
-        measured: if e.verified {
-            "BLAKE3 and size match".into()
-        } else {
-            "MISMATCH".into()
-        },
+        measured: if e.verified { "BLAKE3 and size match".into() } else { "MISMATCH".into() },
         pass: e.verified,
     });
     let r = &e.rss;
@@ -156,22 +142,11 @@ pub fn targets(mem: &InMemory, reference_mbps: f64, e2e: Option<&E2e>) -> Vec<Ta
             pass: max <= MAX_RSS,
         });
     }
-    for (who, small, big) in [
-        ("CLI", r.cli_put_small, r.cli_put_big),
-        ("node", r.node_put_small, r.node_put_big),
-    ] {
+    for (who, small, big) in [("CLI", r.cli_put_small, r.cli_put_big), ("node", r.node_put_small, r.node_put_big)] {
         let growth = big as i64 - small as i64;
         t.push(Target {
-            name: format!(
-                "{who} peak RSS, {gib:.2} GiB put within {:.0} MB of 64 MiB put",
-                mb(MAX_RSS_GROWTH)
-            ),
-            measured: format!(
-                "{:+.1} MB ({:.1} → {:.1})",
-                growth as f64 / 1e6,
-                mb(small),
-                mb(big)
-            ),
+            name: format!("{who} peak RSS, {gib:.2} GiB put within {:.0} MB of 64 MiB put", mb(MAX_RSS_GROWTH)),
+            measured: format!("{:+.1} MB ({:.1} → {:.1})", growth as f64 / 1e6, mb(small), mb(big)),
             pass: growth <= MAX_RSS_GROWTH as i64,
         });
     }
@@ -206,8 +181,7 @@ pub fn table(r: &Report) -> String {
         "inputs: {} MiB random, {} MiB text-like (zstd-1 ratio {:.2})",
         s.input_bytes >> 20,
         s.input_bytes >> 20,
-        mem.pipeline(InputKind::Text)
-            .map_or(0.0, |p| p.compression_ratio)
+        mem.pipeline(InputKind::Text).map_or(0.0, |p| p.compression_ratio)
     );
     let _ = writeln!(o);
     let _ = writeln!(
@@ -218,12 +192,7 @@ pub fn table(r: &Report) -> String {
     for stage in Stage::ALL {
         let (name, what) = stage.describe();
         let rate = |k| mem.stage(stage, k).map_or(0.0, |x| x.mbps);
-        let _ = writeln!(
-            o,
-            "{name:<22}{:>12.0}{:>12.0}   {what}",
-            rate(InputKind::Random),
-            rate(InputKind::Text)
-        );
+        let _ = writeln!(o, "{name:<22}{:>12.0}{:>12.0}   {what}", rate(InputKind::Random), rate(InputKind::Text));
     }
     let d = &r.disk;
     let _ = writeln!(
@@ -241,48 +210,25 @@ pub fn table(r: &Report) -> String {
         "node store write", d.store.one_thread_mbps, "", d.store.threads_mbps, d.store.threads
     );
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "{:<34}{:>12}{:>12}",
-        "put pipeline per chunk (MB/s)", "random", "text"
-    );
+    let _ = writeln!(o, "{:<34}{:>12}{:>12}", "put pipeline per chunk (MB/s)", "random", "text");
     let row = |o: &mut String, name: &str, f: &dyn Fn(InputKind) -> String| {
-        let _ = writeln!(
-            o,
-            "{name:<34}{:>12}{:>12}",
-            f(InputKind::Random),
-            f(InputKind::Text)
-        );
+        let _ = writeln!(o, "{name:<34}{:>12}{:>12}", f(InputKind::Random), f(InputKind::Text));
     };
     let p = |k| mem.pipeline(k);
     for stage in Stage::PIPELINE {
         let (name, _) = stage.describe();
         row(&mut o, &format!("  {name}: bytes/plain byte"), &|k| {
-            mem.stage(stage, k)
-                .map_or("-".into(), |x| format!("{:.3}", x.weight))
+            mem.stage(stage, k).map_or("-".into(), |x| format!("{:.3}", x.weight))
         });
     }
-    row(&mut o, "serial composition 1/Σ(w/rate)", &|k| {
-        p(k).map_or("-".into(), |x| format!("{:.0}", x.serial_mbps))
+    row(&mut o, "serial composition 1/Σ(w/rate)", &|k| p(k).map_or("-".into(), |x| format!("{:.0}", x.serial_mbps)));
+    row(&mut o, "pipeline, one core", &|k| p(k).map_or("-".into(), |x| format!("{:.0}", x.one_core_mbps)));
+    row(&mut o, "  ratio one core / serial", &|k| p(k).map_or("-".into(), |x| format!("{:.2}", x.ratio)));
+    row(&mut o, &format!("pipeline, all cores ({} threads)", s.threads), &|k| {
+        p(k).map_or("-".into(), |x| format!("{:.0}", x.all_cores_mbps))
     });
-    row(&mut o, "pipeline, one core", &|k| {
-        p(k).map_or("-".into(), |x| format!("{:.0}", x.one_core_mbps))
-    });
-    row(&mut o, "  ratio one core / serial", &|k| {
-        p(k).map_or("-".into(), |x| format!("{:.2}", x.ratio))
-    });
-    row(
-        &mut o,
-        &format!("pipeline, all cores ({} threads)", s.threads),
-        &|k| p(k).map_or("-".into(), |x| format!("{:.0}", x.all_cores_mbps)),
-    );
-    row(&mut o, "  ratio all cores / one core", &|k| {
-        p(k).map_or("-".into(), |x| format!("{:.2}", x.scaling))
-    });
-    if InputKind::ALL
-        .iter()
-        .any(|&k| p(k).is_some_and(|x| x.scaling > s.threads as f64 * 1.1))
-    {
+    row(&mut o, "  ratio all cores / one core", &|k| p(k).map_or("-".into(), |x| format!("{:.2}", x.scaling)));
+    if InputKind::ALL.iter().any(|&k| p(k).is_some_and(|x| x.scaling > s.threads as f64 * 1.1)) {
         let _ = writeln!(
             o,
             "note: scaling above the thread count means the one-thread run is slowed by something the threaded run escapes \
@@ -306,28 +252,13 @@ pub fn table(r: &Report) -> String {
         let t = |k: InputKind| a.inputs.iter().find(|x| x.input == k);
         let row = |o: &mut String, name: &str, f: &dyn Fn(&crate::allocator::Tuned) -> String| {
             let cell = |k| t(k).map_or("-".into(), f);
-            let _ = writeln!(
-                o,
-                "{name:<34}{:>12}{:>12}",
-                cell(InputKind::Random),
-                cell(InputKind::Text)
-            );
+            let _ = writeln!(o, "{name:<34}{:>12}{:>12}", cell(InputKind::Random), cell(InputKind::Text));
         };
-        row(&mut o, "erasure alone", &|x| {
-            format!("{:.0}", x.erasure_mbps)
-        });
-        row(&mut o, "serial composition", &|x| {
-            format!("{:.0}", x.serial_mbps)
-        });
-        row(&mut o, "pipeline, one core", &|x| {
-            format!("{:.0}", x.one_core_mbps)
-        });
-        row(&mut o, "  ratio one core / serial", &|x| {
-            format!("{:.2}", x.ratio)
-        });
-        row(&mut o, "pipeline, all cores", &|x| {
-            format!("{:.0}", x.all_cores_mbps)
-        });
+        row(&mut o, "erasure alone", &|x| format!("{:.0}", x.erasure_mbps));
+        row(&mut o, "serial composition", &|x| format!("{:.0}", x.serial_mbps));
+        row(&mut o, "pipeline, one core", &|x| format!("{:.0}", x.one_core_mbps));
+        row(&mut o, "  ratio one core / serial", &|x| format!("{:.2}", x.ratio));
+        row(&mut o, "pipeline, all cores", &|x| format!("{:.0}", x.all_cores_mbps));
     }
     let _ = writeln!(o);
     let one_random = p(InputKind::Random).map_or(0.0, |x| x.one_core_mbps);
@@ -345,10 +276,8 @@ pub fn table(r: &Report) -> String {
         }
         Some(e) => {
             let mib = e.size >> 20;
-            let _ = writeln!(
-                o,
-                "end to end through `datamesh node` (defaults: encrypted, 4+2), {mib} MiB random file:"
-            );
+            let _ =
+                writeln!(o, "end to end through `datamesh node` (defaults: encrypted, 4+2), {mib} MiB random file:");
             for (what, secs, mbps, cli, node) in [
                 ("put", e.put_secs, e.put_mbps, e.cpu.cli_put, e.cpu.node_put),
                 ("get", e.get_secs, e.get_mbps, e.cpu.cli_get, e.cpu.node_get),
@@ -359,25 +288,13 @@ pub fn table(r: &Report) -> String {
                     ratio(mbps, r.reference_mbps)
                 );
             }
-            let _ = writeln!(
-                o,
-                "  put 64 MiB {:>9.2} s  {:>7.0} MB/s",
-                e.small_put_secs,
-                mb(SMALL_PUT) / e.small_put_secs
-            );
-            let _ = writeln!(
-                o,
-                "  output byte-identical: {}",
-                if e.verified { "yes" } else { "NO" }
-            );
+            let _ =
+                writeln!(o, "  put 64 MiB {:>9.2} s  {:>7.0} MB/s", e.small_put_secs, mb(SMALL_PUT) / e.small_put_secs);
+            let _ = writeln!(o, "  output byte-identical: {}", if e.verified { "yes" } else { "NO" });
             let _ = writeln!(o, "  {:<24}{:>10}{:>10}", "peak RSS (MB)", "CLI", "node");
             let rss = &e.rss;
             for (what, c, n) in [
-                (
-                    "put 64 MiB".to_string(),
-                    rss.cli_put_small,
-                    rss.node_put_small,
-                ),
+                ("put 64 MiB".to_string(), rss.cli_put_small, rss.node_put_small),
                 (format!("put {mib} MiB"), rss.cli_put_big, rss.node_put_big),
                 (format!("get {mib} MiB"), rss.cli_get_big, rss.node_get_big),
             ] {
@@ -388,13 +305,7 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "targets");
     for t in &r.targets {
-        let _ = writeln!(
-            o,
-            "{}  {}: {}",
-            if t.pass { "PASS" } else { "FAIL" },
-            t.name,
-            t.measured
-        );
+        let _ = writeln!(o, "{}  {}: {}", if t.pass { "PASS" } else { "FAIL" }, t.name, t.measured);
     }
     let failed = r.targets.iter().filter(|t| !t.pass).count();
     let _ = writeln!(

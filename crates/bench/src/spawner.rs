@@ -79,50 +79,27 @@ impl Spawner {
     /// Starts the helper (this executable with [`HELPER_ARG`]). Call it
     /// before allocating anything large.
     pub fn start() -> Result<Spawner> {
-        let exe =
-            std::env::current_exe().context("cannot find this executable to start the spawner")?;
+        let exe = std::env::current_exe().context("cannot find this executable to start the spawner")?;
         let mut cmd = Command::new(exe);
-        cmd.arg(HELPER_ARG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.arg(HELPER_ARG).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         sys::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().context("cannot start the spawner helper")?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| anyhow!("spawner has no stdin"))?;
-        let stdout = BufReader::new(
-            child
-                .stdout
-                .take()
-                .ok_or_else(|| anyhow!("spawner has no stdout"))?,
-        );
-        Ok(Spawner {
-            child,
-            stdin: Some(stdin),
-            stdout,
-        })
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("spawner has no stdin"))?;
+        let stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("spawner has no stdout"))?);
+        Ok(Spawner { child, stdin: Some(stdin), stdout })
     }
 
     /// Runs `req` to completion in the helper.
     pub fn run(&mut self, req: &Request) -> Result<Response> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| anyhow!("spawner closed"))?;
+        let stdin = self.stdin.as_mut().ok_or_else(|| anyhow!("spawner closed"))?;
         let mut line = serde_json::to_string(req)?;
         line.push('\n');
-        stdin
-            .write_all(line.as_bytes())
-            .and_then(|_| stdin.flush())
-            .context("the spawner helper is gone")?;
+        stdin.write_all(line.as_bytes()).and_then(|_| stdin.flush()).context("the spawner helper is gone")?;
         let mut answer = String::new();
         if self.stdout.read_line(&mut answer)? == 0 {
             bail!("the spawner helper exited");
         }
-        let resp: Response =
-            serde_json::from_str(&answer).context("bad answer from the spawner helper")?;
+        let resp: Response = serde_json::from_str(&answer).context("bad answer from the spawner helper")?;
         if let Some(e) = &resp.error {
             bail!("{e}");
         }
@@ -181,10 +158,7 @@ fn failed(error: String) -> Response {
 
 fn run(req: &Request) -> Result<Response> {
     let mut cmd = Command::new(&req.program);
-    cmd.args(&req.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(&req.args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for k in &req.env_remove {
         cmd.env_remove(k);
     }
@@ -193,14 +167,9 @@ fn run(req: &Request) -> Result<Response> {
     }
     sys::die_with_parent(&mut cmd);
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", req.program.display()))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {}", req.program.display()))?;
     let pid = child.id();
-    let mut err_pipe = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow!("no stderr pipe"))?;
+    let mut err_pipe = child.stderr.take().ok_or_else(|| anyhow!("no stderr pipe"))?;
     // Drain stderr on a thread so a chatty child cannot block on a full pipe.
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();

@@ -119,24 +119,15 @@ impl Stage {
 
     /// The stages the put pipeline runs, in its order (memcpy is not one:
     /// the copies it makes are inside chunking, sealing and encoding).
-    pub const PIPELINE: [Stage; 6] = [
-        Stage::Chunking,
-        Stage::Compression,
-        Stage::Encryption,
-        Stage::Hashing,
-        Stage::Erasure,
-        Stage::ShardHashing,
-    ];
+    pub const PIPELINE: [Stage; 6] =
+        [Stage::Chunking, Stage::Compression, Stage::Encryption, Stage::Hashing, Stage::Erasure, Stage::ShardHashing];
 
     /// Name and what exactly is measured, for the table.
     pub fn describe(self) -> (&'static str, &'static str) {
         match self {
             Stage::Chunking => ("chunking", "Chunker, fixed 4 MiB, from memory"),
             Stage::Hashing => ("hashing", "BLAKE3 chunk CID of the sealed chunk"),
-            Stage::Compression => (
-                "compression",
-                "compress_if_pays zstd-1 (random: sample only)",
-            ),
+            Stage::Compression => ("compression", "compress_if_pays zstd-1 (random: sample only)"),
             Stage::Encryption => ("encryption", "seal_chunk AES-256-GCM"),
             Stage::Erasure => ("erasure", "RS 4+2 encode of the sealed chunk"),
             Stage::ShardHashing => ("shard hashing", "BLAKE3 shard CIDs (6 shards)"),
@@ -179,11 +170,7 @@ pub fn serial_composition(terms: &[Term]) -> f64 {
         return 0.0;
     }
     let secs_per_mb: f64 = terms.iter().map(|t| t.weight / t.rate).sum();
-    if secs_per_mb > 0.0 {
-        1.0 / secs_per_mb
-    } else {
-        0.0
-    }
+    if secs_per_mb > 0.0 { 1.0 / secs_per_mb } else { 0.0 }
 }
 
 /// The whole pipeline on one input kind.
@@ -235,9 +222,7 @@ pub struct InMemory {
 impl InMemory {
     /// The rate of `stage` on `input`.
     pub fn stage(&self, stage: Stage, input: InputKind) -> Option<&StageRate> {
-        self.stages
-            .iter()
-            .find(|s| s.stage == stage && s.input == input)
+        self.stages.iter().find(|s| s.stage == stage && s.input == input)
     }
 
     /// The pipeline result on `input`.
@@ -265,26 +250,12 @@ impl Prepared {
             InputKind::Random => data::random(n, 0xDA7A_0001),
             InputKind::Text => data::text(n, 0xDA7A_0002),
         };
-        let bodies: Vec<Vec<u8>> = plain
-            .chunks(CHUNK)
-            .map(|c| compress_if_pays(COMPRESSION, c).unwrap_or_else(|| c.to_vec()))
-            .collect();
-        let stored: Vec<Vec<u8>> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| seal_chunk(CIPHER, key, i as u64, b, NonceMode::Random))
-            .collect();
-        let shards = stored
-            .iter()
-            .map(|s| erasure::encode(ERASURE, s))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Prepared {
-            kind,
-            plain,
-            bodies,
-            stored,
-            shards,
-        })
+        let bodies: Vec<Vec<u8>> =
+            plain.chunks(CHUNK).map(|c| compress_if_pays(COMPRESSION, c).unwrap_or_else(|| c.to_vec())).collect();
+        let stored: Vec<Vec<u8>> =
+            bodies.iter().enumerate().map(|(i, b)| seal_chunk(CIPHER, key, i as u64, b, NonceMode::Random)).collect();
+        let shards = stored.iter().map(|s| erasure::encode(ERASURE, s)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Prepared { kind, plain, bodies, stored, shards })
     }
 
     fn bytes(&self, stage: Stage) -> u64 {
@@ -313,12 +284,7 @@ struct Bench<'a> {
 
 impl<'a> Bench<'a> {
     fn new(bytes: u64, repeat: bool, run: impl FnMut() -> Result<()> + 'a) -> Self {
-        Bench {
-            bytes,
-            repeat,
-            run: Box::new(run),
-            samples: Vec::new(),
-        }
+        Bench { bytes, repeat, run: Box::new(run), samples: Vec::new() }
     }
 
     fn median(&self) -> f64 {
@@ -337,11 +303,7 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn run_rounds(
-    benches: &mut [Bench<'_>],
-    settings: &Settings,
-    progress: &mut (dyn FnMut(usize) + Send),
-) -> Result<()> {
+fn run_rounds(benches: &mut [Bench<'_>], settings: &Settings, progress: &mut (dyn FnMut(usize) + Send)) -> Result<()> {
     // Warm-up: fault in buffers, let the allocator settle, train caches.
     for b in benches.iter_mut() {
         (b.run)()?;
@@ -391,17 +353,11 @@ impl Read for Cycle<'_> {
 
 fn cycle(data: &[u8], times: usize) -> Cycle<'_> {
     // Start at the end, so the first read starts pass one.
-    Cycle {
-        data,
-        pos: data.len(),
-        left: times,
-    }
+    Cycle { data, pos: data.len(), left: times }
 }
 
 fn fixed() -> Chunking {
-    Chunking::Fixed {
-        size: DEFAULT_CHUNK_SIZE,
-    }
+    Chunking::Fixed { size: DEFAULT_CHUNK_SIZE }
 }
 
 /// One chunk through the put path exactly as the CLI and the node run it:
@@ -426,10 +382,7 @@ fn pipeline(sealer: &ChunkSealer, input: &[u8], passes: usize, threads: usize) -
                 s.spawn(|| -> Result<()> {
                     loop {
                         // Cut under the lock, seal outside it.
-                        let next = source
-                            .lock()
-                            .map_err(|_| anyhow!("a worker panicked"))?
-                            .next();
+                        let next = source.lock().map_err(|_| anyhow!("a worker panicked"))?.next();
                         let Some((i, chunk)) = next else {
                             return Ok(());
                         };
@@ -438,10 +391,7 @@ fn pipeline(sealer: &ChunkSealer, input: &[u8], passes: usize, threads: usize) -
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join()
-                .map_err(|_| anyhow!("a pipeline worker panicked"))?
-        })
+        workers.into_iter().try_for_each(|w| w.join().map_err(|_| anyhow!("a pipeline worker panicked"))?)
     })
 }
 
@@ -486,9 +436,7 @@ fn ceiling(threads: usize, bufs: &[Vec<u8>]) {
 /// thread from a different kind of heap than other threads.
 pub fn measure(settings: Settings, progress: &mut (dyn FnMut(usize) + Send)) -> Result<InMemory> {
     std::thread::scope(|s| {
-        s.spawn(|| measure_here(settings, progress))
-            .join()
-            .map_err(|_| anyhow!("the measuring thread panicked"))?
+        s.spawn(|| measure_here(settings, progress)).join().map_err(|_| anyhow!("the measuring thread panicked"))?
     })
 }
 
@@ -501,9 +449,7 @@ fn measure_here(settings: Settings, progress: &mut (dyn FnMut(usize) + Send)) ->
         .collect::<Result<Vec<_>>>()
         .context("preparing the inputs")?;
     let threads = settings.threads.max(1);
-    let ceiling_bufs: Vec<Vec<u8>> = (0..threads)
-        .map(|i| data::random(CEILING_BUF, i as u64))
-        .collect();
+    let ceiling_bufs: Vec<Vec<u8>> = (0..threads).map(|i| data::random(CEILING_BUF, i as u64)).collect();
 
     let mut benches = Vec::new();
     let mut ids = Vec::new();
@@ -516,13 +462,9 @@ fn measure_here(settings: Settings, progress: &mut (dyn FnMut(usize) + Send)) ->
         let bytes = (p.plain.len() * passes) as u64;
         let (s1, s2) = (&sealer, &sealer);
         let input = &p.plain;
-        benches.push(Bench::new(bytes, false, move || {
-            pipeline(s1, input, passes, 1)
-        }));
+        benches.push(Bench::new(bytes, false, move || pipeline(s1, input, passes, 1)));
         ids.push(Id::One(pi));
-        benches.push(Bench::new(bytes, false, move || {
-            pipeline(s2, input, passes, threads)
-        }));
+        benches.push(Bench::new(bytes, false, move || pipeline(s2, input, passes, threads)));
         ids.push(Id::All(pi));
     }
     let bufs = &ceiling_bufs;
@@ -547,12 +489,7 @@ fn measure_here(settings: Settings, progress: &mut (dyn FnMut(usize) + Send)) ->
         match *id {
             Id::Stage(stage, pi) => {
                 let p = &prepared[pi];
-                stages.push(StageRate {
-                    stage,
-                    input: p.kind,
-                    mbps: b.median(),
-                    weight: p.weight(stage),
-                })
+                stages.push(StageRate { stage, input: p.kind, mbps: b.median(), weight: p.weight(stage) })
             }
             Id::One(pi) => one[pi] = b.median(),
             Id::All(pi) => all[pi] = b.median(),
@@ -567,10 +504,7 @@ fn measure_here(settings: Settings, progress: &mut (dyn FnMut(usize) + Send)) ->
             let terms: Vec<Term> = Stage::PIPELINE
                 .iter()
                 .filter_map(|&st| stages.iter().find(|r| r.stage == st && r.input == p.kind))
-                .map(|r| Term {
-                    rate: r.mbps,
-                    weight: r.weight,
-                })
+                .map(|r| Term { rate: r.mbps, weight: r.weight })
                 .collect();
             let serial = serial_composition(&terms);
             PipelineResult {
@@ -584,17 +518,8 @@ fn measure_here(settings: Settings, progress: &mut (dyn FnMut(usize) + Send)) ->
             }
         })
         .collect();
-    let ceiling = Ceiling {
-        one_core_mbps: ceil_one,
-        all_cores_mbps: ceil_all,
-        scaling: ratio(ceil_all, ceil_one),
-    };
-    Ok(InMemory {
-        settings,
-        stages,
-        pipelines,
-        ceiling,
-    })
+    let ceiling = Ceiling { one_core_mbps: ceil_one, all_cores_mbps: ceil_all, scaling: ratio(ceil_all, ceil_one) };
+    Ok(InMemory { settings, stages, pipelines, ceiling })
 }
 
 /// `a / b`, 0 when `b` is not positive.
@@ -665,10 +590,7 @@ mod tests {
         // Two stages at 1000 MB/s each: 500 MB/s in series.
         assert!((serial_composition(&[t(1000.0, 1.0), t(1000.0, 1.0)]) - 500.0).abs() < 1e-9);
         // 600, 300, 200 MB/s: 1 / (1/600 + 1/300 + 1/200) = 100.
-        assert!(
-            (serial_composition(&[t(600.0, 1.0), t(300.0, 1.0), t(200.0, 1.0)]) - 100.0).abs()
-                < 1e-9
-        );
+        assert!((serial_composition(&[t(600.0, 1.0), t(300.0, 1.0), t(200.0, 1.0)]) - 100.0).abs() < 1e-9);
         // A stage that sees a third of the bytes counts three times its rate.
         assert!((serial_composition(&[t(300.0, 1.0), t(100.0, 1.0 / 3.0)]) - 150.0).abs() < 1e-9);
         // Shards: 1.5 bytes per plaintext byte divide the rate by 1.5.

@@ -49,11 +49,7 @@ pub fn wait_with_rusage(pid: u32) -> io::Result<Reaped> {
     let max_rss = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let cpu_secs = tv(usage.ru_utime) + tv(usage.ru_stime);
-    Ok(Reaped {
-        status: ExitStatus::from_raw(status),
-        max_rss,
-        cpu_secs,
-    })
+    Ok(Reaped { status: ExitStatus::from_raw(status), max_rss, cpu_secs })
 }
 
 /// The `datamesh` binary's allocator setting, applied here too so that the
@@ -85,11 +81,7 @@ fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
     let pid = to_pid(pid)?;
     // SAFETY: kill(2) takes plain integers; pid is positive, so it names one
     // process (never a group or "every process").
-    if unsafe { libc::kill(pid, sig) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if unsafe { libc::kill(pid, sig) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Makes the child receive `SIGTERM` if the thread that spawned it dies,
@@ -100,14 +92,7 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     // prctl(2), which is async-signal-safe, with integer arguments.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) == 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) == 0 {
                 Ok(())
             } else {
                 Err(io::Error::last_os_error())
@@ -119,10 +104,7 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
 fn to_pid(pid: u32) -> io::Result<libc::pid_t> {
     match libc::pid_t::try_from(pid) {
         Ok(p) if p > 0 => Ok(p),
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("bad pid {pid}"),
-        )),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad pid {pid}"))),
     }
 }
 
@@ -138,18 +120,11 @@ mod tests {
         // The shell itself holds a 20 MB string (command substitution is
         // read into its memory), so its own peak RSS must show it.
         let child = Command::new("sh")
-            .args([
-                "-c",
-                "x=$(head -c 20000000 /dev/zero | tr '\\0' a); test ${#x} -eq 20000000",
-            ])
+            .args(["-c", "x=$(head -c 20000000 /dev/zero | tr '\\0' a); test ${#x} -eq 20000000"])
             .spawn()
             .unwrap();
         let r = wait_with_rusage(child.id()).unwrap();
         assert!(r.status.success(), "{:?}", r.status);
-        assert!(
-            r.max_rss >= 20_000_000 && r.max_rss < 1 << 30,
-            "{}",
-            r.max_rss
-        );
+        assert!(r.max_rss >= 20_000_000 && r.max_rss < 1 << 30, "{}", r.max_rss);
     }
 }

@@ -123,7 +123,8 @@ impl Client {
             .json()
             .await?;
         let id = v["upload_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("node sent no upload id"))?;
-        let field = |f: &str| v[f].as_u64().and_then(|x| u16::try_from(x).ok()).ok_or_else(|| anyhow!("node sent no `{f}`"));
+        let field =
+            |f: &str| v[f].as_u64().and_then(|x| u16::try_from(x).ok()).ok_or_else(|| anyhow!("node sent no `{f}`"));
         Ok((id, datamesh_core::Erasure { k: field("k")?, m: field("m")? }))
     }
 
@@ -168,7 +169,12 @@ impl Client {
 
     /// One chunk's stored form.
     pub async fn chunk(&self, file: &Cid, index: usize) -> Result<Vec<u8>> {
-        Ok(self.send(self.request(Method::GET, &format!("/v1/files/{file}/chunks/{index}"))).await?.bytes().await?.to_vec())
+        Ok(self
+            .send(self.request(Method::GET, &format!("/v1/files/{file}/chunks/{index}")))
+            .await?
+            .bytes()
+            .await?
+            .to_vec())
     }
 }
 

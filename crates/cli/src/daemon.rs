@@ -21,9 +21,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     };
     let net = if cfg.offline { None } else { Some(start_network(&cfg, &node).await?) };
     let token = load_or_create_token(&data_dir)?;
-    let listener = tokio::net::TcpListener::bind(api)
-        .await
-        .with_context(|| format!("cannot listen on {api}: is another node using it? choose another with --api 127.0.0.1:PORT"))?;
+    let listener = tokio::net::TcpListener::bind(api).await.with_context(|| {
+        format!("cannot listen on {api}: is another node using it? choose another with --api 127.0.0.1:PORT")
+    })?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
     write_atomic(&data_dir.join("api.url"), url.as_bytes())?;
@@ -83,7 +83,10 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
 async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<datamesh_net::NetClient> {
     let parse = |list: &[String], what: &str| -> Result<Vec<datamesh_net::Multiaddr>> {
         list.iter()
-            .map(|a| a.parse().with_context(|| format!("{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)")))
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)"))
+            })
             .collect()
     };
     let identity = datamesh_node::NodeIdentity::load_or_create(&cfg.data_dir)?;
@@ -141,7 +144,8 @@ fn load_or_create_token(dir: &Path) -> Result<String> {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = datamesh_node::identity::private_file(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f =
+        datamesh_node::identity::private_file(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -43,17 +43,24 @@ fn spawn(dir: &Path, bootstrap: &[String], extra: &[String]) -> Result<Child> {
     let _ = std::fs::remove_file(dir.join("p2p.addrs"));
     let log = std::fs::File::create(dir.join("node.log"))?;
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["node", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .env_remove("DATAMESH_API")
-        .env_remove("DATAMESH_DATA_DIR")
-        .env_remove("DATAMESH_LISTEN")
-        .env_remove("DATAMESH_BOOTSTRAP")
-        .env_remove("DATAMESH_NODE_API")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
+    cmd.args([
+        "node",
+        "--api",
+        "127.0.0.1:0",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1",
+        "--data-dir",
+    ])
+    .arg(dir)
+    .args(extra)
+    .env_remove("DATAMESH_API")
+    .env_remove("DATAMESH_DATA_DIR")
+    .env_remove("DATAMESH_LISTEN")
+    .env_remove("DATAMESH_BOOTSTRAP")
+    .env_remove("DATAMESH_NODE_API")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(log);
     if !bootstrap.is_empty() {
         cmd.arg("--bootstrap").arg(bootstrap.join(","));
     }
@@ -136,7 +143,10 @@ async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()
             }
         }
         if start.elapsed() > Duration::from_secs(120) {
-            bail!("the devnet's nodes did not all start within 120 s; see the node.log files under {}", opts.dir.display());
+            bail!(
+                "the devnet's nodes did not all start within 120 s; see the node.log files under {}",
+                opts.dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }

@@ -128,17 +128,25 @@ impl PutArgs {
             Some(spec) => {
                 let v: Vec<u32> = spec
                     .split(',')
-                    .map(|s| s.trim().parse::<ByteSize>().map(|b| b.as_u64() as u32).map_err(|e| anyhow!("--cdc {spec}: {e}")))
+                    .map(|s| {
+                        s.trim()
+                            .parse::<ByteSize>()
+                            .map(|b| b.as_u64() as u32)
+                            .map_err(|e| anyhow!("--cdc {spec}: {e}"))
+                    })
                     .collect::<Result<_>>()?;
                 let [min, avg, max] = v[..] else { bail!("--cdc takes MIN,AVG,MAX, e.g. 256KiB,1MiB,4MiB") };
                 Chunking::FastCdc { min, avg, max }
             }
-            None => Chunking::Fixed { size: u32::try_from(self.chunk_size.as_u64()).context("--chunk-size is too large")? },
+            None => {
+                Chunking::Fixed { size: u32::try_from(self.chunk_size.as_u64()).context("--chunk-size is too large")? }
+            }
         };
         let passphrase = if self.passphrase {
-            Some(userkey::passphrase("DATAMESH_PASSPHRASE", "Passphrase for this file: ")?.ok_or_else(|| {
-                anyhow!("--passphrase needs DATAMESH_PASSPHRASE when stdin is not a terminal")
-            })?)
+            Some(
+                userkey::passphrase("DATAMESH_PASSPHRASE", "Passphrase for this file: ")?
+                    .ok_or_else(|| anyhow!("--passphrase needs DATAMESH_PASSPHRASE when stdin is not a terminal"))?,
+            )
         } else {
             None
         };
@@ -380,7 +388,9 @@ impl NodeArgs {
         let mut data_dir = self.data_dir.clone();
         let (path, explicit) = match &self.config {
             Some(p) => (p.clone(), true),
-            None => (data_dir.clone().unwrap_or_else(datamesh_node::config::default_data_dir).join("config.toml"), false),
+            None => {
+                (data_dir.clone().unwrap_or_else(datamesh_node::config::default_data_dir).join("config.toml"), false)
+            }
         };
         let mut cfg = NodeConfig::load(&path, explicit)?;
         if data_dir.is_none() && !explicit {
@@ -482,7 +492,11 @@ async fn run(cli: Cli) -> Result<()> {
             // The key is loaded only if the file is encrypted.
             let r = transfer::get(&client, || c.user(), &cid, &out, concurrency, !c.quiet && !c.json).await?;
             if out != Path::new("-") {
-                print(c.json, json!({"cid": cid, "bytes": r.bytes, "resumed_from": r.resumed_from, "output": out}), || String::new());
+                print(
+                    c.json,
+                    json!({"cid": cid, "bytes": r.bytes, "resumed_from": r.resumed_from, "output": out}),
+                    String::new,
+                );
             }
             Ok(())
         }
@@ -516,7 +530,10 @@ async fn run(cli: Cli) -> Result<()> {
             let cid = parse_cid(&cid)?;
             let v = c.client()?.get_json(&format!("/v1/files/{cid}")).await?;
             print(c.json, v.clone(), || {
-                let live: Vec<u64> = v["live_shards"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+                let live: Vec<u64> = v["live_shards"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+                    .unwrap_or_default();
                 let total = v["k"].as_u64().unwrap_or(0) + v["m"].as_u64().unwrap_or(0);
                 let full = live.iter().filter(|&&n| n == total).count();
                 format!(
@@ -565,7 +582,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Unpin { cid, c } => {
             let cid = parse_cid(&cid)?;
             let client = c.client()?;
-            let v: serde_json::Value = client.send(client.request(Method::DELETE, &format!("/v1/pins/{cid}"))).await?.json().await?;
+            let v: serde_json::Value =
+                client.send(client.request(Method::DELETE, &format!("/v1/pins/{cid}"))).await?.json().await?;
             print(c.json, v, || format!("unpinned {cid}"));
             Ok(())
         }
@@ -616,7 +634,10 @@ async fn run(cli: Cli) -> Result<()> {
                             p["state"].as_str().unwrap_or(""),
                             if p["connected"].as_bool().unwrap_or(false) { "connected" } else { "disconnected" },
                             p["since_last_seen_secs"].as_f64().unwrap_or(0.0),
-                            p["free_bytes"].as_u64().map(|b| ByteSize::b(b).display().iec().to_string()).unwrap_or("?".into()),
+                            p["free_bytes"]
+                                .as_u64()
+                                .map(|b| ByteSize::b(b).display().iec().to_string())
+                                .unwrap_or("?".into()),
                         )
                     })
                     .collect();
@@ -626,7 +647,10 @@ async fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|b| format!("{}:{}", b["bucket"], b["entries"]))
                     .collect();
-                lines.push(format!("k-buckets (index:entries) {}", if buckets.is_empty() { "none".into() } else { buckets.join(" ") }));
+                lines.push(format!(
+                    "k-buckets (index:entries) {}",
+                    if buckets.is_empty() { "none".into() } else { buckets.join(" ") }
+                ));
                 lines.join("\n")
             });
             Ok(())
@@ -641,9 +665,12 @@ fn key_cmd(cmd: KeyCmd) -> Result<()> {
         KeyCmd::Export { output, passphrase, user_key } => {
             let key = userkey::load_or_create(user_key.as_deref(), false)?;
             let pass = if passphrase {
-                Some(userkey::passphrase("DATAMESH_KEY_PASSPHRASE", "Passphrase to protect the exported key: ")?.ok_or_else(
-                    || anyhow!("--passphrase needs DATAMESH_KEY_PASSPHRASE when stdin is not a terminal"),
-                )?)
+                Some(
+                    userkey::passphrase("DATAMESH_KEY_PASSPHRASE", "Passphrase to protect the exported key: ")?
+                        .ok_or_else(|| {
+                            anyhow!("--passphrase needs DATAMESH_KEY_PASSPHRASE when stdin is not a terminal")
+                        })?,
+                )
             } else {
                 None
             };
@@ -732,10 +759,9 @@ fn main() {
     datamesh_node::alloc::tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DATAMESH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Node(_)) { "info" } else { "warn" })),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DATAMESH_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Node(_)) { "info" } else { "warn" })
+        }))
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -94,7 +94,8 @@ fn sealer_for(opts: &PutOptions, user: &UserKey, path: &Path) -> Result<(ChunkSe
         DataKey::random()
     };
     let me = user.public();
-    let mut wrapped = vec![keys::wrap_for(&key, &me, if opts.post_quantum { WrapKind::XWing } else { WrapKind::X25519 })];
+    let mut wrapped =
+        vec![keys::wrap_for(&key, &me, if opts.post_quantum { WrapKind::XWing } else { WrapKind::X25519 })];
     if let Some(p) = &opts.passphrase {
         wrapped.push(keys::wrap_with_passphrase(&key, p, PassphraseParams::default()));
     }
@@ -156,7 +157,11 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
                 let stored_size = stored.len() as u32;
                 let receipt = client.put_chunk(&upload, stored).await?;
                 if receipt.cid != sealed.cid {
-                    bail!("node stored chunk {index} as {} but it is {}; the transfer was corrupted", receipt.cid, sealed.cid);
+                    bail!(
+                        "node stored chunk {index} as {} but it is {}; the transfer was corrupted",
+                        receipt.cid,
+                        sealed.cid
+                    );
                 }
                 pb.inc(sealed.plain_size as u64);
                 Ok(ChunkEntry {
@@ -213,7 +218,11 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
 pub async fn get(
     client: &Client,
     load_user: impl FnOnce() -> Result<UserKey>,
-    cid: &Cid, out: &Path, concurrency: usize, progress: bool) -> Result<GetResult> {
+    cid: &Cid,
+    out: &Path,
+    concurrency: usize,
+    progress: bool,
+) -> Result<GetResult> {
     let (mcid, bytes) = client.manifest(cid).await?;
     let manifest = Manifest::decode_verified(&mcid, &bytes).context("the node served a bad manifest")?;
     match cid.codec() {
@@ -274,7 +283,6 @@ pub async fn get(
             let client = client.clone();
             let m = manifest.clone();
             let key = key.clone();
-            let mcid = mcid;
             async move {
                 let stored = client.chunk(&mcid, i).await?;
                 tokio::task::spawn_blocking(move || {
@@ -304,7 +312,9 @@ pub async fn get(
     pb.finish_and_clear();
     if let Err(e) = result {
         if !to_stdout && written > 0 {
-            return Err(e.context(format!("the verified part is kept in {}; run the same get again to resume", tmp.display())));
+            return Err(
+                e.context(format!("the verified part is kept in {}; run the same get again to resume", tmp.display()))
+            );
         }
         if !to_stdout {
             let _ = std::fs::remove_file(&tmp);
@@ -382,7 +392,10 @@ pub fn read_small(path: &Path) -> Result<Vec<u8>> {
     if path == Path::new("-") {
         std::io::stdin().take(1 << 20).read_to_end(&mut buf)?;
     } else {
-        File::open(path).with_context(|| format!("cannot open {}", path.display()))?.take(1 << 20).read_to_end(&mut buf)?;
+        File::open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?
+            .take(1 << 20)
+            .read_to_end(&mut buf)?;
     }
     Ok(buf)
 }

@@ -75,7 +75,8 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<UserKey> {
     } else {
         None
     };
-    UserKey::from_file_bytes(bytes, pass.as_deref()).map_err(|e: KeyError| anyhow::anyhow!("key file {}: {e}", path.display()))
+    UserKey::from_file_bytes(bytes, pass.as_deref())
+        .map_err(|e: KeyError| anyhow::anyhow!("key file {}: {e}", path.display()))
 }
 
 /// Writes a key file atomically with mode 0600, refusing to overwrite.
@@ -84,7 +85,8 @@ pub fn write_key_file(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let tmp = path.with_extension("key.tmp");
-    let mut f = datamesh_node::identity::private_file(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f =
+        datamesh_node::identity::private_file(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);

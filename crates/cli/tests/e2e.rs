@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `datamesh` binary, a real node on loopback,
 //! real files on disk.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
@@ -48,7 +50,12 @@ fn public_cid_is_the_ipfs_cid_and_cid_needs_no_node() {
     std::fs::write(&f, b"hello world").unwrap();
     // `printf "hello world" | ipfs add --cid-version 1`
     let ipfs = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
-    let offline = std::process::Command::new(bin()).args(["cid", "--public"]).arg(&f).env_remove("DATAMESH_API").output().unwrap();
+    let offline = std::process::Command::new(bin())
+        .args(["cid", "--public"])
+        .arg(&f)
+        .env_remove("DATAMESH_API")
+        .output()
+        .unwrap();
     assert!(offline.status.success());
     assert_eq!(last_line(&String::from_utf8_lossy(&offline.stdout)), ipfs);
     assert_eq!(node.put(&f, &["--public"]), ipfs);
@@ -117,13 +124,22 @@ fn another_users_key_cannot_read_but_a_passphrase_can() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("secret");
     std::fs::write(&f, b"for my eyes only").unwrap();
-    let cid = last_line(&node.cli().args(["put", f.to_str().unwrap(), "--passphrase"]).env("DATAMESH_PASSPHRASE", "correct horse").output().map(|o| {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }).unwrap());
+    let cid = last_line(
+        &node
+            .cli()
+            .args(["put", f.to_str().unwrap(), "--passphrase"])
+            .env("DATAMESH_PASSPHRASE", "correct horse")
+            .output()
+            .map(|o| {
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                String::from_utf8(o.stdout).unwrap()
+            })
+            .unwrap(),
+    );
     let other = dir.path().join("other.key");
     let out = dir.path().join("out");
-    let o = node.cli().args(["get", &cid, "-o", out.to_str().unwrap()]).env("DATAMESH_USER_KEY", &other).output().unwrap();
+    let o =
+        node.cli().args(["get", &cid, "-o", out.to_str().unwrap()]).env("DATAMESH_USER_KEY", &other).output().unwrap();
     assert!(!o.status.success());
     assert!(!out.exists(), "no output file may be left by a failed get");
     let o = node
@@ -153,7 +169,12 @@ fn key_export_import_moves_access_to_another_machine() {
     std::fs::write(&f, pseudo_random(10_000, 2)).unwrap();
     let cid = node.put(&f, &[]);
     let backup = dir.path().join("backup.key");
-    let o = node.cli().args(["key", "export", "--passphrase", "-o", backup.to_str().unwrap()]).env("DATAMESH_KEY_PASSPHRASE", "pw").output().unwrap();
+    let o = node
+        .cli()
+        .args(["key", "export", "--passphrase", "-o", backup.to_str().unwrap()])
+        .env("DATAMESH_KEY_PASSPHRASE", "pw")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let elsewhere = dir.path().join("elsewhere/user.key");
     let o = node
@@ -166,7 +187,12 @@ fn key_export_import_moves_access_to_another_machine() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // A protected key without its passphrase and no terminal: a clear error, no prompt.
     let out = dir.path().join("out");
-    let o = node.cli().args(["get", &cid, "-o", out.to_str().unwrap()]).env("DATAMESH_USER_KEY", &elsewhere).output().unwrap();
+    let o = node
+        .cli()
+        .args(["get", &cid, "-o", out.to_str().unwrap()])
+        .env("DATAMESH_USER_KEY", &elsewhere)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("DATAMESH_KEY_PASSPHRASE"));
     let o = node
@@ -182,7 +208,10 @@ fn key_export_import_moves_access_to_another_machine() {
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&elsewhere).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::metadata(node.user_dir.path().join("user.key")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(node.user_dir.path().join("user.key")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     assert!(!node.data_dir().join("user.key").exists());
 }
@@ -296,8 +325,16 @@ fn acknowledged_puts_survive_kill_9_and_partial_puts_are_not_listed() {
     // A put in flight when the node dies.
     let big = dir.path().join("big");
     std::fs::write(&big, pseudo_random(64 << 20, 99)).unwrap();
-    let mut child = node.cli().args(["put", big.to_str().unwrap(), "--chunk-size", "1MiB"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    wait_for("some shards of the big put", std::time::Duration::from_secs(30), || (shard_files(&node).len() > 3 * 18 + 12).then_some(()));
+    let mut child = node
+        .cli()
+        .args(["put", big.to_str().unwrap(), "--chunk-size", "1MiB"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("some shards of the big put", std::time::Duration::from_secs(30), || {
+        (shard_files(&node).len() > 3 * 18 + 12).then_some(())
+    });
     node.kill9();
     let _ = child.wait();
     node.spawn();
@@ -349,10 +386,16 @@ fn key_passphrase_protects_the_installed_key() {
     let out = dir.path().join("out");
     let e = node.fails(&["get", &cid, "-o", out.to_str().unwrap()]);
     assert!(e.contains("DATAMESH_KEY_PASSPHRASE"), "{e}");
-    let o = node.cli().args(["get", &cid, "-o", out.to_str().unwrap()]).env("DATAMESH_KEY_PASSPHRASE", "s3cret").output().unwrap();
+    let o = node
+        .cli()
+        .args(["get", &cid, "-o", out.to_str().unwrap()])
+        .env("DATAMESH_KEY_PASSPHRASE", "s3cret")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out).unwrap(), b"protected");
-    let o = node.cli().args(["key", "passphrase", "--remove"]).env("DATAMESH_KEY_PASSPHRASE", "s3cret").output().unwrap();
+    let o =
+        node.cli().args(["key", "passphrase", "--remove"]).env("DATAMESH_KEY_PASSPHRASE", "s3cret").output().unwrap();
     assert!(o.status.success());
     node.ok(&["get", &cid, "-o", out.to_str().unwrap()]);
 }
@@ -363,7 +406,13 @@ fn a_client_killed_mid_put_leaves_nothing_listed_and_gc_reclaims_it() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big");
     std::fs::write(&big, pseudo_random(48 << 20, 5)).unwrap();
-    let mut child = node.cli().args(["put", big.to_str().unwrap(), "--chunk-size", "1MiB"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = node
+        .cli()
+        .args(["put", big.to_str().unwrap(), "--chunk-size", "1MiB"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for("some shards", std::time::Duration::from_secs(30), || (shard_files(&node).len() >= 12).then_some(()));
     child.kill().unwrap();
     let _ = child.wait();
@@ -386,7 +435,8 @@ fn an_interrupted_get_resumes_where_it_stopped() {
     let data = pseudo_random(40 << 20, 12);
     std::fs::write(&f, &data).unwrap();
     for public in [false, true] {
-        let cid = node.put(&f, if public { &["--public", "--chunk-size", "256KiB"] } else { &["--chunk-size", "256KiB"] });
+        let cid =
+            node.put(&f, if public { &["--public", "--chunk-size", "256KiB"] } else { &["--chunk-size", "256KiB"] });
         let out = dir.path().join(format!("out-{public}"));
         let partial = dir.path().join(format!("out-{public}.datamesh-partial"));
         let mut child = node

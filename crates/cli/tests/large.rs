@@ -2,6 +2,8 @@
 //! the CLI nor the node grows with the file (peak RSS bounded).
 //! Size: `DATAMESH_LARGE_TEST_GIB` (default 3).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
@@ -11,16 +13,16 @@ use common::*;
 
 /// Runs the CLI, returning (success, stderr, peak RSS in KiB) of the child.
 fn run_measured(node: &TestNode, args: &[&str]) -> (bool, String, u64) {
-    let child = node.cli().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = node.cli().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
-    let stderr = child.stderr.unwrap();
+    let stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let mut status = 0;
-    // SAFETY-free alternative does not exist in std: wait4 is the only way
-    // to read a child's peak RSS. The struct is plain data.
     let mut usage: libc::rusage = unsafe_zeroed_rusage();
+    // wait4 reaps the child (std's `wait` cannot report its peak RSS).
     let r = wait4(pid, &mut status, &mut usage);
     assert_eq!(r, pid);
+    drop(child);
     (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, reader.join().unwrap(), usage.ru_maxrss as u64)
 }
 
@@ -76,7 +78,10 @@ fn several_gib_stream_through_with_bounded_memory() {
     let node_rss = vm_hwm_kib(node.child.as_ref().unwrap().id());
     eprintln!("peak RSS: put CLI {put_rss} KiB, get CLI {get_rss} KiB, node {node_rss} KiB");
     for (what, kib) in [("put CLI", put_rss), ("get CLI", get_rss), ("node", node_rss)] {
-        assert!(kib < 150 * 1024, "{what} peaked at {kib} KiB for a {gib} GiB file: memory must not grow with file size");
+        assert!(
+            kib < 150 * 1024,
+            "{what} peaked at {kib} KiB for a {gib} GiB file: memory must not grow with file size"
+        );
     }
 }
 

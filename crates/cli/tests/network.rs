@@ -1,6 +1,8 @@
 //! Multi-node tests: real node processes on loopback, each in its own temp
 //! dir, talking libp2p to each other.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -127,7 +129,9 @@ fn a_dead_bootstrap_entry_does_not_stop_joining() {
     let mut args = FAST_TIMERS.to_vec();
     args.extend_from_slice(&["--bootstrap", &list]);
     let b = TestNode::start(&args);
-    wait_for("b to join through the live bootstrap", std::time::Duration::from_secs(30), || (b.online_peers() >= 1).then_some(()));
+    wait_for("b to join through the live bootstrap", std::time::Duration::from_secs(30), || {
+        (b.online_peers() >= 1).then_some(())
+    });
     wait_for("a to see b", std::time::Duration::from_secs(30), || (a.online_peers() >= 1).then_some(()));
 }
 
@@ -137,12 +141,20 @@ fn peers_go_warning_then_offline_when_a_node_dies() {
     net.nodes[2].kill9();
     let state_of_dead = |n: &TestNode| -> Vec<String> {
         let v = json(&n.ok(&["peers", "--json"]));
-        v["peers"].as_array().unwrap().iter().filter(|p| p["state"] != "ONLINE").map(|p| p["state"].as_str().unwrap_or("").to_string()).collect()
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"] != "ONLINE")
+            .map(|p| p["state"].as_str().unwrap_or("").to_string())
+            .collect()
     };
     wait_for("a WARNING peer", std::time::Duration::from_secs(20), || {
         state_of_dead(&net.nodes[0]).iter().any(|s| s == "WARNING" || s == "OFFLINE").then_some(())
     });
-    wait_for("an OFFLINE peer", std::time::Duration::from_secs(20), || state_of_dead(&net.nodes[0]).iter().any(|s| s == "OFFLINE").then_some(()));
+    wait_for("an OFFLINE peer", std::time::Duration::from_secs(20), || {
+        state_of_dead(&net.nodes[0]).iter().any(|s| s == "OFFLINE").then_some(())
+    });
     let text = net.nodes[0].ok(&["peers"]);
     assert!(text.contains("OFFLINE") && text.contains("k-buckets"), "{text}");
 }
@@ -151,7 +163,23 @@ fn peers_go_warning_then_offline_when_a_node_dies() {
 fn devnet_starts_prints_urls_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let child = std::process::Command::new(bin())
-        .args(["devnet", "--nodes", "3", "--json", "-k", "2", "-m", "1", "--heartbeat-interval", "200ms", "--warning-after", "1s", "--offline-after", "3s", "--data-dir"])
+        .args([
+            "devnet",
+            "--nodes",
+            "3",
+            "--json",
+            "-k",
+            "2",
+            "-m",
+            "1",
+            "--heartbeat-interval",
+            "200ms",
+            "--warning-after",
+            "1s",
+            "--offline-after",
+            "3s",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -192,7 +220,8 @@ fn devnet_starts_prints_urls_and_stops_on_sigterm() {
     wait_for("devnet peers", std::time::Duration::from_secs(30), || {
         let o = run(&nodes[1], &["peers", "--json"]);
         let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        (v["peers"].as_array().map(|a| a.iter().filter(|p| p["state"] == "ONLINE").count()).unwrap_or(0) >= 2).then_some(())
+        (v["peers"].as_array().map(|a| a.iter().filter(|p| p["state"] == "ONLINE").count()).unwrap_or(0) >= 2)
+            .then_some(())
     });
     let o = run(&nodes[1], &["put", f.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -206,7 +235,13 @@ fn devnet_starts_prints_urls_and_stops_on_sigterm() {
     let status = wait_for("devnet exit", std::time::Duration::from_secs(30), || child.try_wait().ok().flatten());
     assert!(status.success(), "devnet exited with {status}");
     for p in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{p}")).exists() || std::fs::read_to_string(format!("/proc/{p}/status")).map(|s| s.contains("State:\tZ")).unwrap_or(true), "node {p} still running");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists()
+                || std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .map(|s| s.contains("State:\tZ"))
+                    .unwrap_or(true),
+            "node {p} still running"
+        );
     }
 }
 

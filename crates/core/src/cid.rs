@@ -199,8 +199,7 @@ impl FromStr for Cid {
         if s.starts_with("Qm") && s.len() == 46 {
             return Err(CidError::Version0(shown));
         }
-        let c = cid::Cid::try_from(s)
-            .map_err(|e| CidError::Malformed { input: shown, reason: e.to_string() })?;
+        let c = cid::Cid::try_from(s).map_err(|e| CidError::Malformed { input: shown, reason: e.to_string() })?;
         Self::try_from(c)
     }
 }
@@ -219,6 +218,7 @@ impl fmt::Debug for Cid {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -243,10 +243,7 @@ mod tests {
     #[test]
     fn bad_input_is_named() {
         assert!(matches!("not-a-cid".parse::<Cid>(), Err(CidError::Malformed { .. })));
-        assert!(matches!(
-            "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>(),
-            Err(CidError::Version0(_))
-        ));
+        assert!(matches!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>(), Err(CidError::Version0(_))));
         assert!(matches!(Cid::from_bytes(&[1, 2, 3]), Err(CidError::Malformed { .. })));
     }
 

@@ -15,6 +15,5 @@ pub mod testdata;
 pub use crate::cid::{Cid, CidError, Codec};
 pub use crate::location::{LocationError, LocationRecord};
 pub use crate::manifest::{
-    ChunkEntry, Chunking, Cipher, Compression, Encryption, Erasure, Manifest, ManifestError,
-    WrappedKey,
+    ChunkEntry, Chunking, Cipher, Compression, Encryption, Erasure, Manifest, ManifestError, WrappedKey,
 };

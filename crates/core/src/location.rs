@@ -115,14 +115,18 @@ impl LocationRecord {
         if bytes.len() > MAX_LOCATION_SIZE {
             return Err(LocationError::Decode(format!("{} bytes exceeds {MAX_LOCATION_SIZE}", bytes.len())));
         }
-        let r: LocationRecord = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| LocationError::Decode(e.to_string()))?;
+        let r: LocationRecord =
+            serde_ipld_dagcbor::from_slice(bytes).map_err(|e| LocationError::Decode(e.to_string()))?;
         if r.version != LOCATION_VERSION {
             return Err(LocationError::UnknownVersion(r.version));
         }
         if r.holders.iter().any(|h| h.is_empty() || h.len() > 64) {
             return Err(LocationError::Invalid("a holder id is empty or longer than 64 bytes".into()));
         }
-        if r.chunks.iter().any(|c| c.len() > limits::MAX_TOTAL_SHARDS || c.iter().any(|&i| i as usize >= r.holders.len())) {
+        if r.chunks
+            .iter()
+            .any(|c| c.len() > limits::MAX_TOTAL_SHARDS || c.iter().any(|&i| i as usize >= r.holders.len()))
+        {
             return Err(LocationError::Invalid("a shard points outside the holder list".into()));
         }
         let key = <[u8; 32]>::try_from(r.signer.as_slice())
@@ -142,6 +146,7 @@ impl LocationRecord {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

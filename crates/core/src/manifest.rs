@@ -243,13 +243,11 @@ impl Manifest {
         struct Head {
             version: u32,
         }
-        let head: Head =
-            serde_ipld_dagcbor::from_slice(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        let head: Head = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
         if head.version != MANIFEST_VERSION {
             return Err(ManifestError::UnknownVersion(head.version));
         }
-        let m: Manifest =
-            serde_ipld_dagcbor::from_slice(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        let m: Manifest = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
         m.validate()?;
         Ok(m)
     }
@@ -272,8 +270,7 @@ impl Manifest {
         }
         let mut total = 0u64;
         for (i, c) in self.chunks.iter().enumerate() {
-            if c.plain_size as usize > limits::MAX_CHUNK_SIZE
-                || c.stored_size as usize > limits::MAX_STORED_CHUNK_SIZE
+            if c.plain_size as usize > limits::MAX_CHUNK_SIZE || c.stored_size as usize > limits::MAX_STORED_CHUNK_SIZE
             {
                 return bad(format!("chunk {i} exceeds the chunk size limit"));
             }
@@ -294,15 +291,15 @@ impl Manifest {
         if total != self.size {
             return bad(format!("chunks hold {total} bytes but the file size is {}", self.size));
         }
-        if let Some(e) = &self.encryption {
-            if e.wrapped_keys.is_empty() || e.wrapped_keys.len() > limits::MAX_WRAPPED_KEYS {
-                return bad(format!("{} wrapped keys; 1..={} allowed", e.wrapped_keys.len(), limits::MAX_WRAPPED_KEYS));
-            }
+        if let Some(e) = &self.encryption
+            && (e.wrapped_keys.is_empty() || e.wrapped_keys.len() > limits::MAX_WRAPPED_KEYS)
+        {
+            return bad(format!("{} wrapped keys; 1..={} allowed", e.wrapped_keys.len(), limits::MAX_WRAPPED_KEYS));
         }
-        if let Some(o) = &self.owner {
-            if o.len() != 32 {
-                return bad("owner key is not 32 bytes".into());
-            }
+        if let Some(o) = &self.owner
+            && o.len() != 32
+        {
+            return bad("owner key is not 32 bytes".into());
         }
         if self.merkle_root.as_slice() != merkle_root(self.chunks.iter().map(|c| &c.cid)) {
             return bad("merkle root does not match the chunk list".into());
@@ -359,6 +356,7 @@ pub fn merkle_root<'a>(cids: impl Iterator<Item = &'a Cid>) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -380,7 +378,11 @@ mod tests {
             encryption: Some(Encryption {
                 cipher: Cipher::Aes256Gcm,
                 convergent: false,
-                wrapped_keys: vec![WrappedKey::X25519 { recipient: vec![1; 32], enc: vec![2; 32], sealed: vec![3; 48] }],
+                wrapped_keys: vec![WrappedKey::X25519 {
+                    recipient: vec![1; 32],
+                    enc: vec![2; 32],
+                    sealed: vec![3; 48],
+                }],
             }),
             unixfs: None,
             owner: Some(vec![7; 32]),
@@ -420,7 +422,7 @@ mod tests {
             let e = Erasure { k, m: 2 };
             for len in [0usize, 1, 2, 3, 100, 4097, 4 << 20] {
                 let s = e.shard_size(len);
-                assert!(s % 2 == 0 && s >= 2 && s * k as usize >= len);
+                assert!(s.is_multiple_of(2) && s >= 2 && s * k as usize >= len);
             }
         }
     }

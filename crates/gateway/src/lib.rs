@@ -27,6 +27,7 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -34,7 +35,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::Json;
 use datamesh_core::{Cid, Erasure, limits};
 use datamesh_node::{Node, NodeError};
 use serde::Deserialize;
@@ -55,10 +55,7 @@ pub fn router(node: Node, token: String) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/uploads", post(begin_upload))
         .route("/v1/uploads/{id}", axum::routing::delete(abort_upload))
-        .route(
-            "/v1/uploads/{id}/chunks",
-            put(put_chunk).layer(DefaultBodyLimit::max(limits::MAX_STORED_CHUNK_SIZE)),
-        )
+        .route("/v1/uploads/{id}/chunks", put(put_chunk).layer(DefaultBodyLimit::max(limits::MAX_STORED_CHUNK_SIZE)))
         .route(
             "/v1/uploads/{id}/complete",
             post(complete_upload).layer(DefaultBodyLimit::max(limits::MAX_MANIFEST_SIZE)),
@@ -74,7 +71,9 @@ pub fn router(node: Node, token: String) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(api)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1 routes in the docs") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1 routes in the docs")
+        })
         .with_state(state)
 }
 
@@ -171,7 +170,11 @@ async fn begin_upload(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
     Ok((StatusCode::CREATED, Json(json!({"upload_id": id, "k": erasure.k, "m": erasure.m}))))
 }
 
-async fn put_chunk(State(st): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn put_chunk(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(st.node.put_chunk(&id, body).await?))
 }
 
@@ -216,7 +219,11 @@ async fn stat_file(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> 
     Ok(Json(st.node.stat(parse_cid(&cid)?).await?))
 }
 
-async fn remove_file(State(st): State<Arc<AppState>>, Path(cid): Path<String>, headers: HeaderMap) -> ApiResult<impl IntoResponse> {
+async fn remove_file(
+    State(st): State<Arc<AppState>>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
     let cid = parse_cid(&cid)?;
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let signed = match (h("x-datamesh-timestamp"), h("x-datamesh-signature")) {
@@ -233,12 +240,18 @@ async fn remove_file(State(st): State<Arc<AppState>>, Path(cid): Path<String>, h
 async fn get_manifest(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
     let (cid, bytes) = st.node.manifest_bytes(parse_cid(&cid)?).await?;
     Ok((
-        [(header::CONTENT_TYPE, "application/cbor".to_string()), (header::HeaderName::from_static("x-datamesh-manifest"), cid.to_string())],
+        [
+            (header::CONTENT_TYPE, "application/cbor".to_string()),
+            (header::HeaderName::from_static("x-datamesh-manifest"), cid.to_string()),
+        ],
         bytes,
     ))
 }
 
-async fn get_chunk(State(st): State<Arc<AppState>>, Path((cid, index)): Path<(String, usize)>) -> ApiResult<impl IntoResponse> {
+async fn get_chunk(
+    State(st): State<Arc<AppState>>,
+    Path((cid, index)): Path<(String, usize)>,
+) -> ApiResult<impl IntoResponse> {
     let data = st.node.chunk(parse_cid(&cid)?, index).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Bytes::from_owner(data)))
 }
@@ -274,6 +287,7 @@ async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> 
             })
         })
         .collect();
-    let buckets: Vec<_> = st.node.routing_table().await.into_iter().map(|(b, n)| json!({"bucket": b, "entries": n})).collect();
+    let buckets: Vec<_> =
+        st.node.routing_table().await.into_iter().map(|(b, n)| json!({"bucket": b, "entries": n})).collect();
     Ok(Json(json!({"peers": peers, "routing_table": buckets})))
 }

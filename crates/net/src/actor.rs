@@ -19,15 +19,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::kad::{self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, RecordKey};
-use libp2p::request_response::{
-    self, Message, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel,
-};
+use libp2p::request_response::{self, Message, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify,
-    identity, mdns, noise, ping, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify, identity, mdns, noise,
+    ping, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -73,40 +71,14 @@ type Reply<T> = oneshot::Sender<Result<T, NetError>>;
 /// What a [`crate::NetClient`] asks of the actor.
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
-    Request {
-        peer: PeerId,
-        req: Request,
-        reply: Reply<Response>,
-    },
-    Strike {
-        peer: PeerId,
-        why: String,
-    },
-    ClosestPeers {
-        key: Vec<u8>,
-        reply: Reply<Vec<PeerId>>,
-    },
-    Provide {
-        key: Vec<u8>,
-        reply: Reply<()>,
-    },
-    FindProviders {
-        key: Vec<u8>,
-        reply: Reply<Vec<PeerId>>,
-    },
-    LocalProviders {
-        key: Vec<u8>,
-        reply: oneshot::Sender<Vec<PeerId>>,
-    },
-    PutDhtRecord {
-        key: Vec<u8>,
-        value: Vec<u8>,
-        reply: Reply<()>,
-    },
-    GetDhtRecord {
-        key: Vec<u8>,
-        reply: Reply<Option<Vec<u8>>>,
-    },
+    Request { peer: PeerId, req: Request, reply: Reply<Response> },
+    Strike { peer: PeerId, why: String },
+    ClosestPeers { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
+    Provide { key: Vec<u8>, reply: Reply<()> },
+    FindProviders { key: Vec<u8>, reply: Reply<Vec<PeerId>> },
+    LocalProviders { key: Vec<u8>, reply: oneshot::Sender<Vec<PeerId>> },
+    PutDhtRecord { key: Vec<u8>, value: Vec<u8>, reply: Reply<()> },
+    GetDhtRecord { key: Vec<u8>, reply: Reply<Option<Vec<u8>>> },
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     RoutingTable(oneshot::Sender<Vec<(u32, usize)>>),
     Shutdown(oneshot::Sender<()>),
@@ -120,10 +92,7 @@ enum Pending {
 enum QueryWait {
     Closest(Reply<Vec<PeerId>>),
     Provide(Reply<()>),
-    Providers {
-        found: HashSet<PeerId>,
-        reply: Reply<Vec<PeerId>>,
-    },
+    Providers { found: HashSet<PeerId>, reply: Reply<Vec<PeerId>> },
     PutRecord(Reply<()>),
     GetRecord(Reply<Option<Vec<u8>>>),
 }
@@ -206,9 +175,7 @@ pub(crate) async fn build(
         .set_query_timeout(tuning.query_timeout)
         .set_max_packet_size(KAD_MAX_PACKET);
 
-    let idle = tuning
-        .idle_connection_timeout
-        .max(cfg.timers.heartbeat_interval * 3);
+    let idle = tuning.idle_connection_timeout.max(cfg.timers.heartbeat_interval * 3);
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(tuning.max_connections))
         .with_max_established_per_peer(Some(tuning.max_connections_per_peer))
@@ -221,29 +188,17 @@ pub(crate) async fn build(
 
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Config(format!("TCP transport: {e}")))?
         .with_quic()
         .with_dns()
-        .map_err(|e| {
-            NetError::Config(format!(
-                "DNS resolver (reading the system DNS configuration): {e}"
-            ))
-        })?
+        .map_err(|e| NetError::Config(format!("DNS resolver (reading the system DNS configuration): {e}")))?
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(local, store, kc);
             // Server mode always: automatic mode keeps loopback-only and
             // LAN nodes as clients that nobody can route to.
             kad.set_mode(Some(kad::Mode::Server));
-            let mdns = if use_mdns {
-                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
-            } else {
-                None
-            };
+            let mdns = if use_mdns { Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?) } else { None };
             Ok(Behaviour {
                 block: Default::default(),
                 limits: connection_limits::Behaviour::new(limits),
@@ -254,9 +209,7 @@ pub(crate) async fn build(
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad,
                 shard: request_response::Behaviour::with_codec(
-                    ShardCodec {
-                        budget: InboundBudget::new(max_inbound_bytes),
-                    },
+                    ShardCodec { budget: InboundBudget::new(max_inbound_bytes) },
                     [(PROTOCOL, ProtocolSupport::Full)],
                     rr_config,
                 ),
@@ -268,13 +221,7 @@ pub(crate) async fn build(
         .build();
 
     let now = Instant::now();
-    let boot = Bootstrap::new(
-        &cfg.bootstrap,
-        local,
-        tuning.bootstrap_backoff_start,
-        tuning.bootstrap_backoff_max,
-        now,
-    );
+    let boot = Bootstrap::new(&cfg.bootstrap, local, tuning.bootstrap_backoff_start, tuning.bootstrap_backoff_max, now);
     let max_inbound = cfg.max_inbound_requests.max(1);
     let (served_tx, served_rx) = mpsc::channel(max_inbound);
     let mut actor = Actor {
@@ -300,11 +247,7 @@ pub(crate) async fn build(
     // Addresses of bootstrap peers with a known id go into Kademlia now.
     for e in &actor.boot.entries {
         if let (Some(p), false) = (e.peer, e.phase == bootstrap::Phase::Disabled) {
-            actor
-                .swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&p, e.addr.clone());
+            actor.swarm.behaviour_mut().kad.add_address(&p, e.addr.clone());
         }
     }
     Ok(actor)
@@ -318,10 +261,8 @@ impl Actor {
     async fn listen(&mut self, addrs: &[Multiaddr]) -> Result<(), NetError> {
         let mut waiting: HashSet<ListenerId> = HashSet::new();
         for a in addrs {
-            let id = self
-                .swarm
-                .listen_on(a.clone())
-                .map_err(|e| NetError::Config(format!("cannot listen on {a}: {e}")))?;
+            let id =
+                self.swarm.listen_on(a.clone()).map_err(|e| NetError::Config(format!("cannot listen on {a}: {e}")))?;
             waiting.insert(id);
         }
         let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
@@ -330,23 +271,14 @@ impl Actor {
                 .await
                 .map_err(|_| NetError::Config("listeners did not come up within 10 s".into()))?;
             match ev {
-                SwarmEvent::NewListenAddr {
-                    listener_id,
-                    address,
-                } => {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
                     tracing::info!(%address, "listening");
                     waiting.remove(&listener_id);
                 }
-                SwarmEvent::ListenerError { listener_id, error }
-                    if waiting.contains(&listener_id) =>
-                {
+                SwarmEvent::ListenerError { listener_id, error } if waiting.contains(&listener_id) => {
                     return Err(NetError::Config(format!("listener failed: {error}")));
                 }
-                SwarmEvent::ListenerClosed {
-                    listener_id,
-                    reason,
-                    ..
-                } if waiting.contains(&listener_id) => {
+                SwarmEvent::ListenerClosed { listener_id, reason, .. } if waiting.contains(&listener_id) => {
                     return Err(NetError::Config(format!("listener closed: {reason:?}")));
                 }
                 other => self.on_swarm_event(other),
@@ -406,37 +338,20 @@ impl Actor {
             }
             Command::Provide { key, reply } => {
                 if let Some(reply) = self.query_room(reply) {
-                    match self
-                        .swarm
-                        .behaviour_mut()
-                        .kad
-                        .start_providing(RecordKey::from(key))
-                    {
+                    match self.swarm.behaviour_mut().kad.start_providing(RecordKey::from(key)) {
                         Ok(id) => {
                             self.queries.insert(id, QueryWait::Provide(reply));
                         }
                         Err(e) => {
-                            let _ = reply.send(Err(NetError::Refused(format!(
-                                "local provider store: {e:?}"
-                            ))));
+                            let _ = reply.send(Err(NetError::Refused(format!("local provider store: {e:?}"))));
                         }
                     }
                 }
             }
             Command::FindProviders { key, reply } => {
                 if let Some(reply) = self.query_room(reply) {
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .kad
-                        .get_providers(RecordKey::from(key));
-                    self.queries.insert(
-                        id,
-                        QueryWait::Providers {
-                            found: HashSet::new(),
-                            reply,
-                        },
-                    );
+                    let id = self.swarm.behaviour_mut().kad.get_providers(RecordKey::from(key));
+                    self.queries.insert(id, QueryWait::Providers { found: HashSet::new(), reply });
                 }
             }
             Command::LocalProviders { key, reply } => {
@@ -456,10 +371,7 @@ impl Actor {
             }
             Command::PutDhtRecord { key, value, reply } => {
                 if value.len() > MAX_DHT_VALUE {
-                    let why = format!(
-                        "DHT value of {} bytes; the limit is {MAX_DHT_VALUE}",
-                        value.len()
-                    );
+                    let why = format!("DHT value of {} bytes; the limit is {MAX_DHT_VALUE}", value.len());
                     let _ = reply.send(Err(NetError::Protocol(why)));
                 } else if let Some(reply) = self.query_room(reply) {
                     let mut rec = kad::Record::new(key, value);
@@ -469,19 +381,14 @@ impl Actor {
                             self.queries.insert(id, QueryWait::PutRecord(reply));
                         }
                         Err(e) => {
-                            let _ = reply
-                                .send(Err(NetError::Refused(format!("local record store: {e:?}"))));
+                            let _ = reply.send(Err(NetError::Refused(format!("local record store: {e:?}"))));
                         }
                     }
                 }
             }
             Command::GetDhtRecord { key, reply } => {
                 if let Some(reply) = self.query_room(reply) {
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .kad
-                        .get_record(RecordKey::from(key));
+                    let id = self.swarm.behaviour_mut().kad.get_record(RecordKey::from(key));
                     self.queries.insert(id, QueryWait::GetRecord(reply));
                 }
             }
@@ -531,11 +438,7 @@ impl Actor {
             let _ = reply.send(Err(NetError::Busy));
             return;
         }
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .shard
-            .send_request(&peer, Inbound::Request(req, None));
+        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Inbound::Request(req, None));
         self.pending.insert(id, Pending::User(reply));
     }
 
@@ -574,11 +477,7 @@ impl Actor {
             e.heartbeat_in_flight = true;
             e.next_heartbeat = next;
         }
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .shard
-            .send_request(&peer, Inbound::Request(Request::Heartbeat(hb), None));
+        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Inbound::Request(Request::Heartbeat(hb), None));
         self.pending.insert(id, Pending::Heartbeat(peer));
     }
 
@@ -592,11 +491,7 @@ impl Actor {
                 e.strikes = 0;
                 unban.push(*p);
             }
-            if e.connections > 0
-                && e.banned_until.is_none()
-                && !e.heartbeat_in_flight
-                && e.next_heartbeat <= now
-            {
+            if e.connections > 0 && e.banned_until.is_none() && !e.heartbeat_in_flight && e.next_heartbeat <= now {
                 due.push(*p);
             }
         }
@@ -632,8 +527,7 @@ impl Actor {
         self.boot.dialing(i, id);
         if let Err(err) = self.swarm.dial(opts) {
             tracing::debug!(%err, "bootstrap dial not started");
-            self.boot
-                .dial_failed(id, now, matches!(err, DialError::LocalPeerId { .. }));
+            self.boot.dial_failed(id, now, matches!(err, DialError::LocalPeerId { .. }));
         }
     }
 
@@ -642,11 +536,7 @@ impl Actor {
     fn on_served(&mut self, s: Served) {
         self.inbound_in_flight = self.inbound_in_flight.saturating_sub(1);
         // Err: the stream timed out or closed meanwhile; nothing to do.
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .shard
-            .send_response(s.channel, s.response);
+        let _ = self.swarm.behaviour_mut().shard.send_response(s.channel, s.response);
         // The strike after the answer: a ban closes the connection, which
         // may still cut the answer short.
         if let Some(why) = &s.strike {
@@ -671,19 +561,11 @@ impl Actor {
                 e.last_heartbeat = Some(hb);
             }
             let mine = *self.local_heartbeat.borrow();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .shard
-                .send_response(channel, Response::Heartbeat(mine));
+            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Heartbeat(mine));
             return;
         }
         if self.inbound_in_flight >= self.max_inbound {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .shard
-                .send_response(channel, Response::Refused("busy".into()));
+            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Refused("busy".into()));
             return;
         }
         self.inbound_in_flight += 1;
@@ -696,14 +578,7 @@ impl Actor {
             drop(permit);
             // The actor holds the receiver until it stops; if it has, the
             // answer has nowhere to go.
-            let _ = tx
-                .send(Served {
-                    peer,
-                    channel,
-                    response,
-                    strike,
-                })
-                .await;
+            let _ = tx.send(Served { peer, channel, response, strike }).await;
         });
     }
 
@@ -714,11 +589,7 @@ impl Actor {
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Shard(ev)) => self.on_shard_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad_event(ev),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 if info.protocol_version != ID_PROTOCOL_VERSION {
                     tracing::debug!(peer = %peer_id, version = %info.protocol_version, "not a DataMesh peer");
                     return;
@@ -736,11 +607,7 @@ impl Actor {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                result: Ok(_),
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Ok(_), .. })) => {
                 self.peers.seen(&peer, now);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
@@ -748,10 +615,7 @@ impl Actor {
                     if peer == self.local {
                         continue;
                     }
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer, addr.clone());
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                     if !self.swarm.is_connected(&peer) {
                         let opts = DialOpts::peer_id(peer)
                             .addresses(vec![addr])
@@ -795,11 +659,7 @@ impl Actor {
                     self.send_heartbeat(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                num_established,
-                ..
-            } => {
+            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
                 if let Some(e) = self.peers.get_mut(&peer_id) {
                     e.connections = num_established as usize;
                 }
@@ -807,17 +667,9 @@ impl Actor {
                     self.boot.disconnected(peer_id, now);
                 }
             }
-            SwarmEvent::OutgoingConnectionError {
-                connection_id,
-                peer_id,
-                error,
-            } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
-                self.boot.dial_failed(
-                    connection_id,
-                    now,
-                    matches!(error, DialError::LocalPeerId { .. }),
-                );
+                self.boot.dial_failed(connection_id, now, matches!(error, DialError::LocalPeerId { .. }));
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
             _ => {}
@@ -828,13 +680,8 @@ impl Actor {
         let now = Instant::now();
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
-                Message::Request {
-                    request, channel, ..
-                } => self.on_inbound(peer, request, channel),
-                Message::Response {
-                    request_id,
-                    response,
-                } => {
+                Message::Request { request, channel, .. } => self.on_inbound(peer, request, channel),
+                Message::Response { request_id, response } => {
                     self.peers.seen(&peer, now);
                     match self.pending.remove(&request_id) {
                         Some(Pending::Heartbeat(p)) => {
@@ -852,24 +699,15 @@ impl Actor {
                     }
                 }
             },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
                 let violation = matches!(&error, OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData);
                 let err = match error {
-                    OutboundFailure::DialFailure | OutboundFailure::ConnectionClosed => {
-                        NetError::PeerUnreachable
-                    }
+                    OutboundFailure::DialFailure | OutboundFailure::ConnectionClosed => NetError::PeerUnreachable,
                     OutboundFailure::Timeout => NetError::Timeout,
                     OutboundFailure::UnsupportedProtocols => {
                         NetError::Protocol(format!("the peer does not speak {PROTOCOL}"))
                     }
-                    OutboundFailure::Io(e) if e.to_string().contains("max sub-streams") => {
-                        NetError::Busy
-                    }
+                    OutboundFailure::Io(e) if e.to_string().contains("max sub-streams") => NetError::Busy,
                     OutboundFailure::Io(e) => NetError::Protocol(e.to_string()),
                 };
                 if violation {
@@ -895,13 +733,7 @@ impl Actor {
     }
 
     fn on_kad_event(&mut self, ev: kad::Event) {
-        let kad::Event::OutboundQueryProgressed {
-            id,
-            result,
-            step,
-            stats,
-        } = ev
-        else {
+        let kad::Event::OutboundQueryProgressed { id, result, step, stats } = ev else {
             return;
         };
         if step.last {
@@ -919,9 +751,7 @@ impl Actor {
                 if let Some(QueryWait::Closest(reply)) = self.queries.remove(&id) {
                     let out = match r {
                         Ok(ok) => Ok(ok.peers.into_iter().map(|p| p.peer_id).collect()),
-                        Err(kad::GetClosestPeersError::Timeout { peers, .. })
-                            if !peers.is_empty() =>
-                        {
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
                             Ok(peers.into_iter().map(|p| p.peer_id).collect())
                         }
                         Err(_) => Err(NetError::Timeout),
@@ -968,9 +798,9 @@ impl Actor {
                 if let Some(QueryWait::PutRecord(reply)) = self.queries.remove(&id) {
                     let out = match r {
                         Ok(_) => Ok(()),
-                        Err(kad::PutRecordError::QuorumFailed { .. }) => Err(NetError::Refused(
-                            "no peer stored the record (quorum failed)".into(),
-                        )),
+                        Err(kad::PutRecordError::QuorumFailed { .. }) => {
+                            Err(NetError::Refused("no peer stored the record (quorum failed)".into()))
+                        }
                         Err(_) => Err(NetError::Timeout),
                     };
                     let _ = reply.send(out);
@@ -988,9 +818,7 @@ impl Actor {
                     Err(kad::GetRecordError::NotFound { .. }) => Some(Ok(None)),
                     Err(_) => Some(Err(NetError::Timeout)),
                 };
-                if let (Some(out), Some(QueryWait::GetRecord(reply))) =
-                    (out, self.queries.remove(&id))
-                {
+                if let (Some(out), Some(QueryWait::GetRecord(reply))) = (out, self.queries.remove(&id)) {
                     let _ = reply.send(out);
                 }
             }
@@ -1029,12 +857,7 @@ impl Actor {
 /// Serves one inbound (or self-addressed) request: verify content against its
 /// CID, then ask the node's handler. Returns the answer and, when the peer
 /// sent data that does not match its CID, the strike reason.
-async fn serve(
-    handler: Arc<dyn Handler>,
-    peer: PeerId,
-    req: Request,
-    local: Heartbeat,
-) -> (Response, Option<String>) {
+async fn serve(handler: Arc<dyn Handler>, peer: PeerId, req: Request, local: Heartbeat) -> (Response, Option<String>) {
     let req = match req {
         Request::Heartbeat(_) => return (Response::Heartbeat(local), None),
         Request::PutShard { cid, data } => match verify(cid, data).await {
@@ -1064,9 +887,7 @@ pub(crate) async fn verify(cid: datamesh_core::Cid, data: Vec<u8>) -> Result<Vec
         let ok = cid.verifies(&data);
         Ok((ok, data))
     } else {
-        tokio::task::spawn_blocking(move || (cid.verifies(&data), data))
-            .await
-            .map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || (cid.verifies(&data), data)).await.map_err(|e| e.to_string())
     };
     match checked {
         Ok((true, data)) => Ok(data),

@@ -59,35 +59,16 @@ pub(crate) fn split_p2p(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
 }
 
 impl Bootstrap {
-    pub fn new(
-        list: &[Multiaddr],
-        local: PeerId,
-        start: Duration,
-        max: Duration,
-        now: Instant,
-    ) -> Self {
+    pub fn new(list: &[Multiaddr], local: PeerId, start: Duration, max: Duration, now: Instant) -> Self {
         let entries = list
             .iter()
             .map(|m| {
                 let (addr, peer) = split_p2p(m);
-                let phase = if peer == Some(local) {
-                    Phase::Disabled
-                } else {
-                    Phase::Waiting { next: now }
-                };
-                Entry {
-                    addr,
-                    peer,
-                    phase,
-                    backoff: start,
-                }
+                let phase = if peer == Some(local) { Phase::Disabled } else { Phase::Waiting { next: now } };
+                Entry { addr, peer, phase, backoff: start }
             })
             .collect();
-        Self {
-            entries,
-            start,
-            max,
-        }
+        Self { entries, start, max }
     }
 
     /// Entries due for a dial, in priority order.
@@ -127,9 +108,7 @@ impl Bootstrap {
                     e.phase = Phase::Disabled;
                     continue;
                 }
-                e.phase = Phase::Waiting {
-                    next: now + e.backoff,
-                };
+                e.phase = Phase::Waiting { next: now + e.backoff };
                 e.backoff = (e.backoff * 2).min(self.max);
             }
         }
@@ -140,9 +119,7 @@ impl Bootstrap {
     pub fn disconnected(&mut self, peer: PeerId, now: Instant) {
         for e in &mut self.entries {
             if e.peer == Some(peer) && e.phase == Phase::Connected {
-                e.phase = Phase::Waiting {
-                    next: now + e.backoff,
-                };
+                e.phase = Phase::Waiting { next: now + e.backoff };
                 e.backoff = (e.backoff * 2).min(self.max);
             }
         }
@@ -159,13 +136,7 @@ mod tests {
         let me = PeerId::random();
         let a: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         let t0 = Instant::now();
-        let mut b = Bootstrap::new(
-            &[a],
-            me,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            t0,
-        );
+        let mut b = Bootstrap::new(&[a], me, Duration::from_secs(1), Duration::from_secs(60), t0);
         let mut now = t0;
         let mut delays = vec![];
         for n in 0..9 {
@@ -174,9 +145,7 @@ mod tests {
             b.dialing(0, id);
             assert!(b.due(now).is_empty());
             b.dial_failed(id, now, false);
-            let Phase::Waiting { next } = b.entries[0].phase else {
-                panic!()
-            };
+            let Phase::Waiting { next } = b.entries[0].phase else { panic!() };
             delays.push((next - now).as_secs());
             now = next;
         }
@@ -187,9 +156,7 @@ mod tests {
         assert_eq!(b.connected(id, p), vec![0]);
         assert_eq!(b.entries[0].peer, Some(p), "id learned from the connection");
         b.disconnected(p, now);
-        let Phase::Waiting { next } = b.entries[0].phase else {
-            panic!()
-        };
+        let Phase::Waiting { next } = b.entries[0].phase else { panic!() };
         assert_eq!((next - now).as_secs(), 1, "reconnect starts at 1 s");
     }
 
@@ -200,13 +167,7 @@ mod tests {
         let (a, p) = split_p2p(&m);
         assert_eq!(a.to_string(), "/ip4/10.0.0.1/tcp/4001");
         assert_eq!(p, Some(me));
-        let b = Bootstrap::new(
-            &[m],
-            me,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            Instant::now(),
-        );
+        let b = Bootstrap::new(&[m], me, Duration::from_secs(1), Duration::from_secs(60), Instant::now());
         assert!(b.due(Instant::now()).is_empty());
     }
 }

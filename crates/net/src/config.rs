@@ -64,9 +64,7 @@ impl NetConfig {
             identity_seed,
             listen: vec![
                 "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
-                "/ip4/0.0.0.0/udp/0/quic-v1"
-                    .parse()
-                    .expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid multiaddr"),
             ],
             bootstrap: Vec::new(),
             mdns: false,

@@ -16,9 +16,7 @@ pub enum NetError {
     #[error("the peer refused: {0}")]
     Refused(String),
     /// The peer sent bytes that do not match their CID; it has been struck.
-    #[error(
-        "peer {peer} sent data that does not match {cid}; it was counted against the peer, fetch from another"
-    )]
+    #[error("peer {peer} sent data that does not match {cid}; it was counted against the peer, fetch from another")]
     Corrupt {
         /// What was asked for.
         cid: Cid,

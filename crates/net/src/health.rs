@@ -111,12 +111,7 @@ pub(crate) struct PeerTable {
 
 impl PeerTable {
     pub fn new(max: usize, timers: HealthTimers) -> Self {
-        Self {
-            entries: HashMap::new(),
-            max: max.max(1),
-            evicted: Vec::new(),
-            timers,
-        }
+        Self { entries: HashMap::new(), max: max.max(1), evicted: Vec::new(), timers }
     }
 
     #[cfg(test)]
@@ -145,12 +140,7 @@ impl PeerTable {
             .iter()
             .filter(|(_, e)| e.connections == 0 && e.banned_until.is_none_or(|t| t <= now))
             .min_by_key(|(_, e)| silent_since(e))
-            .or_else(|| {
-                self.entries
-                    .iter()
-                    .filter(|(_, e)| e.connections == 0)
-                    .min_by_key(|(_, e)| e.banned_until)
-            })
+            .or_else(|| self.entries.iter().filter(|(_, e)| e.connections == 0).min_by_key(|(_, e)| e.banned_until))
             .map(|(p, _)| *p);
         if let Some(p) = victim {
             self.entries.remove(&p);
@@ -229,11 +219,7 @@ mod tests {
         let p = PeerId::random();
         let t0 = Instant::now();
         t.entry(p, t0);
-        assert_eq!(
-            t.state(t.get(&p).unwrap(), t0),
-            PeerState::Offline,
-            "never seen"
-        );
+        assert_eq!(t.state(t.get(&p).unwrap(), t0), PeerState::Offline, "never seen");
         t.seen(&p, t0);
         let at = |s| t0 + Duration::from_secs(s);
         assert_eq!(t.state(t.get(&p).unwrap(), at(9)), PeerState::Online);
@@ -256,10 +242,7 @@ mod tests {
         t.entry(PeerId::random(), now);
         assert_eq!(t.info(now).len(), 3);
         assert!(t.get(&keep[0]).is_some(), "connected peers stay");
-        assert!(
-            t.get(&keep[1]).is_none(),
-            "the longest-silent disconnected one goes"
-        );
+        assert!(t.get(&keep[1]).is_none(), "the longest-silent disconnected one goes");
     }
 
     #[test]

@@ -38,18 +38,14 @@ pub(crate) struct PersistentStore {
 
 impl PersistentStore {
     pub(crate) fn new(local: PeerId, config: MemoryStoreConfig) -> Self {
-        Self {
-            inner: MemoryStore::with_config(local, config),
-            provider_keys: HashSet::new(),
-        }
+        Self { inner: MemoryStore::with_config(local, config), provider_keys: HashSet::new() }
     }
 
     /// Everything in the store, in the on-disk form.
     pub(crate) fn snapshot(&self) -> StoreFile {
         let now_i = Instant::now();
         let now_s = SystemTime::now();
-        let to_unix =
-            |e: Option<Instant>| e.map(|e| unix_secs(now_s + e.saturating_duration_since(now_i)));
+        let to_unix = |e: Option<Instant>| e.map(|e| unix_secs(now_s + e.saturating_duration_since(now_i)));
         let records = self
             .inner
             .records()
@@ -68,18 +64,10 @@ impl PersistentStore {
                 key: p.key.to_vec(),
                 provider: p.provider.to_bytes(),
                 expires: to_unix(p.expires),
-                addrs: p
-                    .addresses
-                    .iter()
-                    .map(|a| serde_bytes::ByteBuf::from(a.to_vec()))
-                    .collect(),
+                addrs: p.addresses.iter().map(|a| serde_bytes::ByteBuf::from(a.to_vec())).collect(),
             })
             .collect();
-        StoreFile {
-            version: STORE_VERSION,
-            records,
-            providers,
-        }
+        StoreFile { version: STORE_VERSION, records, providers }
     }
 
     /// Loads a snapshot, skipping expired or malformed entries. Returns how
@@ -105,12 +93,7 @@ impl PersistentStore {
                 Some(Err(_)) => continue,
                 None => None,
             };
-            let rec = Record {
-                key: RecordKey::from(r.key),
-                value: r.value,
-                publisher,
-                expires,
-            };
+            let rec = Record { key: RecordKey::from(r.key), value: r.value, publisher, expires };
             if self.inner.put(rec).is_ok() {
                 nr += 1;
             }
@@ -122,17 +105,8 @@ impl PersistentStore {
             let Ok(provider) = PeerId::from_bytes(&p.provider) else {
                 continue;
             };
-            let addresses = p
-                .addrs
-                .into_iter()
-                .filter_map(|a| Multiaddr::try_from(a.into_vec()).ok())
-                .collect();
-            let rec = ProviderRecord {
-                key: RecordKey::from(p.key),
-                provider,
-                expires,
-                addresses,
-            };
+            let addresses = p.addrs.into_iter().filter_map(|a| Multiaddr::try_from(a.into_vec()).ok()).collect();
+            let rec = ProviderRecord { key: RecordKey::from(p.key), provider, expires, addresses };
             if self.add_provider(rec).is_ok() {
                 np += 1;
             }
@@ -207,9 +181,7 @@ struct DiskProvider {
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Where the store lives in `state_dir`.
@@ -226,18 +198,12 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<StoreFile>> {
         Err(e) => return Err(e),
     };
     let decoded = if meta.len() > MAX_STORE_FILE {
-        Err(format!(
-            "{} bytes is larger than any store this node writes",
-            meta.len()
-        ))
+        Err(format!("{} bytes is larger than any store this node writes", meta.len()))
     } else {
         let bytes = std::fs::read(path)?;
         match serde_ipld_dagcbor::from_slice::<StoreFile>(&bytes) {
             Ok(f) if f.version == STORE_VERSION => Ok(f),
-            Ok(f) => Err(format!(
-                "store version {} (this build reads {STORE_VERSION})",
-                f.version
-            )),
+            Ok(f) => Err(format!("store version {} (this build reads {STORE_VERSION})", f.version)),
             Err(e) => Err(e.to_string()),
         }
     };
@@ -246,8 +212,7 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<StoreFile>> {
         Err(why) => {
             let aside = path.with_extension("cbor.corrupt");
             tracing::warn!(path = %path.display(), %why, "kad store unreadable; moved aside, starting empty");
-            std::fs::rename(path, &aside)
-                .map_err(|e| Error::new(e.kind(), format!("moving aside: {e}")))?;
+            std::fs::rename(path, &aside).map_err(|e| Error::new(e.kind(), format!("moving aside: {e}")))?;
             Ok(None)
         }
     }
@@ -280,22 +245,11 @@ mod tests {
         let other = PeerId::random();
         let mut s = PersistentStore::new(me, MemoryStoreConfig::default());
         let soon = Some(Instant::now() + Duration::from_secs(3600));
-        s.put(Record {
-            key: RecordKey::new(b"a"),
-            value: b"1".to_vec(),
-            publisher: Some(other),
-            expires: soon,
-        })
-        .unwrap();
-        s.put(Record {
-            key: RecordKey::new(b"forever"),
-            value: b"2".to_vec(),
-            publisher: None,
-            expires: None,
-        })
-        .unwrap();
-        s.add_provider(ProviderRecord::new(RecordKey::new(b"p"), me, vec![]))
+        s.put(Record { key: RecordKey::new(b"a"), value: b"1".to_vec(), publisher: Some(other), expires: soon })
             .unwrap();
+        s.put(Record { key: RecordKey::new(b"forever"), value: b"2".to_vec(), publisher: None, expires: None })
+            .unwrap();
+        s.add_provider(ProviderRecord::new(RecordKey::new(b"p"), me, vec![])).unwrap();
         let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
         s.add_provider(ProviderRecord {
             key: RecordKey::new(b"q"),
@@ -307,12 +261,7 @@ mod tests {
 
         let mut file = s.snapshot();
         // An entry that expired while the node was down.
-        file.records.push(DiskRecord {
-            key: b"old".to_vec(),
-            value: vec![],
-            publisher: None,
-            expires: Some(1),
-        });
+        file.records.push(DiskRecord { key: b"old".to_vec(), value: vec![], publisher: None, expires: Some(1) });
 
         let dir = tempfile::tempdir().unwrap();
         let path = store_path(dir.path());
@@ -324,11 +273,7 @@ mod tests {
         assert_eq!(t.restore(loaded), (2, 2));
         assert!(t.get(&RecordKey::new(b"old")).is_none());
         assert_eq!(t.get(&RecordKey::new(b"a")).unwrap().publisher, Some(other));
-        assert_eq!(
-            t.provided().count(),
-            1,
-            "our own provider record is ours again"
-        );
+        assert_eq!(t.provided().count(), 1, "our own provider record is ours again");
         assert_eq!(t.providers(&RecordKey::new(b"q"))[0].addresses.len(), 1);
         t.remove_provider(&RecordKey::new(b"q"), &other);
         assert_eq!(t.snapshot().providers.len(), 1);

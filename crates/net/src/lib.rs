@@ -98,36 +98,19 @@ pub async fn start(cfg: NetConfig, handler: Arc<dyn Handler>) -> Result<NetClien
 }
 
 /// [`start`] with explicit [`Tuning`].
-pub async fn start_with(
-    cfg: NetConfig,
-    tuning: Tuning,
-    handler: Arc<dyn Handler>,
-) -> Result<NetClient, NetError> {
+pub async fn start_with(cfg: NetConfig, tuning: Tuning, handler: Arc<dyn Handler>) -> Result<NetClient, NetError> {
     let (tx, rx) = mpsc::channel(actor::COMMAND_QUEUE);
     let (hb_tx, hb_rx) = watch::channel(Heartbeat::default());
     let actor = actor::build(cfg, tuning, handler, rx, hb_rx).await?;
     let local = actor.local_peer_id();
     tokio::spawn(actor.run());
-    Ok(NetClient {
-        inner: Arc::new(ClientInner {
-            local,
-            commands: tx,
-            heartbeat: hb_tx,
-        }),
-    })
+    Ok(NetClient { inner: Arc::new(ClientInner { local, commands: tx, heartbeat: hb_tx }) })
 }
 
 impl NetClient {
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, NetError> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NetError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(make(tx))
-            .await
-            .map_err(|_| NetError::Shutdown)?;
+        self.inner.commands.send(make(tx)).await.map_err(|_| NetError::Shutdown)?;
         rx.await.map_err(|_| NetError::Shutdown)
     }
 
@@ -156,31 +139,18 @@ impl NetClient {
     /// Dropping the future abandons the answer; the request may still have
     /// reached the peer.
     pub async fn request(&self, peer: PeerId, req: Request) -> Result<Response, NetError> {
-        self.ask(|reply| Command::Request { peer, req, reply })
-            .await?
+        self.ask(|reply| Command::Request { peer, req, reply }).await?
     }
 
     /// Stores a shard on `peer`. `Ok` only when the peer answered `Ok`, which
     /// means the shard is durable there.
     pub async fn put_shard(&self, peer: PeerId, cid: Cid, data: Vec<u8>) -> Result<(), NetError> {
-        expect_ok(
-            self.request(peer, Request::PutShard { cid, data }).await?,
-            "PUT_SHARD",
-        )
+        expect_ok(self.request(peer, Request::PutShard { cid, data }).await?, "PUT_SHARD")
     }
 
     /// Stores a manifest on `peer`; `Ok` only on the peer's `Ok`.
-    pub async fn put_manifest(
-        &self,
-        peer: PeerId,
-        cid: Cid,
-        data: Vec<u8>,
-    ) -> Result<(), NetError> {
-        expect_ok(
-            self.request(peer, Request::PutManifest { cid, data })
-                .await?,
-            "PUT_MANIFEST",
-        )
+    pub async fn put_manifest(&self, peer: PeerId, cid: Cid, data: Vec<u8>) -> Result<(), NetError> {
+        expect_ok(self.request(peer, Request::PutManifest { cid, data }).await?, "PUT_MANIFEST")
     }
 
     /// Reads a shard from `peer`, verified against `cid`. Bytes that do not
@@ -201,49 +171,26 @@ impl NetClient {
         let n = cids.len();
         match self.request(peer, Request::ShardExists { cids }).await? {
             Response::Exists(flags) if flags.len() == n => Ok(flags),
-            Response::Exists(flags) => Err(NetError::Protocol(format!(
-                "asked about {n} shards, got {} answers",
-                flags.len()
-            ))),
+            Response::Exists(flags) => {
+                Err(NetError::Protocol(format!("asked about {n} shards, got {} answers", flags.len())))
+            }
             other => Err(unexpected(other, "SHARD_EXISTS")),
         }
     }
 
     /// Asks `peer` to delete a shard; the authorization is checked by the
     /// peer's node.
-    pub async fn delete_shard(
-        &self,
-        peer: PeerId,
-        cid: Cid,
-        authorization: Vec<u8>,
-    ) -> Result<(), NetError> {
-        expect_ok(
-            self.request(peer, Request::DeleteShard { cid, authorization })
-                .await?,
-            "DELETE_SHARD",
-        )
+    pub async fn delete_shard(&self, peer: PeerId, cid: Cid, authorization: Vec<u8>) -> Result<(), NetError> {
+        expect_ok(self.request(peer, Request::DeleteShard { cid, authorization }).await?, "DELETE_SHARD")
     }
 
     /// Stores a node-defined record on `peer`.
-    pub async fn put_record(
-        &self,
-        peer: PeerId,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    ) -> Result<(), NetError> {
-        expect_ok(
-            self.request(peer, Request::PutRecord { key, value })
-                .await?,
-            "PUT_RECORD",
-        )
+    pub async fn put_record(&self, peer: PeerId, key: Vec<u8>, value: Vec<u8>) -> Result<(), NetError> {
+        expect_ok(self.request(peer, Request::PutRecord { key, value }).await?, "PUT_RECORD")
     }
 
     /// Reads a node-defined record from `peer` (`None`: it has none).
-    pub async fn get_record(
-        &self,
-        peer: PeerId,
-        key: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, NetError> {
+    pub async fn get_record(&self, peer: PeerId, key: Vec<u8>) -> Result<Option<Vec<u8>>, NetError> {
         match self.request(peer, Request::GetRecord { key }).await? {
             Response::Record(r) => Ok(r),
             Response::NotFound => Ok(None),
@@ -251,22 +198,12 @@ impl NetClient {
         }
     }
 
-    async fn verified(
-        &self,
-        peer: PeerId,
-        cid: Cid,
-        resp: Response,
-        what: &str,
-    ) -> Result<Vec<u8>, NetError> {
+    async fn verified(&self, peer: PeerId, cid: Cid, resp: Response, what: &str) -> Result<Vec<u8>, NetError> {
         match resp {
             Response::Data(data) => match actor::verify(cid, data).await {
                 Ok(data) => Ok(data),
                 Err(why) => {
-                    let _ = self
-                        .inner
-                        .commands
-                        .send(Command::Strike { peer, why })
-                        .await;
+                    let _ = self.inner.commands.send(Command::Strike { peer, why }).await;
                     Err(NetError::Corrupt { cid, peer })
                 }
             },
@@ -278,8 +215,7 @@ impl NetClient {
     /// at most k = 20, closest first.
     pub async fn closest_peers(&self, key: &[u8]) -> Result<Vec<PeerId>, NetError> {
         let key = key.to_vec();
-        self.ask(|reply| Command::ClosestPeers { key, reply })
-            .await?
+        self.ask(|reply| Command::ClosestPeers { key, reply }).await?
     }
 
     /// Announces this node as a provider of `key` (stored locally at once,
@@ -293,15 +229,13 @@ impl NetClient {
     /// provides it). Empty when none were found.
     pub async fn find_providers(&self, key: &[u8]) -> Result<Vec<PeerId>, NetError> {
         let key = key.to_vec();
-        self.ask(|reply| Command::FindProviders { key, reply })
-            .await?
+        self.ask(|reply| Command::FindProviders { key, reply }).await?
     }
 
     /// Providers of `key` in this node's own record store (no network).
     pub async fn local_providers(&self, key: &[u8]) -> Result<Vec<PeerId>, NetError> {
         let key = key.to_vec();
-        self.ask(|reply| Command::LocalProviders { key, reply })
-            .await
+        self.ask(|reply| Command::LocalProviders { key, reply }).await
     }
 
     /// Publishes a DHT value record (TTL and republish per [`Tuning`]).
@@ -309,15 +243,13 @@ impl NetClient {
     /// overwrite them: sign what you store and check it on read.
     pub async fn dht_put(&self, key: &[u8], value: Vec<u8>) -> Result<(), NetError> {
         let key = key.to_vec();
-        self.ask(|reply| Command::PutDhtRecord { key, value, reply })
-            .await?
+        self.ask(|reply| Command::PutDhtRecord { key, value, reply }).await?
     }
 
     /// Looks a DHT value record up (`None`: not found).
     pub async fn dht_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, NetError> {
         let key = key.to_vec();
-        self.ask(|reply| Command::GetDhtRecord { key, reply })
-            .await?
+        self.ask(|reply| Command::GetDhtRecord { key, reply }).await?
     }
 
     /// Every peer we know, with its health (this node excluded). Empty once

@@ -218,14 +218,9 @@ impl Request {
         let data_len = match self {
             Request::PutShard { data, .. } | Request::PutManifest { data, .. } => data.len(),
             Request::ShardExists { cids } if cids.len() > MAX_EXISTS_CIDS => {
-                return Err(format!(
-                    "{} CIDs in one SHARD_EXISTS; the limit is {MAX_EXISTS_CIDS}",
-                    cids.len()
-                ));
+                return Err(format!("{} CIDs in one SHARD_EXISTS; the limit is {MAX_EXISTS_CIDS}", cids.len()));
             }
-            Request::DeleteShard { authorization, .. }
-                if authorization.len() > MAX_AUTHORIZATION =>
-            {
+            Request::DeleteShard { authorization, .. } if authorization.len() > MAX_AUTHORIZATION => {
                 return Err(format!(
                     "authorization of {} bytes; the limit is {MAX_AUTHORIZATION}",
                     authorization.len()
@@ -242,17 +237,12 @@ impl Request {
                 0
             }
             Request::GetRecord { key } if key.len() > MAX_RECORD_KEY => {
-                return Err(format!(
-                    "record key of {} bytes; the limit is {MAX_RECORD_KEY}",
-                    key.len()
-                ));
+                return Err(format!("record key of {} bytes; the limit is {MAX_RECORD_KEY}", key.len()));
             }
             _ => 0,
         };
         if data_len > MAX_FRAME - 1024 {
-            return Err(format!(
-                "{data_len} bytes do not fit one frame (limit {MAX_FRAME})"
-            ));
+            return Err(format!("{data_len} bytes do not fit one frame (limit {MAX_FRAME})"));
         }
         Ok(())
     }
@@ -283,9 +273,7 @@ fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
 fn finish<'a>(mut head: Vec<u8>, tail: &'a [u8]) -> io::Result<Encoded<'a>> {
     let body_len = head.len() - 4 + tail.len();
     if body_len > MAX_FRAME {
-        return Err(invalid(format!(
-            "frame of {body_len} bytes exceeds the limit of {MAX_FRAME}"
-        )));
+        return Err(invalid(format!("frame of {body_len} bytes exceeds the limit of {MAX_FRAME}")));
     }
     head[..4].copy_from_slice(&(body_len as u32).to_be_bytes());
     Ok(Encoded { head, tail })
@@ -373,10 +361,7 @@ pub(crate) fn encode_response(resp: &Response) -> io::Result<Encoded<'_>> {
         }
         Response::Exists(flags) => {
             if flags.len() > MAX_EXISTS_CIDS {
-                return Err(invalid(format!(
-                    "{} flags exceed {MAX_EXISTS_CIDS}",
-                    flags.len()
-                )));
+                return Err(invalid(format!("{} flags exceed {MAX_EXISTS_CIDS}", flags.len())));
             }
             h = start(0x83);
             h.extend_from_slice(&(flags.len() as u16).to_be_bytes());
@@ -388,10 +373,7 @@ pub(crate) fn encode_response(resp: &Response) -> io::Result<Encoded<'_>> {
                 None => h.push(0),
                 Some(v) => {
                     if v.len() > MAX_RECORD_VALUE {
-                        return Err(invalid(format!(
-                            "record value of {} bytes exceeds {MAX_RECORD_VALUE}",
-                            v.len()
-                        )));
+                        return Err(invalid(format!("record value of {} bytes exceeds {MAX_RECORD_VALUE}", v.len())));
                     }
                     h.push(1);
                     h.extend_from_slice(&(v.len() as u32).to_be_bytes());
@@ -432,10 +414,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> io::Result<&'a [u8]> {
         if self.buf.len() - self.pos < n {
-            return Err(invalid(format!(
-                "{what}: {n} bytes announced, {} left",
-                self.buf.len() - self.pos
-            )));
+            return Err(invalid(format!("{what}: {n} bytes announced, {} left", self.buf.len() - self.pos)));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -481,10 +460,7 @@ impl<'a> Reader<'a> {
     }
     fn end(&self) -> io::Result<()> {
         if self.pos != self.buf.len() {
-            return Err(invalid(format!(
-                "{} trailing bytes",
-                self.buf.len() - self.pos
-            )));
+            return Err(invalid(format!("{} trailing bytes", self.buf.len() - self.pos)));
         }
         Ok(())
     }
@@ -500,10 +476,7 @@ fn take_tail(mut body: Vec<u8>, pos: usize, max: usize, what: &str) -> io::Resul
     }
     let start = r.pos;
     if body.len() - start != n {
-        return Err(invalid(format!(
-            "{what}: {n} bytes announced, {} present",
-            body.len() - start
-        )));
+        return Err(invalid(format!("{what}: {n} bytes announced, {} present", body.len() - start)));
     }
     body.drain(..start);
     Ok(body)
@@ -514,10 +487,7 @@ fn check_header(body: &[u8]) -> io::Result<u8> {
         return Err(invalid("frame shorter than its header"));
     }
     if body[0] != WIRE_VERSION {
-        return Err(invalid(format!(
-            "wire version {} (this node speaks {WIRE_VERSION})",
-            body[0]
-        )));
+        return Err(invalid(format!("wire version {} (this node speaks {WIRE_VERSION})", body[0])));
     }
     Ok(body[1])
 }
@@ -532,11 +502,7 @@ pub fn decode_request(body: Vec<u8>) -> io::Result<Request> {
             let cid = r.cid()?;
             let pos = r.pos;
             let data = take_tail(body, pos, MAX_FRAME, "data")?;
-            return Ok(if tag == 0x01 {
-                Request::PutShard { cid, data }
-            } else {
-                Request::PutManifest { cid, data }
-            });
+            return Ok(if tag == 0x01 { Request::PutShard { cid, data } } else { Request::PutManifest { cid, data } });
         }
         0x02 => Request::GetShard { cid: r.cid()? },
         0x03 => {
@@ -562,9 +528,7 @@ pub fn decode_request(body: Vec<u8>) -> io::Result<Request> {
             let value = take_tail(body, pos, MAX_RECORD_VALUE, "record value")?;
             return Ok(Request::PutRecord { key, value });
         }
-        0x08 => Request::GetRecord {
-            key: r.bytes16(MAX_RECORD_KEY, "record key")?,
-        },
+        0x08 => Request::GetRecord { key: r.bytes16(MAX_RECORD_KEY, "record key")? },
         0x09 => Request::Heartbeat(r.heartbeat()?),
         t => return Err(invalid(format!("unknown request tag {t:#04x}"))),
     };
@@ -599,12 +563,7 @@ pub fn decode_response(body: Vec<u8>) -> io::Result<Response> {
             0 => Response::Record(None),
             1 => {
                 let pos = r.pos;
-                return Ok(Response::Record(Some(take_tail(
-                    body,
-                    pos,
-                    MAX_RECORD_VALUE,
-                    "record value",
-                )?)));
+                return Ok(Response::Record(Some(take_tail(body, pos, MAX_RECORD_VALUE, "record value")?)));
             }
             x => return Err(invalid(format!("record presence byte {x}"))),
         },
@@ -639,9 +598,7 @@ pub(crate) async fn read_frame_within<T: AsyncRead + Unpin + Send>(
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len == 0 || len > MAX_FRAME {
-        return Err(invalid(format!(
-            "frame of {len} bytes announced; the limit is {MAX_FRAME}"
-        )));
+        return Err(invalid(format!("frame of {len} bytes announced; the limit is {MAX_FRAME}")));
     }
     let permit = match budget {
         Some(b) => Some(b.acquire(len).await?),
@@ -674,11 +631,7 @@ impl InboundBudget {
 
     async fn acquire(&self, len: usize) -> io::Result<OwnedSemaphorePermit> {
         let kib = u32::try_from(len.div_ceil(1024)).unwrap_or(u32::MAX);
-        self.0
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .map_err(|_| io::Error::other("inbound budget closed"))
+        self.0.clone().acquire_many_owned(kib).await.map_err(|_| io::Error::other("inbound budget closed"))
     }
 
     #[cfg(test)]
@@ -687,10 +640,7 @@ impl InboundBudget {
     }
 }
 
-pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(
-    io: &mut T,
-    e: Encoded<'_>,
-) -> io::Result<()> {
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, e: Encoded<'_>) -> io::Result<()> {
     io.write_all(&e.head).await?;
     if !e.tail.is_empty() {
         io.write_all(e.tail).await?;
@@ -735,9 +685,7 @@ impl libp2p::request_response::Codec for ShardCodec {
         };
         match decoded {
             Ok((req, permit)) => Ok(Inbound::Request(req, permit)),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                Ok(Inbound::Violation(e.to_string()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Inbound::Violation(e.to_string())),
             Err(e) => Err(e),
         }
     }
@@ -749,12 +697,7 @@ impl libp2p::request_response::Codec for ShardCodec {
         decode_response(read_frame(io).await?)
     }
 
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Inbound,
-    ) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Inbound) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -764,12 +707,7 @@ impl libp2p::request_response::Codec for ShardCodec {
         }
     }
 
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        resp: Response,
-    ) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, resp: Response) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -791,36 +729,17 @@ mod tests {
     fn all_requests() -> Vec<Request> {
         let c = Cid::raw_blake3(b"x");
         vec![
-            Request::PutShard {
-                cid: c,
-                data: b"x".to_vec(),
-            },
-            Request::PutShard {
-                cid: c,
-                data: vec![],
-            },
+            Request::PutShard { cid: c, data: b"x".to_vec() },
+            Request::PutShard { cid: c, data: vec![] },
             Request::GetShard { cid: c },
             Request::ShardExists { cids: vec![c; 3] },
             Request::ShardExists { cids: vec![] },
-            Request::DeleteShard {
-                cid: c,
-                authorization: vec![7; 100],
-            },
-            Request::PutManifest {
-                cid: Cid::dag_cbor_blake3(b"m"),
-                data: b"m".to_vec(),
-            },
+            Request::DeleteShard { cid: c, authorization: vec![7; 100] },
+            Request::PutManifest { cid: Cid::dag_cbor_blake3(b"m"), data: b"m".to_vec() },
             Request::GetManifest { cid: c },
-            Request::PutRecord {
-                key: b"k".to_vec(),
-                value: vec![1; 1000],
-            },
+            Request::PutRecord { key: b"k".to_vec(), value: vec![1; 1000] },
             Request::GetRecord { key: b"k".to_vec() },
-            Request::Heartbeat(Heartbeat {
-                free_bytes: 1,
-                shards: u64::MAX,
-                uptime_secs: 3,
-            }),
+            Request::Heartbeat(Heartbeat { free_bytes: 1, shards: u64::MAX, uptime_secs: 3 }),
         ]
     }
 
@@ -834,11 +753,7 @@ mod tests {
             Response::Record(Some(b"v".to_vec())),
             Response::NotFound,
             Response::Refused("busy".into()),
-            Response::Heartbeat(Heartbeat {
-                free_bytes: 9,
-                shards: 8,
-                uptime_secs: 7,
-            }),
+            Response::Heartbeat(Heartbeat { free_bytes: 9, shards: 8, uptime_secs: 7 }),
         ]
     }
 
@@ -867,19 +782,14 @@ mod tests {
             }
             let mut longer = body.clone();
             longer.push(0);
-            assert!(
-                decode_request(longer).is_err(),
-                "{r:?} with a trailing byte"
-            );
+            assert!(decode_request(longer).is_err(), "{r:?} with a trailing byte");
         }
     }
 
     #[test]
     fn bounds_are_enforced_on_decode() {
         let c = Cid::raw_blake3(b"x");
-        let too_many = Request::ShardExists {
-            cids: vec![c; MAX_EXISTS_CIDS + 1],
-        };
+        let too_many = Request::ShardExists { cids: vec![c; MAX_EXISTS_CIDS + 1] };
         assert!(encode_request(&too_many).is_err());
         // Hand-build the oversized message the encoder refuses to write.
         let mut body = vec![WIRE_VERSION, 0x03];
@@ -893,10 +803,7 @@ mod tests {
         body.extend(std::iter::repeat_n(0, MAX_AUTHORIZATION + 1));
         assert!(decode_request(body).is_err());
         assert!(decode_request(vec![2, 0x02]).is_err(), "wrong version");
-        assert!(
-            decode_request(vec![WIRE_VERSION, 0x42]).is_err(),
-            "unknown tag"
-        );
+        assert!(decode_request(vec![WIRE_VERSION, 0x42]).is_err(), "unknown tag");
     }
 
     #[test]
@@ -919,17 +826,14 @@ mod tests {
             futures::io::Cursor::new(v)
         };
         let big = MAX_FRAME - 1024;
-        let (_, first) = read_frame_within(&mut frame(big), Some(&budget))
-            .await
-            .unwrap();
+        let (_, first) = read_frame_within(&mut frame(big), Some(&budget)).await.unwrap();
         assert!(budget.available_kib() < total / 2);
         // A second large frame waits while the first is held...
         let b2 = budget.clone();
-        let mut second = tokio::spawn(async move {
-            read_frame_within(&mut frame(big), Some(&b2))
-                .await
-                .map(|(body, _)| body.len())
-        });
+        let mut second =
+            tokio::spawn(
+                async move { read_frame_within(&mut frame(big), Some(&b2)).await.map(|(body, _)| body.len()) },
+            );
         let waited = tokio::time::timeout(std::time::Duration::from_millis(100), &mut second).await;
         assert!(waited.is_err(), "the second frame must wait for the budget");
         // ...and is read once the first is released.
@@ -942,8 +846,7 @@ mod tests {
     fn short_frame_is_eof_not_violation() {
         let mut bytes = 100u32.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[1; 10]);
-        let e = futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(bytes)))
-            .unwrap_err();
+        let e = futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(bytes))).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 

@@ -71,11 +71,7 @@ type Raw = request_response::Behaviour<RawCodec>;
 fn raw_swarm() -> Swarm<Raw> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .unwrap()
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(
@@ -109,10 +105,7 @@ where
         if cond(seen).await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; seen {seen:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; seen {seen:?}");
         tokio::select! {
             ev = swarm.select_next_some() => match ev {
                 SwarmEvent::ConnectionEstablished { .. } => seen.connected = true,
@@ -137,14 +130,7 @@ async fn strikes(s: &NetClient, p: PeerId) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
-    let server = node_with(
-        config(),
-        Tuning {
-            max_strikes: 3,
-            ..Tuning::default()
-        },
-    )
-    .await;
+    let server = node_with(config(), Tuning { max_strikes: 3, ..Tuning::default() }).await;
     let sid = server.net.local_peer_id();
     let saddr = server.net.listen_addrs().await[0].clone();
 
@@ -153,9 +139,7 @@ async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
     hc.bootstrap = vec![p2p_addr(&server.net).await];
     let honest = node(hc).await;
     wait_for("honest peer connected", T, || async {
-        info(&server.net, honest.net.local_peer_id())
-            .await
-            .is_some_and(|i| i.connected)
+        info(&server.net, honest.net.local_peer_id()).await.is_some_and(|i| i.connected)
     })
     .await;
 
@@ -163,10 +147,7 @@ async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
     let hid = *raw.local_peer_id();
     let mut seen = Seen::default();
     raw.dial(saddr.clone()).unwrap();
-    drive_until(&mut raw, &mut seen, "raw client connected", |s| {
-        std::future::ready(s.connected)
-    })
-    .await;
+    drive_until(&mut raw, &mut seen, "raw client connected", |s| std::future::ready(s.connected)).await;
 
     // The honest 4 MiB transfer runs while the attack goes on.
     let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
@@ -202,21 +183,12 @@ async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
     assert!(!seen.closed, "two strikes: still connected");
 
     // (c) A shard whose bytes do not match its CID: the third strike bans.
-    let forged = encode_request_frame(&Request::PutShard {
-        cid: big_cid,
-        data: b"not the shard".to_vec(),
-    })
-    .unwrap();
+    let forged = encode_request_frame(&Request::PutShard { cid: big_cid, data: b"not the shard".to_vec() }).unwrap();
     raw.behaviour_mut().send_request(&sid, forged);
     drive_until(&mut raw, &mut seen, "the hostile peer cut off", |s| {
         let closed = s.closed;
         let net = server.net.clone();
-        async move {
-            closed
-                && info(&net, hid)
-                    .await
-                    .is_some_and(|i| i.strikes == 3 && i.banned && !i.connected)
-        }
+        async move { closed && info(&net, hid).await.is_some_and(|i| i.strikes == 3 && i.banned && !i.connected) }
     })
     .await;
 
@@ -224,31 +196,14 @@ async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
     seen.connected = false;
     seen.closed = false;
     raw.dial(saddr).unwrap();
-    drive_until(&mut raw, &mut seen, "the redial refused", |s| {
-        std::future::ready(s.dial_failed || s.closed)
-    })
-    .await;
+    drive_until(&mut raw, &mut seen, "the redial refused", |s| std::future::ready(s.dial_failed || s.closed)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!info(&server.net, hid).await.unwrap().connected);
 
     // Nothing the hostile peer sent reached the handler; the honest shard did.
-    transfer
-        .await
-        .unwrap()
-        .expect("the honest transfer completes");
-    assert_eq!(
-        server.store.shards.lock().unwrap().get(&big_cid),
-        Some(&big)
-    );
-    assert!(
-        server
-            .store
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|(p, _)| *p != hid)
-    );
+    transfer.await.unwrap().expect("the honest transfer completes");
+    assert_eq!(server.store.shards.lock().unwrap().get(&big_cid), Some(&big));
+    assert!(server.store.seen.lock().unwrap().iter().all(|(p, _)| *p != hid));
     let hi = info(&server.net, honest.net.local_peer_id()).await.unwrap();
     assert_eq!((hi.strikes, hi.banned, hi.connected), (0, false, true));
 

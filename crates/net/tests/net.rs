@@ -21,12 +21,8 @@ async fn pair(cfg_a: datamesh_net::NetConfig, mut cfg_b: datamesh_net::NetConfig
     let b = node(cfg_b).await;
     let (ida, idb) = (a.net.local_peer_id(), b.net.local_peer_id());
     wait_for("a and b online to each other", T, || async {
-        let ab = info(&a.net, idb)
-            .await
-            .is_some_and(|i| i.state == PeerState::Online && i.connected);
-        let ba = info(&b.net, ida)
-            .await
-            .is_some_and(|i| i.state == PeerState::Online && i.connected);
+        let ab = info(&a.net, idb).await.is_some_and(|i| i.state == PeerState::Online && i.connected);
+        let ba = info(&b.net, ida).await.is_some_and(|i| i.state == PeerState::Online && i.connected);
         ab && ba
     })
     .await;
@@ -39,82 +35,42 @@ async fn round_trip(a: &Node, b: &Node) {
     for size in [0usize, 1, 1000, 4 << 20] {
         let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let cid = Cid::raw_blake3(&data);
-        a.net
-            .put_shard(pb, cid, data.clone())
-            .await
-            .expect("put_shard");
-        assert_eq!(
-            b.store.shards.lock().unwrap().get(&cid),
-            Some(&data),
-            "durable on b"
-        );
+        a.net.put_shard(pb, cid, data.clone()).await.expect("put_shard");
+        assert_eq!(b.store.shards.lock().unwrap().get(&cid), Some(&data), "durable on b");
         assert_eq!(a.net.get_shard(pb, cid).await.expect("get_shard"), data);
     }
     let present = Cid::raw_blake3(b"");
     let missing = Cid::raw_blake3(b"never stored");
     assert_eq!(a.net.get_shard(pb, missing).await, Err(NetError::NotFound));
-    assert_eq!(
-        a.net
-            .shard_exists(pb, vec![present, missing, present])
-            .await
-            .unwrap(),
-        vec![true, false, true]
-    );
+    assert_eq!(a.net.shard_exists(pb, vec![present, missing, present]).await.unwrap(), vec![true, false, true]);
 
     // Delete: the node checks the opaque authorization.
     assert_eq!(
         a.net.delete_shard(pb, present, b"nope".to_vec()).await,
         Err(NetError::Refused("bad authorization".into()))
     );
-    a.net
-        .delete_shard(pb, present, b"let me".to_vec())
-        .await
-        .unwrap();
-    assert_eq!(
-        a.net.shard_exists(pb, vec![present]).await.unwrap(),
-        vec![false]
-    );
+    a.net.delete_shard(pb, present, b"let me".to_vec()).await.unwrap();
+    assert_eq!(a.net.shard_exists(pb, vec![present]).await.unwrap(), vec![false]);
 
     // Manifests are verified like shards.
     let m = b"a manifest in dag-cbor, pretend".to_vec();
     let mcid = Cid::dag_cbor_blake3(&m);
     a.net.put_manifest(pb, mcid, m.clone()).await.unwrap();
     assert_eq!(a.net.get_manifest(pb, mcid).await.unwrap(), m);
-    assert_eq!(
-        a.net.get_manifest(pb, Cid::dag_cbor_blake3(b"other")).await,
-        Err(NetError::NotFound)
-    );
+    assert_eq!(a.net.get_manifest(pb, Cid::dag_cbor_blake3(b"other")).await, Err(NetError::NotFound));
 
     // Records.
-    a.net
-        .put_record(pb, b"loc/1".to_vec(), b"signed".to_vec())
-        .await
-        .unwrap();
-    assert_eq!(
-        a.net.get_record(pb, b"loc/1".to_vec()).await.unwrap(),
-        Some(b"signed".to_vec())
-    );
+    a.net.put_record(pb, b"loc/1".to_vec(), b"signed".to_vec()).await.unwrap();
+    assert_eq!(a.net.get_record(pb, b"loc/1".to_vec()).await.unwrap(), Some(b"signed".to_vec()));
     assert_eq!(a.net.get_record(pb, b"loc/2".to_vec()).await.unwrap(), None);
 
     // The raw request API gives the response as is.
-    let r = a
-        .net
-        .request(pb, Request::GetShard { cid: missing })
-        .await
-        .unwrap();
+    let r = a.net.request(pb, Request::GetShard { cid: missing }).await.unwrap();
     assert_eq!(r, Response::NotFound);
     // Heartbeats are answered by the network layer with the local numbers.
-    let hb = Heartbeat {
-        free_bytes: 5,
-        shards: 6,
-        uptime_secs: 7,
-    };
+    let hb = Heartbeat { free_bytes: 5, shards: 6, uptime_secs: 7 };
     b.net.set_local_heartbeat(hb);
-    let r = a
-        .net
-        .request(pb, Request::Heartbeat(Heartbeat::default()))
-        .await
-        .unwrap();
+    let r = a.net.request(pb, Request::Heartbeat(Heartbeat::default())).await.unwrap();
     assert_eq!(r, Response::Heartbeat(hb));
 }
 
@@ -126,23 +82,14 @@ async fn two_nodes_tcp_round_trip() {
     // Requests to self are served by the local handler.
     let me = a.net.local_peer_id();
     let d = b"self".to_vec();
-    a.net
-        .put_shard(me, Cid::raw_blake3(&d), d.clone())
-        .await
-        .unwrap();
+    a.net.put_shard(me, Cid::raw_blake3(&d), d.clone()).await.unwrap();
     assert_eq!(a.net.get_shard(me, Cid::raw_blake3(&d)).await.unwrap(), d);
     // Over-bound requests fail locally with a reason.
     let too_many = vec![Cid::raw_blake3(b"x"); 1025];
-    assert!(matches!(
-        a.net.shard_exists(b.net.local_peer_id(), too_many).await,
-        Err(NetError::Protocol(_))
-    ));
+    assert!(matches!(a.net.shard_exists(b.net.local_peer_id(), too_many).await, Err(NetError::Protocol(_))));
     a.net.shutdown().await;
     b.net.shutdown().await;
-    assert_eq!(
-        a.net.get_shard(me, Cid::raw_blake3(&d)).await,
-        Err(NetError::Shutdown)
-    );
+    assert_eq!(a.net.get_shard(me, Cid::raw_blake3(&d)).await, Err(NetError::Shutdown));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,13 +99,7 @@ async fn quic_only_pair_connects_and_transfers() {
     let mut cb = config();
     cb.listen = quic();
     let (a, b) = pair(ca, cb).await;
-    assert!(
-        a.net
-            .listen_addrs()
-            .await
-            .iter()
-            .all(|m| m.to_string().contains("quic-v1"))
-    );
+    assert!(a.net.listen_addrs().await.iter().all(|m| m.to_string().contains("quic-v1")));
     round_trip(&a, &b).await;
     a.net.shutdown().await;
     b.net.shutdown().await;
@@ -172,14 +113,8 @@ async fn corrupt_answer_is_refused_and_struck() {
     let cid = Cid::raw_blake3(&good);
     a.net.put_shard(pb, cid, good).await.unwrap();
     *b.store.lie_with.lock().unwrap() = Some(b"something else".to_vec());
-    assert_eq!(
-        a.net.get_shard(pb, cid).await,
-        Err(NetError::Corrupt { cid, peer: pb })
-    );
-    wait_for("a strike against b", T, || async {
-        info(&a.net, pb).await.is_some_and(|i| i.strikes == 1)
-    })
-    .await;
+    assert_eq!(a.net.get_shard(pb, cid).await, Err(NetError::Corrupt { cid, peer: pb }));
+    wait_for("a strike against b", T, || async { info(&a.net, pb).await.is_some_and(|i| i.strikes == 1) }).await;
     a.net.shutdown().await;
     b.net.shutdown().await;
 }
@@ -195,19 +130,9 @@ async fn inbound_requests_beyond_the_limit_are_refused_busy() {
         let net = a.net.clone();
         tokio::spawn(async move { net.get_shard(pb, Cid::raw_blake3(b"slow")).await })
     };
-    wait_for("b busy with the slow request", T, || async {
-        !b.store.seen.lock().unwrap().is_empty()
-    })
-    .await;
-    assert_eq!(
-        a.net.get_shard(pb, Cid::raw_blake3(b"fast")).await,
-        Err(NetError::Refused("busy".into()))
-    );
-    assert_eq!(
-        slow.await.unwrap(),
-        Err(NetError::NotFound),
-        "the first one completes"
-    );
+    wait_for("b busy with the slow request", T, || async { !b.store.seen.lock().unwrap().is_empty() }).await;
+    assert_eq!(a.net.get_shard(pb, Cid::raw_blake3(b"fast")).await, Err(NetError::Refused("busy".into())));
+    assert_eq!(slow.await.unwrap(), Err(NetError::NotFound), "the first one completes");
     a.net.shutdown().await;
     b.net.shutdown().await;
 }
@@ -235,39 +160,22 @@ async fn dead_bootstrap_entries_do_not_stop_joining_and_peers_are_reconnected() 
     let mut c = config();
     c.bootstrap = vec![
         // Dead, with an id: dialed first, fails, backs off.
-        format!(
-            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
-            dead_port(),
-            libp2p::PeerId::random()
-        )
-        .parse()
-        .unwrap(),
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", dead_port(), libp2p::PeerId::random()).parse().unwrap(),
         // Dead, without an id.
-        format!("/ip4/127.0.0.1/tcp/{}", dead_port())
-            .parse()
-            .unwrap(),
+        format!("/ip4/127.0.0.1/tcp/{}", dead_port()).parse().unwrap(),
         // Alive, without an id: learned on connect.
         other.net.listen_addrs().await[0].clone(),
-        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{boot_id}")
-            .parse()
-            .unwrap(),
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{boot_id}").parse().unwrap(),
     ];
     let started = Instant::now();
     let n = node(c).await;
     wait_for("joined through the live entries", T, || async {
-        let b = info(&n.net, boot_id)
-            .await
-            .is_some_and(|i| i.connected && i.state == PeerState::Online);
-        let o = info(&n.net, other.net.local_peer_id())
-            .await
-            .is_some_and(|i| i.connected);
+        let b = info(&n.net, boot_id).await.is_some_and(|i| i.connected && i.state == PeerState::Online);
+        let o = info(&n.net, other.net.local_peer_id()).await.is_some_and(|i| i.connected);
         b && o && !n.net.routing_table().await.is_empty()
     })
     .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "dead entries did not delay the join"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "dead entries did not delay the join");
 
     // The bootstrap peer goes away and comes back on the same address.
     boot.net.shutdown().await;
@@ -277,11 +185,9 @@ async fn dead_bootstrap_entries_do_not_stop_joining_and_peers_are_reconnected() 
     .await;
     let boot = node(boot_cfg()).await;
     assert_eq!(boot.net.local_peer_id(), boot_id);
-    wait_for(
-        "n reconnects to the bootstrap peer",
-        Duration::from_secs(30),
-        || async { info(&n.net, boot_id).await.is_some_and(|i| i.connected) },
-    )
+    wait_for("n reconnects to the bootstrap peer", Duration::from_secs(30), || async {
+        info(&n.net, boot_id).await.is_some_and(|i| i.connected)
+    })
     .await;
     for x in [&n, &boot, &other] {
         x.net.shutdown().await;
@@ -301,16 +207,10 @@ async fn health_goes_online_warning_offline_when_a_peer_dies() {
     cb.timers = timers;
     let (a, b) = pair(ca, cb).await;
     let pb = b.net.local_peer_id();
-    let hb = Heartbeat {
-        free_bytes: 42,
-        shards: 3,
-        uptime_secs: 9,
-    };
+    let hb = Heartbeat { free_bytes: 42, shards: 3, uptime_secs: 9 };
     b.net.set_local_heartbeat(hb);
     wait_for("a has b's heartbeat numbers", T, || async {
-        info(&a.net, pb)
-            .await
-            .is_some_and(|i| i.last_heartbeat == Some(hb) && i.state == PeerState::Online)
+        info(&a.net, pb).await.is_some_and(|i| i.last_heartbeat == Some(hb) && i.state == PeerState::Online)
     })
     .await;
     // Heartbeats keep it online for several warning periods.
@@ -332,22 +232,12 @@ async fn health_goes_online_warning_offline_when_a_peer_dies() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        seen,
-        [PeerState::Online, PeerState::Warning, PeerState::Offline],
-        "at {at:?}"
-    );
+    assert_eq!(seen, [PeerState::Online, PeerState::Warning, PeerState::Offline], "at {at:?}");
     // Silence counts from the last exchange, normally within one heartbeat
     // interval before the kill; the bounds leave room for a loaded machine.
-    assert!(
-        at[1] >= Duration::from_millis(200),
-        "warning too early: {at:?}"
-    );
+    assert!(at[1] >= Duration::from_millis(200), "warning too early: {at:?}");
     assert!(at[1] <= Duration::from_secs(3), "warning too late: {at:?}");
-    assert!(
-        at[2] >= Duration::from_millis(1000),
-        "offline too early: {at:?}"
-    );
+    assert!(at[2] >= Duration::from_millis(1000), "offline too early: {at:?}");
     assert!(at[2] <= Duration::from_secs(5), "offline too late: {at:?}");
     assert!(!info(&a.net, pb).await.unwrap().connected);
     a.net.shutdown().await;
@@ -366,20 +256,11 @@ async fn provider_records_survive_a_restart() {
     let (a, b) = pair(a_cfg(), config()).await;
     let (ida, idb) = (a.net.local_peer_id(), b.net.local_peer_id());
     a.net.provide(b"key-a").await.expect("a provides");
-    b.net
-        .provide(b"key-b")
-        .await
-        .expect("b provides (stored on a, its only peer)");
-    a.net
-        .dht_put(b"rec", b"value".to_vec())
-        .await
-        .expect("dht record");
+    b.net.provide(b"key-b").await.expect("b provides (stored on a, its only peer)");
+    a.net.dht_put(b"rec", b"value".to_vec()).await.expect("dht record");
     // The largest DHT value crosses the wire (quorum one: b must accept it).
     let max = datamesh_net::actor::MAX_DHT_VALUE;
-    a.net
-        .dht_put(b"big", vec![7; max])
-        .await
-        .expect("a 64 KiB DHT value");
+    a.net.dht_put(b"big", vec![7; max]).await.expect("a 64 KiB DHT value");
     let too_big = a.net.dht_put(b"bigger", vec![7; max + 1]).await;
     assert!(matches!(too_big, Err(NetError::Protocol(_))), "{too_big:?}");
     assert_eq!(a.net.local_providers(b"key-b").await.unwrap(), vec![idb]);
@@ -391,21 +272,9 @@ async fn provider_records_survive_a_restart() {
     c.bootstrap.clear();
     let a2 = node(c).await;
     assert_eq!(a2.net.local_peer_id(), ida);
-    assert_eq!(
-        a2.net.local_providers(b"key-a").await.unwrap(),
-        vec![ida],
-        "own provider record"
-    );
-    assert_eq!(
-        a2.net.local_providers(b"key-b").await.unwrap(),
-        vec![idb],
-        "peer's provider record"
-    );
-    assert_eq!(
-        a2.net.dht_get(b"rec").await.unwrap(),
-        Some(b"value".to_vec()),
-        "value record"
-    );
+    assert_eq!(a2.net.local_providers(b"key-a").await.unwrap(), vec![ida], "own provider record");
+    assert_eq!(a2.net.local_providers(b"key-b").await.unwrap(), vec![idb], "peer's provider record");
+    assert_eq!(a2.net.dht_get(b"rec").await.unwrap(), Some(b"value".to_vec()), "value record");
     let big = a2.net.dht_get(b"big").await.unwrap();
     assert_eq!(big.map(|v| v.len()), Some(max));
     a2.net.shutdown().await;
@@ -414,42 +283,25 @@ async fn provider_records_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strikes_ban_a_peer_after_the_limit() {
     // Through the public API: a peer whose shards never match gets banned.
-    let tuning = Tuning {
-        max_strikes: 2,
-        ..Tuning::default()
-    };
+    let tuning = Tuning { max_strikes: 2, ..Tuning::default() };
     let a = node_with(config(), tuning).await;
     let mut cb = config();
     cb.bootstrap = vec![p2p_addr(&a.net).await];
     let b = node(cb).await;
     let (pa, pb) = (a.net.local_peer_id(), b.net.local_peer_id());
-    wait_for("connected", T, || async {
-        info(&a.net, pb).await.is_some_and(|i| i.connected)
-    })
-    .await;
+    wait_for("connected", T, || async { info(&a.net, pb).await.is_some_and(|i| i.connected) }).await;
     let cid = Cid::raw_blake3(b"one thing");
     let r = b.net.put_shard(pa, cid, b"another".to_vec()).await;
-    assert!(
-        matches!(r, Err(NetError::Refused(ref why)) if why.contains("does not match")),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(NetError::Refused(ref why)) if why.contains("does not match")), "{r:?}");
     // The second strike bans: its answer may or may not make it out before
     // the connection is closed.
     let r = b.net.put_shard(pa, cid, b"another".to_vec()).await;
-    assert!(
-        matches!(r, Err(NetError::Refused(_) | NetError::PeerUnreachable)),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(NetError::Refused(_) | NetError::PeerUnreachable)), "{r:?}");
     wait_for("b banned and cut off", T, || async {
-        info(&a.net, pb)
-            .await
-            .is_some_and(|i| i.banned && !i.connected && i.strikes == 2)
+        info(&a.net, pb).await.is_some_and(|i| i.banned && !i.connected && i.strikes == 2)
     })
     .await;
-    assert!(
-        a.store.shards.lock().unwrap().is_empty(),
-        "nothing reached the handler"
-    );
+    assert!(a.store.shards.lock().unwrap().is_empty(), "nothing reached the handler");
     // Banned: b cannot get back in.
     assert!(b.net.get_shard(pa, cid).await.is_err());
     assert!(!info(&a.net, pb).await.unwrap().connected);
@@ -461,19 +313,13 @@ async fn strikes_ban_a_peer_after_the_limit() {
 async fn transfers_beyond_the_inbound_memory_budget_wait_and_complete() {
     // The smallest budget (one largest frame, ~16 MiB) against 32 MiB of
     // concurrent puts: they queue for memory instead of failing.
-    let tuning = Tuning {
-        max_inbound_bytes: 0,
-        ..Tuning::default()
-    };
+    let tuning = Tuning { max_inbound_bytes: 0, ..Tuning::default() };
     let a = node_with(config(), tuning).await;
     let mut cb = config();
     cb.bootstrap = vec![p2p_addr(&a.net).await];
     let b = node(cb).await;
     let pa = a.net.local_peer_id();
-    wait_for("connected", T, || async {
-        info(&b.net, pa).await.is_some_and(|i| i.connected)
-    })
-    .await;
+    wait_for("connected", T, || async { info(&b.net, pa).await.is_some_and(|i| i.connected) }).await;
     let puts: Vec<_> = (0..8u8)
         .map(|i| {
             let net = b.net.clone();

@@ -16,15 +16,8 @@ const N: usize = 50;
 /// CPU seconds this process has used (user + system), for the log.
 fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
-    });
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
     ticks / 100.0
 }
 
@@ -66,29 +59,16 @@ async fn fifty_nodes_find_a_provider() {
     for i in [2, 10, 33, 40, 49] {
         let t = Instant::now();
         let found = nodes[i].net.find_providers(key).await.expect("lookup");
-        assert!(
-            found.contains(&provider.net.local_peer_id()),
-            "node {i} found {found:?}"
-        );
+        assert!(found.contains(&provider.net.local_peer_id()), "node {i} found {found:?}");
         eprintln!("lookup from node {i}: {:?}", t.elapsed());
     }
     let closest = nodes[49].net.closest_peers(key).await.unwrap();
     assert_eq!(closest.len(), 20, "k = 20 closest peers");
 
     // DHT value records too.
-    nodes[7]
-        .net
-        .dht_put(b"loc", b"here".to_vec())
-        .await
-        .expect("dht_put");
-    assert_eq!(
-        nodes[44].net.dht_get(b"loc").await.unwrap(),
-        Some(b"here".to_vec())
-    );
-    eprintln!(
-        "50 nodes: started in {started:?}, joined by {joined:?}, lookups done by {:?}",
-        t0.elapsed()
-    );
+    nodes[7].net.dht_put(b"loc", b"here".to_vec()).await.expect("dht_put");
+    assert_eq!(nodes[44].net.dht_get(b"loc").await.unwrap(), Some(b"here".to_vec()));
+    eprintln!("50 nodes: started in {started:?}, joined by {joined:?}, lookups done by {:?}", t0.elapsed());
     for n in &nodes {
         n.net.shutdown().await;
     }

@@ -24,4 +24,3 @@ pub fn tune_allocator() {
 /// Elsewhere the platform allocator's defaults stand.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() {}
-

@@ -113,8 +113,9 @@ impl NodeConfig {
     /// is not an error, a missing explicit file is.
     pub fn load(path: &Path, must_exist: bool) -> Result<Self, ConfigError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() }),
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read { path: path.to_owned(), source }),
         }
@@ -161,6 +162,7 @@ pub fn default_data_dir() -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -56,7 +56,10 @@ impl NodeIdentity {
 fn bad(path: &Path, why: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
-        format!("node key {} is damaged ({why}); restore it from a backup or move it away to create a new identity", path.display()),
+        format!(
+            "node key {} is damaged ({why}); restore it from a backup or move it away to create a new identity",
+            path.display()
+        ),
     )
 }
 
@@ -73,6 +76,7 @@ pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

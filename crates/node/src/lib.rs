@@ -9,8 +9,8 @@ pub mod alloc;
 pub mod config;
 pub mod identity;
 pub mod network;
-pub mod placement;
 mod node;
+pub mod placement;
 
 pub use config::{ConfigError, NodeConfig};
 pub use identity::NodeIdentity;

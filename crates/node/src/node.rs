@@ -135,7 +135,9 @@ impl From<StoreError> for NodeError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { cid } => NodeError::NotFound(cid),
-            e @ (StoreError::CapacityExceeded { .. } | StoreError::DiskFull { .. }) => NodeError::NoSpace(e.to_string()),
+            e @ (StoreError::CapacityExceeded { .. } | StoreError::DiskFull { .. }) => {
+                NodeError::NoSpace(e.to_string())
+            }
             e => NodeError::Storage(e.to_string()),
         }
     }
@@ -202,7 +204,9 @@ pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, NodeError> + Send + 'static) -> Result<T, NodeError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| NodeError::Storage(format!("worker failed: {e}")))?
 }
 
@@ -210,9 +214,8 @@ impl Node {
     /// Opens the data dir (creating it), the identity and the store.
     pub fn open(cfg: NodeConfig) -> Result<Node, NodeError> {
         cfg.validate().map_err(|e| NodeError::BadRequest(e.to_string()))?;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-            NodeError::Storage(format!("cannot create data dir {}: {e}", cfg.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| NodeError::Storage(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
         let identity = NodeIdentity::load_or_create(&cfg.data_dir).map_err(|e| NodeError::Storage(e.to_string()))?;
         let (store, report) = Store::open(
             &cfg.data_dir.join("store"),
@@ -349,7 +352,12 @@ impl Node {
         let id = hex::encode(rand::random::<[u8; 16]>());
         uploads.insert(
             id.clone(),
-            Session { erasure, guard: Arc::new(self.inner.store.protect()), last_active: Instant::now(), chunks: HashMap::new() },
+            Session {
+                erasure,
+                guard: Arc::new(self.inner.store.protect()),
+                last_active: Instant::now(),
+                chunks: HashMap::new(),
+            },
         );
         Ok(id)
     }
@@ -434,7 +442,12 @@ impl Node {
 
     /// Finishes an upload: checks the manifest against what was stored,
     /// writes it durably and pins it. Returns the file's CID.
-    pub async fn complete_upload(&self, upload: &str, manifest_bytes: Vec<u8>, name: Option<String>) -> Result<Cid, NodeError> {
+    pub async fn complete_upload(
+        &self,
+        upload: &str,
+        manifest_bytes: Vec<u8>,
+        name: Option<String>,
+    ) -> Result<Cid, NodeError> {
         let manifest = Manifest::decode(&manifest_bytes)?;
         let cid = Cid::dag_cbor_blake3(&manifest_bytes);
         let session = self.uploads().remove(upload).ok_or_else(|| NodeError::UploadNotFound(upload.into()))?;
@@ -452,7 +465,9 @@ impl Node {
         for (i, c) in manifest.chunks.iter().enumerate() {
             match session.chunks.get(&c.cid) {
                 Some(p) if p.shards != c.shards => {
-                    return Err(NodeError::BadRequest(format!("chunk {i}: shard list differs from what the node computed")));
+                    return Err(NodeError::BadRequest(format!(
+                        "chunk {i}: shard list differs from what the node computed"
+                    )));
                 }
                 Some(p) => holders.push(p.holders.clone()),
                 None => {
@@ -530,10 +545,11 @@ impl Node {
             targets.extend(rest.into_iter().take(want - targets.len()));
         }
         for h in &record.holders {
-            if let Ok(p) = PeerId::from_bytes(h) {
-                if p != me && !targets.contains(&p) {
-                    targets.push(p);
-                }
+            if let Ok(p) = PeerId::from_bytes(h)
+                && p != me
+                && !targets.contains(&p)
+            {
+                targets.push(p);
             }
         }
         let rec = record.encode();
@@ -595,10 +611,11 @@ impl Node {
         }
         let Some(net) = self.net() else { return Err(NodeError::NotFound(cid)) };
         for p in self.providers(&cid).await? {
-            if let Ok(Response::Record(Some(b))) = net.request(p, Request::GetRecord { key: network::alias_key(&cid) }).await {
-                if let Ok(m) = Cid::from_bytes(&b) {
-                    return Ok(m);
-                }
+            if let Ok(Response::Record(Some(b))) =
+                net.request(p, Request::GetRecord { key: network::alias_key(&cid) }).await
+                && let Ok(m) = Cid::from_bytes(&b)
+            {
+                return Ok(m);
             }
         }
         Err(NodeError::NotFound(cid))
@@ -670,12 +687,13 @@ impl Node {
         let Some(net) = self.net().cloned() else { return Ok(None) };
         let mut best: Option<LocationRecord> = None;
         for p in self.providers(&manifest).await? {
-            if let Ok(Response::Record(Some(b))) = net.request(p, Request::GetRecord { key: network::location_key(&manifest) }).await {
-                if let Ok(r) = LocationRecord::decode(&b) {
-                    if r.manifest == manifest && best.as_ref().is_none_or(|x| r.seq > x.seq) {
-                        best = Some(r);
-                    }
-                }
+            if let Ok(Response::Record(Some(b))) =
+                net.request(p, Request::GetRecord { key: network::location_key(&manifest) }).await
+                && let Ok(r) = LocationRecord::decode(&b)
+                && r.manifest == manifest
+                && best.as_ref().is_none_or(|x| r.seq > x.seq)
+            {
+                best = Some(r);
             }
         }
         if let Some(r) = &best {
@@ -690,11 +708,9 @@ impl Node {
     /// verified shards.
     pub async fn chunk(&self, file: Cid, index: usize) -> Result<Arc<[u8]>, NodeError> {
         let (mcid, m) = self.manifest(file).await?;
-        let entry = m
-            .chunks
-            .get(index)
-            .cloned()
-            .ok_or_else(|| NodeError::BadRequest(format!("file {file} has {} chunks; there is no chunk {index}", m.chunks.len())))?;
+        let entry = m.chunks.get(index).cloned().ok_or_else(|| {
+            NodeError::BadRequest(format!("file {file} has {} chunks; there is no chunk {index}", m.chunks.len()))
+        })?;
         if let Some(hit) = self.inner.store.cache_get(&entry.cid) {
             return Ok(hit);
         }
@@ -715,7 +731,13 @@ impl Node {
     /// Fetches k shards of a chunk from their holders: data shards and this
     /// node's own shards first, several at once; a holder that fails or is
     /// offline is replaced by the next shard's holder.
-    async fn read_chunk_networked(&self, e: Erasure, entry: &ChunkEntry, index: usize, loc: &LocationRecord) -> Result<Vec<u8>, NodeError> {
+    async fn read_chunk_networked(
+        &self,
+        e: Erasure,
+        entry: &ChunkEntry,
+        index: usize,
+        loc: &LocationRecord,
+    ) -> Result<Vec<u8>, NodeError> {
         let k = e.k as usize;
         let total = entry.shards.len();
         let me = self.net().map(|n| n.local_peer_id().to_bytes()).unwrap_or_default();
@@ -732,7 +754,13 @@ impl Node {
         let mut order: Vec<usize> = (0..total).collect();
         order.sort_by_key(|&i| {
             let h = loc.holder(index, i).unwrap_or_default();
-            let rank = if h == me.as_slice() { 0 } else if offline.contains(h) { 2 } else { 1 };
+            let rank = if h == me.as_slice() {
+                0
+            } else if offline.contains(h) {
+                2
+            } else {
+                1
+            };
             (rank, i)
         });
         let mut slots: Vec<Option<Vec<u8>>> = vec![None; total];
@@ -798,13 +826,13 @@ impl Node {
             let me = net.local_peer_id().to_bytes();
             // Ask each remote holder once about all the shards it should have.
             let mut by_holder: HashMap<Vec<u8>, Vec<(usize, usize)>> = HashMap::new();
-            for (ci, c) in m.chunks.iter().enumerate() {
-                for si in 0..c.shards.len() {
-                    if let Some(h) = loc.holder(ci, si) {
-                        if h != me.as_slice() {
-                            live[ci][si] = false;
-                            by_holder.entry(h.to_vec()).or_default().push((ci, si));
-                        }
+            for (ci, row) in live.iter_mut().enumerate() {
+                for (si, is_live) in row.iter_mut().enumerate() {
+                    if let Some(h) = loc.holder(ci, si)
+                        && h != me.as_slice()
+                    {
+                        *is_live = false;
+                        by_holder.entry(h.to_vec()).or_default().push((ci, si));
                     }
                 }
             }
@@ -878,9 +906,8 @@ impl Node {
     pub async fn remove(&self, cid: Cid, signed: Option<(u64, Vec<u8>)>) -> Result<GcReport, NodeError> {
         let (cid, m) = self.manifest(cid).await?;
         if let Some(owner) = &m.owner {
-            let (ts, sig) = signed.ok_or_else(|| {
-                NodeError::Forbidden(format!("deleting {cid} needs a signature by its owner's key"))
-            })?;
+            let (ts, sig) = signed
+                .ok_or_else(|| NodeError::Forbidden(format!("deleting {cid} needs a signature by its owner's key")))?;
             if now_secs().abs_diff(ts) > DELETE_CLOCK_SKEW {
                 return Err(NodeError::Forbidden("delete request timestamp is too far from the node's clock".into()));
             }
@@ -889,8 +916,11 @@ impl Node {
                 .and_then(|k| VerifyingKey::from_bytes(&k).ok())
                 .ok_or_else(|| NodeError::Forbidden("the manifest's owner key is invalid".into()))?;
             let sig = Signature::from_slice(&sig).map_err(|_| NodeError::Forbidden("malformed signature".into()))?;
-            key.verify(&delete_message(&cid, ts), &sig)
-                .map_err(|_| NodeError::Forbidden(format!("the signature is not by the owner of {cid}; only the owner's key can delete it")))?;
+            key.verify(&delete_message(&cid, ts), &sig).map_err(|_| {
+                NodeError::Forbidden(format!(
+                    "the signature is not by the owner of {cid}; only the owner's key can delete it"
+                ))
+            })?;
         }
         self.inner.manifests.remove(&cid);
         self.inner.locations.remove(&cid);

@@ -68,6 +68,7 @@ pub fn place<Id: Clone + Eq>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

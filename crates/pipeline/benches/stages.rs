@@ -38,7 +38,8 @@ use datamesh_core::testdata::pseudo_random as random;
 /// punctuation and line breaks. zstd-1 keeps about 1/2.7 of it, like prose.
 /// (The same recipe as `datamesh-bench`'s generator.)
 fn text(n: usize, seed: u64) -> Vec<u8> {
-    const LETTERS: &[u8] = b"eeeeeeeeeeeettttttttttaaaaaaaaooooooooiiiiiiinnnnnnnsssssshhhhhhrrrrrrddddllllcccuuummwwffggyyppbbvkjxqz";
+    const LETTERS: &[u8] =
+        b"eeeeeeeeeeeettttttttttaaaaaaaaooooooooiiiiiiinnnnnnnsssssshhhhhhrrrrrrddddllllcccuuummwwffggyyppbbvkjxqz";
     const VOCABULARY: usize = 2048;
     let mut r = random(64, seed).into_iter().map(u64::from).sum::<u64>() | 1;
     let mut next = move || {
@@ -59,9 +60,7 @@ fn text(n: usize, seed: u64) -> Vec<u8> {
     let (mut in_sentence, mut sentence_len, mut line) = (0, 0, 0);
     while out.len() < n {
         let u = below(1 << 30) as f64 / (1u64 << 30) as f64;
-        let rank = ((VOCABULARY as f64).powf(u) as usize)
-            .saturating_sub(1)
-            .min(VOCABULARY - 1);
+        let rank = ((VOCABULARY as f64).powf(u) as usize).saturating_sub(1).min(VOCABULARY - 1);
         let word = &words[rank];
         if in_sentence == 0 {
             sentence_len = 6 + below(14);
@@ -98,20 +97,8 @@ fn chunking(c: &mut Criterion) {
     let data = random(4 * CHUNK, 3);
     g.throughput(Throughput::Bytes(data.len() as u64));
     let schemes = [
-        (
-            "fixed_4MiB",
-            Chunking::Fixed {
-                size: DEFAULT_CHUNK_SIZE,
-            },
-        ),
-        (
-            "fastcdc_256K_1M_4M",
-            Chunking::FastCdc {
-                min: 256 << 10,
-                avg: 1 << 20,
-                max: 4 << 20,
-            },
-        ),
+        ("fixed_4MiB", Chunking::Fixed { size: DEFAULT_CHUNK_SIZE }),
+        ("fastcdc_256K_1M_4M", Chunking::FastCdc { min: 256 << 10, avg: 1 << 20, max: 4 << 20 }),
     ];
     for (name, scheme) in schemes {
         g.bench_function(name, |b| {
@@ -129,9 +116,7 @@ fn hashing(c: &mut Criterion) {
     let mut g = c.benchmark_group("hashing");
     let data = random(CHUNK, 4);
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_function("blake3", |b| {
-        b.iter(|| black_box(blake3::hash(black_box(&data))))
-    });
+    g.bench_function("blake3", |b| b.iter(|| black_box(blake3::hash(black_box(&data)))));
     g.finish();
 }
 
@@ -154,20 +139,10 @@ fn encryption(c: &mut Criterion) {
     let data = random(CHUNK, 5);
     let key = DataKey::random();
     g.throughput(Throughput::Bytes(data.len() as u64));
-    for (cipher, name) in [
-        (Cipher::Aes256Gcm, "aes256gcm_seal"),
-        (Cipher::XChaCha20Poly1305, "xchacha20poly1305_seal"),
-    ] {
+    for (cipher, name) in [(Cipher::Aes256Gcm, "aes256gcm_seal"), (Cipher::XChaCha20Poly1305, "xchacha20poly1305_seal")]
+    {
         g.bench_function(name, |b| {
-            b.iter(|| {
-                black_box(seal_chunk(
-                    cipher,
-                    &key,
-                    7,
-                    black_box(&data),
-                    NonceMode::Random,
-                ))
-            })
+            b.iter(|| black_box(seal_chunk(cipher, &key, 7, black_box(&data), NonceMode::Random)))
         });
     }
     g.finish();
@@ -185,17 +160,12 @@ fn erasure_coding(c: &mut Criterion) {
         // The worst case for a read: m data shards lost, so the decoder
         // rebuilds as much as it ever has to.
         let shards = erasure::encode(e, &data).expect("valid parameters");
-        let lost: Vec<Option<Vec<u8>>> = shards
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (i >= m as usize).then_some(s))
-            .collect();
+        let lost: Vec<Option<Vec<u8>>> =
+            shards.into_iter().enumerate().map(|(i, s)| (i >= m as usize).then_some(s)).collect();
         g.bench_function(format!("rs_{k}+{m}_decode_{m}_lost"), |b| {
             b.iter_batched(
                 || lost.clone(),
-                |shards| {
-                    black_box(erasure::decode(e, data.len(), &shards).expect("k shards present"))
-                },
+                |shards| black_box(erasure::decode(e, data.len(), &shards).expect("k shards present")),
                 BatchSize::LargeInput,
             )
         });
@@ -221,25 +191,14 @@ fn memcpy(c: &mut Criterion) {
 /// (zstd), seal (AES-256-GCM), BLAKE3 chunk CID, RS 4+2 encode, shard CIDs.
 fn pipeline(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
-    let sealer = ChunkSealer::encrypted(
-        Compression::Zstd,
-        Cipher::Aes256Gcm,
-        DataKey::random(),
-        false,
-    );
-    let fixed = Chunking::Fixed {
-        size: DEFAULT_CHUNK_SIZE,
-    };
+    let sealer = ChunkSealer::encrypted(Compression::Zstd, Cipher::Aes256Gcm, DataKey::random(), false);
+    let fixed = Chunking::Fixed { size: DEFAULT_CHUNK_SIZE };
     for (input, data) in inputs() {
         g.throughput(Throughput::Bytes(data.len() as u64));
         g.bench_function(format!("one_chunk/{input}"), |b| {
             b.iter(|| {
-                for (i, chunk) in Chunker::new(&data[..], fixed)
-                    .expect("valid chunking")
-                    .enumerate()
-                {
-                    let sealed =
-                        sealer.seal(i as u64, &chunk.expect("reading a slice cannot fail"));
+                for (i, chunk) in Chunker::new(&data[..], fixed).expect("valid chunking").enumerate() {
+                    let sealed = sealer.seal(i as u64, &chunk.expect("reading a slice cannot fail"));
                     black_box(shard_chunk(Erasure::DEFAULT, &sealed).expect("valid parameters"));
                 }
             })

@@ -60,15 +60,10 @@ impl<R: Read> Chunker<R> {
     pub fn new(reader: R, chunking: Chunking) -> Result<Self, ChunkerError> {
         validate(chunking)?;
         let inner = match chunking {
-            Chunking::Fixed { size } => Inner::Fixed {
-                reader,
-                size: size as usize,
-                done: false,
-            },
-            Chunking::FastCdc { min, avg, max } => Inner::Cdc {
-                cdc: v2020::StreamCDC::new(RetryInterrupted(reader), min, avg, max),
-                done: false,
-            },
+            Chunking::Fixed { size } => Inner::Fixed { reader, size: size as usize, done: false },
+            Chunking::FastCdc { min, avg, max } => {
+                Inner::Cdc { cdc: v2020::StreamCDC::new(RetryInterrupted(reader), min, avg, max), done: false }
+            }
         };
         Ok(Chunker { inner })
     }
@@ -83,16 +78,12 @@ pub fn validate(chunking: Chunking) -> Result<(), ChunkerError> {
     match chunking {
         Chunking::Fixed { size } => {
             if size == 0 || size as u64 > max_allowed {
-                return bad(format!(
-                    "fixed chunk size {size} is outside 1..={max_allowed}"
-                ));
+                return bad(format!("fixed chunk size {size} is outside 1..={max_allowed}"));
             }
         }
         Chunking::FastCdc { min, avg, max } => {
             if !(min <= avg && avg <= max) {
-                return bad(format!(
-                    "FastCDC sizes must satisfy min <= avg <= max, got {min}/{avg}/{max}"
-                ));
+                return bad(format!("FastCDC sizes must satisfy min <= avg <= max, got {min}/{avg}/{max}"));
             }
             let ranges = [
                 ("min", min, v2020::MINIMUM_MIN, v2020::MINIMUM_MAX),
@@ -224,10 +215,7 @@ mod tests {
     }
 
     fn chunks(data: &[u8], c: Chunking) -> Vec<Vec<u8>> {
-        Chunker::new(data, c)
-            .unwrap()
-            .collect::<io::Result<Vec<_>>>()
-            .unwrap()
+        Chunker::new(data, c).unwrap().collect::<io::Result<Vec<_>>>().unwrap()
     }
 
     #[test]
@@ -240,10 +228,7 @@ mod tests {
             (size - 1, vec![size - 1]),
             (size, vec![size]),
             (size + 1, vec![size, 1]),
-            (
-                7 * size + 3,
-                vec![size, size, size, size, size, size, size, 3],
-            ),
+            (7 * size + 3, vec![size, size, size, size, size, size, size, 3]),
         ] {
             let data = bytes(len, len as u64);
             let got = chunks(&data, c);
@@ -256,15 +241,9 @@ mod tests {
     #[test]
     fn fixed_handles_short_and_interrupted_reads() {
         let data = bytes(10_000, 1);
-        let r = Stingy {
-            data: &data,
-            step: 7,
-            interrupt: false,
-        };
-        let got: Vec<Vec<u8>> = Chunker::new(r, Chunking::Fixed { size: 1024 })
-            .unwrap()
-            .collect::<io::Result<_>>()
-            .unwrap();
+        let r = Stingy { data: &data, step: 7, interrupt: false };
+        let got: Vec<Vec<u8>> =
+            Chunker::new(r, Chunking::Fixed { size: 1024 }).unwrap().collect::<io::Result<_>>().unwrap();
         assert!(got[..got.len() - 1].iter().all(|c| c.len() == 1024));
         assert_eq!(got.concat(), data);
     }
@@ -272,20 +251,9 @@ mod tests {
     #[test]
     fn fastcdc_handles_short_and_interrupted_reads() {
         let data = bytes(200_000, 2);
-        let c = Chunking::FastCdc {
-            min: 2048,
-            avg: 8192,
-            max: 32768,
-        };
-        let r = Stingy {
-            data: &data,
-            step: 333,
-            interrupt: false,
-        };
-        let got: Vec<Vec<u8>> = Chunker::new(r, c)
-            .unwrap()
-            .collect::<io::Result<_>>()
-            .unwrap();
+        let c = Chunking::FastCdc { min: 2048, avg: 8192, max: 32768 };
+        let r = Stingy { data: &data, step: 333, interrupt: false };
+        let got: Vec<Vec<u8>> = Chunker::new(r, c).unwrap().collect::<io::Result<_>>().unwrap();
         // Same cut points as reading the slice in one go.
         assert_eq!(got, chunks(&data, c));
         assert_eq!(got.concat(), data);
@@ -293,14 +261,7 @@ mod tests {
 
     #[test]
     fn io_errors_are_reported_once() {
-        for c in [
-            Chunking::Fixed { size: 16 },
-            Chunking::FastCdc {
-                min: 64,
-                avg: 256,
-                max: 1024,
-            },
-        ] {
+        for c in [Chunking::Fixed { size: 16 }, Chunking::FastCdc { min: 64, avg: 256, max: 1024 }] {
             let mut ch = Chunker::new(Failing, c).unwrap();
             assert!(matches!(ch.next(), Some(Err(_))));
             assert!(ch.next().is_none(), "fused after an error");
@@ -309,11 +270,7 @@ mod tests {
 
     #[test]
     fn fastcdc_boundary_sizes_and_limits() {
-        let c = Chunking::FastCdc {
-            min: 1024,
-            avg: 4096,
-            max: 16384,
-        };
+        let c = Chunking::FastCdc { min: 1024, avg: 4096, max: 16384 };
         for len in [0usize, 1, 1023, 1024, 1025, 16383, 16384, 16385, 300_000] {
             let data = bytes(len, 7);
             let got = chunks(&data, c);
@@ -328,11 +285,7 @@ mod tests {
 
     #[test]
     fn fastcdc_dedups_after_a_prefix_insert() {
-        let c = Chunking::FastCdc {
-            min: 2048,
-            avg: 8192,
-            max: 32768,
-        };
+        let c = Chunking::FastCdc { min: 2048, avg: 8192, max: 32768 };
         let data = bytes(2 << 20, 3);
         let before: Vec<Vec<u8>> = chunks(&data, c);
         let mut edited = bytes(100, 99);
@@ -340,11 +293,7 @@ mod tests {
         let after: HashSet<Vec<u8>> = chunks(&edited, c).into_iter().collect();
         let kept = before.iter().filter(|ch| after.contains(*ch)).count();
         // Only the first chunk or two can change; demand 90% survive.
-        assert!(
-            kept * 10 >= before.len() * 9,
-            "{kept} of {} chunks survived",
-            before.len()
-        );
+        assert!(kept * 10 >= before.len() * 9, "{kept} of {} chunks survived", before.len());
         // And the fixed chunker, for contrast, loses them all: the test can fail.
         let fixed = Chunking::Fixed { size: 8192 };
         let fb: HashSet<Vec<u8>> = chunks(&data, fixed).into_iter().collect();
@@ -357,76 +306,24 @@ mod tests {
         for c in [
             Chunking::Fixed { size: 0 },
             Chunking::Fixed { size: max + 1 },
-            Chunking::FastCdc {
-                min: 0,
-                avg: 0,
-                max: 0,
-            },
-            Chunking::FastCdc {
-                min: 4096,
-                avg: 2048,
-                max: 8192,
-            },
-            Chunking::FastCdc {
-                min: 2048,
-                avg: 8192,
-                max: 4096,
-            },
-            Chunking::FastCdc {
-                min: 32,
-                avg: 256,
-                max: 1024,
-            },
-            Chunking::FastCdc {
-                min: 64,
-                avg: 128,
-                max: 1024,
-            },
-            Chunking::FastCdc {
-                min: 64,
-                avg: 256,
-                max: 512,
-            },
-            Chunking::FastCdc {
-                min: 2 << 20,
-                avg: 2 << 20,
-                max: 2 << 20,
-            },
-            Chunking::FastCdc {
-                min: 64,
-                avg: 8 << 20,
-                max: 8 << 20,
-            },
-            Chunking::FastCdc {
-                min: 64,
-                avg: 256,
-                max: max + 1,
-            },
+            Chunking::FastCdc { min: 0, avg: 0, max: 0 },
+            Chunking::FastCdc { min: 4096, avg: 2048, max: 8192 },
+            Chunking::FastCdc { min: 2048, avg: 8192, max: 4096 },
+            Chunking::FastCdc { min: 32, avg: 256, max: 1024 },
+            Chunking::FastCdc { min: 64, avg: 128, max: 1024 },
+            Chunking::FastCdc { min: 64, avg: 256, max: 512 },
+            Chunking::FastCdc { min: 2 << 20, avg: 2 << 20, max: 2 << 20 },
+            Chunking::FastCdc { min: 64, avg: 8 << 20, max: 8 << 20 },
+            Chunking::FastCdc { min: 64, avg: 256, max: max + 1 },
         ] {
-            assert!(
-                matches!(
-                    Chunker::new(&b""[..], c),
-                    Err(ChunkerError::InvalidConfig(_))
-                ),
-                "{c:?} accepted"
-            );
+            assert!(matches!(Chunker::new(&b""[..], c), Err(ChunkerError::InvalidConfig(_))), "{c:?} accepted");
         }
         for c in [
             Chunking::Fixed { size: 1 },
             Chunking::Fixed { size: max },
-            Chunking::Fixed {
-                size: DEFAULT_CHUNK_SIZE,
-            },
-            Chunking::FastCdc {
-                min: 64,
-                avg: 256,
-                max: 1024,
-            },
-            Chunking::FastCdc {
-                min: 1 << 20,
-                avg: 4 << 20,
-                max,
-            },
+            Chunking::Fixed { size: DEFAULT_CHUNK_SIZE },
+            Chunking::FastCdc { min: 64, avg: 256, max: 1024 },
+            Chunking::FastCdc { min: 1 << 20, avg: 4 << 20, max },
         ] {
             assert!(Chunker::new(&b""[..], c).is_ok(), "{c:?} refused");
         }

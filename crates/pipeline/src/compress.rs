@@ -101,11 +101,7 @@ fn sample_compresses(data: &[u8]) -> bool {
 }
 
 /// Decompresses a chunk; `plain_size` is the size recorded in the manifest and bounds the output (never allocate more than it; error if the output differs).
-pub fn decompress(
-    algo: Compression,
-    data: &[u8],
-    plain_size: usize,
-) -> Result<Vec<u8>, CompressError> {
+pub fn decompress(algo: Compression, data: &[u8], plain_size: usize) -> Result<Vec<u8>, CompressError> {
     if plain_size > limits::MAX_CHUNK_SIZE {
         return Err(CompressError::TooLarge(plain_size));
     }
@@ -123,25 +119,18 @@ pub fn decompress(
             };
             let claimed = u32::from_le_bytes(*prefix) as usize;
             if claimed != plain_size {
-                return Err(CompressError::SizeMismatch {
-                    expected: plain_size,
-                    actual: claimed,
-                });
+                return Err(CompressError::SizeMismatch { expected: plain_size, actual: claimed });
             }
             let mut out = vec![0u8; plain_size];
             // `decompress_into` fails (never panics) when the output slice is
             // too small, so hostile input cannot write past `plain_size`.
-            let n = lz4_flex::block::decompress_into(body, &mut out)
-                .map_err(|e| corrupt(e.to_string()))?;
+            let n = lz4_flex::block::decompress_into(body, &mut out).map_err(|e| corrupt(e.to_string()))?;
             out.truncate(n);
             out
         }
     };
     if out.len() != plain_size {
-        return Err(CompressError::SizeMismatch {
-            expected: plain_size,
-            actual: out.len(),
-        });
+        return Err(CompressError::SizeMismatch { expected: plain_size, actual: out.len() });
     }
     Ok(out)
 }
@@ -165,12 +154,7 @@ mod tests {
     }
 
     fn text(n: usize) -> Vec<u8> {
-        b"DataMesh stores chunks redundantly across peers. "
-            .iter()
-            .copied()
-            .cycle()
-            .take(n)
-            .collect()
+        b"DataMesh stores chunks redundantly across peers. ".iter().copied().cycle().take(n).collect()
     }
 
     #[test]
@@ -218,10 +202,7 @@ mod tests {
         assert_eq!(decompress(Compression::None, b"abc", 3).unwrap(), b"abc");
         assert!(matches!(
             decompress(Compression::None, b"abc", 4),
-            Err(CompressError::SizeMismatch {
-                expected: 4,
-                actual: 3
-            })
+            Err(CompressError::SizeMismatch { expected: 4, actual: 3 })
         ));
     }
 
@@ -232,10 +213,7 @@ mod tests {
             let c = compress_if_pays(algo, &data).unwrap();
             assert!(decompress(algo, &c, 4999).is_err(), "{algo:?} too small");
             assert!(decompress(algo, &c, 5001).is_err(), "{algo:?} too large");
-            assert!(matches!(
-                decompress(algo, &c, limits::MAX_CHUNK_SIZE + 1),
-                Err(CompressError::TooLarge(_))
-            ));
+            assert!(matches!(decompress(algo, &c, limits::MAX_CHUNK_SIZE + 1), Err(CompressError::TooLarge(_))));
         }
         // An LZ4 prefix claiming 4 GiB is compared, not allocated.
         let mut lie = lz4_flex::block::compress_prepend_size(&data);

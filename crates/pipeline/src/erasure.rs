@@ -105,9 +105,7 @@ pub struct DecodedChunk {
 pub fn validate(e: Erasure) -> Result<(), ErasureError> {
     let (k, m) = (e.k as usize, e.m as usize);
     if k == 0 {
-        return Err(ErasureError::InvalidParams(format!(
-            "{k}+{m}: k must be at least 1"
-        )));
+        return Err(ErasureError::InvalidParams(format!("{k}+{m}: k must be at least 1")));
     }
     if k + m > limits::MAX_TOTAL_SHARDS {
         return Err(ErasureError::InvalidParams(format!(
@@ -116,9 +114,7 @@ pub fn validate(e: Erasure) -> Result<(), ErasureError> {
         )));
     }
     if m > 0 && !ReedSolomonEncoder::supports(k, m) {
-        return Err(ErasureError::InvalidParams(format!(
-            "{k}+{m}: not supported by the erasure library"
-        )));
+        return Err(ErasureError::InvalidParams(format!("{k}+{m}: not supported by the erasure library")));
     }
     Ok(())
 }
@@ -154,11 +150,7 @@ fn parity(e: Erasure, data: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, ErasureError> {
 }
 
 /// Rebuilds the stored chunk (exactly `stored_size` bytes) from any k present shards. `shards[i]` is shard i or None. The caller must already have verified present shards against their CIDs.
-pub fn decode(
-    e: Erasure,
-    stored_size: usize,
-    shards: &[Option<Vec<u8>>],
-) -> Result<Vec<u8>, ErasureError> {
+pub fn decode(e: Erasure, stored_size: usize, shards: &[Option<Vec<u8>>]) -> Result<Vec<u8>, ErasureError> {
     validate(e)?;
     if stored_size > limits::MAX_STORED_CHUNK_SIZE {
         return Err(ErasureError::TooLarge { size: stored_size });
@@ -174,9 +166,7 @@ pub fn decode(
             (None, Some(present)) => out.extend_from_slice(present),
             // restore_data returns every missing data shard or an error.
             (None, None) => {
-                return Err(ErasureError::Library(format!(
-                    "data shard {i} was not restored"
-                )));
+                return Err(ErasureError::Library(format!("data shard {i} was not restored")));
             }
         }
     }
@@ -185,38 +175,21 @@ pub fn decode(
 }
 
 /// Recomputes the shards whose slot is None (for repair), given any k present; returns (index, bytes) for each rebuilt shard.
-pub fn rebuild(
-    e: Erasure,
-    shards: &[Option<Vec<u8>>],
-) -> Result<Vec<(usize, Vec<u8>)>, ErasureError> {
+pub fn rebuild(e: Erasure, shards: &[Option<Vec<u8>>]) -> Result<Vec<(usize, Vec<u8>)>, ErasureError> {
     validate(e)?;
     if shards.len() != e.total() {
-        return Err(ErasureError::ShardCount {
-            expected: e.total(),
-            got: shards.len(),
-        });
+        return Err(ErasureError::ShardCount { expected: e.total(), got: shards.len() });
     }
     // No chunk size is given: take the shard size from the first present
     // shard and hold every other one to it.
-    let Some((index, s)) = shards
-        .iter()
-        .enumerate()
-        .find_map(|(i, b)| Some((i, b.as_ref()?.len())))
-    else {
-        return Err(ErasureError::NotEnoughShards {
-            have: 0,
-            need: e.k as usize,
-        });
+    let Some((index, s)) = shards.iter().enumerate().find_map(|(i, b)| Some((i, b.as_ref()?.len()))) else {
+        return Err(ErasureError::NotEnoughShards { have: 0, need: e.k as usize });
     };
     let max = e.shard_size(limits::MAX_STORED_CHUNK_SIZE);
     if s == 0 || s % 2 == 1 || s > max {
         // An odd, empty or oversized shard is never one we produced;
         // `expected` names the nearest size that could be.
-        return Err(ErasureError::ShardSize {
-            index,
-            expected: s.clamp(2, max) & !1,
-            got: s,
-        });
+        return Err(ErasureError::ShardSize { index, expected: s.clamp(2, max) & !1, got: s });
     }
     check_shards(e, s, shards)?;
     if shards.iter().all(Option::is_some) {
@@ -224,20 +197,15 @@ pub fn rebuild(
     }
     let k = e.k as usize;
     let restored = restore_data(e, s, shards)?;
-    let mut rebuilt: Vec<(usize, Vec<u8>)> = restored
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.clone().map(|r| (i, r)))
-        .collect();
+    let mut rebuilt: Vec<(usize, Vec<u8>)> =
+        restored.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| (i, r))).collect();
     if shards[k..].iter().any(Option::is_none) {
         // Parity is recomputed from the complete data shards.
         let data: Vec<Vec<u8>> = (0..k)
             .map(|i| match (&restored[i], &shards[i]) {
                 (Some(r), _) => Ok(r.clone()),
                 (None, Some(p)) => Ok(p.clone()),
-                (None, None) => Err(ErasureError::Library(format!(
-                    "data shard {i} was not restored"
-                ))),
+                (None, None) => Err(ErasureError::Library(format!("data shard {i} was not restored"))),
             })
             .collect::<Result<_, _>>()?;
         for (j, p) in parity(e, &data)?.into_iter().enumerate() {
@@ -253,11 +221,7 @@ pub fn rebuild(
 ///
 /// The indices of dropped shards are returned by [`decode_chunk_report`];
 /// this function returns only the chunk.
-pub fn decode_chunk(
-    e: Erasure,
-    entry: &ChunkEntry,
-    shards: Vec<Option<Vec<u8>>>,
-) -> Result<Vec<u8>, ErasureError> {
+pub fn decode_chunk(e: Erasure, entry: &ChunkEntry, shards: Vec<Option<Vec<u8>>>) -> Result<Vec<u8>, ErasureError> {
     decode_chunk_report(e, entry, shards).map(|d| d.data)
 }
 
@@ -271,10 +235,7 @@ pub fn decode_chunk_report(
     let dropped = verify_shards(e, entry, &mut shards)?;
     let have = shards.iter().flatten().count();
     if have < e.k as usize {
-        return Err(ErasureError::NotEnoughShards {
-            have,
-            need: e.k as usize,
-        });
+        return Err(ErasureError::NotEnoughShards { have, need: e.k as usize });
     }
     let data = decode(e, entry.stored_size as usize, &shards)?;
     if !entry.cid.verifies(&data) {
@@ -293,16 +254,10 @@ pub fn verify_shards(
 ) -> Result<Vec<usize>, ErasureError> {
     let total = e.total();
     if entry.shards.len() != total {
-        return Err(ErasureError::ShardCount {
-            expected: total,
-            got: entry.shards.len(),
-        });
+        return Err(ErasureError::ShardCount { expected: total, got: entry.shards.len() });
     }
     if shards.len() != total {
-        return Err(ErasureError::ShardCount {
-            expected: total,
-            got: shards.len(),
-        });
+        return Err(ErasureError::ShardCount { expected: total, got: shards.len() });
     }
     let mut dropped = Vec::new();
     for (i, (slot, cid)) in shards.iter_mut().zip(&entry.shards).enumerate() {
@@ -322,28 +277,18 @@ pub fn shard_cids(shards: &[Vec<u8>]) -> Vec<Cid> {
 /// Slot count, per-shard length `s`, and at least `k` present.
 fn check_shards(e: Erasure, s: usize, shards: &[Option<Vec<u8>>]) -> Result<(), ErasureError> {
     if shards.len() != e.total() {
-        return Err(ErasureError::ShardCount {
-            expected: e.total(),
-            got: shards.len(),
-        });
+        return Err(ErasureError::ShardCount { expected: e.total(), got: shards.len() });
     }
     for (index, shard) in shards.iter().enumerate() {
         if let Some(b) = shard
             && b.len() != s
         {
-            return Err(ErasureError::ShardSize {
-                index,
-                expected: s,
-                got: b.len(),
-            });
+            return Err(ErasureError::ShardSize { index, expected: s, got: b.len() });
         }
     }
     let have = shards.iter().flatten().count();
     if have < e.k as usize {
-        return Err(ErasureError::NotEnoughShards {
-            have,
-            need: e.k as usize,
-        });
+        return Err(ErasureError::NotEnoughShards { have, need: e.k as usize });
     }
     Ok(())
 }
@@ -351,11 +296,7 @@ fn check_shards(e: Erasure, s: usize, shards: &[Option<Vec<u8>>]) -> Result<(), 
 /// The missing data shards, restored from the present ones: entry `i` is
 /// `Some` exactly when data shard `i` was missing. Shards are already
 /// checked (count, sizes, at least `k` present).
-fn restore_data(
-    e: Erasure,
-    s: usize,
-    shards: &[Option<Vec<u8>>],
-) -> Result<Vec<Option<Vec<u8>>>, ErasureError> {
+fn restore_data(e: Erasure, s: usize, shards: &[Option<Vec<u8>>]) -> Result<Vec<Option<Vec<u8>>>, ErasureError> {
     let (k, m) = (e.k as usize, e.m as usize);
     let mut out = vec![None; k];
     if shards[..k].iter().all(Option::is_some) {
@@ -382,9 +323,9 @@ fn restore_data(
     let result = dec.decode()?;
     for (i, slot) in out.iter_mut().enumerate() {
         if shards[i].is_none() {
-            let r = result.restored_original(i).ok_or_else(|| {
-                ErasureError::Library(format!("decoder did not restore data shard {i}"))
-            })?;
+            let r = result
+                .restored_original(i)
+                .ok_or_else(|| ErasureError::Library(format!("decoder did not restore data shard {i}")))?;
             *slot = Some(r.to_vec());
         }
     }
@@ -416,16 +357,7 @@ mod tests {
 
     #[test]
     fn layouts_round_trip_with_m_losses() {
-        for (k, m) in [
-            (1, 0),
-            (1, 1),
-            (1, 3),
-            (4, 2),
-            (10, 4),
-            (29, 51),
-            (3, 0),
-            (128, 128),
-        ] {
+        for (k, m) in [(1, 0), (1, 1), (1, 3), (4, 2), (10, 4), (29, 51), (3, 0), (128, 128)] {
             let e = Erasure { k, m };
             for len in [0usize, 1, 2, 3, 1000, 65_537] {
                 let data = bytes(len, len as u64 + k as u64);
@@ -445,10 +377,7 @@ mod tests {
                 for (i, b) in rebuilt {
                     assert_eq!(b, shards[i], "{k}+{m} rebuilt shard {i}");
                 }
-                assert_eq!(
-                    decode_chunk(e, &entry(&data, &shards), partial).unwrap(),
-                    data
-                );
+                assert_eq!(decode_chunk(e, &entry(&data, &shards), partial).unwrap(), data);
             }
         }
     }
@@ -457,18 +386,9 @@ mod tests {
     fn invalid_params_are_refused() {
         for (k, m) in [(0, 0), (0, 4), (200, 57), (256, 1)] {
             let e = Erasure { k, m };
-            assert!(
-                matches!(encode(e, b"x"), Err(ErasureError::InvalidParams(_))),
-                "{k}+{m}"
-            );
-            assert!(matches!(
-                decode(e, 1, &[]),
-                Err(ErasureError::InvalidParams(_))
-            ));
-            assert!(matches!(
-                rebuild(e, &[]),
-                Err(ErasureError::InvalidParams(_))
-            ));
+            assert!(matches!(encode(e, b"x"), Err(ErasureError::InvalidParams(_))), "{k}+{m}");
+            assert!(matches!(decode(e, 1, &[]), Err(ErasureError::InvalidParams(_))));
+            assert!(matches!(rebuild(e, &[]), Err(ErasureError::InvalidParams(_))));
         }
         assert!(encode(Erasure { k: 200, m: 56 }, b"x").is_ok());
     }
@@ -479,47 +399,27 @@ mod tests {
         let data = bytes(1000, 1);
         let shards = encode(e, &data).unwrap();
         // Wrong slot count.
-        assert!(matches!(
-            decode(e, 1000, &some(&shards[..5])),
-            Err(ErasureError::ShardCount { .. })
-        ));
+        assert!(matches!(decode(e, 1000, &some(&shards[..5])), Err(ErasureError::ShardCount { .. })));
         // A shard of the wrong length.
         let mut bad = some(&shards);
         bad[0] = None;
         bad[5] = Some(vec![0; 3]);
-        assert!(matches!(
-            decode(e, 1000, &bad),
-            Err(ErasureError::ShardSize { index: 5, .. })
-        ));
-        assert!(matches!(
-            rebuild(e, &bad),
-            Err(ErasureError::ShardSize { index: 5, .. })
-        ));
+        assert!(matches!(decode(e, 1000, &bad), Err(ErasureError::ShardSize { index: 5, .. })));
+        assert!(matches!(rebuild(e, &bad), Err(ErasureError::ShardSize { index: 5, .. })));
         assert_eq!(
             rebuild(e, &[None, None, None, None, None, None]),
             Err(ErasureError::NotEnoughShards { have: 0, need: 4 })
         );
         // Odd, empty, oversized shards for rebuild.
-        for len in [
-            0usize,
-            1,
-            3,
-            e.shard_size(limits::MAX_STORED_CHUNK_SIZE) + 2,
-        ] {
+        for len in [0usize, 1, 3, e.shard_size(limits::MAX_STORED_CHUNK_SIZE) + 2] {
             let mut odd: Vec<Option<Vec<u8>>> = vec![None; 6];
             for slot in odd.iter_mut().take(4) {
                 *slot = Some(vec![0; len]);
             }
-            assert!(
-                matches!(rebuild(e, &odd), Err(ErasureError::ShardSize { .. })),
-                "len {len}"
-            );
+            assert!(matches!(rebuild(e, &odd), Err(ErasureError::ShardSize { .. })), "len {len}");
         }
         // Sizes that disagree with stored_size.
-        assert!(matches!(
-            decode(e, 5000, &some(&shards)),
-            Err(ErasureError::ShardSize { .. })
-        ));
+        assert!(matches!(decode(e, 5000, &some(&shards)), Err(ErasureError::ShardSize { .. })));
         assert!(matches!(
             decode(e, limits::MAX_STORED_CHUNK_SIZE + 1, &some(&shards)),
             Err(ErasureError::TooLarge { .. })
@@ -529,30 +429,18 @@ mod tests {
         few[0] = None;
         few[1] = None;
         few[2] = None;
-        assert_eq!(
-            decode(e, 1000, &few),
-            Err(ErasureError::NotEnoughShards { have: 3, need: 4 })
-        );
-        assert_eq!(
-            rebuild(e, &few),
-            Err(ErasureError::NotEnoughShards { have: 3, need: 4 })
-        );
+        assert_eq!(decode(e, 1000, &few), Err(ErasureError::NotEnoughShards { have: 3, need: 4 }));
+        assert_eq!(rebuild(e, &few), Err(ErasureError::NotEnoughShards { have: 3, need: 4 }));
         // m = 0 with a data shard missing.
         let e0 = Erasure { k: 3, m: 0 };
         let s0 = encode(e0, &data).unwrap();
         let mut p0 = some(&s0);
         p0[1] = None;
-        assert_eq!(
-            decode(e0, 1000, &p0),
-            Err(ErasureError::NotEnoughShards { have: 2, need: 3 })
-        );
+        assert_eq!(decode(e0, 1000, &p0), Err(ErasureError::NotEnoughShards { have: 2, need: 3 }));
         // The entry lists the wrong number of shard CIDs.
         let mut en = entry(&data, &shards);
         en.shards.pop();
-        assert!(matches!(
-            decode_chunk(e, &en, some(&shards)),
-            Err(ErasureError::ShardCount { .. })
-        ));
+        assert!(matches!(decode_chunk(e, &en, some(&shards)), Err(ErasureError::ShardCount { .. })));
     }
 
     #[test]
@@ -575,10 +463,7 @@ mod tests {
         if let Some(b) = s[0].as_mut() {
             b[0] ^= 1;
         }
-        assert_eq!(
-            decode_chunk(e, &en, s),
-            Err(ErasureError::NotEnoughShards { have: 3, need: 4 })
-        );
+        assert_eq!(decode_chunk(e, &en, s), Err(ErasureError::NotEnoughShards { have: 3, need: 4 }));
     }
 
     #[test]
@@ -588,10 +473,7 @@ mod tests {
         let shards = encode(e, &data).unwrap();
         let mut en = entry(&data, &shards);
         en.cid = Cid::raw_blake3(b"something else");
-        assert_eq!(
-            decode_chunk(e, &en, some(&shards)),
-            Err(ErasureError::Corrupt { chunk: en.cid })
-        );
+        assert_eq!(decode_chunk(e, &en, some(&shards)), Err(ErasureError::Corrupt { chunk: en.cid }));
     }
 
     fn subset_strategy() -> impl Strategy<Value = (u16, u16, usize, u64, Vec<bool>)> {

@@ -93,12 +93,7 @@ impl UnixFsHasher {
     }
 
     fn layout(chunk_size: usize, max_links: usize) -> Self {
-        UnixFsHasher {
-            chunk_size,
-            max_links,
-            leaf: Vec::new(),
-            levels: Vec::new(),
-        }
+        UnixFsHasher { chunk_size, max_links, leaf: Vec::new(), levels: Vec::new() }
     }
 
     /// Feeds the next bytes of the file.
@@ -119,8 +114,7 @@ impl UnixFsHasher {
                 continue;
             }
             if self.leaf.capacity() == 0 {
-                self.leaf
-                    .reserve_exact(self.chunk_size.min(data.len().max(4096)));
+                self.leaf.reserve_exact(self.chunk_size.min(data.len().max(4096)));
             }
             let n = (self.chunk_size - self.leaf.len()).min(data.len());
             self.leaf.extend_from_slice(&data[..n]);
@@ -154,11 +148,7 @@ impl UnixFsHasher {
     }
 
     fn push_leaf(&mut self, leaf: &[u8]) {
-        let link = Link {
-            cid: raw_leaf_cid(leaf),
-            tsize: leaf.len() as u64,
-            filesize: leaf.len() as u64,
-        };
+        let link = Link { cid: raw_leaf_cid(leaf), tsize: leaf.len() as u64, filesize: leaf.len() as u64 };
         self.push_link(0, link);
     }
 
@@ -169,8 +159,7 @@ impl UnixFsHasher {
             self.levels.push(Vec::with_capacity(self.max_links));
         }
         if self.levels[height].len() == self.max_links {
-            let full =
-                std::mem::replace(&mut self.levels[height], Vec::with_capacity(self.max_links));
+            let full = std::mem::replace(&mut self.levels[height], Vec::with_capacity(self.max_links));
             let node = node_link(&full);
             self.push_link(height + 1, node);
         }
@@ -207,11 +196,7 @@ fn node_link(links: &[Link]) -> Link {
     let block = encode_node(links);
     let filesize = links.iter().map(|l| l.filesize).sum();
     let tsize = block.len() as u64 + links.iter().map(|l| l.tsize).sum::<u64>();
-    Link {
-        cid: Cid::from_sha256(DAG_PB, &Sha256::digest(&block).into()),
-        tsize,
-        filesize,
-    }
+    Link { cid: Cid::from_sha256(DAG_PB, &Sha256::digest(&block).into()), tsize, filesize }
 }
 
 /// The canonical dag-pb bytes of a UnixFS file node over `links`.
@@ -287,9 +272,7 @@ mod tests {
     }
 
     fn cid_with(data: &[u8], chunk: usize, links: usize) -> String {
-        let Some(mut h) = UnixFsHasher::with_layout(chunk, links) else {
-            panic!("bad layout")
-        };
+        let Some(mut h) = UnixFsHasher::with_layout(chunk, links) else { panic!("bad layout") };
         h.update(data);
         h.finalize().to_string()
     }
@@ -314,10 +297,7 @@ mod tests {
 
     #[test]
     fn empty_file_is_the_empty_raw_leaf() {
-        assert_eq!(
-            cid_of(b""),
-            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-        );
+        assert_eq!(cid_of(b""), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
         assert_eq!(unixfs_cid(&b""[..]).unwrap().to_string(), cid_of(b""));
     }
 
@@ -335,44 +315,19 @@ mod tests {
     #[test]
     fn default_layout_matches_pinned_oracle_cids() {
         for (n, cid) in [
-            (
-                1,
-                "bafkreigrxpltxmersc73rayfm5y6eluzova62iahs6j36m4xl7qwkrmbym",
-            ),
-            (
-                1000,
-                "bafkreicbr3vslhx257lrxhadeo2yonupcgv5dtad4grfkce6uojuzqf2li",
-            ),
-            (
-                262_143,
-                "bafkreih36gjkyvbdwlbdu6svlpl5as56bjgrb7h7h6ifj34fudb6q6cwme",
-            ),
+            (1, "bafkreigrxpltxmersc73rayfm5y6eluzova62iahs6j36m4xl7qwkrmbym"),
+            (1000, "bafkreicbr3vslhx257lrxhadeo2yonupcgv5dtad4grfkce6uojuzqf2li"),
+            (262_143, "bafkreih36gjkyvbdwlbdu6svlpl5as56bjgrb7h7h6ifj34fudb6q6cwme"),
             // Exactly one chunk: still the raw leaf, no parent node.
-            (
-                262_144,
-                "bafkreibmmlk3pf7eexlfdmzgm5vzcazgbi2mmrm2ihkf7dizlqdtxqnxwm",
-            ),
+            (262_144, "bafkreibmmlk3pf7eexlfdmzgm5vzcazgbi2mmrm2ihkf7dizlqdtxqnxwm"),
             // One byte more: a dag-pb node over two leaves.
-            (
-                262_145,
-                "bafybeidl74hzw2ovik3nrqxlfs3xp5tsg65bfkfent7tf56q474zllinci",
-            ),
-            (
-                524_288,
-                "bafybeig6gmbw7zr5654zy43vdflsuh755hfgquhoansffr2gixlzdac22m",
-            ),
-            (
-                600_000,
-                "bafybeigsf2aaxz3l6zy67q3jzuvinbnmupxhuu2wnftxx6tjpdqdexvqoy",
-            ),
+            (262_145, "bafybeidl74hzw2ovik3nrqxlfs3xp5tsg65bfkfent7tf56q474zllinci"),
+            (524_288, "bafybeig6gmbw7zr5654zy43vdflsuh755hfgquhoansffr2gixlzdac22m"),
+            (600_000, "bafybeigsf2aaxz3l6zy67q3jzuvinbnmupxhuu2wnftxx6tjpdqdexvqoy"),
         ] {
             let data = bytes(n, n as u64);
             assert_eq!(cid_of(&data), cid, "{n} bytes");
-            assert_eq!(
-                unixfs_cid(&data[..]).unwrap().to_string(),
-                cid,
-                "{n} bytes via a reader"
-            );
+            assert_eq!(unixfs_cid(&data[..]).unwrap().to_string(), cid, "{n} bytes via a reader");
         }
     }
 
@@ -384,50 +339,17 @@ mod tests {
     #[test]
     fn deep_trees_match_pinned_oracle_cids() {
         for (n, cid) in [
-            (
-                0,
-                "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
-            ),
-            (
-                1,
-                "bafkreigrxpltxmersc73rayfm5y6eluzova62iahs6j36m4xl7qwkrmbym",
-            ),
-            (
-                10,
-                "bafkreihbevmlamauy5t3lx3klczr7ko777s37y7d6ermazqvf2h6dbtmiy",
-            ),
-            (
-                11,
-                "bafybeihjpkqc54enyo4cauvxrqatrtzpwyhjgjetzimlp4kyevxbftsmti",
-            ),
-            (
-                30,
-                "bafybeifgni6nexll6quncsrbj7qjgup7rooe5ztjmxo6ip5fnxmgy53wvy",
-            ),
-            (
-                31,
-                "bafybeig6mzhcxloeqnhfe3okojvkhyxhomlkjf5slc4exmfaydzab4eriy",
-            ),
-            (
-                100,
-                "bafybeiapcmsuydut4uhqxc6rtjtjr5gareh3xrjctgm77ti5eqmxbfmtgq",
-            ),
-            (
-                121,
-                "bafybeiaf2nuwgpmso7rkkt2vnbale67xuk7tzhmovtynnovltb5idscwoi",
-            ),
-            (
-                1000,
-                "bafybeia72lcuf2b2a5uz4iyxxbvf557lkahvtbk7knhnbmdycslt6xew6i",
-            ),
-            (
-                1001,
-                "bafybeidxkvncuu4pxivi4te2x7qieikggkfdvtu2evjkuryx6vswfdu66i",
-            ),
-            (
-                3000,
-                "bafybeifcr7algxmdipdsic4whkmsb4zbpndox7ijnfv56ygvstpml2322y",
-            ),
+            (0, "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"),
+            (1, "bafkreigrxpltxmersc73rayfm5y6eluzova62iahs6j36m4xl7qwkrmbym"),
+            (10, "bafkreihbevmlamauy5t3lx3klczr7ko777s37y7d6ermazqvf2h6dbtmiy"),
+            (11, "bafybeihjpkqc54enyo4cauvxrqatrtzpwyhjgjetzimlp4kyevxbftsmti"),
+            (30, "bafybeifgni6nexll6quncsrbj7qjgup7rooe5ztjmxo6ip5fnxmgy53wvy"),
+            (31, "bafybeig6mzhcxloeqnhfe3okojvkhyxhomlkjf5slc4exmfaydzab4eriy"),
+            (100, "bafybeiapcmsuydut4uhqxc6rtjtjr5gareh3xrjctgm77ti5eqmxbfmtgq"),
+            (121, "bafybeiaf2nuwgpmso7rkkt2vnbale67xuk7tzhmovtynnovltb5idscwoi"),
+            (1000, "bafybeia72lcuf2b2a5uz4iyxxbvf557lkahvtbk7knhnbmdycslt6xew6i"),
+            (1001, "bafybeidxkvncuu4pxivi4te2x7qieikggkfdvtu2evjkuryx6vswfdu66i"),
+            (3000, "bafybeifcr7algxmdipdsic4whkmsb4zbpndox7ijnfv56ygvstpml2322y"),
         ] {
             assert_eq!(cid_with(&bytes(n, n as u64), 10, 3), cid, "{n} bytes");
         }
@@ -447,11 +369,7 @@ mod tests {
         expect.extend([0x0a, 0x08, 0x08, 0x02, 0x18, 0x03, 0x20, 0x02, 0x20, 0x01]);
         let links: Vec<Link> = [&b"ab"[..], b"c"]
             .iter()
-            .map(|b| Link {
-                cid: raw_leaf_cid(b),
-                tsize: b.len() as u64,
-                filesize: b.len() as u64,
-            })
+            .map(|b| Link { cid: raw_leaf_cid(b), tsize: b.len() as u64, filesize: b.len() as u64 })
             .collect();
         assert_eq!(encode_node(&links), expect);
         let node = node_link(&links);

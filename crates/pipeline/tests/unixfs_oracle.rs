@@ -23,18 +23,13 @@ use std::process::Command;
 use datamesh_pipeline::unixfs::{CHUNK_SIZE, MAX_LINKS, UnixFsHasher, unixfs_cid};
 
 fn oracle_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("oracle")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("oracle")
 }
 
 /// Fails early, with the fix, when the oracle's packages are not installed.
 fn require_oracle() {
     assert!(
-        oracle_dir()
-            .join("node_modules")
-            .join("ipfs-unixfs-importer")
-            .is_dir(),
+        oracle_dir().join("node_modules").join("ipfs-unixfs-importer").is_dir(),
         "the UnixFS oracle's npm packages are missing: run \
          `npm ci --prefix crates/pipeline/tests/oracle` from the workspace root, then rerun"
     );
@@ -49,19 +44,9 @@ fn oracle(args: &[&str], files: &[PathBuf]) -> Vec<String> {
         .args(args)
         .args(files)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `node` (Node.js 20+ is needed for the UnixFS oracle): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "oracle failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+        .unwrap_or_else(|e| panic!("cannot run `node` (Node.js 20+ is needed for the UnixFS oracle): {e}"));
+    assert!(out.status.success(), "oracle failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let cids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     assert_eq!(cids.len(), files.len(), "oracle printed {cids:?}");
     cids
 }
@@ -110,10 +95,7 @@ fn default_layout_matches_the_js_importer() {
         .collect();
     let expected = oracle(&[], &files);
     // The oracle itself is configured right: the empty file gives kubo's CID.
-    assert_eq!(
-        expected[0],
-        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-    );
+    assert_eq!(expected[0], "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
     for ((n, path), want) in sizes.iter().zip(&files).zip(&expected) {
         let f = BufReader::new(File::open(path).expect("open temp file"));
         let got = unixfs_cid(f).expect("read temp file").to_string();
@@ -153,18 +135,12 @@ fn deep_trees_match_the_js_importer() {
         let expected = oracle(&["--chunk-size", &c, "--max-links", &l], &files);
         for ((n, path), want) in sizes.iter().zip(&files).zip(&expected) {
             let bytes = std::fs::read(path).expect("read temp file");
-            let Some(mut h) = UnixFsHasher::with_layout(chunk, links) else {
-                panic!("bad layout")
-            };
+            let Some(mut h) = UnixFsHasher::with_layout(chunk, links) else { panic!("bad layout") };
             // Uneven slices, to exercise the streaming path too.
             for piece in bytes.chunks(3) {
                 h.update(piece);
             }
-            assert_eq!(
-                &h.finalize().to_string(),
-                want,
-                "{n} bytes, chunk {chunk}, {links} links"
-            );
+            assert_eq!(&h.finalize().to_string(), want, "{n} bytes, chunk {chunk}, {links} links");
         }
     }
 }

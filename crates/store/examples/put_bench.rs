@@ -17,23 +17,10 @@ use datamesh_store::{ShardMeta, Store, StoreConfig};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(256);
-    let threads: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(1)
-        .max(1);
+    let threads: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1).max(1);
     let tmp = tempfile::tempdir()?;
-    let dir = args
-        .next()
-        .map_or_else(|| tmp.path().join("store"), Into::into);
-    let (store, _) = Store::open(
-        &dir,
-        StoreConfig {
-            capacity_bytes: u64::MAX,
-            cache_bytes: 0,
-        },
-    )?;
+    let dir = args.next().map_or_else(|| tmp.path().join("store"), Into::into);
+    let (store, _) = Store::open(&dir, StoreConfig { capacity_bytes: u64::MAX, cache_bytes: 0 })?;
 
     const SHARD: usize = 1 << 20;
     let batches = mib.div_ceil(6).max(1);
@@ -61,10 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 (
                                     Cid::raw_blake3(s),
                                     s.as_slice(),
-                                    ShardMeta {
-                                        chunk: Cid::raw_blake3(b"c"),
-                                        index: j as u16,
-                                    },
+                                    ShardMeta { chunk: Cid::raw_blake3(b"c"), index: j as u16 },
                                 )
                             })
                             .collect();
@@ -75,10 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("worker panicked"))
-            .collect::<Result<Vec<_>, _>>()
+        workers.into_iter().map(|w| w.join().expect("worker panicked")).collect::<Result<Vec<_>, _>>()
     })?
     .into_iter()
     .flatten()
@@ -97,17 +78,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.get_shard(c)?;
     }
     let get = t.elapsed();
-    println!(
-        "get  (verified, page cache warm) in {get:.2?}: {:.0} MiB/s",
-        total / get.as_secs_f64()
-    );
+    println!("get  (verified, page cache warm) in {get:.2?}: {:.0} MiB/s", total / get.as_secs_f64());
 
     let t = Instant::now();
     let r = store.gc()?;
-    println!(
-        "gc   removed {} shards in {:.2?}",
-        r.shards_removed,
-        t.elapsed()
-    );
+    println!("gc   removed {} shards in {:.2?}", r.shards_removed, t.elapsed());
     Ok(())
 }

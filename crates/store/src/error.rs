@@ -57,9 +57,7 @@ pub enum StoreError {
         source: io::Error,
     },
     /// Another process holds the data dir's lock.
-    #[error(
-        "data dir {dir} is in use by another datamesh node (pid {pid}); stop it or use another data dir"
-    )]
+    #[error("data dir {dir} is in use by another datamesh node (pid {pid}); stop it or use another data dir")]
     InUse {
         /// The data dir.
         dir: PathBuf,
@@ -80,9 +78,7 @@ pub enum StoreError {
         supported: u32,
     },
     /// The directory is not (and cannot become) a DataMesh data dir.
-    #[error(
-        "{dir} is not a datamesh data dir: {reason}; choose an empty directory or an existing data dir"
-    )]
+    #[error("{dir} is not a datamesh data dir: {reason}; choose an empty directory or an existing data dir")]
     NotAStore {
         /// The directory given.
         dir: PathBuf,
@@ -90,9 +86,7 @@ pub enum StoreError {
         reason: String,
     },
     /// A file system operation failed for a reason other than a full disk.
-    #[error(
-        "could not {op} {path}: {source}; check the data dir's permissions and the disk's health"
-    )]
+    #[error("could not {op} {path}: {source}; check the data dir's permissions and the disk's health")]
     Io {
         /// What the store was doing ("write", "rename", ...).
         op: &'static str,
@@ -124,9 +118,7 @@ pub enum StoreError {
         source: RecordError,
     },
     /// The object is larger than any valid shard or manifest.
-    #[error(
-        "{cid} is {size} bytes, more than the {max} a {what} may be; this is not valid DataMesh data"
-    )]
+    #[error("{cid} is {size} bytes, more than the {max} a {what} may be; this is not valid DataMesh data")]
     TooLarge {
         /// The CID.
         cid: Cid,
@@ -157,33 +149,16 @@ pub(crate) fn is_disk_full(e: &io::Error) -> bool {
 /// Maps an IO error on `path` to `DiskFull` or `Io`.
 pub(crate) fn io_error(dir: &Path, op: &'static str, path: &Path, e: io::Error) -> StoreError {
     if is_disk_full(&e) {
-        StoreError::DiskFull {
-            dir: dir.to_path_buf(),
-            source: e,
-        }
+        StoreError::DiskFull { dir: dir.to_path_buf(), source: e }
     } else {
-        StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            source: e,
-        }
+        StoreError::Io { op, path: path.to_path_buf(), source: e }
     }
 }
 
 /// Maps any redb error to `Index`, except a full disk, which becomes `DiskFull`.
-pub(crate) fn index_error(
-    dir: &Path,
-    context: &'static str,
-    e: impl Into<redb::Error>,
-) -> StoreError {
+pub(crate) fn index_error(dir: &Path, context: &'static str, e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
-        redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull {
-            dir: dir.to_path_buf(),
-            source: io,
-        },
-        other => StoreError::Index {
-            context,
-            source: Box::new(other),
-        },
+        redb::Error::Io(io) if is_disk_full(&io) => StoreError::DiskFull { dir: dir.to_path_buf(), source: io },
+        other => StoreError::Index { context, source: Box::new(other) },
     }
 }

@@ -100,9 +100,7 @@ impl Store {
                         Kind::Shard => &mut shards,
                         Kind::Manifest => &mut manifests,
                     };
-                    let old = table
-                        .remove(cid.to_bytes().as_slice())
-                        .map_err(|e| ix(e.into()))?;
+                    let old = table.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
                     if let Some(v) = old {
                         removed.push((*kind, *cid, kind.record_size(v.value()).unwrap_or(0)));
                     }
@@ -135,10 +133,8 @@ impl Store {
             {
                 let mut t = txn.open_table(ALIASES).map_err(|e| ix(e.into()))?;
                 let before = t.len().map_err(|e| ix(e.into()))?;
-                t.retain(|_, to| {
-                    Cid::from_bytes(to).map_or(true, |c| !removed_manifests.contains(&c))
-                })
-                .map_err(|e| ix(e.into()))?;
+                t.retain(|_, to| Cid::from_bytes(to).map_or(true, |c| !removed_manifests.contains(&c)))
+                    .map_err(|e| ix(e.into()))?;
                 let after = t.len().map_err(|e| ix(e.into()))?;
                 report.aliases_removed = before - after;
             }
@@ -163,18 +159,12 @@ impl Store {
                 let Ok(cid) = Cid::from_bytes(k.value()) else {
                     continue;
                 };
-                let alias = aliases
-                    .get(k.value())
-                    .map_err(|e| ix(e.into()))?
-                    .and_then(|to| Cid::from_bytes(to.value()).ok());
+                let alias =
+                    aliases.get(k.value()).map_err(|e| ix(e.into()))?.and_then(|to| Cid::from_bytes(to.value()).ok());
                 pinned.push((cid, alias));
             }
         }
-        let mut mark = Mark {
-            manifests: HashSet::new(),
-            shards: HashSet::new(),
-            unresolved: 0,
-        };
+        let mut mark = Mark { manifests: HashSet::new(), shards: HashSet::new(), unresolved: 0 };
         let mut decoded: HashMap<Cid, bool> = HashMap::new();
         for (pin, alias) in pinned {
             let mut resolved = false;
@@ -211,9 +201,7 @@ impl Store {
         };
         let path = object_path(&inner.dir, Kind::Manifest, cid);
         match inner.io.read(&path, size + 1) {
-            Ok(bytes) if bytes.len() as u64 == size => {
-                Ok(Manifest::decode_verified(cid, &bytes).ok())
-            }
+            Ok(bytes) if bytes.len() as u64 == size => Ok(Manifest::decode_verified(cid, &bytes).ok()),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(&inner.dir, "read", &path, e)),

@@ -53,10 +53,7 @@ pub struct UploadGuard {
 
 impl UploadGuard {
     pub(crate) fn new(set: Arc<GuardSet>) -> Self {
-        UploadGuard {
-            set,
-            mine: Mutex::new(HashSet::new()),
-        }
+        UploadGuard { set, mine: Mutex::new(HashSet::new()) }
     }
 
     /// Protects `cid` until this guard is dropped.

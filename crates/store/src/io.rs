@@ -154,11 +154,7 @@ impl Io for RealIo {
     }
 
     fn lock(&self, dir: &Path, path: &Path) -> Result<Box<dyn HeldLock>, StoreError> {
-        let io_err = |op, e| StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            source: e,
-        };
+        let io_err = |op, e| StoreError::Io { op, path: path.to_path_buf(), source: e };
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -174,15 +170,8 @@ impl Io for RealIo {
                 let mut s = String::new();
                 let _ = f.read_to_string(&mut s);
                 let pid = s.trim();
-                let pid = if pid.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    pid.to_string()
-                };
-                return Err(StoreError::InUse {
-                    dir: dir.to_path_buf(),
-                    pid,
-                });
+                let pid = if pid.is_empty() { "unknown".to_string() } else { pid.to_string() };
+                return Err(StoreError::InUse { dir: dir.to_path_buf(), pid });
             }
             Err(TryLockError::Error(e)) => return Err(io_err("lock", e)),
         }

@@ -94,9 +94,7 @@ pub use crate::error::StoreError;
 pub use crate::gc::GcReport;
 pub use crate::guard::UploadGuard;
 pub use crate::record::{RecordError, ShardRecord};
-pub use crate::store::{
-    OpenReport, PinInfo, ScrubReport, ShardMeta, Store, StoreConfig, StoreStats,
-};
+pub use crate::store::{OpenReport, PinInfo, ScrubReport, ShardMeta, Store, StoreConfig, StoreStats};
 
 /// The store format this build writes and the newest it opens.
 pub const FORMAT_VERSION: u32 = 1;

@@ -95,17 +95,9 @@ impl ShardRecord {
         let verified_at = r.u64()?;
         let index = r.u16()?;
         let len = r.u8()? as usize;
-        let chunk =
-            Cid::from_bytes(r.take(len)?).map_err(|e| RecordError::BadCid(e.to_string()))?;
+        let chunk = Cid::from_bytes(r.take(len)?).map_err(|e| RecordError::BadCid(e.to_string()))?;
         r.finish()?;
-        Ok(ShardRecord {
-            chunk,
-            index,
-            size,
-            stored_at,
-            last_access,
-            verified_at,
-        })
+        Ok(ShardRecord { chunk, index, size, stored_at, last_access, verified_at })
     }
 }
 
@@ -175,19 +167,12 @@ impl crate::PinInfo {
             1 => {
                 let len = r.u32()? as usize;
                 let raw = r.take(len)?;
-                Some(
-                    String::from_utf8(raw.to_vec())
-                        .map_err(|_| RecordError::Malformed("pin name is not UTF-8"))?,
-                )
+                Some(String::from_utf8(raw.to_vec()).map_err(|_| RecordError::Malformed("pin name is not UTF-8"))?)
             }
             _ => return Err(RecordError::Malformed("pin name flag is not 0 or 1")),
         };
         r.finish()?;
-        Ok(crate::PinInfo {
-            name,
-            size,
-            created_at,
-        })
+        Ok(crate::PinInfo { name, size, created_at })
     }
 }
 
@@ -233,11 +218,7 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(&self) -> Result<(), RecordError> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(RecordError::Trailing(self.buf.len()))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(RecordError::Trailing(self.buf.len())) }
     }
 }
 
@@ -288,15 +269,9 @@ mod tests {
     #[test]
     fn decoders_name_the_problem() {
         assert_eq!(ShardRecord::decode(&[]), Err(RecordError::Empty));
-        assert_eq!(
-            ShardRecord::decode(&[9]),
-            Err(RecordError::UnknownVersion(9))
-        );
+        assert_eq!(ShardRecord::decode(&[9]), Err(RecordError::UnknownVersion(9)));
         let bytes = sample().encode();
-        assert_eq!(
-            ShardRecord::decode(&bytes[..20]),
-            Err(RecordError::Truncated)
-        );
+        assert_eq!(ShardRecord::decode(&bytes[..20]), Err(RecordError::Truncated));
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(ShardRecord::decode(&long), Err(RecordError::Trailing(1)));
@@ -304,22 +279,11 @@ mod tests {
 
     #[test]
     fn pin_and_manifest_records_round_trip() {
-        for name in [
-            None,
-            Some(String::new()),
-            Some("holiday photos ✈".to_string()),
-        ] {
-            let p = PinInfo {
-                name,
-                size: 42,
-                created_at: 7,
-            };
+        for name in [None, Some(String::new()), Some("holiday photos ✈".to_string())] {
+            let p = PinInfo { name, size: 42, created_at: 7 };
             assert_eq!(PinInfo::decode(&p.encode()).unwrap(), p);
         }
-        let m = ManifestRecord {
-            size: 9,
-            stored_at: 10,
-        };
+        let m = ManifestRecord { size: 9, stored_at: 10 };
         assert_eq!(ManifestRecord::decode(&m.encode()).unwrap(), m);
     }
 

@@ -179,20 +179,13 @@ struct FileNode {
 
 impl FileNode {
     fn write(&mut self, off: usize, data: &[u8]) {
-        Pending::Write {
-            off,
-            data: data.to_vec(),
-        }
-        .apply(&mut self.live);
+        Pending::Write { off, data: data.to_vec() }.apply(&mut self.live);
         // Split at page boundaries: each page is written back on its own.
         let mut at = 0;
         while at < data.len() {
             let page_end = ((off + at) / PAGE + 1) * PAGE;
             let n = (page_end - (off + at)).min(data.len() - at);
-            self.pending.push(Pending::Write {
-                off: off + at,
-                data: data[at..at + n].to_vec(),
-            });
+            self.pending.push(Pending::Write { off: off + at, data: data[at..at + n].to_vec() });
             at += n;
         }
     }
@@ -265,11 +258,7 @@ impl SimFs {
     pub(crate) fn new(root: &Path) -> Self {
         let mut st = State::default();
         st.dirs.insert(root.to_path_buf(), DirNode::default());
-        SimFs {
-            st: Arc::new(Mutex::new(st)),
-            ctl: Arc::new(Ctl::new()),
-            root: root.to_path_buf(),
-        }
+        SimFs { st: Arc::new(Mutex::new(st)), ctl: Arc::new(Ctl::new()), root: root.to_path_buf() }
     }
 
     /// The disk a reboot would find if power were cut now (see module docs).
@@ -278,11 +267,7 @@ impl SimFs {
         let old = lock(&self.st);
         let mut new = State::default();
         rebuild(&old, &mut new, &self.root, rng);
-        SimFs {
-            st: Arc::new(Mutex::new(new)),
-            ctl: Arc::new(Ctl::new()),
-            root: self.root.clone(),
-        }
+        SimFs { st: Arc::new(Mutex::new(new)), ctl: Arc::new(Ctl::new()), root: self.root.clone() }
     }
 
     /// Names of the files directly in `dir` (live view).
@@ -290,13 +275,7 @@ impl SimFs {
         let st = lock(&self.st);
         st.dirs
             .get(dir)
-            .map(|d| {
-                d.live
-                    .iter()
-                    .filter(|(_, e)| matches!(e, Entry::File(_)))
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            })
+            .map(|d| d.live.iter().filter(|(_, e)| matches!(e, Entry::File(_))).map(|(n, _)| n.clone()).collect())
             .unwrap_or_default()
     }
 
@@ -344,14 +323,7 @@ fn rebuild(old: &State, new: &mut State, path: &Path, rng: &mut Rng) {
                 }
                 new.next_ino += 1;
                 let ino = new.next_ino;
-                new.files.insert(
-                    ino,
-                    FileNode {
-                        live: content.clone(),
-                        durable: content,
-                        pending: Vec::new(),
-                    },
-                );
+                new.files.insert(ino, FileNode { live: content.clone(), durable: content, pending: Vec::new() });
                 nd.live.insert(name.clone(), Entry::File(ino));
             }
             Some(Entry::Dir) => {
@@ -420,10 +392,7 @@ impl redb::StorageBackend for SimDb {
     fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         self.with(|f| {
             let off = usize::try_from(offset).map_err(io::Error::other)?;
-            let src = f
-                .live
-                .get(off..off + out.len())
-                .ok_or(io::ErrorKind::UnexpectedEof)?;
+            let src = f.live.get(off..off + out.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
             out.copy_from_slice(src);
             Ok(())
         })
@@ -462,9 +431,7 @@ impl Io for SimFs {
         let st = lock(&self.st);
         match st.entry(&self.root, dir) {
             Some(Entry::Dir) => Ok(()),
-            _ => Err(io::Error::other(
-                "the simulated file system only has its root",
-            )),
+            _ => Err(io::Error::other("the simulated file system only has its root")),
         }
     }
 
@@ -477,11 +444,7 @@ impl Io for SimFs {
             None => {}
         }
         let (d, n) = split(path)?;
-        st.dirs
-            .get_mut(&d)
-            .ok_or_else(not_found)?
-            .live
-            .insert(n, Entry::Dir);
+        st.dirs.get_mut(&d).ok_or_else(not_found)?.live.insert(n, Entry::Dir);
         st.dirs.insert(path.to_path_buf(), DirNode::default());
         Ok(true)
     }
@@ -495,16 +458,9 @@ impl Io for SimFs {
         let (d, n) = split(path)?;
         st.next_ino += 1;
         let ino = st.next_ino;
-        st.dirs
-            .get_mut(&d)
-            .ok_or_else(not_found)?
-            .live
-            .insert(n, Entry::File(ino));
+        st.dirs.get_mut(&d).ok_or_else(not_found)?.live.insert(n, Entry::File(ino));
         st.files.insert(ino, FileNode::default());
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            ino,
-        }))
+        Ok(Box::new(SimFile { fs: self.clone(), ino }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -515,18 +471,8 @@ impl Io for SimFs {
         if !st.dirs.contains_key(&td) {
             return Err(not_found());
         }
-        let e = st
-            .dirs
-            .get_mut(&fd)
-            .ok_or_else(not_found)?
-            .live
-            .remove(&fname)
-            .ok_or_else(not_found)?;
-        st.dirs
-            .get_mut(&td)
-            .ok_or_else(not_found)?
-            .live
-            .insert(tname, e);
+        let e = st.dirs.get_mut(&fd).ok_or_else(not_found)?.live.remove(&fname).ok_or_else(not_found)?;
+        st.dirs.get_mut(&td).ok_or_else(not_found)?.live.insert(tname, e);
         Ok(())
     }
 
@@ -556,10 +502,7 @@ impl Io for SimFs {
         self.ctl.tick()?;
         let mut st = lock(&self.st);
         let f = st.file_mut(&self.root, path)?;
-        let n = f
-            .live
-            .len()
-            .min(usize::try_from(limit).unwrap_or(usize::MAX));
+        let n = f.live.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(f.live[..n].to_vec())
     }
 
@@ -594,10 +537,7 @@ impl Io for SimFs {
         self.ctl.tick()?;
         let st = lock(&self.st);
         match st.entry(&self.root, path) {
-            Some(Entry::File(ino)) => Ok(Box::new(SimDb {
-                fs: self.clone(),
-                ino,
-            })),
+            Some(Entry::File(ino)) => Ok(Box::new(SimDb { fs: self.clone(), ino })),
             _ => Err(not_found()),
         }
     }
@@ -649,10 +589,7 @@ mod tests {
                 _ => lost_file += 1,
             }
         }
-        assert!(
-            lost_file > 0 && lost_rename > 0,
-            "the model must actually lose things"
-        );
+        assert!(lost_file > 0 && lost_rename > 0, "the model must actually lose things");
     }
 
     #[test]

@@ -33,10 +33,7 @@ fn root() -> &'static Path {
 }
 
 fn open_sim(fs: &SimFs) -> Result<(Store, crate::OpenReport), StoreError> {
-    let cfg = StoreConfig {
-        capacity_bytes: 1 << 30,
-        cache_bytes: 0,
-    };
+    let cfg = StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 0 };
     Store::open_with(root(), cfg, Arc::new(fs.clone()), Options::default())
 }
 
@@ -61,21 +58,14 @@ struct Model {
 
 impl Model {
     fn begin_shard(&mut self, cid: Cid, data: &[u8]) {
-        let e = self
-            .shards
-            .entry(cid)
-            .or_insert_with(|| (data.to_vec(), St::No));
+        let e = self.shards.entry(cid).or_insert_with(|| (data.to_vec(), St::No));
         if e.1 != St::Yes {
             e.1 = St::Maybe;
         }
     }
 
     fn yes_shards(&self) -> Vec<Cid> {
-        self.shards
-            .iter()
-            .filter(|(_, v)| v.1 == St::Yes)
-            .map(|(c, _)| *c)
-            .collect()
+        self.shards.iter().filter(|(_, v)| v.1 == St::Yes).map(|(c, _)| *c).collect()
     }
 }
 
@@ -125,16 +115,7 @@ fn put_batch(
     let batch: Vec<(Cid, &[u8], ShardMeta)> = shards
         .iter()
         .enumerate()
-        .map(|(i, (c, b))| {
-            (
-                *c,
-                b.as_slice(),
-                ShardMeta {
-                    chunk: Cid::raw_blake3(b"c"),
-                    index: i as u16,
-                },
-            )
-        })
+        .map(|(i, (c, b))| (*c, b.as_slice(), ShardMeta { chunk: Cid::raw_blake3(b"c"), index: i as u16 }))
         .collect();
     s.put_shards(&batch, guard)?;
     for (c, _) in shards {
@@ -172,11 +153,7 @@ fn upload(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
     };
     let bytes = manifest.encode();
     let mcid = manifest.cid();
-    let refs: Vec<Cid> = manifest
-        .chunks
-        .iter()
-        .flat_map(|c| c.shards.iter().copied())
-        .collect();
+    let refs: Vec<Cid> = manifest.chunks.iter().flat_map(|c| c.shards.iter().copied()).collect();
     guard.add(mcid);
     m.manifests.insert(mcid, (bytes.clone(), refs, St::Maybe));
     s.put_manifest(&mcid, &bytes)?;
@@ -187,24 +164,13 @@ fn upload(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
         return Ok(()); // abandoned upload: never pinned
     }
     m.pins.insert(mcid, St::Maybe);
-    s.pin(
-        &mcid,
-        PinInfo {
-            name: Some(format!("file-{mcid}")),
-            size: manifest.size,
-            created_at: 1,
-        },
-    )?;
+    s.pin(&mcid, PinInfo { name: Some(format!("file-{mcid}")), size: manifest.size, created_at: 1 })?;
     m.pins.insert(mcid, St::Yes);
     Ok(())
 }
 
 fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> Option<T> {
-    if v.is_empty() {
-        None
-    } else {
-        Some(v[rng.below(v.len() as u64) as usize])
-    }
+    if v.is_empty() { None } else { Some(v[rng.below(v.len() as u64) as usize]) }
 }
 
 fn gc(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
@@ -215,26 +181,12 @@ fn gc(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
             guard.add(c);
         }
     }
-    let pinned: Vec<Cid> = m
-        .pins
-        .iter()
-        .filter(|(_, st)| **st == St::Yes)
-        .map(|(c, _)| *c)
-        .collect();
-    let unresolved = pinned
-        .iter()
-        .filter(|p| m.manifests.get(p).is_none_or(|x| x.2 != St::Yes))
-        .count() as u64;
-    let live: BTreeSet<Cid> = pinned
-        .iter()
-        .filter_map(|p| m.manifests.get(p))
-        .flat_map(|x| x.1.iter().copied())
-        .collect();
-    let gone_shards: Vec<Cid> = yes
-        .iter()
-        .copied()
-        .filter(|c| unresolved == 0 && !live.contains(c) && !guard.contains(c))
-        .collect();
+    let pinned: Vec<Cid> = m.pins.iter().filter(|(_, st)| **st == St::Yes).map(|(c, _)| *c).collect();
+    let unresolved = pinned.iter().filter(|p| m.manifests.get(p).is_none_or(|x| x.2 != St::Yes)).count() as u64;
+    let live: BTreeSet<Cid> =
+        pinned.iter().filter_map(|p| m.manifests.get(p)).flat_map(|x| x.1.iter().copied()).collect();
+    let gone_shards: Vec<Cid> =
+        yes.iter().copied().filter(|c| unresolved == 0 && !live.contains(c) && !guard.contains(c)).collect();
     let gone_manifests: Vec<Cid> = m
         .manifests
         .iter()
@@ -247,14 +199,8 @@ fn gc(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
         .filter(|(_, (to, st))| *st == St::Yes && gone_manifests.contains(to))
         .map(|(c, _)| *c)
         .collect();
-    let freed: u64 = gone_shards
-        .iter()
-        .map(|c| m.shards[c].0.len() as u64)
-        .sum::<u64>()
-        + gone_manifests
-            .iter()
-            .map(|c| m.manifests[c].0.len() as u64)
-            .sum::<u64>();
+    let freed: u64 = gone_shards.iter().map(|c| m.shards[c].0.len() as u64).sum::<u64>()
+        + gone_manifests.iter().map(|c| m.manifests[c].0.len() as u64).sum::<u64>();
     for c in &gone_shards {
         set(&mut m.shards, c, St::Maybe);
     }
@@ -268,20 +214,8 @@ fn gc(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
     }
     let r = s.gc()?;
     assert_eq!(
-        (
-            r.shards_removed,
-            r.manifests_removed,
-            r.aliases_removed,
-            r.bytes_freed,
-            r.pins_without_manifest
-        ),
-        (
-            gone_shards.len() as u64,
-            gone_manifests.len() as u64,
-            gone_aliases.len() as u64,
-            freed,
-            unresolved
-        ),
+        (r.shards_removed, r.manifests_removed, r.aliases_removed, r.bytes_freed, r.pins_without_manifest),
+        (gone_shards.len() as u64, gone_manifests.len() as u64, gone_aliases.len() as u64, freed, unresolved),
         "GC removed something other than the model predicts"
     );
     for c in &gone_shards {
@@ -323,19 +257,11 @@ fn alias_one(s: &Store, m: &mut Model, rng: &mut Rng, to: Cid) -> Result<(), Sto
 }
 
 fn pinned(m: &Model) -> Vec<Cid> {
-    m.pins
-        .iter()
-        .filter(|(_, st)| **st == St::Yes)
-        .map(|(c, _)| *c)
-        .collect()
+    m.pins.iter().filter(|(_, st)| **st == St::Yes).map(|(c, _)| *c).collect()
 }
 
 fn stored_manifests(m: &Model) -> Vec<Cid> {
-    m.manifests
-        .iter()
-        .filter(|(_, x)| x.2 == St::Yes)
-        .map(|(c, _)| *c)
-        .collect()
+    m.manifests.iter().filter(|(_, x)| x.2 == St::Yes).map(|(c, _)| *c).collect()
 }
 
 fn step(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
@@ -381,20 +307,10 @@ fn step(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
 /// model, resolving every `Maybe` to what survived.
 fn verify(fs: &SimFs, m: &mut Model, ctx: &str) {
     let tmp_before = fs.files_in(&root().join(TMP_DIR)).len();
-    let (s, report) =
-        open_sim(fs).unwrap_or_else(|e| panic!("{ctx}: open after a crash failed: {e}"));
-    assert_eq!(
-        report.temp_removed, tmp_before,
-        "{ctx}: every temp file is removed"
-    );
-    assert_eq!(
-        report.corrupt_quarantined, 0,
-        "{ctx}: a file renamed into place is always complete"
-    );
-    assert_eq!(
-        report.missing_dropped, 0,
-        "{ctx}: an index entry never outlives its file"
-    );
+    let (s, report) = open_sim(fs).unwrap_or_else(|e| panic!("{ctx}: open after a crash failed: {e}"));
+    assert_eq!(report.temp_removed, tmp_before, "{ctx}: every temp file is removed");
+    assert_eq!(report.corrupt_quarantined, 0, "{ctx}: a file renamed into place is always complete");
+    assert_eq!(report.missing_dropped, 0, "{ctx}: an index entry never outlives its file");
 
     for (c, (data, st)) in m.shards.iter_mut() {
         let has = s.has_shard(c).unwrap();
@@ -404,9 +320,7 @@ fn verify(fs: &SimFs, m: &mut Model, ctx: &str) {
             _ => {}
         }
         if has {
-            let got = s
-                .get_shard(c)
-                .unwrap_or_else(|e| panic!("{ctx}: shard {c} is listed but unreadable: {e}"));
+            let got = s.get_shard(c).unwrap_or_else(|e| panic!("{ctx}: shard {c} is listed but unreadable: {e}"));
             assert!(got == *data, "{ctx}: shard {c} reads back different bytes");
         }
         *st = if has { St::Yes } else { St::No };
@@ -419,10 +333,7 @@ fn verify(fs: &SimFs, m: &mut Model, ctx: &str) {
             _ => {}
         }
         if has {
-            assert!(
-                s.get_manifest(c).unwrap() == *data,
-                "{ctx}: manifest {c} differs"
-            );
+            assert!(s.get_manifest(c).unwrap() == *data, "{ctx}: manifest {c} differs");
         }
         *st = if has { St::Yes } else { St::No };
     }
@@ -448,48 +359,21 @@ fn verify(fs: &SimFs, m: &mut Model, ctx: &str) {
 
     // Nothing beyond the model is listed, and the files match the index.
     let scrub = s.scrub().unwrap();
-    assert!(
-        scrub.corrupt.is_empty(),
-        "{ctx}: scrub found {:?}",
-        scrub.corrupt
-    );
+    assert!(scrub.corrupt.is_empty(), "{ctx}: scrub found {:?}", scrub.corrupt);
     let stats = s.stats().unwrap();
-    let yes: Vec<&Vec<u8>> = m
-        .shards
-        .values()
-        .filter(|v| v.1 == St::Yes)
-        .map(|v| &v.0)
-        .collect();
+    let yes: Vec<&Vec<u8>> = m.shards.values().filter(|v| v.1 == St::Yes).map(|v| &v.0).collect();
     assert_eq!(stats.shards, yes.len() as u64, "{ctx}: shard count");
-    assert_eq!(
-        stats.shard_bytes,
-        yes.iter().map(|b| b.len() as u64).sum::<u64>(),
-        "{ctx}: shard bytes"
-    );
-    assert_eq!(
-        stats.pins,
-        m.pins.values().filter(|s| **s == St::Yes).count() as u64,
-        "{ctx}: pins"
-    );
+    assert_eq!(stats.shard_bytes, yes.iter().map(|b| b.len() as u64).sum::<u64>(), "{ctx}: shard bytes");
+    assert_eq!(stats.pins, m.pins.values().filter(|s| **s == St::Yes).count() as u64, "{ctx}: pins");
     for kind in Kind::ALL {
         let listed = match kind {
             Kind::Shard => s.list_shards().unwrap(),
             Kind::Manifest => s.list_manifests().unwrap(),
         };
-        let want: BTreeSet<PathBuf> = listed
-            .iter()
-            .map(|c| object_path(root(), kind, c))
-            .collect();
-        assert_eq!(
-            fs.files_below(&root().join(kind.dir())),
-            want,
-            "{ctx}: files and index disagree"
-        );
+        let want: BTreeSet<PathBuf> = listed.iter().map(|c| object_path(root(), kind, c)).collect();
+        assert_eq!(fs.files_below(&root().join(kind.dir())), want, "{ctx}: files and index disagree");
     }
-    assert!(
-        fs.files_in(&root().join(TMP_DIR)).is_empty(),
-        "{ctx}: tmp/ is empty after open"
-    );
+    assert!(fs.files_in(&root().join(TMP_DIR)).is_empty(), "{ctx}: tmp/ is empty after open");
     drop(s);
 }
 
@@ -559,10 +443,7 @@ fn crash_at_any_operation_keeps_acknowledged_writes() {
                 fs.ctl.crash_after(rng.below(open_ops + 1));
                 let r = open_sim(&fs);
                 if let Err(e) = &r {
-                    assert!(
-                        fs.ctl.crashed(),
-                        "{ctx}: recovery failed without a crash: {e}"
-                    );
+                    assert!(fs.ctl.crashed(), "{ctx}: recovery failed without a crash: {e}");
                 }
                 let image = fs.crash_image(&mut rng);
                 drop(r);
@@ -599,11 +480,7 @@ fn crash_at_every_operation_of_a_first_open() {
             }
             let image = fs.crash_image(&mut Rng::new(n * 2 + variant));
             drop(r);
-            verify(
-                &image,
-                &mut Model::default(),
-                &format!("first open cut at op {n}/{total}"),
-            );
+            verify(&image, &mut Model::default(), &format!("first open cut at op {n}/{total}"));
         }
     }
 }
@@ -674,18 +551,12 @@ fn transient_io_error_leaves_a_consistent_store() {
         fs.ctl.fail_once_after(rng.below(phase_ops));
         for _ in 0..OPS_PER_PHASE {
             if let Err(e) = step(&s, &mut m, &mut rng) {
-                assert!(
-                    fs.ctl.failed(),
-                    "{ctx}: failed without an injected error: {e}"
-                );
+                assert!(fs.ctl.failed(), "{ctx}: failed without an injected error: {e}");
                 failures += 1;
                 break;
             }
         }
-        assert!(
-            fs.files_in(&root().join(TMP_DIR)).is_empty(),
-            "{ctx}: a failed write left a temp file"
-        );
+        assert!(fs.files_in(&root().join(TMP_DIR)).is_empty(), "{ctx}: a failed write left a temp file");
         for kind in Kind::ALL {
             let listed = match kind {
                 Kind::Shard => s.list_shards(),
@@ -695,10 +566,7 @@ fn transient_io_error_leaves_a_consistent_store() {
             let Ok(listed) = listed else { continue };
             let files = fs.files_below(&root().join(kind.dir()));
             for c in listed {
-                assert!(
-                    files.contains(&object_path(root(), kind, &c)),
-                    "{ctx}: {c} is indexed but has no file"
-                );
+                assert!(files.contains(&object_path(root(), kind, &c)), "{ctx}: {c} is indexed but has no file");
             }
         }
         fs.ctl.disarm();
@@ -766,28 +634,17 @@ fn crash_during_concurrent_puts_keeps_acknowledged_writes() {
         let (s, _) = open_sim(&image).unwrap();
         let a = crate::lock(&acked);
         for (c, (b, _)) in &a.shards {
-            assert_eq!(
-                &s.get_shard(c)
-                    .unwrap_or_else(|e| panic!("seed {seed}: acked shard lost: {e}")),
-                b
-            );
+            assert_eq!(&s.get_shard(c).unwrap_or_else(|e| panic!("seed {seed}: acked shard lost: {e}")), b);
         }
         for (c, (b, _, _)) in &a.manifests {
             assert_eq!(&s.get_manifest(c).unwrap(), b);
         }
         for c in a.pins.keys() {
-            assert!(
-                s.pin_info(c).unwrap().is_some(),
-                "seed {seed}: acked pin lost"
-            );
+            assert!(s.pin_info(c).unwrap().is_some(), "seed {seed}: acked pin lost");
         }
         assert!(s.scrub().unwrap().corrupt.is_empty());
-        let want: BTreeSet<PathBuf> = s
-            .list_shards()
-            .unwrap()
-            .iter()
-            .map(|c| object_path(root(), Kind::Shard, c))
-            .collect();
+        let want: BTreeSet<PathBuf> =
+            s.list_shards().unwrap().iter().map(|c| object_path(root(), Kind::Shard, c)).collect();
         assert_eq!(image.files_below(&root().join("shards")), want);
     }
 }
@@ -803,36 +660,16 @@ fn disk_full_is_reported_and_leaves_nothing_behind() {
             (Cid::raw_blake3(&b), b)
         })
         .collect();
-    let batch: Vec<(Cid, &[u8], ShardMeta)> = shards
-        .iter()
-        .map(|(c, b)| {
-            (
-                *c,
-                b.as_slice(),
-                ShardMeta {
-                    chunk: *c,
-                    index: 0,
-                },
-            )
-        })
-        .collect();
+    let batch: Vec<(Cid, &[u8], ShardMeta)> =
+        shards.iter().map(|(c, b)| (*c, b.as_slice(), ShardMeta { chunk: *c, index: 0 })).collect();
     // Room for two of the three files: the third write hits ENOSPC.
     fs.ctl.set_space(Some(9000));
     let e = s.put_shards(&batch, None).unwrap_err();
     assert!(matches!(e, StoreError::DiskFull { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(
-        msg.contains("free space") && msg.contains("lower the store's capacity budget"),
-        "{msg}"
-    );
-    assert!(
-        fs.files_in(&root().join(TMP_DIR)).is_empty(),
-        "no temp file left"
-    );
-    assert!(
-        fs.files_below(&root().join("shards")).is_empty(),
-        "the batch's finished files are removed too"
-    );
+    assert!(msg.contains("free space") && msg.contains("lower the store's capacity budget"), "{msg}");
+    assert!(fs.files_in(&root().join(TMP_DIR)).is_empty(), "no temp file left");
+    assert!(fs.files_below(&root().join("shards")).is_empty(), "the batch's finished files are removed too");
     for (c, _) in &shards {
         assert!(!s.has_shard(c).unwrap());
     }
@@ -851,9 +688,7 @@ fn reads_batch_access_times_instead_of_writing() {
             d.path(),
             StoreConfig::default(),
             Arc::new(crate::io::RealIo),
-            Options {
-                access_interval_secs: interval,
-            },
+            Options { access_interval_secs: interval },
         )
         .unwrap()
         .0
@@ -861,18 +696,7 @@ fn reads_batch_access_times_instead_of_writing() {
     let s = open(0);
     let data = b"hello shard".to_vec();
     let cid = Cid::raw_blake3(&data);
-    s.put_shards(
-        &[(
-            cid,
-            &data,
-            ShardMeta {
-                chunk: cid,
-                index: 0,
-            },
-        )],
-        None,
-    )
-    .unwrap();
+    s.put_shards(&[(cid, &data, ShardMeta { chunk: cid, index: 0 })], None).unwrap();
     let before = s.shard_record(&cid).unwrap().unwrap();
     s.get_shard(&cid).unwrap();
     // Noted in memory, not written: no write transaction per read.
@@ -886,18 +710,7 @@ fn reads_batch_access_times_instead_of_writing() {
     s.get_shard(&cid).unwrap();
     let other = b"other".to_vec();
     let oc = Cid::raw_blake3(&other);
-    s.put_shards(
-        &[(
-            oc,
-            &other,
-            ShardMeta {
-                chunk: oc,
-                index: 0,
-            },
-        )],
-        None,
-    )
-    .unwrap();
+    s.put_shards(&[(oc, &other, ShardMeta { chunk: oc, index: 0 })], None).unwrap();
     assert!(crate::lock(&s.inner.pending_access).is_empty());
     drop(s);
     // With the default interval a fresh shard's read notes nothing.

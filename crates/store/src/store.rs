@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use datamesh_core::{Cid, limits};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::cache::{ChunkCache, new_cache};
 use crate::error::{StoreError, index_error, io_error};
@@ -72,10 +70,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            capacity_bytes: 100 << 30,
-            cache_bytes: 32 << 20,
-        }
+        StoreConfig { capacity_bytes: 100 << 30, cache_bytes: 32 << 20 }
     }
 }
 
@@ -246,9 +241,7 @@ pub(crate) struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            access_interval_secs: ACCESS_INTERVAL_SECS,
-        }
+        Options { access_interval_secs: ACCESS_INTERVAL_SECS }
     }
 }
 
@@ -298,17 +291,12 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.inner.dir)
-            .field("cfg", &self.inner.cfg)
-            .finish()
+        f.debug_struct("Store").field("dir", &self.inner.dir).field("cfg", &self.inner.cfg).finish()
     }
 }
 
 pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `<dir>/<shards|manifests>/<first digest byte, hex>/<cid>`.
@@ -419,9 +407,7 @@ impl redb::StorageBackend for DynBackend {
 
 /// Starts a write transaction that is durable when `commit` returns.
 pub(crate) fn begin_write(dir: &Path, db: &Database) -> Result<redb::WriteTransaction> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| index_error(dir, "starting a write", e))?;
+    let mut txn = db.begin_write().map_err(|e| index_error(dir, "starting a write", e))?;
     // Durability::Immediate is the default. Two-phase commit costs one more
     // fsync per commit (we commit once per batch) and makes recovery sound
     // even if the disk reorders the unsynced writes of a commit, which is
@@ -437,22 +423,14 @@ fn flush_access(inner: &Inner, durability: Durability) -> Result<()> {
     }
     let dir = &inner.dir;
     let mut txn = begin_write(dir, &inner.db)?;
-    txn.set_durability(durability)
-        .map_err(|e| index_error(dir, "recording access times", e))?;
+    txn.set_durability(durability).map_err(|e| index_error(dir, "recording access times", e))?;
     apply_access(dir, &txn, &pending)?;
-    txn.commit()
-        .map_err(|e| index_error(dir, "recording access times", e))
+    txn.commit().map_err(|e| index_error(dir, "recording access times", e))
 }
 
-fn apply_access(
-    dir: &Path,
-    txn: &redb::WriteTransaction,
-    pending: &HashMap<Cid, u64>,
-) -> Result<()> {
+fn apply_access(dir: &Path, txn: &redb::WriteTransaction, pending: &HashMap<Cid, u64>) -> Result<()> {
     let ix = |e: redb::StorageError| index_error(dir, "recording access times", e);
-    let mut t = txn
-        .open_table(SHARDS)
-        .map_err(|e| index_error(dir, "recording access times", e))?;
+    let mut t = txn.open_table(SHARDS).map_err(|e| index_error(dir, "recording access times", e))?;
     for (cid, at) in pending {
         let key = cid.to_bytes();
         let rec = match t.get(key.as_slice()).map_err(ix)? {
@@ -464,8 +442,7 @@ fn apply_access(
             rec.last_access = rec.last_access.max(*at);
             // Every read verifies the bytes, so a read is also a verification.
             rec.verified_at = rec.verified_at.max(*at);
-            t.insert(key.as_slice(), rec.encode().as_slice())
-                .map_err(ix)?;
+            t.insert(key.as_slice(), rec.encode().as_slice()).map_err(ix)?;
         }
     }
     Ok(())
@@ -530,10 +507,7 @@ impl Store {
             }
         }
 
-        let mut report = OpenReport {
-            temp_removed: format_temp_removed,
-            ..OpenReport::default()
-        };
+        let mut report = OpenReport { temp_removed: format_temp_removed, ..OpenReport::default() };
         let tmp = dir.join(TMP_DIR);
         for e in io.list_dir(&tmp).map_err(ioe("list", &tmp))? {
             if !e.is_dir {
@@ -563,12 +537,7 @@ impl Store {
             seq: AtomicU64::new(0),
             _lock: held,
         };
-        Ok((
-            Store {
-                inner: Arc::new(inner),
-            },
-            report,
-        ))
+        Ok((Store { inner: Arc::new(inner) }, report))
     }
 
     /// The data dir.
@@ -593,13 +562,8 @@ impl Store {
     ///
     /// With a guard, every CID is added to it first (see [`UploadGuard`]);
     /// without one, a shard no pin references may be collected by the next GC.
-    pub fn put_shards(
-        &self,
-        shards: &[(Cid, &[u8], ShardMeta)],
-        guard: Option<&UploadGuard>,
-    ) -> Result<()> {
-        let items: Vec<(Cid, &[u8], Option<ShardMeta>)> =
-            shards.iter().map(|(c, d, m)| (*c, *d, Some(*m))).collect();
+    pub fn put_shards(&self, shards: &[(Cid, &[u8], ShardMeta)], guard: Option<&UploadGuard>) -> Result<()> {
+        let items: Vec<(Cid, &[u8], Option<ShardMeta>)> = shards.iter().map(|(c, d, m)| (*c, *d, Some(*m))).collect();
         self.put_objects(Kind::Shard, &items, guard)
     }
 
@@ -652,10 +616,7 @@ impl Store {
         if let Some(n) = &info.name
             && n.len() > MAX_PIN_NAME
         {
-            return Err(StoreError::PinNameTooLong {
-                len: n.len(),
-                max: MAX_PIN_NAME,
-            });
+            return Err(StoreError::PinNameTooLong { len: n.len(), max: MAX_PIN_NAME });
         }
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "pinning", e);
@@ -666,8 +627,7 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         {
             let mut t = txn.open_table(PINS).map_err(|e| ix(e.into()))?;
-            t.insert(cid.to_bytes().as_slice(), info.encode().as_slice())
-                .map_err(|e| ix(e.into()))?;
+            t.insert(cid.to_bytes().as_slice(), info.encode().as_slice()).map_err(|e| ix(e.into()))?;
         }
         txn.commit().map_err(|e| ix(e.into()))?;
         inner.pin_epoch.fetch_add(1, Ordering::SeqCst);
@@ -681,9 +641,7 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         let existed = {
             let mut t = txn.open_table(PINS).map_err(|e| ix(e.into()))?;
-            t.remove(cid.to_bytes().as_slice())
-                .map_err(|e| ix(e.into()))?
-                .is_some()
+            t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?.is_some()
         };
         txn.commit().map_err(|e| ix(e.into()))?;
         Ok(existed)
@@ -713,9 +671,7 @@ impl Store {
         let t = txn.open_table(PINS).map_err(|e| ix(e.into()))?;
         match t.get(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))? {
             None => Ok(None),
-            Some(v) => Ok(Some(
-                PinInfo::decode(v.value()).map_err(|e| bad_record(cid, e))?,
-            )),
+            Some(v) => Ok(Some(PinInfo::decode(v.value()).map_err(|e| bad_record(cid, e))?)),
         }
     }
 
@@ -727,8 +683,7 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         {
             let mut t = txn.open_table(ALIASES).map_err(|e| ix(e.into()))?;
-            t.insert(from.to_bytes().as_slice(), to.to_bytes().as_slice())
-                .map_err(|e| ix(e.into()))?;
+            t.insert(from.to_bytes().as_slice(), to.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
         }
         txn.commit().map_err(|e| ix(e.into()))
     }
@@ -739,15 +694,10 @@ impl Store {
         let ix = |e: redb::Error| index_error(&inner.dir, "resolving an alias", e);
         let txn = inner.db.begin_read().map_err(|e| ix(e.into()))?;
         let t = txn.open_table(ALIASES).map_err(|e| ix(e.into()))?;
-        match t
-            .get(from.to_bytes().as_slice())
-            .map_err(|e| ix(e.into()))?
-        {
+        match t.get(from.to_bytes().as_slice()).map_err(|e| ix(e.into()))? {
             None => Ok(None),
             Some(v) => {
-                Ok(Some(Cid::from_bytes(v.value()).map_err(|e| {
-                    bad_record(from, RecordError::BadCid(e.to_string()))
-                })?))
+                Ok(Some(Cid::from_bytes(v.value()).map_err(|e| bad_record(from, RecordError::BadCid(e.to_string())))?))
             }
         }
     }
@@ -763,11 +713,7 @@ impl Store {
         let u = *lock(&inner.usage);
         let ix = |e: redb::Error| index_error(&inner.dir, "counting pins", e);
         let txn = inner.db.begin_read().map_err(|e| ix(e.into()))?;
-        let pins = txn
-            .open_table(PINS)
-            .map_err(|e| ix(e.into()))?
-            .len()
-            .map_err(|e| ix(e.into()))?;
+        let pins = txn.open_table(PINS).map_err(|e| ix(e.into()))?.len().map_err(|e| ix(e.into()))?;
         Ok(StoreStats {
             shards: u.shards,
             shard_bytes: u.shard_bytes,
@@ -856,11 +802,7 @@ impl Store {
     }
 
     /// The object's size and, for shards, its record.
-    pub(crate) fn lookup(
-        &self,
-        kind: Kind,
-        cid: &Cid,
-    ) -> Result<Option<(u64, Option<ShardRecord>)>> {
+    pub(crate) fn lookup(&self, kind: Kind, cid: &Cid) -> Result<Option<(u64, Option<ShardRecord>)>> {
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "looking up", e);
         let txn = inner.db.begin_read().map_err(|e| ix(e.into()))?;
@@ -914,10 +856,7 @@ impl Store {
             let t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
             let mut fresh = Vec::new();
             for item in items {
-                if t.get(item.0.to_bytes().as_slice())
-                    .map_err(|e| ix(e.into()))?
-                    .is_none()
-                {
+                if t.get(item.0.to_bytes().as_slice()).map_err(|e| ix(e.into()))?.is_none() {
                     fresh.push(item);
                 }
             }
@@ -936,12 +875,7 @@ impl Store {
         // before any directory is synced, and every directory before the
         // index commit, so the order that matters is unchanged.
         let results = par_map(&fresh, |(cid, data, _)| self.write_durably(kind, cid, data));
-        let written: Vec<Cid> = fresh
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| i.0)
-            .collect();
+        let written: Vec<Cid> = fresh.iter().zip(&results).filter(|(_, r)| r.is_ok()).map(|(i, _)| i.0).collect();
         let files = (|| -> Result<()> {
             let mut dirs = BTreeSet::new();
             for r in results {
@@ -951,12 +885,7 @@ impl Store {
             }
             // One fsync per touched directory makes all the renames durable.
             let dirs: Vec<PathBuf> = dirs.into_iter().collect();
-            for r in par_map(&dirs, |d| {
-                inner
-                    .io
-                    .sync_dir(d)
-                    .map_err(|e| io_error(&inner.dir, "fsync", d, e))
-            }) {
+            for r in par_map(&dirs, |d| inner.io.sync_dir(d).map_err(|e| io_error(&inner.dir, "fsync", d, e))) {
                 r?;
             }
             Ok(())
@@ -982,11 +911,7 @@ impl Store {
 
     /// Commits index entries for freshly written files, with any pending
     /// access times. Returns (objects added, bytes added).
-    fn index_batch(
-        &self,
-        kind: Kind,
-        fresh: &[&(Cid, &[u8], Option<ShardMeta>)],
-    ) -> Result<(u64, u64)> {
+    fn index_batch(&self, kind: Kind, fresh: &[&(Cid, &[u8], Option<ShardMeta>)]) -> Result<(u64, u64)> {
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "indexing new data", e);
         let txn = begin_write(&inner.dir, &inner.db)?;
@@ -1011,14 +936,9 @@ impl Store {
                         verified_at: now,
                     }
                     .encode(),
-                    _ => ManifestRecord {
-                        size,
-                        stored_at: now,
-                    }
-                    .encode(),
+                    _ => ManifestRecord { size, stored_at: now }.encode(),
                 };
-                t.insert(key.as_slice(), value.as_slice())
-                    .map_err(|e| ix(e.into()))?;
+                t.insert(key.as_slice(), value.as_slice()).map_err(|e| ix(e.into()))?;
                 count += 1;
                 bytes += size;
             }
@@ -1049,12 +969,7 @@ impl Store {
             Ok(()) => Ok(dst),
             Err((op, e)) => {
                 let _ = inner.io.remove_file(&tmp);
-                Err(io_error(
-                    &inner.dir,
-                    op,
-                    if op == "rename" { &dst } else { &tmp },
-                    e,
-                ))
+                Err(io_error(&inner.dir, op, if op == "rename" { &dst } else { &tmp }, e))
             }
         }
     }
@@ -1092,19 +1007,12 @@ impl Store {
 
     fn reserve(&self, needed: u64) -> Result<Reservation<'_>> {
         let mut u = lock(&self.inner.usage);
-        let available = self
-            .inner
-            .cfg
-            .capacity_bytes
-            .saturating_sub(u.used() + u.reserved);
+        let available = self.inner.cfg.capacity_bytes.saturating_sub(u.used() + u.reserved);
         if needed > available {
             return Err(StoreError::CapacityExceeded { needed, available });
         }
         u.reserved += needed;
-        Ok(Reservation {
-            usage: &self.inner.usage,
-            bytes: needed,
-        })
+        Ok(Reservation { usage: &self.inner.usage, bytes: needed })
     }
 
     fn register(&self, cids: impl Iterator<Item = Cid>) -> Inflight<'_> {
@@ -1113,10 +1021,7 @@ impl Store {
         for c in &cids {
             *m.entry(*c).or_insert(0) += 1;
         }
-        Inflight {
-            map: &self.inner.inflight,
-            cids,
-        }
+        Inflight { map: &self.inner.inflight, cids }
     }
 
     pub(crate) fn get_object(&self, kind: Kind, cid: &Cid) -> Result<Vec<u8>> {
@@ -1175,9 +1080,7 @@ impl Store {
             let txn = begin_write(&inner.dir, &inner.db)?;
             let size = {
                 let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
-                let old = t
-                    .remove(cid.to_bytes().as_slice())
-                    .map_err(|e| ix(e.into()))?;
+                let old = t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
                 old.map(|v| kind.record_size(v.value()).unwrap_or(0))
             };
             let Some(size) = size else { return Ok(false) };
@@ -1203,10 +1106,7 @@ impl Store {
     pub(crate) fn move_to_quarantine(&self, kind: Kind, cid: &Cid, path: &Path) {
         let inner = &*self.inner;
         let n = inner.seq.fetch_add(1, Ordering::Relaxed);
-        let q = inner
-            .dir
-            .join(QUARANTINE_DIR)
-            .join(format!("{}-{cid}-{}-{n}", kind.what(), now()));
+        let q = inner.dir.join(QUARANTINE_DIR).join(format!("{}-{cid}-{}-{n}", kind.what(), now()));
         if let Err(e) = inner.io.rename(path, &q)
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -1221,9 +1121,7 @@ impl Store {
         let txn = begin_write(&inner.dir, &inner.db)?;
         let size = {
             let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
-            let old = t
-                .remove(cid.to_bytes().as_slice())
-                .map_err(|e| ix(e.into()))?;
+            let old = t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
             old.map(|v| kind.record_size(v.value()).unwrap_or(0))
         };
         let Some(size) = size else { return Ok(false) };
@@ -1254,13 +1152,7 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 scope.spawn(move || {
-                    items
-                        .iter()
-                        .enumerate()
-                        .skip(w)
-                        .step_by(workers)
-                        .map(|(i, t)| (i, f(t)))
-                        .collect::<Vec<_>>()
+                    items.iter().enumerate().skip(w).step_by(workers).map(|(i, t)| (i, f(t))).collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -1279,17 +1171,11 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
 }
 
 fn decode_key(k: &[u8]) -> Result<Cid> {
-    Cid::from_bytes(k).map_err(|e| StoreError::BadRecord {
-        key: hex(k),
-        source: RecordError::BadCid(e.to_string()),
-    })
+    Cid::from_bytes(k).map_err(|e| StoreError::BadRecord { key: hex(k), source: RecordError::BadCid(e.to_string()) })
 }
 
 fn bad_record(cid: &Cid, e: RecordError) -> StoreError {
-    StoreError::BadRecord {
-        key: cid.to_string(),
-        source: e,
-    }
+    StoreError::BadRecord { key: cid.to_string(), source: e }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -1304,23 +1190,15 @@ const FORMAT_TMP: &str = "FORMAT.tmp";
 fn check_format(io: &dyn Io, dir: &Path) -> Result<usize> {
     let path = dir.join(FORMAT_FILE);
     let ioe = |op: &'static str, p: &Path, e: io::Error| io_error(dir, op, p, e);
-    let not_a_store = |reason: String| StoreError::NotAStore {
-        dir: dir.to_path_buf(),
-        reason,
-    };
+    let not_a_store = |reason: String| StoreError::NotAStore { dir: dir.to_path_buf(), reason };
     match io.read(&path, 4096) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
-            let version = text
-                .trim()
-                .strip_prefix("datamesh-store ")
-                .and_then(|v| v.trim().parse::<u32>().ok());
+            let version = text.trim().strip_prefix("datamesh-store ").and_then(|v| v.trim().parse::<u32>().ok());
             match version {
-                Some(v) if v > FORMAT_VERSION => Err(StoreError::FormatTooNew {
-                    dir: dir.to_path_buf(),
-                    found: v,
-                    supported: FORMAT_VERSION,
-                }),
+                Some(v) if v > FORMAT_VERSION => {
+                    Err(StoreError::FormatTooNew { dir: dir.to_path_buf(), found: v, supported: FORMAT_VERSION })
+                }
                 Some(v) if v >= 1 => Ok(0),
                 _ => Err(not_a_store(format!(
                     "its FORMAT file says {:?}, not \"datamesh-store <version>\"",
@@ -1333,20 +1211,12 @@ fn check_format(io: &dyn Io, dir: &Path) -> Result<usize> {
             // was cut short (a LOCK, and a tmp/ holding at most FORMAT.tmp),
             // may become a store. Anything else is someone else's data.
             let entries = io.list_dir(dir).map_err(|e| ioe("list", dir, e))?;
-            let foreign: Vec<&str> = entries
-                .iter()
-                .map(|e| e.name.as_str())
-                .filter(|n| *n != LOCK_FILE && *n != TMP_DIR)
-                .collect();
+            let foreign: Vec<&str> =
+                entries.iter().map(|e| e.name.as_str()).filter(|n| *n != LOCK_FILE && *n != TMP_DIR).collect();
             if !foreign.is_empty() {
                 return Err(not_a_store(format!(
                     "it has no FORMAT file but is not empty (it holds {})",
-                    foreign
-                        .iter()
-                        .take(3)
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    foreign.iter().take(3).copied().collect::<Vec<_>>().join(", ")
                 )));
             }
             let tmpdir = dir.join(TMP_DIR);
@@ -1354,22 +1224,15 @@ fn check_format(io: &dyn Io, dir: &Path) -> Result<usize> {
             if entries.iter().any(|e| e.name == TMP_DIR) {
                 for e in io.list_dir(&tmpdir).map_err(|e| ioe("list", &tmpdir, e))? {
                     if e.name != FORMAT_TMP || e.is_dir {
-                        return Err(not_a_store(format!(
-                            "it has no FORMAT file and its tmp/ holds {}",
-                            e.name
-                        )));
+                        return Err(not_a_store(format!("it has no FORMAT file and its tmp/ holds {}", e.name)));
                     }
-                    io.remove_file(&e.path)
-                        .map_err(|err| ioe("remove", &e.path, err))?;
+                    io.remove_file(&e.path).map_err(|err| ioe("remove", &e.path, err))?;
                     removed += 1;
                 }
             }
             // FORMAT goes first, written atomically, so a directory with our
             // files in it always has a FORMAT.
-            if io
-                .create_dir(&tmpdir)
-                .map_err(|e| ioe("create", &tmpdir, e))?
-            {
+            if io.create_dir(&tmpdir).map_err(|e| ioe("create", &tmpdir, e))? {
                 io.sync_dir(dir).map_err(|e| ioe("fsync", dir, e))?;
             }
             let tmp = tmpdir.join(FORMAT_TMP);
@@ -1417,9 +1280,7 @@ fn open_index(io: &dyn Io, dir: &Path) -> Result<Database> {
         io.sync_dir(dir).map_err(ioe("fsync", dir))?;
     }
     let backend = io.db_backend(&path).map_err(ioe("open", &path))?;
-    let db = builder
-        .create_with_backend(DynBackend(backend))
-        .map_err(|e| index_error(dir, "opening the index", e))?;
+    let db = builder.create_with_backend(DynBackend(backend)).map_err(|e| index_error(dir, "opening the index", e))?;
     create_tables(dir, &db)?;
     Ok(db)
 }
@@ -1463,10 +1324,7 @@ fn reconcile(io: &dyn Io, dir: &Path, db: &Database, report: &mut OpenReport) ->
             if !sub.is_dir {
                 continue;
             }
-            for f in io
-                .list_dir(&sub.path)
-                .map_err(|e| ioe("list", &sub.path, e))?
-            {
+            for f in io.list_dir(&sub.path).map_err(|e| ioe("list", &sub.path, e))? {
                 if f.is_dir {
                     continue;
                 }
@@ -1478,19 +1336,13 @@ fn reconcile(io: &dyn Io, dir: &Path, db: &Database, report: &mut OpenReport) ->
                     .and_then(|c| index.get(&c).map(|s| (c, *s)));
                 match known {
                     None => {
-                        io.remove_file(&f.path)
-                            .map_err(|e| ioe("remove", &f.path, e))?;
+                        io.remove_file(&f.path).map_err(|e| ioe("remove", &f.path, e))?;
                         report.orphans_removed += 1;
                     }
                     Some((c, size)) if size != f.len => {
                         let n = report.corrupt_quarantined;
-                        let q = dir.join(QUARANTINE_DIR).join(format!(
-                            "{}-{c}-{}-open{n}",
-                            kind.what(),
-                            now()
-                        ));
-                        io.rename(&f.path, &q)
-                            .map_err(|e| ioe("quarantine", &f.path, e))?;
+                        let q = dir.join(QUARANTINE_DIR).join(format!("{}-{c}-{}-open{n}", kind.what(), now()));
+                        io.rename(&f.path, &q).map_err(|e| ioe("quarantine", &f.path, e))?;
                         report.corrupt_quarantined += 1;
                         index.remove(&c);
                         drop_keys.push(c.to_bytes());

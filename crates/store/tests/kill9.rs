@@ -37,10 +37,7 @@ const SEED_ENV: &str = "DATAMESH_STORE_KILL9_SEED";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn cfg() -> StoreConfig {
-    StoreConfig {
-        capacity_bytes: 1 << 34,
-        cache_bytes: 0,
-    }
+    StoreConfig { capacity_bytes: 1 << 34, cache_bytes: 0 }
 }
 
 /// Deterministic bytes for shard `j` of file `i` of child `seed`.
@@ -62,10 +59,7 @@ fn shard_bytes(seed: u64, i: u64, j: u64) -> Vec<u8> {
 }
 
 fn file_shards(seed: u64, i: u64) -> Vec<(Cid, Vec<u8>)> {
-    (0..6)
-        .map(|j| shard_bytes(seed, i, j))
-        .map(|b| (Cid::raw_blake3(&b), b))
-        .collect()
+    (0..6).map(|j| shard_bytes(seed, i, j)).map(|b| (Cid::raw_blake3(&b), b)).collect()
 }
 
 fn loose_shard(seed: u64, i: u64) -> (Cid, Vec<u8>) {
@@ -126,41 +120,21 @@ fn kill9_child_writer() {
         let batch: Vec<(Cid, &[u8], ShardMeta)> = shards
             .iter()
             .enumerate()
-            .map(|(j, (c, b))| {
-                (
-                    *c,
-                    b.as_slice(),
-                    ShardMeta {
-                        chunk: shards[0].0,
-                        index: j as u16,
-                    },
-                )
-            })
+            .map(|(j, (c, b))| (*c, b.as_slice(), ShardMeta { chunk: shards[0].0, index: j as u16 }))
             .collect();
         store.put_shards(&batch, Some(&guard)).unwrap();
         say(format!("PUT {seed} {i}"));
         let (mcid, mbytes) = file_manifest(&shards);
         guard.add(mcid);
         store.put_manifest(&mcid, &mbytes).unwrap();
-        store
-            .pin(
-                &mcid,
-                PinInfo {
-                    name: Some(format!("{seed}-{i}")),
-                    size: 10,
-                    created_at: i,
-                },
-            )
-            .unwrap();
+        store.pin(&mcid, PinInfo { name: Some(format!("{seed}-{i}")), size: 10, created_at: i }).unwrap();
         say(format!("PIN {seed} {i}"));
         drop(guard);
         pinned.push(i);
 
         if i % 3 == 1 {
             let (c, b) = loose_shard(seed, i);
-            store
-                .put_shards(&[(c, &b, ShardMeta { chunk: c, index: 0 })], None)
-                .unwrap();
+            store.put_shards(&[(c, &b, ShardMeta { chunk: c, index: 0 })], None).unwrap();
             say(format!("LOOSE {seed} {i}"));
             say(format!("DELETING {seed} {i}"));
             assert!(store.delete_shard(&c).unwrap());
@@ -306,62 +280,33 @@ fn all_files(dir: &Path, sub: &str) -> Vec<PathBuf> {
 }
 
 fn object_file(dir: &Path, sub: &str, c: &Cid) -> PathBuf {
-    dir.join(sub)
-        .join(format!("{:02x}", c.digest()[0]))
-        .join(c.to_string())
+    dir.join(sub).join(format!("{:02x}", c.digest()[0])).join(c.to_string())
 }
 
 fn check(dir: &Path, m: &Model, ctx: &str) {
-    let (s, report) =
-        Store::open(dir, cfg()).unwrap_or_else(|e| panic!("{ctx}: open after kill failed: {e}"));
-    assert_eq!(
-        report.missing_dropped, 0,
-        "{ctx}: an index entry outlived its file: {report:?}"
-    );
-    assert_eq!(
-        report.corrupt_quarantined, 0,
-        "{ctx}: a torn file was in place: {report:?}"
-    );
+    let (s, report) = Store::open(dir, cfg()).unwrap_or_else(|e| panic!("{ctx}: open after kill failed: {e}"));
+    assert_eq!(report.missing_dropped, 0, "{ctx}: an index entry outlived its file: {report:?}");
+    assert_eq!(report.corrupt_quarantined, 0, "{ctx}: a torn file was in place: {report:?}");
     for (&(seed, i), &state) in &m.files {
         let shards = file_shards(seed, i);
         let (mcid, mbytes) = file_manifest(&shards);
-        let must_exist = matches!(
-            state,
-            File::Put | File::Pinned | File::Unpinning | File::Unpinned
-        );
+        let must_exist = matches!(state, File::Put | File::Pinned | File::Unpinning | File::Unpinned);
         for (c, b) in &shards {
             if must_exist {
-                let got = s.get_shard(c).unwrap_or_else(|e| {
-                    panic!("{ctx}: acked shard of file {seed}/{i} ({state:?}): {e}")
-                });
+                let got =
+                    s.get_shard(c).unwrap_or_else(|e| panic!("{ctx}: acked shard of file {seed}/{i} ({state:?}): {e}"));
                 assert!(got == *b, "{ctx}: shard of {seed}/{i} differs");
             } else if state == File::Collected {
-                assert!(
-                    !s.has_shard(c).unwrap(),
-                    "{ctx}: collected shard of {seed}/{i} is back"
-                );
+                assert!(!s.has_shard(c).unwrap(), "{ctx}: collected shard of {seed}/{i} is back");
             }
         }
         match state {
             File::Pinned => {
-                assert_eq!(
-                    s.get_manifest(&mcid).unwrap(),
-                    mbytes,
-                    "{ctx}: manifest of {seed}/{i}"
-                );
-                assert!(
-                    s.pin_info(&mcid).unwrap().is_some(),
-                    "{ctx}: pin of {seed}/{i} lost"
-                );
+                assert_eq!(s.get_manifest(&mcid).unwrap(), mbytes, "{ctx}: manifest of {seed}/{i}");
+                assert!(s.pin_info(&mcid).unwrap().is_some(), "{ctx}: pin of {seed}/{i} lost");
             }
-            File::Unpinned => assert!(
-                s.pin_info(&mcid).unwrap().is_none(),
-                "{ctx}: unpin of {seed}/{i} undone"
-            ),
-            File::Collected => assert!(
-                !s.has_manifest(&mcid).unwrap(),
-                "{ctx}: collected manifest is back"
-            ),
+            File::Unpinned => assert!(s.pin_info(&mcid).unwrap().is_none(), "{ctx}: unpin of {seed}/{i} undone"),
+            File::Collected => assert!(!s.has_manifest(&mcid).unwrap(), "{ctx}: collected manifest is back"),
             _ => {}
         }
     }
@@ -371,36 +316,18 @@ fn check(dir: &Path, m: &Model, ctx: &str) {
             Loose::Present => {
                 assert_eq!(s.get_shard(&c).unwrap(), b, "{ctx}: loose shard {seed}/{i}")
             }
-            Loose::Absent => assert!(
-                !s.has_shard(&c).unwrap(),
-                "{ctx}: deleted shard {seed}/{i} is back"
-            ),
+            Loose::Absent => assert!(!s.has_shard(&c).unwrap(), "{ctx}: deleted shard {seed}/{i} is back"),
             Loose::Deleting => {}
         }
     }
     let scrub = s.scrub().unwrap();
-    assert!(
-        scrub.corrupt.is_empty(),
-        "{ctx}: scrub found corrupt data: {:?}",
-        scrub.corrupt
-    );
-    for (sub, listed) in [
-        ("shards", s.list_shards().unwrap()),
-        ("manifests", s.list_manifests().unwrap()),
-    ] {
+    assert!(scrub.corrupt.is_empty(), "{ctx}: scrub found corrupt data: {:?}", scrub.corrupt);
+    for (sub, listed) in [("shards", s.list_shards().unwrap()), ("manifests", s.list_manifests().unwrap())] {
         let mut want: Vec<PathBuf> = listed.iter().map(|c| object_file(dir, sub, c)).collect();
         want.sort();
-        assert_eq!(
-            all_files(dir, sub),
-            want,
-            "{ctx}: {sub} on disk differ from the index"
-        );
+        assert_eq!(all_files(dir, sub), want, "{ctx}: {sub} on disk differ from the index");
     }
-    assert_eq!(
-        std::fs::read_dir(dir.join("tmp")).unwrap().count(),
-        0,
-        "{ctx}: tmp/ not empty"
-    );
+    assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "{ctx}: tmp/ not empty");
 }
 
 /// Reads the child's stdout on a thread, so the parent can wait on lines
@@ -450,12 +377,7 @@ fn kill9_loop_loses_no_acknowledged_write() {
         let mode = next() % 8;
         let want_acks = model.acks + 1 + (next() % 60) as usize;
         let mut child = Command::new(&exe)
-            .args([
-                "kill9_child_writer",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["kill9_child_writer", "--exact", "--nocapture", "--test-threads=1"])
             .env(DIR_ENV, dir.path())
             .env(SEED_ENV, seed.to_string())
             .stdout(Stdio::piped())
@@ -464,24 +386,23 @@ fn kill9_loop_loses_no_acknowledged_write() {
             .unwrap();
         let rx = spawn_reader(child.stdout.take().unwrap());
         let mut lines = Vec::new();
-        let wait_for =
-            |pred: &dyn Fn(&Model, &str) -> bool, model: &mut Model, lines: &mut Vec<String>| {
-                let deadline = Instant::now() + WAIT;
-                loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(line) => {
-                            model.apply(&line);
-                            let done = pred(model, &line);
-                            lines.push(line);
-                            if done {
-                                return true;
-                            }
+        let wait_for = |pred: &dyn Fn(&Model, &str) -> bool, model: &mut Model, lines: &mut Vec<String>| {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) => {
+                        model.apply(&line);
+                        let done = pred(model, &line);
+                        lines.push(line);
+                        if done {
+                            return true;
                         }
-                        Err(_) => return false,
                     }
+                    Err(_) => return false,
                 }
-            };
+            }
+        };
         let ok = match mode {
             // Kill during startup and open.
             0 => true,
@@ -499,27 +420,14 @@ fn kill9_loop_loses_no_acknowledged_write() {
             lines.push(line);
         }
         assert!(
-            ok && !lines
-                .iter()
-                .any(|l| message(l).is_some_and(|m| m.starts_with("ERR"))),
+            ok && !lines.iter().any(|l| message(l).is_some_and(|m| m.starts_with("ERR"))),
             "child {seed} failed or never reached its kill point ({status}):\n{}\n{err}",
             lines.join("\n")
         );
         model.after_kill();
-        check(
-            dir.path(),
-            &model,
-            &format!("after kill {seed} (mode {mode}, {} acks)", model.acks),
-        );
+        check(dir.path(), &model, &format!("after kill {seed} (mode {mode}, {} acks)", model.acks));
     }
     assert!(model.acks > 0, "the children acknowledged nothing");
-    assert!(
-        model.files.values().any(|f| *f == File::Collected),
-        "no GC was ever acknowledged"
-    );
-    eprintln!(
-        "kill9: {iterations} kills, {} acks, {:?}",
-        model.acks,
-        started.elapsed()
-    );
+    assert!(model.files.values().any(|f| *f == File::Collected), "no GC was ever acknowledged");
+    eprintln!("kill9: {iterations} kills, {} acks, {:?}", model.acks, started.elapsed());
 }

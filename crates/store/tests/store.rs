@@ -11,10 +11,7 @@ use datamesh_core::{ChunkEntry, Chunking, Cid, Compression, Erasure, Manifest};
 use datamesh_store::{PinInfo, ShardMeta, Store, StoreConfig, StoreError};
 
 fn cfg() -> StoreConfig {
-    StoreConfig {
-        capacity_bytes: 1 << 30,
-        cache_bytes: 1 << 20,
-    }
+    StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 1 << 20 }
 }
 
 fn open(dir: &Path) -> Store {
@@ -35,10 +32,7 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn meta(i: u16) -> ShardMeta {
-    ShardMeta {
-        chunk: Cid::raw_blake3(b"chunk"),
-        index: i,
-    }
+    ShardMeta { chunk: Cid::raw_blake3(b"chunk"), index: i }
 }
 
 fn put(s: &Store, data: &[u8]) -> Cid {
@@ -65,16 +59,11 @@ fn files(dir: &Path, sub: &str) -> Vec<PathBuf> {
 }
 
 fn flat(dir: &Path, sub: &str) -> Vec<PathBuf> {
-    std::fs::read_dir(dir.join(sub))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect()
+    std::fs::read_dir(dir.join(sub)).unwrap().map(|e| e.unwrap().path()).collect()
 }
 
 fn shard_file(dir: &Path, cid: &Cid) -> PathBuf {
-    dir.join("shards")
-        .join(format!("{:02x}", cid.digest()[0]))
-        .join(cid.to_string())
+    dir.join("shards").join(format!("{:02x}", cid.digest()[0])).join(cid.to_string())
 }
 
 /// A valid manifest over one chunk of the given shards (4+2).
@@ -103,27 +92,17 @@ fn manifest(shards: &[Cid]) -> (Cid, Vec<u8>) {
 }
 
 fn six(seed: u64) -> Vec<(Cid, Vec<u8>)> {
-    (0..6)
-        .map(|i| bytes(seed * 10 + i, 300 + i as usize))
-        .map(|b| (Cid::raw_blake3(&b), b))
-        .collect()
+    (0..6).map(|i| bytes(seed * 10 + i, 300 + i as usize)).map(|b| (Cid::raw_blake3(&b), b)).collect()
 }
 
 fn put_six(s: &Store, shards: &[(Cid, Vec<u8>)], guard: Option<&datamesh_store::UploadGuard>) {
-    let batch: Vec<(Cid, &[u8], ShardMeta)> = shards
-        .iter()
-        .enumerate()
-        .map(|(i, (c, b))| (*c, b.as_slice(), meta(i as u16)))
-        .collect();
+    let batch: Vec<(Cid, &[u8], ShardMeta)> =
+        shards.iter().enumerate().map(|(i, (c, b))| (*c, b.as_slice(), meta(i as u16))).collect();
     s.put_shards(&batch, guard).unwrap();
 }
 
 fn pin_info() -> PinInfo {
-    PinInfo {
-        name: Some("f.txt".into()),
-        size: 100,
-        created_at: 1,
-    }
+    PinInfo { name: Some("f.txt".into()), size: 100, created_at: 1 }
 }
 
 #[test]
@@ -136,18 +115,12 @@ fn put_get_round_trip_and_record() {
     assert_eq!(s.get_shard(&cid).unwrap(), data);
     assert!(s.has_shard(&cid).unwrap());
     let rec = s.shard_record(&cid).unwrap().unwrap();
-    assert_eq!(
-        (rec.size, rec.index, rec.chunk),
-        (5000, 0, Cid::raw_blake3(b"chunk"))
-    );
+    assert_eq!((rec.size, rec.index, rec.chunk), (5000, 0, Cid::raw_blake3(b"chunk")));
     assert!(rec.stored_at > 1_600_000_000 && rec.verified_at >= rec.stored_at);
     let missing = Cid::raw_blake3(b"nope");
     assert!(matches!(s.get_shard(&missing), Err(StoreError::NotFound { cid }) if cid == missing));
     assert!(!s.has_shard(&missing).unwrap());
-    assert_eq!(
-        std::fs::read_to_string(d.path().join("FORMAT")).unwrap(),
-        "datamesh-store 1\n"
-    );
+    assert_eq!(std::fs::read_to_string(d.path().join("FORMAT")).unwrap(), "datamesh-store 1\n");
     // Survives a reopen.
     drop(s);
     let (s, report) = Store::open(d.path(), cfg()).unwrap();
@@ -166,24 +139,13 @@ fn put_refuses_bytes_that_do_not_match_the_cid() {
     assert!(flat(d.path(), "tmp").is_empty());
     assert!(!s.has_shard(&cid).unwrap());
     let m = Cid::dag_cbor_blake3(b"m");
-    assert!(matches!(
-        s.put_manifest(&m, b"x"),
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(matches!(s.put_manifest(&m, b"x"), Err(StoreError::Corrupt { .. })));
 }
 
 #[test]
 fn capacity_exceeded_leaves_nothing_behind() {
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        d.path(),
-        StoreConfig {
-            capacity_bytes: 10_000,
-            cache_bytes: 0,
-        },
-    )
-    .unwrap()
-    .0;
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 10_000, cache_bytes: 0 }).unwrap().0;
     put(&s, &bytes(1, 8000));
     let a = bytes(2, 1500);
     let b = bytes(3, 1500);
@@ -195,19 +157,13 @@ fn capacity_exceeded_leaves_nothing_behind() {
         }
         other => panic!("expected CapacityExceeded, got {other:?}"),
     }
-    let e = s
-        .put_shards(&[(ca, &a, meta(0)), (cb, &b, meta(1))], None)
-        .unwrap_err()
-        .to_string();
+    let e = s.put_shards(&[(ca, &a, meta(0)), (cb, &b, meta(1))], None).unwrap_err().to_string();
     assert!(e.contains("capacity") && e.contains("run GC"), "{e}");
     assert_eq!(files(d.path(), "shards").len(), 1);
     assert!(flat(d.path(), "tmp").is_empty());
     assert!(!s.has_shard(&ca).unwrap() && !s.has_shard(&cb).unwrap());
     let st = s.stats().unwrap();
-    assert_eq!(
-        (st.shards, st.used_bytes, st.capacity_bytes),
-        (1, 8000, 10_000)
-    );
+    assert_eq!((st.shards, st.used_bytes, st.capacity_bytes), (1, 8000, 10_000));
     // One of them fits.
     s.put_shards(&[(ca, &a, meta(0))], None).unwrap();
     // Re-putting something already stored needs no room.
@@ -227,23 +183,13 @@ fn corrupt_file_is_reported_and_quarantined() {
     std::fs::write(&f, &on_disk).unwrap();
 
     assert!(matches!(s.get_shard(&cid), Err(StoreError::Corrupt { cid: c }) if c == cid));
-    assert!(
-        !s.has_shard(&cid).unwrap(),
-        "dropped from the index so repair can rebuild it"
-    );
+    assert!(!s.has_shard(&cid).unwrap(), "dropped from the index so repair can rebuild it");
     assert!(!f.exists());
     let q = flat(d.path(), "quarantine");
     assert_eq!(q.len(), 1);
-    assert_eq!(
-        std::fs::read(&q[0]).unwrap(),
-        on_disk,
-        "bad bytes kept for inspection"
-    );
+    assert_eq!(std::fs::read(&q[0]).unwrap(), on_disk, "bad bytes kept for inspection");
     assert_eq!(s.stats().unwrap().shards, 0);
-    assert!(matches!(
-        s.get_shard(&cid),
-        Err(StoreError::NotFound { .. })
-    ));
+    assert!(matches!(s.get_shard(&cid), Err(StoreError::NotFound { .. })));
     // Repair: a fresh put works.
     put(&s, &data);
     assert_eq!(s.get_shard(&cid).unwrap(), data);
@@ -282,16 +228,9 @@ fn corrupt_manifest_is_quarantined() {
     let (mcid, mb) = manifest(&six(1).iter().map(|x| x.0).collect::<Vec<_>>());
     s.put_manifest(&mcid, &mb).unwrap();
     assert_eq!(s.get_manifest(&mcid).unwrap(), mb);
-    let f = d
-        .path()
-        .join("manifests")
-        .join(format!("{:02x}", mcid.digest()[0]))
-        .join(mcid.to_string());
+    let f = d.path().join("manifests").join(format!("{:02x}", mcid.digest()[0])).join(mcid.to_string());
     std::fs::write(&f, b"garbage").unwrap();
-    assert!(matches!(
-        s.get_manifest(&mcid),
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(matches!(s.get_manifest(&mcid), Err(StoreError::Corrupt { .. })));
     assert!(!s.has_manifest(&mcid).unwrap());
     assert_eq!(flat(d.path(), "quarantine").len(), 1);
 }
@@ -303,23 +242,14 @@ fn idempotent_puts_do_not_rewrite() {
     let data = bytes(6, 1000);
     let cid = Cid::raw_blake3(&data);
     // Duplicates inside one batch count once.
-    s.put_shards(&[(cid, &data, meta(0)), (cid, &data, meta(0))], None)
-        .unwrap();
+    s.put_shards(&[(cid, &data, meta(0)), (cid, &data, meta(0))], None).unwrap();
     let rec = s.shard_record(&cid).unwrap().unwrap();
     let f = shard_file(d.path(), &cid);
     let ino_before = std::fs::metadata(&f).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     s.put_shards(&[(cid, &data, meta(3))], None).unwrap();
-    assert_eq!(
-        std::fs::metadata(&f).unwrap().modified().unwrap(),
-        ino_before,
-        "file not rewritten"
-    );
-    assert_eq!(
-        s.shard_record(&cid).unwrap().unwrap(),
-        rec,
-        "record not rewritten"
-    );
+    assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), ino_before, "file not rewritten");
+    assert_eq!(s.shard_record(&cid).unwrap().unwrap(), rec, "record not rewritten");
     let st = s.stats().unwrap();
     assert_eq!((st.shards, st.shard_bytes), (1, 1000));
     let (mcid, mb) = manifest(&six(2).iter().map(|x| x.0).collect::<Vec<_>>());
@@ -339,16 +269,7 @@ fn stats_follow_puts_deletes_and_gc() {
     s.put_manifest(&mcid, &mb).unwrap();
     s.pin(&mcid, pin_info()).unwrap();
     let st = s.stats().unwrap();
-    assert_eq!(
-        (
-            st.shards,
-            st.shard_bytes,
-            st.manifests,
-            st.pins,
-            st.used_bytes
-        ),
-        (6, sz, 1, 1, sz + mb.len() as u64)
-    );
+    assert_eq!((st.shards, st.shard_bytes, st.manifests, st.pins, st.used_bytes), (6, sz, 1, 1, sz + mb.len() as u64));
     let loose = put(&s, &bytes(9, 777));
     assert!(s.delete_shard(&loose).unwrap());
     assert!(!s.delete_shard(&loose).unwrap());
@@ -357,21 +278,9 @@ fn stats_follow_puts_deletes_and_gc() {
     assert!(s.unpin(&mcid).unwrap());
     assert!(!s.unpin(&mcid).unwrap());
     let r = s.gc().unwrap();
-    assert_eq!(
-        (r.shards_removed, r.manifests_removed, r.bytes_freed),
-        (6, 1, sz + mb.len() as u64)
-    );
+    assert_eq!((r.shards_removed, r.manifests_removed, r.bytes_freed), (6, 1, sz + mb.len() as u64));
     let st = s.stats().unwrap();
-    assert_eq!(
-        (
-            st.shards,
-            st.shard_bytes,
-            st.manifests,
-            st.pins,
-            st.used_bytes
-        ),
-        (0, 0, 0, 0, 0)
-    );
+    assert_eq!((st.shards, st.shard_bytes, st.manifests, st.pins, st.used_bytes), (0, 0, 0, 0, 0));
     assert!(files(d.path(), "shards").is_empty() && files(d.path(), "manifests").is_empty());
     // Stats are rebuilt from the index on open.
     put_six(&s, &a, None);
@@ -410,15 +319,7 @@ fn gc_keeps_pinned_and_guarded_and_removes_the_rest() {
     put_six(&s, &loose, None);
 
     let r = s.gc().unwrap();
-    assert_eq!(
-        (
-            r.shards_removed,
-            r.manifests_removed,
-            r.pins_without_manifest,
-            r.aliases_removed
-        ),
-        (12, 1, 0, 1)
-    );
+    assert_eq!((r.shards_removed, r.manifests_removed, r.pins_without_manifest, r.aliases_removed), (12, 1, 0, 1));
     for (c, b) in &pinned {
         assert_eq!(&s.get_shard(c).unwrap(), b);
     }
@@ -464,13 +365,7 @@ fn second_open_is_refused_while_the_first_is_live() {
         other => panic!("expected InUse, got {other:?}"),
     }
     let msg = e.to_string();
-    assert!(
-        msg.contains(&format!(
-            "is in use by another datamesh node (pid {})",
-            std::process::id()
-        )),
-        "{msg}"
-    );
+    assert!(msg.contains(&format!("is in use by another datamesh node (pid {})", std::process::id())), "{msg}");
     assert!(msg.contains(&d.path().display().to_string()));
     // A clone shares the lock; dropping every handle releases it.
     let s2 = s.clone();
@@ -486,24 +381,11 @@ fn newer_or_foreign_formats_are_refused() {
     drop(open(d.path()));
     std::fs::write(d.path().join("FORMAT"), "datamesh-store 2\n").unwrap();
     let e = Store::open(d.path(), cfg()).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            StoreError::FormatTooNew {
-                found: 2,
-                supported: 1,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e, StoreError::FormatTooNew { found: 2, supported: 1, .. }), "{e:?}");
     assert!(e.to_string().contains("upgrade datamesh"));
 
     std::fs::write(d.path().join("FORMAT"), "something else").unwrap();
-    assert!(matches!(
-        Store::open(d.path(), cfg()),
-        Err(StoreError::NotAStore { .. })
-    ));
+    assert!(matches!(Store::open(d.path(), cfg()), Err(StoreError::NotAStore { .. })));
 
     // A non-empty directory that is not a store is left alone.
     let d = tempfile::tempdir().unwrap();
@@ -554,50 +436,17 @@ fn pins_and_aliases_persist() {
     let a = Cid::dag_cbor_blake3(b"a");
     let b = Cid::dag_cbor_blake3(b"b");
     s.pin(&a, pin_info()).unwrap();
-    s.pin(
-        &b,
-        PinInfo {
-            name: None,
-            size: 5,
-            created_at: 9,
-        },
-    )
-    .unwrap();
-    s.pin(
-        &b,
-        PinInfo {
-            name: None,
-            size: 6,
-            created_at: 9,
-        },
-    )
-    .unwrap();
-    let long = PinInfo {
-        name: Some("x".repeat(datamesh_store::MAX_PIN_NAME + 1)),
-        size: 0,
-        created_at: 0,
-    };
-    assert!(matches!(
-        s.pin(&a, long),
-        Err(StoreError::PinNameTooLong { .. })
-    ));
+    s.pin(&b, PinInfo { name: None, size: 5, created_at: 9 }).unwrap();
+    s.pin(&b, PinInfo { name: None, size: 6, created_at: 9 }).unwrap();
+    let long = PinInfo { name: Some("x".repeat(datamesh_store::MAX_PIN_NAME + 1)), size: 0, created_at: 0 };
+    assert!(matches!(s.pin(&a, long), Err(StoreError::PinNameTooLong { .. })));
     let u = Cid::from_sha256(datamesh_core::cid::DAG_PB, &[1; 32]);
     s.set_alias(&u, &a).unwrap();
     drop(s);
     let s = open(d.path());
     let mut pins = s.pins().unwrap();
     pins.sort_by_key(|p| p.0);
-    let mut want = vec![
-        (a, pin_info()),
-        (
-            b,
-            PinInfo {
-                name: None,
-                size: 6,
-                created_at: 9,
-            },
-        ),
-    ];
+    let mut want = vec![(a, pin_info()), (b, PinInfo { name: None, size: 6, created_at: 9 })];
     want.sort_by_key(|p| p.0);
     assert_eq!(pins, want);
     assert_eq!(s.pin_info(&a).unwrap(), Some(pin_info()));
@@ -609,15 +458,7 @@ fn pins_and_aliases_persist() {
 #[test]
 fn cache_is_bounded_by_bytes() {
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        d.path(),
-        StoreConfig {
-            capacity_bytes: 1 << 30,
-            cache_bytes: 4 << 20,
-        },
-    )
-    .unwrap()
-    .0;
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 4 << 20 }).unwrap().0;
     let big: Arc<[u8]> = bytes(1, 1 << 20).into();
     let c = Cid::raw_blake3(&big);
     s.cache_put(c, big.clone());
@@ -627,21 +468,10 @@ fn cache_is_bounded_by_bytes() {
         s.cache_put(Cid::raw_blake3(&v), v);
         assert!(s.cache_bytes_used() <= 4 << 20);
     }
-    assert!(
-        s.cache_bytes_used() > 2 << 20,
-        "cache keeps items up to its budget"
-    );
+    assert!(s.cache_bytes_used() > 2 << 20, "cache keeps items up to its budget");
     // No cache at all.
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open(
-        d.path(),
-        StoreConfig {
-            capacity_bytes: 1 << 30,
-            cache_bytes: 0,
-        },
-    )
-    .unwrap()
-    .0;
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 0 }).unwrap().0;
     s.cache_put(c, big);
     assert!(s.cache_get(&c).is_none());
 }
@@ -706,10 +536,7 @@ fn concurrent_puts_reads_deletes_and_gc_stay_consistent() {
             })
         })
         .collect();
-    let pinned: Vec<_> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let pinned: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     s.gc().unwrap();
     for sh in &pinned {
         for (c, b) in sh {
@@ -717,12 +544,7 @@ fn concurrent_puts_reads_deletes_and_gc_stay_consistent() {
         }
     }
     let listed: Vec<PathBuf> = {
-        let mut v: Vec<_> = s
-            .list_shards()
-            .unwrap()
-            .iter()
-            .map(|c| shard_file(d.path(), c))
-            .collect();
+        let mut v: Vec<_> = s.list_shards().unwrap().iter().map(|c| shard_file(d.path(), c)).collect();
         v.sort();
         v
     };
@@ -758,9 +580,6 @@ fn foreign_tmp_dir_is_not_taken_over() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir(d.path().join("tmp")).unwrap();
     std::fs::write(d.path().join("tmp/precious"), b"x").unwrap();
-    assert!(matches!(
-        Store::open(d.path(), cfg()),
-        Err(StoreError::NotAStore { .. })
-    ));
+    assert!(matches!(Store::open(d.path(), cfg()), Err(StoreError::NotAStore { .. })));
     assert!(d.path().join("tmp/precious").exists());
 }

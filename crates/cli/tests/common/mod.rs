@@ -1,6 +1,7 @@
 //! Test harness: a real `datamesh node` process in a temp dir, and the real
 //! CLI run against it with an isolated user key.
 
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -52,13 +53,22 @@ impl TestNode {
             return 0;
         }
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        v["peers"].as_array().map(|a| a.iter().filter(|p| p["state"] == "ONLINE" && p["connected"] == true).count()).unwrap_or(0)
+        v["peers"]
+            .as_array()
+            .map(|a| a.iter().filter(|p| p["state"] == "ONLINE" && p["connected"] == true).count())
+            .unwrap_or(0)
     }
 
     pub fn start(extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let user_dir = tempfile::tempdir().expect("temp dir");
-        let mut n = TestNode { child: None, dir, user_dir, url: String::new(), extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut n = TestNode {
+            child: None,
+            dir,
+            user_dir,
+            url: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         n.spawn();
         n
     }
@@ -134,7 +144,11 @@ impl TestNode {
     /// Runs the CLI and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(!o.status.success(), "datamesh {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(
+            !o.status.success(),
+            "datamesh {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         String::from_utf8(o.stderr).expect("utf-8 stderr")
     }
 
@@ -224,7 +238,9 @@ impl TestNet {
     pub fn wait_connected(&self, n: usize) {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.child.is_some() {
-                wait_for(&format!("node {i} to see {n} online peers"), Duration::from_secs(60), || (node.online_peers() >= n).then_some(()));
+                wait_for(&format!("node {i} to see {n} online peers"), Duration::from_secs(60), || {
+                    (node.online_peers() >= n).then_some(())
+                });
             }
         }
     }

@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datamesh_core::Cid;
-use datamesh_net::{
-    Handler, Multiaddr, NetClient, NetConfig, PeerId, PeerInfo, Request, Response, Tuning,
-};
+use datamesh_net::{Handler, Multiaddr, NetClient, NetConfig, PeerId, PeerInfo, Request, Response, Tuning};
 
 /// A node's storage in a test: three maps.
 #[derive(Default)]
@@ -75,9 +73,7 @@ impl Handler for MapHandler {
                 self.records.lock().unwrap().insert(key, value);
                 Response::Ok
             }
-            Request::GetRecord { key } => {
-                Response::Record(self.records.lock().unwrap().get(&key).cloned())
-            }
+            Request::GetRecord { key } => Response::Record(self.records.lock().unwrap().get(&key).cloned()),
             Request::Heartbeat(_) => Response::Refused("heartbeats never reach the handler".into()),
         }
     }
@@ -90,10 +86,7 @@ pub fn seed() -> [u8; 32] {
     let mut s = [0u8; 32];
     s[..8].copy_from_slice(&SEED.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     s[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     s[12..16].copy_from_slice(&nanos.to_le_bytes());
     s
 }
@@ -132,20 +125,13 @@ pub async fn node(cfg: NetConfig) -> Node {
 pub async fn node_with(cfg: NetConfig, tuning: Tuning) -> Node {
     init_tracing();
     let store = Arc::new(MapHandler::default());
-    let net = datamesh_net::start_with(cfg, tuning, store.clone())
-        .await
-        .expect("node starts");
+    let net = datamesh_net::start_with(cfg, tuning, store.clone()).await.expect("node starts");
     Node { net, store }
 }
 
 /// `addr/p2p/<id>` of the node's first listen address.
 pub async fn p2p_addr(n: &NetClient) -> Multiaddr {
-    let a = n
-        .listen_addrs()
-        .await
-        .into_iter()
-        .next()
-        .expect("a listen address");
+    let a = n.listen_addrs().await.into_iter().next().expect("a listen address");
     a.with(libp2p::multiaddr::Protocol::P2p(n.local_peer_id()))
 }
 
@@ -160,10 +146,7 @@ where
         if cond().await {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
