@@ -1,0 +1,118 @@
+//! DHT at scale (outside CI: `#[ignore]`): N nodes in one process on
+//! loopback TCP, one tokio runtime. Measures provider-lookup success rate
+//! and latency (median and p99), then kills 20% of the nodes and measures
+//! again. N comes from `DHT_SCALE_NODES` (default 100).
+//!
+//! ```text
+//! DHT_SCALE_NODES=300 cargo nextest run -p datamesh-net --release --run-ignored only --no-capture dht_scale
+//! ```
+//!
+//! First measurements (2 cores): 100 nodes, 100% of lookups succeed (p50
+//! 6.6 ms, p99 9.6 ms) and 100% with 20% killed (15.4 / 32.0 ms). 300 nodes:
+//! only 50% succeed (46% with 20% killed): an open defect, most likely
+//! provider records placed before routing tables have converged.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Lookups per phase.
+const LOOKUPS: usize = 100;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Looks up `keys[i]` (provided by `providers[i]`) from live nodes, in
+/// round-robin; returns (successes, sorted latencies).
+async fn lookups(nodes: &[Option<Node>], keys: &[(Vec<u8>, usize)]) -> (usize, Vec<Duration>) {
+    let live: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_some()).collect();
+    let mut ok = 0;
+    let mut lat = Vec::with_capacity(LOOKUPS);
+    for q in 0..LOOKUPS {
+        let (key, provider) = &keys[q % keys.len()];
+        let from = live[(q * 7 + 3) % live.len()];
+        let want = nodes[*provider].as_ref().unwrap().net.local_peer_id();
+        let t = Instant::now();
+        let found = tokio::time::timeout(Duration::from_secs(30), nodes[from].as_ref().unwrap().net.find_providers(key)).await;
+        lat.push(t.elapsed());
+        if matches!(found, Ok(Ok(ref v)) if v.contains(&want)) {
+            ok += 1;
+        }
+    }
+    lat.sort();
+    (ok, lat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes of CPU; run on demand (see the module doc)"]
+async fn dht_scale_lookups() {
+    let n: usize = std::env::var("DHT_SCALE_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let t0 = Instant::now();
+    let mut nodes: Vec<Option<Node>> = Vec::with_capacity(n);
+    nodes.push(Some(node(config()).await));
+    let boot0 = p2p_addr(&nodes[0].as_ref().unwrap().net).await;
+    let mut c1 = config();
+    c1.bootstrap = vec![boot0.clone()];
+    nodes.push(Some(node(c1).await));
+    let boot1 = p2p_addr(&nodes[1].as_ref().unwrap().net).await;
+    for _ in 2..n {
+        let mut c = config();
+        c.bootstrap = vec![boot0.clone(), boot1.clone()];
+        nodes.push(Some(node(c).await));
+    }
+    wait_for("routing tables filled", Duration::from_secs(600), || async {
+        for x in nodes.iter().flatten() {
+            let known: usize = x.net.routing_table().await.iter().map(|(_, e)| e).sum();
+            if known < 5.min(n - 1) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let joined = t0.elapsed();
+
+    // Providers that survive the kill: keys live on nodes kept alive, so the
+    // second phase measures the DHT's routing, not lost data.
+    let killed: Vec<usize> = (0..n).filter(|i| i % 5 == 4).collect();
+    let mut keys = Vec::new();
+    for k in 0..20usize {
+        let provider = (k * 13 + 1) % n;
+        let provider = if killed.contains(&provider) { provider - 1 } else { provider };
+        let key = format!("chunk key {k}").into_bytes();
+        nodes[provider].as_ref().unwrap().net.provide(&key).await.expect("provide");
+        keys.push((key, provider));
+    }
+    let (ok_all, lat_all) = lookups(&nodes, &keys).await;
+
+    for &i in &killed {
+        if let Some(x) = nodes[i].take() {
+            x.net.shutdown().await;
+        }
+    }
+    let (ok_killed, lat_killed) = lookups(&nodes, &keys).await;
+
+    eprintln!("DHT at scale: {n} nodes in one process (loopback TCP), joined in {joined:.1?}");
+    eprintln!("{:<26}{:>10}{:>12}{:>12}", "", "success", "p50", "p99");
+    for (what, ok, lat) in [("all nodes", ok_all, &lat_all), ("20% killed", ok_killed, &lat_killed)] {
+        eprintln!(
+            "{what:<26}{:>9.1}%{:>12.1?}{:>12.1?}",
+            100.0 * ok as f64 / LOOKUPS as f64,
+            percentile(lat, 0.5),
+            percentile(lat, 0.99)
+        );
+    }
+    for x in nodes.iter().flatten() {
+        x.net.shutdown().await;
+    }
+    assert_eq!(ok_all, LOOKUPS, "every lookup succeeds with all nodes up");
+    assert!(ok_killed * 100 >= LOOKUPS * 99, "≥ 99% of lookups succeed with 20% of nodes killed");
+}
