@@ -167,14 +167,9 @@ impl Client {
         Ok((mcid, resp.bytes().await?.to_vec()))
     }
 
-    /// One chunk's stored form.
-    pub async fn chunk(&self, file: &Cid, index: usize) -> Result<Vec<u8>> {
-        Ok(self
-            .send(self.request(Method::GET, &format!("/v1/files/{file}/chunks/{index}")))
-            .await?
-            .bytes()
-            .await?
-            .to_vec())
+    /// One chunk's stored form (the response body itself, not a copy).
+    pub async fn chunk(&self, file: &Cid, index: usize) -> Result<bytes::Bytes> {
+        Ok(self.send(self.request(Method::GET, &format!("/v1/files/{file}/chunks/{index}"))).await?.bytes().await?)
     }
 }
 

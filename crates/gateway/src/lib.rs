@@ -253,7 +253,7 @@ async fn get_chunk(
     Path((cid, index)): Path<(String, usize)>,
 ) -> ApiResult<impl IntoResponse> {
     let data = st.node.chunk(parse_cid(&cid)?, index).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Bytes::from_owner(data)))
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data))
 }
 
 async fn pin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {

@@ -41,7 +41,8 @@ async fn lookups(nodes: &[Option<Node>], keys: &[(Vec<u8>, usize)]) -> (usize, V
         let from = live[(q * 7 + 3) % live.len()];
         let want = nodes[*provider].as_ref().unwrap().net.local_peer_id();
         let t = Instant::now();
-        let found = tokio::time::timeout(Duration::from_secs(30), nodes[from].as_ref().unwrap().net.find_providers(key)).await;
+        let found =
+            tokio::time::timeout(Duration::from_secs(30), nodes[from].as_ref().unwrap().net.find_providers(key)).await;
         lat.push(t.elapsed());
         if matches!(found, Ok(Ok(ref v)) if v.contains(&want)) {
             ok += 1;

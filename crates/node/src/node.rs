@@ -706,7 +706,7 @@ impl Node {
 
     /// The stored form of chunk `index` of a file, rebuilt from any k
     /// verified shards.
-    pub async fn chunk(&self, file: Cid, index: usize) -> Result<Arc<[u8]>, NodeError> {
+    pub async fn chunk(&self, file: Cid, index: usize) -> Result<bytes::Bytes, NodeError> {
         let (mcid, m) = self.manifest(file).await?;
         let entry = m.chunks.get(index).cloned().ok_or_else(|| {
             NodeError::BadRequest(format!("file {file} has {} chunks; there is no chunk {index}", m.chunks.len()))
@@ -723,7 +723,8 @@ impl Node {
                 blocking(move || read_chunk(&store, erasure, &e)).await?
             }
         };
-        let bytes: Arc<[u8]> = data.into();
+        // `Bytes::from(Vec)` takes the buffer over: no copy of the chunk.
+        let bytes = bytes::Bytes::from(data);
         self.inner.store.cache_put(entry.cid, bytes.clone());
         Ok(bytes)
     }

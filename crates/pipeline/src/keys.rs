@@ -802,31 +802,19 @@ fn open_x25519(user: &UserKey, enc: &[u8], sealed: &[u8]) -> Option<DataKey> {
     // hpke clamps on parsing, as x25519-dalek does on use: same key.
     let sk = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(sk_bytes.as_ref()).ok()?;
     sk_bytes.zeroize();
-    let enc = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(enc).ok()?;
-    let plain = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-        &OpModeR::Base,
-        &sk,
-        &enc,
-        WRAP_INFO,
-        sealed,
-        &[],
-    )
-    .ok()?;
-    data_key_from(plain)
+    hpke_open::<X25519HkdfSha256>(&sk, enc, sealed)
 }
 
 fn open_xwing(user: &UserKey, enc: &[u8], sealed: &[u8]) -> Option<DataKey> {
-    let sk = xwing_private(&user.xwing_seed);
-    let enc = <XWing as Kem>::EncappedKey::from_bytes(enc).ok()?;
-    let plain = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, XWing>(
-        &OpModeR::Base,
-        &sk,
-        &enc,
-        WRAP_INFO,
-        sealed,
-        &[],
-    )
-    .ok()?;
+    hpke_open::<XWing>(&xwing_private(&user.xwing_seed), enc, sealed)
+}
+
+/// HPKE base-mode open of a wrapped data key under KEM `K`.
+fn hpke_open<K: Kem>(sk: &K::PrivateKey, enc: &[u8], sealed: &[u8]) -> Option<DataKey> {
+    let enc = K::EncappedKey::from_bytes(enc).ok()?;
+    let plain =
+        hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, K>(&OpModeR::Base, sk, &enc, WRAP_INFO, sealed, &[])
+            .ok()?;
     data_key_from(plain)
 }
 

@@ -4,8 +4,7 @@
 //! with a byte weighter. The store does not fill it itself: the node puts
 //! reassembled chunks it expects to serve again.
 
-use std::sync::Arc;
-
+use bytes::Bytes;
 use datamesh_core::Cid;
 use quick_cache::Weighter;
 
@@ -18,14 +17,14 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 96;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ByteWeighter;
 
-impl Weighter<Cid, Arc<[u8]>> for ByteWeighter {
-    fn weight(&self, _key: &Cid, val: &Arc<[u8]>) -> u64 {
+impl Weighter<Cid, Bytes> for ByteWeighter {
+    fn weight(&self, _key: &Cid, val: &Bytes) -> u64 {
         val.len() as u64 + ENTRY_OVERHEAD
     }
 }
 
 /// The chunk cache.
-pub(crate) type ChunkCache = quick_cache::sync::Cache<Cid, Arc<[u8]>, ByteWeighter>;
+pub(crate) type ChunkCache = quick_cache::sync::Cache<Cid, Bytes, ByteWeighter>;
 
 /// A cache holding at most `bytes` (none at all if 0).
 pub(crate) fn new_cache(bytes: usize) -> Option<ChunkCache> {

@@ -741,13 +741,13 @@ impl Store {
     }
 
     /// A cached chunk.
-    pub fn cache_get(&self, cid: &Cid) -> Option<Arc<[u8]>> {
+    pub fn cache_get(&self, cid: &Cid) -> Option<bytes::Bytes> {
         self.inner.cache.as_ref()?.get(cid)
     }
 
     /// Caches a chunk; evicts colder ones beyond `cache_bytes`. A chunk larger
     /// than the cache is not cached.
-    pub fn cache_put(&self, cid: Cid, data: Arc<[u8]>) {
+    pub fn cache_put(&self, cid: Cid, data: bytes::Bytes) {
         if let Some(c) = &self.inner.cache {
             c.insert(cid, data);
         }

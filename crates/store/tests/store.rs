@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use datamesh_core::manifest::merkle_root;
 use datamesh_core::{ChunkEntry, Chunking, Cid, Compression, Erasure, Manifest};
@@ -459,12 +458,12 @@ fn pins_and_aliases_persist() {
 fn cache_is_bounded_by_bytes() {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(d.path(), StoreConfig { capacity_bytes: 1 << 30, cache_bytes: 4 << 20 }).unwrap().0;
-    let big: Arc<[u8]> = bytes(1, 1 << 20).into();
+    let big = bytes::Bytes::from(bytes(1, 1 << 20));
     let c = Cid::raw_blake3(&big);
     s.cache_put(c, big.clone());
     assert_eq!(s.cache_get(&c).as_deref(), Some(&big[..]));
     for i in 0..32 {
-        let v: Arc<[u8]> = bytes(100 + i, 1 << 20).into();
+        let v = bytes::Bytes::from(bytes(100 + i, 1 << 20));
         s.cache_put(Cid::raw_blake3(&v), v);
         assert!(s.cache_bytes_used() <= 4 << 20);
     }
