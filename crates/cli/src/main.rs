@@ -9,6 +9,7 @@
 mod client;
 mod daemon;
 mod devnet;
+mod durability;
 mod transfer;
 mod userkey;
 
@@ -182,6 +183,8 @@ enum Cmd {
     Node(NodeArgs),
     /// Run a local network of N nodes on loopback until Ctrl-C.
     Devnet(DevnetArgs),
+    /// Probability of losing a chunk per month and year for a k+m code under node churn.
+    Durability(durability::DurabilityArgs),
     /// Store a file; prints its CID.
     #[command(alias = "add")]
     Put {
@@ -455,6 +458,7 @@ fn print(json_mode: bool, value: serde_json::Value, plain: impl FnOnce() -> Stri
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Node(args) => daemon::run(args.config()?).await,
+        Cmd::Durability(a) => durability::run(a),
         Cmd::Devnet(a) => {
             let mut node_args = Vec::new();
             for (flag, v) in [
