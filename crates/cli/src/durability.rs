@@ -35,14 +35,14 @@ pub struct DurabilityArgs {
     #[arg(short = 'm', long, default_value_t = 2)]
     m: u16,
     /// Nodes in the network (at least k+m: shards sit on distinct nodes).
-    #[arg(long, env = "DATAMESH_NODES")]
+    #[arg(long)]
     nodes: u64,
     /// Node failure rate: PERCENT%/UNIT (10%/month, 120%/year) or FRACTION/UNIT (0.1/month); UNIT hour, day,
     /// week, month (default) or year.
-    #[arg(long, env = "DATAMESH_CHURN", value_parser = parse_churn)]
+    #[arg(long, value_parser = parse_churn)]
     churn: Churn,
     /// Time from a node's failure to its shards rebuilt elsewhere (e.g. 1h, 30m, 2h30m).
-    #[arg(long, env = "DATAMESH_REPAIR_TIME", default_value = "1h", value_parser = parse_repair_time)]
+    #[arg(long, default_value = "1h", value_parser = parse_repair_time)]
     repair_time: Duration,
     /// Chunks the Monte Carlo check simulates, one month each.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(100..=10_000_000))]

@@ -34,10 +34,10 @@
 //! ```
 //!
 //! The last line treats loss events as a Poisson process. That holds to
-//! `O(nλT)` relative error (events cluster only when repairs overlap), which
-//! is below 1e-3 for realistic churn and repair times, and the error is on the
-//! safe side: `1 − exp(−r·t) ≤ r·t`, the expected number of loss events, which
-//! is an upper bound of the probability.
+//! `O(nλT)` relative error, below 1e-3 for realistic churn and repair times.
+//! The error is on the safe side: loss events cluster when repairs overlap, so
+//! first losses are rarer than `r` counts them, and `r·t` (the expected number
+//! of loss events) bounds the probability from above in any case.
 //!
 //! Everything is computed in log space (`ln r` from sums of logs, `ln_1p`,
 //! `exp_m1`), so a loss probability of 1e-70 is as accurate as one of 1e-2,
@@ -64,6 +64,14 @@
 //! - No silent corruption: scrub and audits turn bit rot into failures that
 //!   the same repair fixes; add their rate to the churn if it matters.
 //! - A month is a twelfth of a 365-day year (730 hours).
+//!
+//! # Units
+//!
+//! A churn is a rate, written `PERCENT%/UNIT` (`10%/month`, `120%/year`,
+//! `5%/week`; above 100% means nodes fail more than once per unit on average)
+//! or `FRACTION/UNIT` with the fraction at most 1 (`0.1/month`); UNIT is hour,
+//! day, week, month or year, month when left out. A bare number above 1
+//! (`120/year`: nodes? percent?) is refused rather than guessed.
 //!
 //! # The Monte Carlo check
 //!
