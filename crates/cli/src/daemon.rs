@@ -47,6 +47,13 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         })
     });
 
+    // The repair worker: periodic passes, and one as soon as a peer turns
+    // OFFLINE.
+    let repairer = net.clone().map(|_| {
+        let poll = (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        tokio::spawn(datamesh_node::repair::run(node.clone(), cfg.repair_interval, poll))
+    });
+
     // Upload sessions idle past their timeout release their shards to GC.
     let reaper = {
         let node = node.clone();
@@ -65,6 +72,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     let app = datamesh_gateway::router(node.clone(), token);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     reaper.abort();
+    if let Some(r) = repairer {
+        r.abort();
+    }
     if let Some(h) = heartbeats {
         h.abort();
     }
@@ -94,6 +104,7 @@ async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<datamesh_net::Ne
         identity_seed: identity.secret_seed(),
         listen: parse(&cfg.listen, "listen")?,
         bootstrap: parse(&cfg.bootstrap, "bootstrap")?,
+        announce: parse(&cfg.announce, "announce")?,
         mdns: cfg.mdns,
         timers: datamesh_net::HealthTimers {
             heartbeat_interval: cfg.heartbeat_interval,

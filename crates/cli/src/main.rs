@@ -384,6 +384,18 @@ struct NodeArgs {
     /// Silence after which a peer is OFFLINE (e.g. 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     offline_after: Option<std::time::Duration>,
+    /// Ask another holder when a shard has not arrived after this long (e.g. 500ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    hedge_after: Option<std::time::Duration>,
+    /// How often the repair worker checks the files this node maintains (e.g. 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    repair_interval: Option<std::time::Duration>,
+    /// Cap on rebuilt shard bytes per second (e.g. 64MiB; 0 lifts the cap).
+    #[arg(long)]
+    repair_rate: Option<ByteSize>,
+    /// Multiaddr other nodes should dial to reach this one, e.g. behind NAT (repeatable; default: the listen addresses).
+    #[arg(long, value_delimiter = ',', env = "DATAMESH_ANNOUNCE")]
+    announce: Vec<String>,
 }
 
 impl NodeArgs {
@@ -434,6 +446,18 @@ impl NodeArgs {
         }
         if let Some(d) = self.offline_after {
             cfg.offline_after = d;
+        }
+        if let Some(d) = self.hedge_after {
+            cfg.hedge_after = d;
+        }
+        if let Some(d) = self.repair_interval {
+            cfg.repair_interval = d;
+        }
+        if let Some(r) = self.repair_rate {
+            cfg.repair_rate = r;
+        }
+        if !self.announce.is_empty() {
+            cfg.announce = self.announce.clone();
         }
         cfg.validate()?;
         Ok(cfg)

@@ -92,6 +92,40 @@ fn twenty_nodes_survive_two_holders_killed() {
 }
 
 #[test]
+fn a_frozen_holder_is_hedged_around_not_waited_for() {
+    // Slow health timers: the frozen node stays ONLINE in everyone's eyes,
+    // so only hedging (not health ranking) can route around it.
+    let net = TestNet::start(
+        6,
+        &["--heartbeat-interval", "10s", "--warning-after", "60s", "--offline-after", "120s", "--hedge-after", "200ms"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(4_000_000, 7);
+    std::fs::write(&f, &data).unwrap();
+    // 4+2 on 6 nodes: every node holds one shard of each of the 8 chunks, a
+    // data shard (asked first) of most of them.
+    let cid = net.nodes[0].put(&f, &["--chunk-size", "512KiB"]);
+    let frozen = net.nodes[2].child.as_ref().unwrap().id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &frozen]).status().unwrap().success());
+    let t = std::time::Instant::now();
+    let o = net.nodes[0]
+        .cli()
+        .args(["get", &cid, "-o", dir.path().join("out").to_str().unwrap()])
+        .env("DATAMESH_DATA_DIR", net.nodes[5].data_dir())
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let _ = std::process::Command::new("kill").args(["-CONT", &frozen]).status();
+    assert!(o.status.success(), "get failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(dir.path().join("out")).unwrap() == data, "bytes differ");
+    // Without hedging (--hedge-after 0s) this get takes over 10 s: chunks
+    // wait on the frozen holder until its requests fail; with it, well
+    // under a second.
+    assert!(took < std::time::Duration::from_secs(5), "get took {took:?}: the frozen holder was waited for");
+}
+
+#[test]
 fn the_whole_network_restarts_and_files_read_back() {
     let mut net = TestNet::start(6, &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -255,4 +289,49 @@ fn a_cid_no_node_knows_fails_clearly_within_30_s() {
     assert!(t.elapsed() < std::time::Duration::from_secs(30), "took {:?}", t.elapsed());
     assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not stored"));
+}
+
+/// Live shards per chunk as `stat --json` reports them on `node`.
+fn live_shards(node: &TestNode, cid: &str) -> Vec<u64> {
+    let st = json(&node.ok(&["stat", cid, "--json"]));
+    st["live_shards"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn a_dead_holder_is_repaired_around_back_to_k_plus_m() {
+    let mut net = TestNet::start(8, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(3_000_000, 21);
+    std::fs::write(&f, &data).unwrap();
+    let cid = net.nodes[0].put(&f, &["--chunk-size", "512KiB"]);
+    assert!(live_shards(&net.nodes[0], &cid).iter().all(|&n| n == 6));
+    // Kill two holders, one after the other (never more than m = 2 at once).
+    let mut lost = 0;
+    for round in 0..2 {
+        let shards = |i: usize| json(&net.nodes[i].ok(&["status", "--json"]))["store"]["shards"].as_u64().unwrap();
+        let victim = (1..8).find(|&i| net.nodes[i].child.is_some() && shards(i) > 0).expect("a holder to kill");
+        lost += shards(victim);
+        net.nodes[victim].kill9();
+        // OFFLINE after 3 s of silence, then a repair pass on the maintainer.
+        wait_for(
+            &format!("round {round}: every chunk back to 6 live shards"),
+            std::time::Duration::from_secs(60),
+            || {
+                let live = live_shards(&net.nodes[0], &cid);
+                live.iter().all(|&n| n == 6).then_some(())
+            },
+        );
+    }
+    // Readable from every survivor, and the repairs are on record.
+    for n in net.nodes.iter().filter(|n| n.child.is_some()) {
+        get_via(&net.nodes[0], n, &cid, &data);
+    }
+    let rebuilt: u64 = net
+        .nodes
+        .iter()
+        .filter(|n| n.child.is_some())
+        .map(|n| json(&n.ok(&["status", "--json"]))["repair"]["shards_rebuilt"].as_u64().unwrap())
+        .sum();
+    assert!(rebuilt >= lost, "the dead holders had {lost} shards; only {rebuilt} were rebuilt");
 }

@@ -143,6 +143,14 @@ impl LocationRecord {
         let i = *self.chunks.get(chunk)?.get(shard)? as usize;
         self.holders.get(i).map(|h| h.as_slice())
     }
+
+    /// The holders of every shard of chunk `chunk`, in shard order.
+    pub fn holders_of(&self, chunk: usize) -> Vec<&[u8]> {
+        self.chunks
+            .get(chunk)
+            .map(|row| row.iter().filter_map(|&i| self.holders.get(i as usize).map(|h| h.as_slice())).collect())
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ pub struct NetConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Discover peers on the local network with mDNS.
     pub mdns: bool,
+    /// Addresses other nodes should dial to reach this one, announced in
+    /// DHT provider records. Empty: every listen address is announced as it
+    /// comes up (right for a node reachable where it listens; a node behind
+    /// NAT names its public address here).
+    pub announce: Vec<Multiaddr>,
     /// Heartbeat and health timers.
     pub timers: HealthTimers,
     /// Where the Kademlia record and provider store is persisted
@@ -68,6 +73,7 @@ impl NetConfig {
             ],
             bootstrap: Vec::new(),
             mdns: false,
+            announce: Vec::new(),
             timers: HealthTimers::default(),
             state_dir: None,
             request_timeout: Duration::from_secs(30),

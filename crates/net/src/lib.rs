@@ -59,11 +59,19 @@ use std::sync::Arc;
 use datamesh_core::Cid;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::actor::ProviderLookup;
 pub use crate::config::{HealthTimers, NetConfig, Tuning};
 pub use crate::error::NetError;
 pub use crate::health::{PeerInfo, PeerState};
 pub use crate::protocol::{Heartbeat, Request, Response};
 pub use libp2p::{Multiaddr, PeerId};
+
+/// The peer id of the node whose Ed25519 public key is `public_key` (32
+/// bytes), as node identities and location-record signers are named.
+pub fn peer_id_of_ed25519(public_key: &[u8]) -> Option<PeerId> {
+    let pk = libp2p::identity::ed25519::PublicKey::try_from_bytes(public_key).ok()?;
+    Some(libp2p::identity::PublicKey::from(pk).to_peer_id())
+}
 
 use crate::actor::Command;
 
@@ -228,6 +236,12 @@ impl NetClient {
     /// Looks up the providers of `key` in the DHT (this node included if it
     /// provides it). Empty when none were found.
     pub async fn find_providers(&self, key: &[u8]) -> Result<Vec<PeerId>, NetError> {
+        Ok(self.find_providers_traced(key).await?.providers)
+    }
+
+    /// [`Self::find_providers`], also reporting how many peers the lookup
+    /// contacted.
+    pub async fn find_providers_traced(&self, key: &[u8]) -> Result<ProviderLookup, NetError> {
         let key = key.to_vec();
         self.ask(|reply| Command::FindProviders { key, reply }).await?
     }

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// Bootstrap peers (multiaddrs, with or without `/p2p/<peer id>`), in
     /// priority order.
     pub bootstrap: Vec<String>,
+    /// Addresses other nodes should dial to reach this one (multiaddrs),
+    /// announced in DHT provider records. Empty: the listen addresses.
+    pub announce: Vec<String>,
     /// Discover peers on the local network with mDNS.
     pub mdns: bool,
     /// How often a node tells its peers it is alive.
@@ -53,6 +56,19 @@ pub struct NodeConfig {
     pub offline_after: Duration,
     /// Run without the network (a lone node keeping every shard itself).
     pub offline: bool,
+    /// A shard request still unanswered after this long gets a spare
+    /// request to another holder (hedging); once a shard of the chunk has
+    /// arrived, the wait shrinks to four times that shard's time. "0s"
+    /// turns hedging off.
+    #[serde(with = "humantime_serde")]
+    pub hedge_after: Duration,
+    /// How often the repair worker checks the files this node maintains
+    /// (it also runs at once when a peer turns OFFLINE).
+    #[serde(with = "humantime_serde")]
+    pub repair_interval: Duration,
+    /// Most bytes per second of rebuilt shards the repair worker sends
+    /// ("0 B" lifts the cap).
+    pub repair_rate: ByteSize,
 }
 
 /// The default API address.
@@ -75,11 +91,15 @@ impl Default for NodeConfig {
             max_uploads: 64,
             listen: vec![DEFAULT_LISTEN_TCP.into(), DEFAULT_LISTEN_QUIC.into()],
             bootstrap: Vec::new(),
+            announce: Vec::new(),
             mdns: false,
             heartbeat_interval: Duration::from_secs(30),
             warning_after: Duration::from_secs(60),
             offline_after: Duration::from_secs(300),
             offline: false,
+            hedge_after: Duration::from_millis(500),
+            repair_interval: Duration::from_secs(60),
+            repair_rate: ByteSize::mib(64),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod network;
 mod node;
 pub mod placement;
+pub mod repair;
 
 pub use config::{ConfigError, NodeConfig};
 pub use identity::NodeIdentity;

@@ -77,6 +77,15 @@ impl LocationStore {
         Ok(true)
     }
 
+    /// Every valid record stored here.
+    pub fn list(&self) -> Vec<LocationRecord> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<Cid>().ok()))
+            .filter_map(|cid| self.get(&cid))
+            .collect()
+    }
+
     /// Removes a record.
     pub fn remove(&self, manifest: &Cid) {
         let _ = std::fs::remove_file(self.path(manifest));
@@ -85,6 +94,22 @@ impl LocationStore {
 
 /// How long shards received ahead of their manifest are protected from GC.
 const REMOTE_SHARD_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether `new` may replace `old`: the first record of a file is taken as
+/// is (the manifest it names is content addressed), but a rewrite must be
+/// signed by the previous writer or one of the previous holders (the
+/// repairers); otherwise any peer could point a file at nodes of its
+/// choosing.
+pub fn may_replace(old: Option<LocationRecord>, new: &LocationRecord) -> bool {
+    let Some(old) = old else { return true };
+    if old.signer == new.signer {
+        return true;
+    }
+    match datamesh_net::peer_id_of_ed25519(&new.signer) {
+        Some(p) => old.holders.iter().any(|h| h.as_slice() == p.to_bytes().as_slice()),
+        None => false,
+    }
+}
 
 /// Serves inbound peer requests from the local store.
 pub struct NodeHandler {
@@ -176,6 +201,15 @@ impl Handler for NodeHandler {
             Request::PutRecord { key, value } => {
                 if key.starts_with(b"loc/") {
                     match LocationRecord::decode(&value) {
+                        Ok(r)
+                            if location_key(&r.manifest) == key
+                                && !may_replace(self.locations.get(&r.manifest), &r) =>
+                        {
+                            Response::Refused(
+                                "location record update not signed by a holder of the file or the previous writer"
+                                    .into(),
+                            )
+                        }
                         Ok(r) if location_key(&r.manifest) == key => match self.locations.put(&r) {
                             Ok(_) => Response::Ok,
                             Err(e) => refused(e),

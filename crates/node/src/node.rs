@@ -82,6 +82,8 @@ pub struct NodeStatus {
     pub uploads: usize,
     /// Whether files survive the loss of this node.
     pub protection: &'static str,
+    /// What the repair worker has done since start.
+    pub repair: crate::repair::RepairTotals,
 }
 
 /// What went wrong, in terms a client can act on.
@@ -164,21 +166,22 @@ struct Session {
     chunks: HashMap<Cid, Placed>,
 }
 
-struct Inner {
-    cfg: NodeConfig,
-    store: Store,
+pub(crate) struct Inner {
+    pub(crate) cfg: NodeConfig,
+    pub(crate) store: Store,
     identity: NodeIdentity,
-    signing: SigningKey,
+    pub(crate) signing: SigningKey,
     uploads: Mutex<HashMap<UploadId, Session>>,
     manifests: quick_cache::sync::Cache<Cid, Arc<Manifest>>,
-    locations: LocationStore,
+    pub(crate) locations: LocationStore,
     net: Arc<OnceLock<NetClient>>,
     started: Instant,
+    pub(crate) repair: crate::repair::RepairState,
 }
 
 /// Who holds a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Holder {
+pub(crate) enum Holder {
     Local,
     Peer(PeerId),
 }
@@ -186,7 +189,7 @@ enum Holder {
 /// A running node. Cheap to clone.
 #[derive(Clone)]
 pub struct Node {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// How long a provider lookup may take before the file counts as unknown.
@@ -204,7 +207,7 @@ pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| NodeError::Storage(format!("worker failed: {e}")))?
@@ -236,6 +239,7 @@ impl Node {
                 locations,
                 net: Arc::new(OnceLock::new()),
                 started: Instant::now(),
+                repair: Default::default(),
             }),
         })
     }
@@ -266,7 +270,7 @@ impl Node {
         let _ = self.inner.net.set(net);
     }
 
-    fn net(&self) -> Option<&NetClient> {
+    pub(crate) fn net(&self) -> Option<&NetClient> {
         self.inner.net.get()
     }
 
@@ -521,7 +525,13 @@ impl Node {
     /// closest to the manifest's CID (this node counts as one) and on every
     /// shard holder (whose replica pin keeps its shards from GC), then
     /// announces the file in the DHT.
-    async fn replicate(&self, m: &Manifest, cid: Cid, bytes: &[u8], record: &LocationRecord) -> Result<(), NodeError> {
+    pub(crate) async fn replicate(
+        &self,
+        m: &Manifest,
+        cid: Cid,
+        bytes: &[u8],
+        record: &LocationRecord,
+    ) -> Result<(), NodeError> {
         let Some(net) = self.net().cloned() else { return Ok(()) };
         let me = net.local_peer_id();
         let want = (m.erasure.m as usize + 1).max(3) - 1;
@@ -769,16 +779,38 @@ impl Node {
         let mut got = 0;
         let mut inflight = FuturesUnordered::new();
         let mut failures = Vec::new();
+        // Hedging: `spares` extra requests are in flight beyond the k - got
+        // needed, one more each time the hedge timer fires without an
+        // answer; a failure or an answer re-arms the timer.
+        let started = tokio::time::Instant::now();
+        let hedging = !self.inner.cfg.hedge_after.is_zero();
+        let mut hedge_wait = self.inner.cfg.hedge_after.max(Duration::from_millis(1));
+        let mut spares = 0;
         while got < k {
-            while inflight.len() + got < k && next < order.len() {
+            while inflight.len() < k - got + spares && next < order.len() {
                 let i = order[next];
                 next += 1;
                 let fut = self.fetch_shard(entry.shards[i], loc.holder(index, i).map(|h| h.to_vec()), me.clone());
                 inflight.push(async move { (i, fut.await) });
             }
-            let Some((i, r)) = inflight.next().await else { break };
+            let timer = tokio::time::sleep(hedge_wait);
+            let (i, r) = tokio::select! {
+                done = inflight.next() => match done {
+                    Some(done) => done,
+                    None => break,
+                },
+                () = timer, if hedging && next < order.len() => {
+                    spares += 1;
+                    tracing::debug!(chunk = %entry.cid, spares, "slow shard holders; hedging with another");
+                    continue;
+                }
+            };
             match r {
                 Ok(b) => {
+                    if got == 0 {
+                        let first = started.elapsed();
+                        hedge_wait = hedge_wait.min((first * 4).max(Duration::from_millis(20)));
+                    }
                     slots[i] = Some(b);
                     got += 1;
                 }
@@ -796,7 +828,12 @@ impl Node {
         blocking(move || Ok(erasure::decode_chunk(e, &e2, slots)?)).await
     }
 
-    async fn fetch_shard(&self, cid: Cid, holder: Option<Vec<u8>>, me: Vec<u8>) -> Result<Vec<u8>, NodeError> {
+    pub(crate) async fn fetch_shard(
+        &self,
+        cid: Cid,
+        holder: Option<Vec<u8>>,
+        me: Vec<u8>,
+    ) -> Result<Vec<u8>, NodeError> {
         let holder = holder.ok_or_else(|| NodeError::Unavailable("no holder recorded".into()))?;
         if holder == me {
             let store = self.inner.store.clone();
@@ -956,6 +993,7 @@ impl Node {
             } else {
                 "new files are spread over k+m distinct nodes: any m of them may fail"
             },
+            repair: self.repair_totals(),
         })
     }
 }
@@ -992,6 +1030,6 @@ fn read_chunk(store: &Store, e: Erasure, entry: &ChunkEntry) -> Result<Vec<u8>, 
 
 /// A key in Kademlia's keyspace: SHA-256 of the bytes (as libp2p-kad hashes
 /// peer ids and record keys), so placement agrees with DHT lookups.
-fn kad_key(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn kad_key(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }

@@ -84,7 +84,7 @@ impl TestNode {
             .args(["node", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra)
-            .env("DATAMESH_LOG", "warn")
+            .env("DATAMESH_LOG", std::env::var("DATAMESH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -119,7 +119,7 @@ impl TestNode {
             .env_remove("DATAMESH_API")
             .env_remove("DATAMESH_TOKEN")
             .env_remove("DATAMESH_PASSPHRASE")
-            .env("DATAMESH_LOG", "warn")
+            .env("DATAMESH_LOG", std::env::var("DATAMESH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null());
         c
     }
@@ -217,8 +217,10 @@ pub struct TestNet {
 }
 
 impl TestNet {
+    /// `n` nodes with [`FAST_TIMERS`] (unless `extra` sets the timers).
     pub fn start(n: usize, extra: &[&str]) -> TestNet {
-        let mut args: Vec<&str> = FAST_TIMERS.to_vec();
+        let mut args: Vec<&str> =
+            if extra.contains(&"--heartbeat-interval") { Vec::new() } else { FAST_TIMERS.to_vec() };
         args.extend_from_slice(extra);
         let first = TestNode::start(&args);
         let boot = first.p2p_addr();

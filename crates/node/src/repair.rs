@@ -1,0 +1,450 @@
+//! The repair worker: brings every chunk of the files this node maintains
+//! back to k+m live shards.
+//!
+//! **Who repairs a file.** Every shard holder keeps the file's manifest and
+//! location record. Among the holders that are ONLINE (as this node sees
+//! them), the one closest to the manifest's CID in the DHT keyspace is the
+//! file's maintainer; when it goes OFFLINE the next closest takes over, so
+//! repair never depends on the owner being online. Two nodes that briefly
+//! disagree both repair; location records carry a sequence number and the
+//! higher one wins, and a repair only ever adds shards, so nothing is lost.
+//!
+//! **What counts as lost.** A shard is missing when its holder is OFFLINE or
+//! unknown (never seen since this node started) or answers `SHARD_EXISTS`
+//! with no (deleted after a failed scrub, or wiped). A WARNING holder is not
+//! repaired around yet: it may be back before it is OFFLINE, and moving its
+//! shards would cost bandwidth for nothing.
+//!
+//! **How.** Chunks with the fewest live shards go first. For each, any k live
+//! shards are fetched (verified), only the missing ones are rebuilt
+//! (Reed-Solomon is deterministic, so a rebuilt shard must hash to the CID
+//! the manifest names, and is checked), placed on ONLINE nodes that hold no
+//! shard of that chunk, and the location record is re-signed with the next
+//! sequence number and sent to every holder and replica. The manifest never
+//! changes. Bytes rebuilt are paced by a token bucket (`repair_rate`), so
+//! repair does not crowd out user traffic.
+
+// Store calls return `StoreError`, which carries CIDs inline.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use datamesh_core::{Cid, LocationRecord, Manifest};
+use datamesh_net::{PeerId, PeerState, Request, Response};
+use datamesh_pipeline::erasure;
+use datamesh_store::ShardMeta;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+
+use crate::node::{Holder, Node, NodeError, blocking, kad_key};
+use crate::placement::{self, Candidate};
+
+/// What one repair pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// Files whose location record this node holds.
+    pub files_seen: usize,
+    /// Of those, files this node maintains (closest ONLINE holder).
+    pub files_maintained: usize,
+    /// Chunks found with fewer than k+m live shards.
+    pub chunks_degraded: usize,
+    /// Shards rebuilt and placed.
+    pub shards_rebuilt: usize,
+    /// Bytes of rebuilt shards written.
+    pub bytes_rebuilt: u64,
+    /// Chunks with fewer than k live shards: unreadable until holders return.
+    pub chunks_unrecoverable: usize,
+    /// What went wrong, per file (the pass goes on with the others).
+    pub errors: Vec<String>,
+}
+
+/// Totals since the node started, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairTotals {
+    /// Passes run.
+    pub passes: u64,
+    /// Shards rebuilt.
+    pub shards_rebuilt: u64,
+    /// Bytes rebuilt.
+    pub bytes_rebuilt: u64,
+    /// Chunks degraded in the last pass.
+    pub chunks_degraded_last: usize,
+    /// Chunks below k live shards in the last pass.
+    pub chunks_unrecoverable_last: usize,
+}
+
+/// The worker's state inside the node.
+#[derive(Default)]
+pub(crate) struct RepairState {
+    totals: Mutex<RepairTotals>,
+    /// Serialises passes (the timer and an OFFLINE trigger may overlap).
+    running: tokio::sync::Mutex<()>,
+}
+
+/// Paces rebuilt bytes: at most `rate` bytes per second on average, bursts
+/// of one second's worth. `rate == 0` means unlimited.
+struct Pacer {
+    rate: u64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Self {
+        Self { rate, start: Instant::now(), sent: 0 }
+    }
+
+    async fn take(&mut self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        self.sent += bytes;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.rate as f64);
+        let ahead = due.saturating_sub(self.start.elapsed() + Duration::from_secs(1));
+        if !ahead.is_zero() {
+            tokio::time::sleep(ahead).await;
+        }
+    }
+}
+
+/// A chunk that lacks shards.
+struct Degraded {
+    file: Cid,
+    chunk: usize,
+    live: Vec<bool>,
+}
+
+impl Node {
+    /// Repair totals since start.
+    pub fn repair_totals(&self) -> RepairTotals {
+        self.inner.repair.totals.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// One repair pass over every file this node maintains.
+    pub async fn repair_pass(&self) -> RepairReport {
+        let _one = self.inner.repair.running.lock().await;
+        let mut report = RepairReport::default();
+        let Some(net) = self.net().cloned() else { return report };
+        let me = net.local_peer_id();
+        let peers: HashMap<Vec<u8>, (PeerState, bool)> =
+            net.peers().await.into_iter().map(|p| (p.peer.to_bytes(), (p.state, p.connected))).collect();
+        let online = |h: &[u8]| matches!(peers.get(h), Some((PeerState::Online, true)));
+        let locations = self.inner.locations.clone();
+        let records = blocking(move || Ok(locations.list())).await.unwrap_or_default();
+        report.files_seen = records.len();
+
+        let mut degraded = Vec::new();
+        let mut files: HashMap<Cid, (LocationRecord, std::sync::Arc<Manifest>)> = HashMap::new();
+        for rec in records {
+            let file = rec.manifest;
+            if !self.maintains(&rec, me, &online) {
+                continue;
+            }
+            let Ok((_, m)) = self.manifest(file).await else { continue };
+            report.files_maintained += 1;
+            match self.live_shards(&m, &rec, me, &peers).await {
+                Ok(live) => {
+                    for (chunk, row) in live.into_iter().enumerate() {
+                        if row.iter().any(|l| !l) {
+                            degraded.push(Degraded { file, chunk, live: row });
+                        }
+                    }
+                }
+                Err(e) => report.errors.push(format!("{file}: {e}")),
+            }
+            files.insert(file, (rec, m));
+        }
+        report.chunks_degraded = degraded.len();
+        // Closest to losing data first.
+        degraded.sort_by_key(|d| d.live.iter().filter(|l| **l).count());
+
+        let mut pacer = Pacer::new(self.inner.cfg.repair_rate.as_u64());
+        let mut changed: HashMap<Cid, Vec<(usize, usize, Vec<u8>)>> = HashMap::new();
+        for d in degraded {
+            let (rec, m) = &files[&d.file];
+            let k = m.erasure.k as usize;
+            if d.live.iter().filter(|l| **l).count() < k {
+                report.chunks_unrecoverable += 1;
+                continue;
+            }
+            match self.repair_chunk(m, rec, d.chunk, &d.live, me, &mut pacer).await {
+                Ok(placed) => {
+                    for (shard, holder, bytes) in placed {
+                        report.shards_rebuilt += 1;
+                        report.bytes_rebuilt += bytes;
+                        changed.entry(d.file).or_default().push((d.chunk, shard, holder));
+                    }
+                }
+                Err(e) => report.errors.push(format!("{} chunk {}: {e}", d.file, d.chunk)),
+            }
+        }
+
+        for (file, moves) in changed {
+            let (rec, m) = &files[&file];
+            let mut chunks: Vec<Vec<Vec<u8>>> =
+                (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().map(|h| h.to_vec()).collect()).collect();
+            for (c, s, h) in moves {
+                chunks[c][s] = h;
+            }
+            let next = LocationRecord::sign(file, rec.seq + 1, &chunks, &self.inner.signing);
+            let locations = self.inner.locations.clone();
+            let n2 = next.clone();
+            if let Err(e) = blocking(move || locations.put(&n2).map_err(|e| NodeError::Storage(e.to_string()))).await {
+                report.errors.push(format!("{file}: saving the location record: {e}"));
+                continue;
+            }
+            let Ok((_, bytes)) = self.manifest_bytes(file).await else { continue };
+            if let Err(e) = self.replicate(m, file, &bytes, &next).await {
+                report.errors.push(format!("{file}: sending the new location record: {e}"));
+            }
+        }
+
+        if let Ok(mut t) = self.inner.repair.totals.lock() {
+            t.passes += 1;
+            t.shards_rebuilt += report.shards_rebuilt as u64;
+            t.bytes_rebuilt += report.bytes_rebuilt;
+            t.chunks_degraded_last = report.chunks_degraded;
+            t.chunks_unrecoverable_last = report.chunks_unrecoverable;
+        }
+        if report.shards_rebuilt > 0 || report.chunks_unrecoverable > 0 || !report.errors.is_empty() {
+            tracing::info!(
+                maintained = report.files_maintained,
+                degraded = report.chunks_degraded,
+                rebuilt = report.shards_rebuilt,
+                bytes = report.bytes_rebuilt,
+                unrecoverable = report.chunks_unrecoverable,
+                errors = ?report.errors,
+                "repair pass"
+            );
+        }
+        report
+    }
+
+    /// Whether this node is the closest ONLINE holder of the file (it must
+    /// hold the record, and so is a candidate itself).
+    fn maintains(&self, rec: &LocationRecord, me: PeerId, online: &impl Fn(&[u8]) -> bool) -> bool {
+        let key = kad_key(&rec.manifest.to_bytes());
+        let mine = placement::distance(&key, &kad_key(&me.to_bytes()));
+        let me = me.to_bytes();
+        !rec.holders
+            .iter()
+            .any(|h| h.as_slice() != me.as_slice() && online(h) && placement::distance(&key, &kad_key(h)) < mine)
+    }
+
+    /// Live shards per chunk: local ones from the store, remote ones by
+    /// asking each ONLINE holder once; OFFLINE and unknown holders count as
+    /// lost, WARNING ones (and ones that fail to answer) as live for now.
+    async fn live_shards(
+        &self,
+        m: &Manifest,
+        rec: &LocationRecord,
+        me: PeerId,
+        peers: &HashMap<Vec<u8>, (PeerState, bool)>,
+    ) -> Result<Vec<Vec<bool>>, NodeError> {
+        let me = me.to_bytes();
+        let mut live: Vec<Vec<bool>> = m.chunks.iter().map(|c| vec![false; c.shards.len()]).collect();
+        let mut by_holder: HashMap<Vec<u8>, Vec<(usize, usize)>> = HashMap::new();
+        for (ci, c) in m.chunks.iter().enumerate() {
+            for si in 0..c.shards.len() {
+                if let Some(h) = rec.holder(ci, si) {
+                    by_holder.entry(h.to_vec()).or_default().push((ci, si));
+                }
+            }
+        }
+        let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+        let mut asks = FuturesUnordered::new();
+        for (h, pos) in by_holder {
+            if h == me {
+                let store = self.inner.store.clone();
+                let cids: Vec<Cid> = pos.iter().map(|&(c, s)| m.chunks[c].shards[s]).collect();
+                let have = blocking(move || {
+                    cids.iter().map(|c| Ok(store.has_shard(c)?)).collect::<Result<Vec<bool>, NodeError>>()
+                })
+                .await?;
+                for (&(c, s), ok) in pos.iter().zip(have) {
+                    live[c][s] = ok;
+                }
+                continue;
+            }
+            match peers.get(&h) {
+                Some((PeerState::Online, true)) => {
+                    let Ok(peer) = PeerId::from_bytes(&h) else { continue };
+                    let cids: Vec<Cid> = pos.iter().map(|&(c, s)| m.chunks[c].shards[s]).collect();
+                    let net = net.clone();
+                    asks.push(async move { (pos, net.request(peer, Request::ShardExists { cids }).await) });
+                }
+                Some((PeerState::Warning, _)) | Some((PeerState::Online, false)) => {
+                    for (c, s) in pos {
+                        live[c][s] = true;
+                    }
+                }
+                _ => {} // OFFLINE or never seen: lost.
+            }
+        }
+        while let Some((pos, r)) = asks.next().await {
+            match r {
+                Ok(Response::Exists(have)) if have.len() == pos.len() => {
+                    for (&(c, s), ok) in pos.iter().zip(have) {
+                        live[c][s] = ok;
+                    }
+                }
+                // No clear answer: not evidence of loss.
+                _ => {
+                    for (c, s) in pos {
+                        live[c][s] = true;
+                    }
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Rebuilds the missing shards of one chunk and stores them on new
+    /// holders. Returns (shard index, new holder id, bytes) per shard placed.
+    async fn repair_chunk(
+        &self,
+        m: &Manifest,
+        rec: &LocationRecord,
+        chunk: usize,
+        live: &[bool],
+        me: PeerId,
+        pacer: &mut Pacer,
+    ) -> Result<Vec<(usize, Vec<u8>, u64)>, NodeError> {
+        let entry = &m.chunks[chunk];
+        let e = m.erasure;
+        let k = e.k as usize;
+        // Fetch k live shards, local first, replacing failures.
+        let me_b = me.to_bytes();
+        let mut order: Vec<usize> = (0..live.len()).filter(|&i| live[i]).collect();
+        order.sort_by_key(|&i| (rec.holder(chunk, i) != Some(me_b.as_slice()), i));
+        let mut slots: Vec<Option<Vec<u8>>> = vec![None; live.len()];
+        let mut got = 0;
+        let mut next = 0;
+        let mut inflight = FuturesUnordered::new();
+        while got < k {
+            while inflight.len() < k - got && next < order.len() {
+                let i = order[next];
+                next += 1;
+                let fut = self.fetch_shard(entry.shards[i], rec.holder(chunk, i).map(|h| h.to_vec()), me_b.clone());
+                inflight.push(async move { (i, fut.await) });
+            }
+            let Some((i, r)) = inflight.next().await else { break };
+            if let Ok(b) = r {
+                slots[i] = Some(b);
+                got += 1;
+            }
+        }
+        drop(inflight);
+        if got < k {
+            return Err(NodeError::Unavailable(format!("only {got} of the {k} shards needed could be fetched")));
+        }
+        let missing: Vec<usize> = (0..live.len()).filter(|&i| !live[i]).collect();
+        let want: HashSet<usize> = missing.iter().copied().collect();
+        let cids = entry.shards.clone();
+        let rebuilt = blocking(move || {
+            let all = erasure::rebuild(e, &slots)?;
+            let mut out = Vec::new();
+            for (i, bytes) in all {
+                if !want.contains(&i) {
+                    continue;
+                }
+                if Cid::raw_blake3(&bytes) != cids[i] {
+                    return Err(NodeError::Storage(format!(
+                        "rebuilt shard {i} does not match its CID {}: the manifest or the fetched shards are inconsistent",
+                        cids[i]
+                    )));
+                }
+                out.push((i, bytes));
+            }
+            Ok(out)
+        })
+        .await?;
+
+        // New holders: ONLINE, with room, holding no live shard of this chunk.
+        let shard_bytes = rebuilt.first().map(|(_, b)| b.len() as u64).unwrap_or(0);
+        let keep: HashSet<Vec<u8>> =
+            (0..live.len()).filter(|&i| live[i]).filter_map(|i| rec.holder(chunk, i).map(|h| h.to_vec())).collect();
+        let targets = self.place_excluding(&entry.cid, rebuilt.len(), shard_bytes, &keep).await?;
+        let mut placed = Vec::new();
+        let mut puts = FuturesUnordered::new();
+        for ((i, bytes), target) in rebuilt.into_iter().zip(targets) {
+            pacer.take(bytes.len() as u64).await;
+            let len = bytes.len() as u64;
+            let cid = entry.shards[i];
+            match target {
+                Holder::Local => {
+                    let store = self.inner.store.clone();
+                    let meta = ShardMeta { chunk: entry.cid, index: i as u16 };
+                    blocking(move || Ok(store.put_shards(&[(cid, bytes.as_slice(), meta)], None)?)).await?;
+                    placed.push((i, me_b.clone(), len));
+                }
+                Holder::Peer(p) => {
+                    let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+                    puts.push(async move { (i, p, len, net.put_shard(p, cid, bytes).await) });
+                }
+            }
+        }
+        while let Some((i, p, len, r)) = puts.next().await {
+            match r {
+                Ok(()) => placed.push((i, p.to_bytes(), len)),
+                Err(e) => tracing::warn!(peer = %p, error = %e, "storing a rebuilt shard failed; retried next pass"),
+            }
+        }
+        Ok(placed)
+    }
+
+    /// Like placement for a put, but never on a node in `exclude`.
+    async fn place_excluding(
+        &self,
+        chunk: &Cid,
+        n: usize,
+        shard_bytes: u64,
+        exclude: &HashSet<Vec<u8>>,
+    ) -> Result<Vec<Holder>, NodeError> {
+        let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+        let me = net.local_peer_id();
+        let mut cands = Vec::new();
+        if !exclude.contains(&me.to_bytes()) {
+            let free = self.heartbeat().await.free_bytes;
+            cands.push(Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: free });
+        }
+        for p in net.peers().await {
+            if p.connected && crate::network::can_receive(p.state) && !exclude.contains(&p.peer.to_bytes()) {
+                cands.push(Candidate {
+                    id: Holder::Peer(p.peer),
+                    key: kad_key(&p.peer.to_bytes()),
+                    free_bytes: p.last_heartbeat.as_ref().map(|h| h.free_bytes).unwrap_or(u64::MAX),
+                });
+            }
+        }
+        Ok(placement::place(&kad_key(&chunk.to_bytes()), &cands, n, shard_bytes)?)
+    }
+}
+
+/// Runs repair passes every `interval`, and at once when a peer turns
+/// OFFLINE (checked every `poll`).
+pub async fn run(node: Node, interval: Duration, poll: Duration) {
+    let mut offline: HashSet<PeerId> = HashSet::new();
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(poll).await;
+        let now_offline: HashSet<PeerId> = match node.net() {
+            Some(net) => {
+                net.peers().await.into_iter().filter(|p| p.state == PeerState::Offline).map(|p| p.peer).collect()
+            }
+            None => return,
+        };
+        let newly = now_offline.difference(&offline).count();
+        offline = now_offline;
+        if newly > 0 || last.elapsed() >= interval {
+            if newly > 0 {
+                tracing::info!(newly_offline = newly, "peers went OFFLINE; repairing");
+            }
+            node.repair_pass().await;
+            last = Instant::now();
+        }
+    }
+}
