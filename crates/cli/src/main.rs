@@ -267,6 +267,8 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum KeyCmd {
+    /// Create an S3 access key pair on the running node (usable at once).
+    Create(#[command(flatten)] ClientOpts),
     /// Write your key file to OUT (or stdout), optionally passphrase-protected.
     Export {
         /// Destination (default stdout).
@@ -381,6 +383,9 @@ struct NodeArgs {
     /// Silence after which a peer is OFFLINE (e.g. 5m).
     #[arg(long, value_parser = humantime::parse_duration)]
     offline_after: Option<std::time::Duration>,
+    /// Serve the S3-compatible API on this address (e.g. 127.0.0.1:7782; port 0 picks a free one).
+    #[arg(long, env = "DATAMESH_S3")]
+    s3: Option<String>,
 }
 
 impl NodeArgs {
@@ -431,6 +436,10 @@ impl NodeArgs {
         }
         if let Some(d) = self.offline_after {
             cfg.offline_after = d;
+        }
+        if let Some(a) = &self.s3 {
+            let a = a.trim_start_matches("http://").trim_end_matches('/');
+            cfg.s3 = Some(a.parse().with_context(|| format!("--s3 {a}: expected 127.0.0.1:PORT"))?);
         }
         cfg.validate()?;
         Ok(cfg)
@@ -655,6 +664,17 @@ async fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
+        Cmd::Key { cmd: KeyCmd::Create(c) } => {
+            let v = c.client()?.post_json("/v1/keys").await?;
+            print(c.json, v.clone(), || {
+                format!(
+                    "access key id      {}\nsecret access key  {}\n# usable now on this node's S3 API; the secret is not shown again",
+                    v["access_key_id"].as_str().unwrap_or(""),
+                    v["secret_access_key"].as_str().unwrap_or("")
+                )
+            });
+            Ok(())
+        }
         Cmd::Key { cmd } => key_cmd(cmd),
     }
 }
@@ -662,6 +682,8 @@ async fn run(cli: Cli) -> Result<()> {
 fn key_cmd(cmd: KeyCmd) -> Result<()> {
     use datamesh_pipeline::keys::UserKey;
     match cmd {
+        // Needs the node; handled in `run`.
+        KeyCmd::Create(_) => bail!("`key create` talks to the node"),
         KeyCmd::Export { output, passphrase, user_key } => {
             let key = userkey::load_or_create(user_key.as_deref(), false)?;
             let pass = if passphrase {

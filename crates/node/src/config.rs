@@ -53,6 +53,12 @@ pub struct NodeConfig {
     pub offline_after: Duration,
     /// Run without the network (a lone node keeping every shard itself).
     pub offline: bool,
+    /// Address of the S3-compatible API (off when unset).
+    pub s3: Option<SocketAddr>,
+    /// Region the S3 API reports.
+    pub s3_region: String,
+    /// Domain for virtual-host style S3 addressing (`BUCKET.<domain>`).
+    pub s3_domain: String,
 }
 
 /// The default API address.
@@ -80,6 +86,9 @@ impl Default for NodeConfig {
             warning_after: Duration::from_secs(60),
             offline_after: Duration::from_secs(300),
             offline: false,
+            s3: None,
+            s3_region: "us-east-1".into(),
+            s3_domain: "localhost".into(),
         }
     }
 }
