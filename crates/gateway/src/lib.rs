@@ -11,6 +11,7 @@
 
 pub mod index;
 pub mod keys;
+pub mod metrics;
 pub mod objects;
 pub mod rest;
 pub mod s3;
@@ -72,6 +73,7 @@ pub struct Gateway {
     index: index::Index,
     keys: keys::AccessKeys,
     s3: s3::S3Gateway,
+    metrics: metrics::Metrics,
 }
 
 impl Gateway {
@@ -86,7 +88,7 @@ impl Gateway {
         let keys = keys::AccessKeys::load(index.clone(), &identity.secret_seed())?;
         let pipeline = objects::Pipeline::new(node.clone(), cfg.pipeline);
         let s3 = s3::S3Gateway { index: index.clone(), keys: keys.clone(), pipeline };
-        Ok(Gateway { node, cfg, index, keys, s3 })
+        Ok(Gateway { node, cfg, index, keys, s3, metrics: metrics::Metrics::new() })
     }
 
     /// The access keys.
@@ -99,9 +101,14 @@ impl Gateway {
         &self.index
     }
 
+    /// The metrics registry.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
+
     /// The REST API router, guarded by `token`.
     pub fn rest_router(&self, token: String) -> axum::Router {
-        rest::router(self.node.clone(), token, Some(self.keys.clone()))
+        rest::router(self.node.clone(), token, Some(self.clone()))
     }
 
     /// The S3 service (SigV4 with this gateway's access keys).
@@ -150,6 +157,24 @@ impl Gateway {
                         }
                     };
                     let service = service.clone();
+                    let metrics = self.metrics.clone();
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (service, metrics) = (service.clone(), metrics.clone());
+                        let started = std::time::Instant::now();
+                        let route = metrics::s3_route(req.uri());
+                        let method = req.method().to_string();
+                        let bytes_in = req.headers().get(http::header::CONTENT_LENGTH)
+                            .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                        async move {
+                            let resp = hyper::service::Service::call(&service, req).await;
+                            if let Ok(r) = &resp {
+                                let out = r.headers().get(http::header::CONTENT_LENGTH)
+                                    .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                                metrics.request("s3", route, &method, r.status().as_u16(), started, bytes_in, out);
+                            }
+                            resp
+                        }
+                    });
                     conns.spawn(async move {
                         let io = hyper_util::rt::TokioIo::new(stream);
                         let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());

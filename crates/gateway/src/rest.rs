@@ -42,18 +42,20 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// Routes reachable without the API token.
-pub const PUBLIC_ROUTES: &[&str] = &["/v1/health"];
+pub const PUBLIC_ROUTES: &[&str] = &["/v1/health", "/metrics"];
 
 pub(crate) struct AppState {
     pub(crate) node: Node,
     pub(crate) token: String,
-    pub(crate) keys: Option<crate::keys::AccessKeys>,
+    pub(crate) gateway: Option<crate::Gateway>,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
-/// Builds the API router for `node`, guarded by `token`; `keys` serves
-/// `POST /v1/keys` (absent: the route answers 503).
-pub fn router(node: Node, token: String, keys: Option<crate::keys::AccessKeys>) -> Router {
-    let state = Arc::new(AppState { node, token, keys });
+/// Builds the API router for `node`, guarded by `token`. Without a
+/// `gateway`, the routes that need one (`POST /v1/keys`) answer 503.
+pub fn router(node: Node, token: String, gateway: Option<crate::Gateway>) -> Router {
+    let metrics = gateway.as_ref().map(|g| g.metrics().clone()).unwrap_or_default();
+    let state = Arc::new(AppState { node, token, gateway, metrics });
     let api = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/uploads", post(begin_upload))
@@ -74,11 +76,45 @@ pub fn router(node: Node, token: String, keys: Option<crate::keys::AccessKeys>) 
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics_text))
         .merge(api)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1 routes in the docs")
         })
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+/// Counts and times every request by its route template.
+async fn count_request(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let bytes_in = content_length(req.headers());
+    let resp = next.run(req).await;
+    let bytes_out =
+        content_length(resp.headers()).max(axum::body::HttpBody::size_hint(resp.body()).exact().unwrap_or(0));
+    st.metrics.request("rest", &route, &method, resp.status().as_u16(), started, bytes_in, bytes_out);
+    resp
+}
+
+fn content_length(h: &HeaderMap) -> u64 {
+    h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// OpenMetrics when the scraper asks for it, else the classic text format.
+async fn metrics_text(State(st): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
+    let text = st.metrics.render(&st.node, st.gateway.as_ref()).await;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::to_classic(&text))
+    }
 }
 
 async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -297,7 +333,7 @@ async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> 
 }
 
 async fn create_key(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let keys = st.keys.clone().ok_or_else(|| {
+    let keys = st.gateway.as_ref().map(|g| g.keys().clone()).ok_or_else(|| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", "this node runs without the S3 gateway")
     })?;
     let p = tokio::task::spawn_blocking(move || keys.create())
