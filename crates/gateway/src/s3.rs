@@ -235,10 +235,10 @@ impl S3Gateway {
     /// Unpins manifests nothing names any more; their shards go to GC.
     async fn release(&self, manifests: Vec<String>) {
         for m in manifests {
-            if let Ok(cid) = m.parse() {
-                if let Err(e) = self.pipeline.node().unpin(cid).await {
-                    tracing::warn!(manifest = %m, error = %e, "could not unpin a released object segment");
-                }
+            if let Ok(cid) = m.parse()
+                && let Err(e) = self.pipeline.node().unpin(cid).await
+            {
+                tracing::warn!(manifest = %m, error = %e, "could not unpin a released object segment");
             }
         }
     }
@@ -346,7 +346,7 @@ impl S3 for S3Gateway {
         if !self.index.run(move |ix| ix.create_bucket(&n)).await? {
             return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {name} already exists"));
         }
-        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")), ..Default::default() }))
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) }))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
