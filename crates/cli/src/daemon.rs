@@ -2,7 +2,8 @@
 //!
 //! Start-up order matters for scripts: the store is opened (and recovered)
 //! first, then the API port is bound, and only then is `api.url` written, so
-//! a client that finds the URL can put and get at once.
+//! a client that finds the URL can put and get at once. With `--s3`, the S3
+//! port is bound and `s3.url` written before `api.url` too.
 
 use std::io::Write;
 use std::path::Path;
@@ -25,11 +26,36 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         format!("cannot listen on {api}: is another node using it? choose another with --api 127.0.0.1:PORT")
     })?;
     let addr = listener.local_addr()?;
+    let gateway = {
+        let (node, mut gcfg) = (node.clone(), datamesh_gateway::GatewayConfig::new(&data_dir));
+        gcfg.region = cfg.s3_region.clone();
+        gcfg.domain = cfg.s3_domain.clone();
+        tokio::task::spawn_blocking(move || datamesh_gateway::Gateway::open(node, gcfg)).await??
+    };
+    // One shutdown signal for both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let _ = std::fs::remove_file(data_dir.join("s3.url"));
+    let s3_listener = match cfg.s3 {
+        None => None,
+        Some(addr) => {
+            let l = datamesh_gateway::bind_s3(addr).await?;
+            let s3_url = format!("http://{}", l.local_addr()?);
+            write_atomic(&data_dir.join("s3.url"), s3_url.as_bytes())?;
+            tracing::info!(url = %s3_url, "S3 API ready");
+            Some((l, s3_url))
+        }
+    };
     let url = format!("http://{addr}");
     write_atomic(&data_dir.join("api.url"), url.as_bytes())?;
     let status = node.status().await?;
     tracing::info!(node_id = %status.node_id, %url, data_dir = %data_dir.display(), "node ready");
     println!("api {url}");
+    if let Some((_, s3_url)) = &s3_listener {
+        println!("s3 {s3_url}");
+    }
     println!("data-dir {}", data_dir.display());
     println!("node-id {}", status.node_id);
     std::io::stdout().flush()?;
@@ -69,8 +95,21 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         })
     };
 
-    let app = datamesh_gateway::router(node.clone(), token);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let s3 = s3_listener.map(|(l, _)| {
+        let g = gateway.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { g.serve_s3(l, stopped(rx)).await })
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let app = gateway.rest_router(token);
+    axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await?;
+    if let Some(s3) = s3 {
+        s3.await??;
+    }
+    let _ = std::fs::remove_file(data_dir.join("s3.url"));
     reaper.abort();
     if let Some(r) = repairer {
         r.abort();

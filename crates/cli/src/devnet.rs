@@ -30,6 +30,7 @@ struct Member {
     child: Child,
     dir: PathBuf,
     url: Option<String>,
+    s3: Option<String>,
 }
 
 fn read_trimmed(p: &Path) -> Option<String> {
@@ -41,6 +42,7 @@ fn spawn(dir: &Path, bootstrap: &[String], extra: &[String]) -> Result<Child> {
     // Stale files from an earlier run must not be mistaken for this one's.
     let _ = std::fs::remove_file(dir.join("api.url"));
     let _ = std::fs::remove_file(dir.join("p2p.addrs"));
+    let _ = std::fs::remove_file(dir.join("s3.url"));
     let log = std::fs::File::create(dir.join("node.log"))?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args([
@@ -49,6 +51,8 @@ fn spawn(dir: &Path, bootstrap: &[String], extra: &[String]) -> Result<Child> {
         "127.0.0.1:0",
         "--listen",
         "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1",
+        "--s3",
+        "127.0.0.1:0",
         "--data-dir",
     ])
     .arg(dir)
@@ -58,6 +62,7 @@ fn spawn(dir: &Path, bootstrap: &[String], extra: &[String]) -> Result<Child> {
     .env_remove("DATAMESH_LISTEN")
     .env_remove("DATAMESH_BOOTSTRAP")
     .env_remove("DATAMESH_NODE_API")
+    .env_remove("DATAMESH_S3")
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(log);
@@ -112,18 +117,18 @@ pub async fn run(opts: DevnetOptions) -> Result<()> {
 async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let dir0 = opts.dir.join("node-0");
-    members.push(Member { child: spawn(&dir0, &[], &opts.node_args)?, dir: dir0.clone(), url: None });
+    members.push(Member { child: spawn(&dir0, &[], &opts.node_args)?, dir: dir0.clone(), url: None, s3: None });
     let boot0 = wait_file(&mut members[0], "p2p.addrs", Duration::from_secs(60)).await?;
     let mut bootstrap: Vec<String> = boot0.lines().take(1).map(str::to_owned).collect();
     if opts.nodes > 1 {
         let dir1 = opts.dir.join("node-1");
-        members.push(Member { child: spawn(&dir1, &bootstrap, &opts.node_args)?, dir: dir1, url: None });
+        members.push(Member { child: spawn(&dir1, &bootstrap, &opts.node_args)?, dir: dir1, url: None, s3: None });
         let boot1 = wait_file(&mut members[1], "p2p.addrs", Duration::from_secs(60)).await?;
         bootstrap.extend(boot1.lines().take(1).map(str::to_owned));
     }
     for i in 2..opts.nodes {
         let d = opts.dir.join(format!("node-{i}"));
-        members.push(Member { child: spawn(&d, &bootstrap, &opts.node_args)?, dir: d, url: None });
+        members.push(Member { child: spawn(&d, &bootstrap, &opts.node_args)?, dir: d, url: None, s3: None });
     }
     // Print each URL as soon as its node answers.
     let start = Instant::now();
@@ -131,9 +136,14 @@ async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()
     while members.iter().any(|m| m.url.is_none()) {
         for (i, m) in members.iter_mut().enumerate() {
             if m.url.is_none() {
+                // s3.url is written before api.url, so both are there.
                 if let Some(u) = read_trimmed(&m.dir.join("api.url")) {
+                    m.s3 = read_trimmed(&m.dir.join("s3.url"));
                     if !opts.json {
                         writeln!(out, "node-{i} {u}")?;
+                        if let Some(s3) = &m.s3 {
+                            writeln!(out, "node-{i} s3 {s3}")?;
+                        }
                         out.flush()?;
                     }
                     m.url = Some(u);
@@ -158,6 +168,7 @@ async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()
                 json!({
                     "index": i,
                     "api": m.url,
+                    "s3": m.s3,
                     "data_dir": m.dir,
                     "token": read_trimmed(&m.dir.join("api.token")),
                     "p2p": read_trimmed(&m.dir.join("p2p.addrs")).map(|s| s.lines().map(str::to_owned).collect::<Vec<_>>()),
@@ -170,6 +181,11 @@ async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()
         writeln!(out, "# point the CLI at node-0 (any node works; use its own data dir for its token):")?;
         writeln!(out, "export DATAMESH_API={}", members[0].url.as_deref().unwrap_or(""))?;
         writeln!(out, "export DATAMESH_DATA_DIR={}", members[0].dir.display())?;
+        writeln!(
+            out,
+            "# S3: create a key with `datamesh key create`, then use endpoint {}",
+            members[0].s3.as_deref().unwrap_or("")
+        )?;
         writeln!(out, "# Ctrl-C stops the devnet")?;
     }
     out.flush()?;

@@ -270,6 +270,8 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum KeyCmd {
+    /// Create an S3 access key pair on the running node (usable at once).
+    Create(#[command(flatten)] ClientOpts),
     /// Write your key file to OUT (or stdout), optionally passphrase-protected.
     Export {
         /// Destination (default stdout).
@@ -396,6 +398,9 @@ struct NodeArgs {
     /// Multiaddr other nodes should dial to reach this one, e.g. behind NAT (repeatable; default: the listen addresses).
     #[arg(long, value_delimiter = ',', env = "DATAMESH_ANNOUNCE")]
     announce: Vec<String>,
+    /// Serve the S3-compatible API on this address (e.g. 127.0.0.1:7782; port 0 picks a free one).
+    #[arg(long, env = "DATAMESH_S3")]
+    s3: Option<String>,
 }
 
 impl NodeArgs {
@@ -458,6 +463,10 @@ impl NodeArgs {
         }
         if !self.announce.is_empty() {
             cfg.announce = self.announce.clone();
+        }
+        if let Some(a) = &self.s3 {
+            let a = a.trim_start_matches("http://").trim_end_matches('/');
+            cfg.s3 = Some(a.parse().with_context(|| format!("--s3 {a}: expected 127.0.0.1:PORT"))?);
         }
         cfg.validate()?;
         Ok(cfg)
@@ -683,6 +692,17 @@ async fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
+        Cmd::Key { cmd: KeyCmd::Create(c) } => {
+            let v = c.client()?.post_json("/v1/keys").await?;
+            print(c.json, v.clone(), || {
+                format!(
+                    "access key id      {}\nsecret access key  {}\n# usable now on this node's S3 API; the secret is not shown again",
+                    v["access_key_id"].as_str().unwrap_or(""),
+                    v["secret_access_key"].as_str().unwrap_or("")
+                )
+            });
+            Ok(())
+        }
         Cmd::Key { cmd } => key_cmd(cmd),
     }
 }
@@ -690,6 +710,8 @@ async fn run(cli: Cli) -> Result<()> {
 fn key_cmd(cmd: KeyCmd) -> Result<()> {
     use datamesh_pipeline::keys::UserKey;
     match cmd {
+        // Needs the node; handled in `run`.
+        KeyCmd::Create(_) => bail!("`key create` talks to the node"),
         KeyCmd::Export { output, passphrase, user_key } => {
             let key = userkey::load_or_create(user_key.as_deref(), false)?;
             let pass = if passphrase {

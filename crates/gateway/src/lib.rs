@@ -1,293 +1,204 @@
-//! The node's HTTP API, v1.
+//! The node's gateway: everything that speaks HTTP.
 //!
-//! **Architecture invariant:** every route needs the node's API token
-//! (`Authorization: Bearer <token>`) except those listed in
-//! [`PUBLIC_ROUTES`]. Requests are parsed into typed handlers; errors map to
-//! HTTP status codes in one place ([`ApiError`]) and are JSON
-//! `{"code": ..., "message": ...}`.
+//! - [`rest`]: the JSON API v1 on the node's API port (bearer token).
+//! - [`s3`]: the S3-compatible API on its own port (SigV4 access keys).
+//! - [`objects`]: the content pipeline run server-side for clients that
+//!   cannot encrypt (S3, plain HTTP); [`index`]: the gateway's SQLite
+//!   database of buckets, objects and uploads; [`keys`]: access keys.
 //!
-//! Routes (all under `/v1`):
-//!
-//! | method | path | what |
-//! | --- | --- | --- |
-//! | GET | /health | liveness (public) |
-//! | GET | /status | node status and store usage |
-//! | POST | /uploads | open an upload session `{k?, m?}` → `{upload_id}` |
-//! | PUT | /uploads/{id}/chunks | one chunk's stored form → `{cid, shards}` |
-//! | POST | /uploads/{id}/complete?name= | the manifest (DAG-CBOR) → `{cid}` |
-//! | DELETE | /uploads/{id} | abort |
-//! | GET | /files | pinned files |
-//! | GET | /files/{cid} | stat, live shards per chunk |
-//! | DELETE | /files/{cid} | delete (owner-signed: `x-datamesh-timestamp`, `x-datamesh-signature`) |
-//! | GET | /files/{cid}/manifest | manifest bytes; `x-datamesh-manifest` names its CID |
-//! | GET | /files/{cid}/chunks/{index} | a chunk's stored form, verified |
-//! | POST/DELETE | /pins/{cid} | pin / unpin |
-//! | POST | /gc | collect garbage |
-//! | GET | /peers | peers with health state; k-bucket fill |
+//! [`Gateway`] composes them over one [`Node`]; the `datamesh node` daemon
+//! opens it and serves both ports.
 
-use std::sync::Arc;
+pub mod index;
+pub mod keys;
+pub mod metrics;
+pub mod objects;
+pub mod rest;
+pub mod s3;
 
-use axum::Json;
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use datamesh_core::{Cid, Erasure, limits};
-use datamesh_node::{Node, NodeError};
-use serde::Deserialize;
-use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// Routes reachable without the API token.
-pub const PUBLIC_ROUTES: &[&str] = &["/v1/health"];
+use datamesh_node::Node;
+pub use rest::{ApiError, PUBLIC_ROUTES, router};
 
-struct AppState {
-    node: Node,
-    token: String,
+/// How the gateway runs.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where the database lives (`<node data dir>/gateway`).
+    pub dir: PathBuf,
+    /// The S3 region reported and expected in signatures.
+    pub region: String,
+    /// Domain for virtual-host style buckets (`BUCKET.<domain>`).
+    pub domain: String,
+    /// Multipart uploads idle this long are aborted and their parts released.
+    pub multipart_idle_timeout: Duration,
+    /// Pipeline settings.
+    pub pipeline: objects::PipelineConfig,
 }
 
-/// Builds the API router for `node`, guarded by `token`.
-pub fn router(node: Node, token: String) -> Router {
-    let state = Arc::new(AppState { node, token });
-    let api = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/uploads", post(begin_upload))
-        .route("/v1/uploads/{id}", axum::routing::delete(abort_upload))
-        .route("/v1/uploads/{id}/chunks", put(put_chunk).layer(DefaultBodyLimit::max(limits::MAX_STORED_CHUNK_SIZE)))
-        .route(
-            "/v1/uploads/{id}/complete",
-            post(complete_upload).layer(DefaultBodyLimit::max(limits::MAX_MANIFEST_SIZE)),
-        )
-        .route("/v1/files", get(list_files))
-        .route("/v1/files/{cid}", get(stat_file).delete(remove_file))
-        .route("/v1/files/{cid}/manifest", get(get_manifest))
-        .route("/v1/files/{cid}/chunks/{index}", get(get_chunk))
-        .route("/v1/pins/{cid}", post(pin).delete(unpin))
-        .route("/v1/gc", post(gc))
-        .route("/v1/peers", get(peers))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .merge(api)
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route; see /v1 routes in the docs")
-        })
-        .with_state(state)
-}
-
-async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant-time comparison: the token must not leak through timing.
-    let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), st.token.as_bytes()).into();
-    if !ok || given.is_empty() {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong API token: send `Authorization: Bearer <token>` with the token from the node's data dir (api.token)",
-        )
-        .into_response();
-    }
-    next.run(req).await
-}
-
-/// An error answer: status plus JSON `{code, message}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
-    }
-    fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-}
-
-impl From<NodeError> for ApiError {
-    fn from(e: NodeError) -> Self {
-        let (status, code) = match &e {
-            NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            NodeError::UploadNotFound(_) => (StatusCode::NOT_FOUND, "upload_not_found"),
-            NodeError::TooManyUploads(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
-            NodeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            NodeError::Manifest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest"),
-            NodeError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            NodeError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
-            NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_unavailable"),
-            NodeError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
-            NodeError::Network(_) => (StatusCode::SERVICE_UNAVAILABLE, "network_unavailable"),
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %e, "request failed");
+impl GatewayConfig {
+    /// Defaults for a node whose data dir is `data_dir`.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            dir: data_dir.join("gateway"),
+            region: "us-east-1".into(),
+            domain: "localhost".into(),
+            multipart_idle_timeout: Duration::from_secs(24 * 3600),
+            pipeline: objects::PipelineConfig::default(),
         }
-        Self::new(status, code, e.to_string())
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response()
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The database failed.
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
+    /// The access keys could not be loaded.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyStoreError),
+    /// Files or sockets.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The gateway over one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    node: Node,
+    cfg: GatewayConfig,
+    index: index::Index,
+    keys: keys::AccessKeys,
+    s3: s3::S3Gateway,
+    metrics: metrics::Metrics,
+}
+
+impl Gateway {
+    /// Opens the gateway's database in `cfg.dir`; access keys are unsealed
+    /// with the node's identity.
+    pub fn open(node: Node, cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
+        std::fs::create_dir_all(&cfg.dir)
+            .map_err(|e| GatewayError::Io(format!("cannot create {}: {e}", cfg.dir.display())))?;
+        let index = index::Index::open(&cfg.dir.join("gateway.db"))?;
+        let identity = datamesh_node::NodeIdentity::load_or_create(&node.config().data_dir)
+            .map_err(|e| GatewayError::Io(format!("cannot read the node identity: {e}")))?;
+        let keys = keys::AccessKeys::load(index.clone(), &identity.secret_seed())?;
+        let pipeline = objects::Pipeline::new(node.clone(), cfg.pipeline);
+        let s3 = s3::S3Gateway { index: index.clone(), keys: keys.clone(), pipeline };
+        Ok(Gateway { node, cfg, index, keys, s3, metrics: metrics::Metrics::new() })
     }
-}
 
-type ApiResult<T> = Result<T, ApiError>;
-
-fn parse_cid(s: &str) -> ApiResult<Cid> {
-    s.parse::<Cid>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_cid", e.to_string()))
-}
-
-async fn status(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.status().await?))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct BeginUpload {
-    k: Option<u16>,
-    m: Option<u16>,
-}
-
-async fn begin_upload(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<impl IntoResponse> {
-    let req: BeginUpload = if body.is_empty() {
-        BeginUpload::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("upload request is not valid JSON: {e}")))?
-    };
-    let d = st.node.config().erasure();
-    let erasure = Erasure { k: req.k.unwrap_or(d.k), m: req.m.unwrap_or(d.m) };
-    let id = st.node.begin_upload(Some(erasure))?;
-    Ok((StatusCode::CREATED, Json(json!({"upload_id": id, "k": erasure.k, "m": erasure.m}))))
-}
-
-async fn put_chunk(
-    State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.put_chunk(&id, body).await?))
-}
-
-#[derive(Deserialize)]
-struct CompleteQuery {
-    name: Option<String>,
-}
-
-async fn complete_upload(
-    State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Query(q): Query<CompleteQuery>,
-    body: Bytes,
-) -> ApiResult<impl IntoResponse> {
-    if q.name.as_ref().is_some_and(|n| n.len() > 1024) {
-        return Err(ApiError::bad("name is longer than 1024 bytes"));
+    /// The access keys.
+    pub fn keys(&self) -> &keys::AccessKeys {
+        &self.keys
     }
-    let cid = st.node.complete_upload(&id, body.to_vec(), q.name).await?;
-    Ok((StatusCode::CREATED, Json(json!({"cid": cid}))))
-}
 
-async fn abort_upload(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    st.node.abort_upload(&id)?;
-    Ok(StatusCode::NO_CONTENT)
-}
+    /// The index.
+    pub fn index(&self) -> &index::Index {
+        &self.index
+    }
 
-async fn list_files(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let files: Vec<_> = st
-        .node
-        .list()
-        .await?
-        .into_iter()
-        .map(|(cid, p, unixfs)| {
-            // A public file is known by its UnixFS CID; `manifest` is always given.
-            json!({"cid": unixfs.unwrap_or(cid), "manifest": cid, "name": p.name, "size": p.size, "created_at": p.created_at})
-        })
-        .collect();
-    Ok(Json(json!({ "files": files })))
-}
+    /// The metrics registry.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
+    }
 
-async fn stat_file(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.stat(parse_cid(&cid)?).await?))
-}
+    /// The REST API router, guarded by `token`.
+    pub fn rest_router(&self, token: String) -> axum::Router {
+        rest::router(self.node.clone(), token, Some(self.clone()))
+    }
 
-async fn remove_file(
-    State(st): State<Arc<AppState>>,
-    Path(cid): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<impl IntoResponse> {
-    let cid = parse_cid(&cid)?;
-    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let signed = match (h("x-datamesh-timestamp"), h("x-datamesh-signature")) {
-        (Some(ts), Some(sig)) => Some((
-            ts.parse::<u64>().map_err(|_| ApiError::bad("x-datamesh-timestamp is not a unix time"))?,
-            hex::decode(sig).map_err(|_| ApiError::bad("x-datamesh-signature is not hex"))?,
-        )),
-        _ => None,
-    };
-    let report = st.node.remove(cid, signed).await?;
-    Ok(Json(json!({"removed": cid, "gc": report})))
-}
+    /// The S3 service (SigV4 with this gateway's access keys).
+    pub fn s3_service(&self) -> s3s::service::S3Service {
+        let mut b = s3s::service::S3ServiceBuilder::new(self.s3.clone());
+        b.set_auth(self.keys.clone());
+        b.set_host(s3::VirtualHosts::new(&self.cfg.domain));
+        b.build()
+    }
 
-async fn get_manifest(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    let (cid, bytes) = st.node.manifest_bytes(parse_cid(&cid)?).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/cbor".to_string()),
-            (header::HeaderName::from_static("x-datamesh-manifest"), cid.to_string()),
-        ],
-        bytes,
-    ))
-}
-
-async fn get_chunk(
-    State(st): State<Arc<AppState>>,
-    Path((cid, index)): Path<(String, usize)>,
-) -> ApiResult<impl IntoResponse> {
-    let data = st.node.chunk(parse_cid(&cid)?, index).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data))
-}
-
-async fn pin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(json!({"pinned": st.node.pin(parse_cid(&cid)?).await?})))
-}
-
-async fn unpin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(json!({"unpinned": st.node.unpin(parse_cid(&cid)?).await?})))
-}
-
-async fn gc(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.gc().await?))
-}
-
-async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let peers: Vec<_> = st
-        .node
-        .peers()
-        .await
-        .into_iter()
-        .map(|p| {
-            json!({
-                "peer": p.peer.to_string(),
-                "state": format!("{:?}", p.state).to_uppercase(),
-                "connected": p.connected,
-                "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "since_last_seen_secs": p.since_last_seen.as_secs_f64(),
-                "free_bytes": p.last_heartbeat.as_ref().map(|h| h.free_bytes),
-                "shards": p.last_heartbeat.as_ref().map(|h| h.shards),
-                "strikes": p.strikes,
+    /// Serves S3 on `listener` until `shutdown` resolves. Also aborts idle
+    /// multipart uploads.
+    pub async fn serve_s3(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let service = self.s3_service();
+        let reaper = {
+            let s3 = self.s3.clone();
+            let idle = self.cfg.multipart_idle_timeout;
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(60).min(idle.max(Duration::from_secs(1))));
+                loop {
+                    t.tick().await;
+                    let n = s3.expire_uploads(idle).await;
+                    if n > 0 {
+                        tracing::info!(aborted = n, "aborted idle multipart uploads");
+                    }
+                }
             })
-        })
-        .collect();
-    let buckets: Vec<_> =
-        st.node.routing_table().await.into_iter().map(|(b, n)| json!({"bucket": b, "entries": n})).collect();
-    Ok(Json(json!({"peers": peers, "routing_table": buckets})))
+        };
+        let mut shutdown = std::pin::pin!(shutdown);
+        let conns = tokio_util::task::TaskTracker::new();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %e, "S3 accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let service = service.clone();
+                    let metrics = self.metrics.clone();
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (service, metrics) = (service.clone(), metrics.clone());
+                        let started = std::time::Instant::now();
+                        let route = metrics::s3_route(req.uri());
+                        let method = req.method().to_string();
+                        let bytes_in = req.headers().get(http::header::CONTENT_LENGTH)
+                            .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                        async move {
+                            let resp = hyper::service::Service::call(&service, req).await;
+                            if let Ok(r) = &resp {
+                                let out = r.headers().get(http::header::CONTENT_LENGTH)
+                                    .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                                metrics.request("s3", route, &method, r.status().as_u16(), started, bytes_in, out);
+                            }
+                            resp
+                        }
+                    });
+                    conns.spawn(async move {
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                        if let Err(e) = builder.serve_connection(io, service).await {
+                            tracing::debug!(error = %e, "S3 connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        reaper.abort();
+        conns.close();
+        // In-flight requests get a grace period, then are dropped (their
+        // uploads abort and leave nothing behind).
+        let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
+        Ok(())
+    }
+}
+
+/// Binds the S3 address with an error that says what to do.
+pub async fn bind_s3(addr: SocketAddr) -> Result<tokio::net::TcpListener, GatewayError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        GatewayError::Io(format!(
+            "cannot listen for S3 on {addr}: {e}; choose another address with --s3 127.0.0.1:PORT"
+        ))
+    })
 }

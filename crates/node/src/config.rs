@@ -69,6 +69,12 @@ pub struct NodeConfig {
     /// Most bytes per second of rebuilt shards the repair worker sends
     /// ("0 B" lifts the cap).
     pub repair_rate: ByteSize,
+    /// Address of the S3-compatible API (off when unset).
+    pub s3: Option<SocketAddr>,
+    /// Region the S3 API reports.
+    pub s3_region: String,
+    /// Domain for virtual-host style S3 addressing (`BUCKET.<domain>`).
+    pub s3_domain: String,
 }
 
 /// The default API address.
@@ -100,6 +106,9 @@ impl Default for NodeConfig {
             hedge_after: Duration::from_millis(500),
             repair_interval: Duration::from_secs(60),
             repair_rate: ByteSize::mib(64),
+            s3: None,
+            s3_region: "us-east-1".into(),
+            s3_domain: "localhost".into(),
         }
     }
 }

@@ -1,0 +1,268 @@
+//! Prometheus metrics, served at `GET /metrics` on the API port without a
+//! token (like `/v1/health`: they hold no secrets).
+//!
+//! Every name starts with `datamesh_` and follows Prometheus conventions
+//! (base units, `_total` counters, `_seconds` and `_bytes` suffixes):
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `datamesh_http_requests_total` | counter | api (`rest`, `s3`), route, method, status |
+//! | `datamesh_http_request_duration_seconds` | histogram | api, route, method |
+//! | `datamesh_http_request_bytes_total` / `_response_bytes_total` | counter | api, route |
+//! | `datamesh_http_rate_limited_total` | counter | api (requests answered 429 / SlowDown) |
+//! | `datamesh_store_capacity_bytes`, `_used_bytes`, `_shards`, `_manifests`, `_pins` | gauge | |
+//! | `datamesh_peers` | gauge | state |
+//! | `datamesh_dht_routing_table_entries` | gauge | |
+//! | `datamesh_upload_sessions` | gauge | |
+//! | `datamesh_gateway_objects`, `_object_bytes`, `_access_keys` | gauge | |
+//!
+//! Request metrics are counted as requests finish; node gauges are read
+//! when scraped, so they are never stale.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `rest` or `s3`.
+    pub api: &'static str,
+    /// The route template (`/v1/files/{cid}`) or the S3 request kind.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// Labels of request latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// `rest` or `s3`.
+    pub api: &'static str,
+    /// Route template.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+}
+
+/// Labels of byte counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `rest` or `s3`.
+    pub api: &'static str,
+    /// Route template.
+    pub route: String,
+}
+
+/// Labels of the rate-limit counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// `rest` or `s3`.
+    pub api: &'static str,
+}
+
+/// Labels of the peer gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// ONLINE, WARNING or OFFLINE.
+    pub state: String,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+    bytes_in: Family<RouteLabels, Counter>,
+    bytes_out: Family<RouteLabels, Counter>,
+    rate_limited: Family<ApiLabels, Counter>,
+    capacity: Gauge,
+    used: Gauge,
+    shards: Gauge,
+    manifests: Gauge,
+    pins: Gauge,
+    peers: Family<PeerLabels, Gauge>,
+    routing: Gauge,
+    uploads: Gauge,
+    objects: Gauge,
+    object_bytes: Gauge,
+    access_keys: Gauge,
+}
+
+/// The gateway's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("datamesh");
+        let requests = Family::<RequestLabels, Counter>::default();
+        r.register("http_requests", "HTTP requests answered", requests.clone());
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+        });
+        r.register_with_unit("http_request_duration", "Time to answer (headers sent)", Unit::Seconds, latency.clone());
+        let bytes_in = Family::<RouteLabels, Counter>::default();
+        r.register_with_unit("http_request", "Request body bytes declared", Unit::Bytes, bytes_in.clone());
+        let bytes_out = Family::<RouteLabels, Counter>::default();
+        r.register_with_unit("http_response", "Response body bytes declared", Unit::Bytes, bytes_out.clone());
+        let rate_limited = Family::<ApiLabels, Counter>::default();
+        r.register("http_rate_limited", "Requests refused as too many (429, SlowDown)", rate_limited.clone());
+        let g = |r: &mut Registry, name: &str, help: &str, unit: Option<Unit>| {
+            let gauge = Gauge::default();
+            match unit {
+                Some(u) => r.register_with_unit(name, help, u, gauge.clone()),
+                None => r.register(name, help, gauge.clone()),
+            }
+            gauge
+        };
+        let capacity = g(&mut r, "store_capacity", "Disk budget for shards and manifests", Some(Unit::Bytes));
+        let used = g(&mut r, "store_used", "Bytes used by shards and manifests", Some(Unit::Bytes));
+        let shards = g(&mut r, "store_shards", "Shards stored on this node", None);
+        let manifests = g(&mut r, "store_manifests", "Manifests stored on this node", None);
+        let pins = g(&mut r, "store_pins", "Files pinned on this node", None);
+        let peers = Family::<PeerLabels, Gauge>::default();
+        r.register("peers", "Known peers by health state", peers.clone());
+        let routing = g(&mut r, "dht_routing_table_entries", "Entries in the Kademlia routing table", None);
+        let uploads = g(&mut r, "upload_sessions", "Open upload sessions", None);
+        let objects = g(&mut r, "gateway_objects", "Objects in the gateway's index", None);
+        let object_bytes = g(&mut r, "gateway_object", "Plaintext bytes of the gateway's objects", Some(Unit::Bytes));
+        let access_keys = g(&mut r, "gateway_access_keys", "S3 access keys", None);
+        Metrics {
+            inner: Arc::new(Inner {
+                registry: r,
+                requests,
+                latency,
+                bytes_in,
+                bytes_out,
+                rate_limited,
+                capacity,
+                used,
+                shards,
+                manifests,
+                pins,
+                peers,
+                routing,
+                uploads,
+                objects,
+                object_bytes,
+                access_keys,
+            }),
+        }
+    }
+
+    /// Records a finished request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &self,
+        api: &'static str,
+        route: &str,
+        method: &str,
+        status: u16,
+        started: Instant,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let i = &self.inner;
+        i.requests.get_or_create(&RequestLabels { api, route: route.into(), method: method.into(), status }).inc();
+        i.latency
+            .get_or_create(&LatencyLabels { api, route: route.into(), method: method.into() })
+            .observe(started.elapsed().as_secs_f64());
+        let rl = RouteLabels { api, route: route.into() };
+        i.bytes_in.get_or_create(&rl).inc_by(bytes_in);
+        i.bytes_out.get_or_create(&rl).inc_by(bytes_out);
+        if status == 429 || (status == 503 && api == "s3") {
+            i.rate_limited.get_or_create(&ApiLabels { api }).inc();
+        }
+    }
+
+    /// Reads the node's and the gateway's current numbers, then renders the
+    /// OpenMetrics text.
+    pub async fn render(&self, node: &datamesh_node::Node, gw: Option<&crate::Gateway>) -> String {
+        let i = &self.inner;
+        if let Ok(s) = node.status().await {
+            i.capacity.set(s.store.capacity_bytes as i64);
+            i.used.set(s.store.used_bytes as i64);
+            i.shards.set(s.store.shards as i64);
+            i.manifests.set(s.store.manifests as i64);
+            i.pins.set(s.store.pins as i64);
+            i.uploads.set(s.uploads as i64);
+        }
+        i.peers.clear();
+        for state in ["ONLINE", "WARNING", "OFFLINE"] {
+            i.peers.get_or_create(&PeerLabels { state: state.into() }).set(0);
+        }
+        for p in node.peers().await {
+            i.peers.get_or_create(&PeerLabels { state: format!("{:?}", p.state).to_uppercase() }).inc();
+        }
+        i.routing.set(node.routing_table().await.iter().map(|(_, n)| *n as i64).sum());
+        if let Some(gw) = gw {
+            if let Ok((n, bytes)) = gw.index().run(|ix| ix.totals()).await {
+                i.objects.set(n as i64);
+                i.object_bytes.set(bytes as i64);
+            }
+            i.access_keys.set(gw.keys().len() as i64);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &i.registry) {
+            tracing::error!(error = %e, "cannot render metrics");
+        }
+        out
+    }
+}
+
+/// The S3 request kind used as the `route` label: the request's shape, not
+/// its names (which would make unbounded label values).
+pub fn s3_route(uri: &http::Uri) -> &'static str {
+    let segments = uri.path().trim_matches('/').split('/').filter(|s| !s.is_empty()).count();
+    let q = uri.query().unwrap_or("");
+    let multipart = q.split('&').any(|kv| kv.starts_with("uploadId") || kv.starts_with("uploads"));
+    match (segments, multipart) {
+        (0, _) => "service",
+        (1, false) => "bucket",
+        (1, true) => "bucket_uploads",
+        (_, false) => "object",
+        (_, true) => "multipart",
+    }
+}
+
+/// Turns OpenMetrics text into the classic Prometheus text format (0.0.4),
+/// which every scraper and `promtool check metrics` read: counters are
+/// described under their `_total` name, and `# UNIT` / `# EOF` go.
+pub fn to_classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
