@@ -79,6 +79,11 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         let poll = (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
         tokio::spawn(datamesh_node::repair::run(node.clone(), cfg.repair_interval, poll))
     });
+    let scrubber = tokio::spawn(datamesh_node::repair::run_scrub(
+        node.clone(),
+        cfg.scrub_interval.max(Duration::from_millis(100)),
+        cfg.scrub_rate.as_u64(),
+    ));
 
     // Upload sessions idle past their timeout release their shards to GC.
     let reaper = {
@@ -114,6 +119,7 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     if let Some(r) = repairer {
         r.abort();
     }
+    scrubber.abort();
     if let Some(h) = heartbeats {
         h.abort();
     }

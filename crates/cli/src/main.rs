@@ -395,6 +395,9 @@ struct NodeArgs {
     /// Cap on rebuilt shard bytes per second (e.g. 64MiB; 0 lifts the cap).
     #[arg(long)]
     repair_rate: Option<ByteSize>,
+    /// How often every stored shard is re-read and verified (e.g. 24h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    scrub_interval: Option<std::time::Duration>,
     /// Multiaddr other nodes should dial to reach this one, e.g. behind NAT (repeatable; default: the listen addresses).
     #[arg(long, value_delimiter = ',', env = "DATAMESH_ANNOUNCE")]
     announce: Vec<String>,
@@ -460,6 +463,9 @@ impl NodeArgs {
         }
         if let Some(r) = self.repair_rate {
             cfg.repair_rate = r;
+        }
+        if let Some(d) = self.scrub_interval {
+            cfg.scrub_interval = d;
         }
         if !self.announce.is_empty() {
             cfg.announce = self.announce.clone();

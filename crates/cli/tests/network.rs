@@ -335,3 +335,27 @@ fn a_dead_holder_is_repaired_around_back_to_k_plus_m() {
         .sum();
     assert!(rebuilt >= lost, "the dead holders had {lost} shards; only {rebuilt} were rebuilt");
 }
+
+#[test]
+fn a_rotted_shard_is_found_by_scrub_and_rebuilt() {
+    let net = TestNet::start(7, &["--scrub-interval", "500ms", "--repair-interval", "1s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(2_000_000, 31);
+    std::fs::write(&f, &data).unwrap();
+    let cid = net.nodes[0].put(&f, &["--chunk-size", "512KiB"]);
+    // Flip one bit in a shard file on a node that is not the reader.
+    let victim = (1..7).find(|&i| !shard_files(&net.nodes[i]).is_empty()).expect("a holder");
+    let path = shard_files(&net.nodes[victim]).into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let rebuilt = || -> u64 {
+        net.nodes.iter().map(|n| json(&n.ok(&["status", "--json"]))["repair"]["shards_rebuilt"].as_u64().unwrap()).sum()
+    };
+    wait_for("scrub to quarantine the shard and repair to rebuild it", std::time::Duration::from_secs(60), || {
+        (rebuilt() >= 1 && live_shards(&net.nodes[0], &cid).iter().all(|&n| n == 6)).then_some(())
+    });
+    get_via(&net.nodes[0], &net.nodes[victim], &cid, &data);
+}

@@ -69,6 +69,11 @@ pub struct NodeConfig {
     /// Most bytes per second of rebuilt shards the repair worker sends
     /// ("0 B" lifts the cap).
     pub repair_rate: ByteSize,
+    /// How often every stored shard is re-read and verified.
+    #[serde(with = "humantime_serde")]
+    pub scrub_interval: Duration,
+    /// Most bytes per second a scrub reads ("0 B": unpaced).
+    pub scrub_rate: ByteSize,
     /// Address of the S3-compatible API (off when unset).
     pub s3: Option<SocketAddr>,
     /// Region the S3 API reports.
@@ -106,6 +111,8 @@ impl Default for NodeConfig {
             hedge_after: Duration::from_millis(500),
             repair_interval: Duration::from_secs(60),
             repair_rate: ByteSize::mib(64),
+            scrub_interval: Duration::from_secs(24 * 3600),
+            scrub_rate: ByteSize::mib(32),
             s3: None,
             s3_region: "us-east-1".into(),
             s3_domain: "localhost".into(),
