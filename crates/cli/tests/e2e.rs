@@ -284,9 +284,13 @@ fn capacity_budget_is_enforced_and_nothing_leaks() {
     std::fs::write(&f, pseudo_random(3 << 20, 6)).unwrap();
     let e = node.fails(&["put", f.to_str().unwrap(), "--chunk-size", "256KiB"]);
     assert!(e.to_lowercase().contains("capacity") || e.contains("space"), "{e}");
-    node.ok(&["gc"]);
-    let st = json(&node.ok(&["status", "--json"]));
-    assert_eq!(st["store"]["shards"], 0, "{st}");
+    // Chunk uploads still in flight when the put failed hold their shards
+    // until they finish; after that GC must take every one of them.
+    let st = wait_for("GC to reclaim the failed put's shards", std::time::Duration::from_secs(20), || {
+        node.ok(&["gc"]);
+        let st = json(&node.ok(&["status", "--json"]));
+        (st["store"]["shards"] == 0).then_some(st)
+    });
     assert_eq!(st["store"]["pins"], 0);
     // A file that fits still goes in.
     let small = dir.path().join("small");
