@@ -281,28 +281,7 @@ impl Index {
         let mut c = self.lock();
         let tx = c.transaction()?;
         let old = segments_of(&tx, &row.bucket, &row.key)?;
-        tx.execute("DELETE FROM objects WHERE bucket = ?1 AND key = ?2", params![row.bucket, row.key.as_bytes()])?;
-        tx.execute(
-            "INSERT INTO objects (bucket, key, size, etag, content_type, metadata, checksums, modified, parts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                row.bucket,
-                row.key.as_bytes(),
-                row.size as i64,
-                row.etag,
-                row.content_type,
-                row.metadata,
-                row.checksums,
-                row.modified,
-                row.parts
-            ],
-        )?;
-        for (i, s) in segments.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO segments (bucket, key, seq, manifest, size, key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![row.bucket, row.key.as_bytes(), i as i64, s.manifest, s.size as i64, s.key_id],
-            )?;
-        }
+        replace_object_rows(&tx, row, segments)?;
         let gone = unreferenced_in(&tx, old.iter().map(|s| s.manifest.clone()))?;
         tx.commit()?;
         Ok(gone)
@@ -556,28 +535,7 @@ impl Index {
             return Ok(None);
         }
         old.extend(segments_of(&tx, &row.bucket, &row.key)?.into_iter().map(|s| s.manifest));
-        tx.execute("DELETE FROM objects WHERE bucket = ?1 AND key = ?2", params![row.bucket, row.key.as_bytes()])?;
-        tx.execute(
-            "INSERT INTO objects (bucket, key, size, etag, content_type, metadata, checksums, modified, parts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                row.bucket,
-                row.key.as_bytes(),
-                row.size as i64,
-                row.etag,
-                row.content_type,
-                row.metadata,
-                row.checksums,
-                row.modified,
-                row.parts
-            ],
-        )?;
-        for (i, s) in segments.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO segments (bucket, key, seq, manifest, size, key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![row.bucket, row.key.as_bytes(), i as i64, s.manifest, s.size as i64, s.key_id],
-            )?;
-        }
+        replace_object_rows(&tx, row, segments)?;
         let gone = unreferenced_in(&tx, old.into_iter())?;
         tx.commit()?;
         Ok(Some(gone))
@@ -608,6 +566,37 @@ fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
         metadata: r.get(5)?,
         created: r.get(6)?,
     })
+}
+
+/// Replaces the object row of `row.bucket`/`row.key` and its segment rows.
+fn replace_object_rows(
+    tx: &rusqlite::Transaction<'_>,
+    row: &ObjectRow,
+    segments: &[Segment],
+) -> Result<(), IndexError> {
+    tx.execute("DELETE FROM objects WHERE bucket = ?1 AND key = ?2", params![row.bucket, row.key.as_bytes()])?;
+    tx.execute(
+        "INSERT INTO objects (bucket, key, size, etag, content_type, metadata, checksums, modified, parts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            row.bucket,
+            row.key.as_bytes(),
+            row.size as i64,
+            row.etag,
+            row.content_type,
+            row.metadata,
+            row.checksums,
+            row.modified,
+            row.parts
+        ],
+    )?;
+    for (i, s) in segments.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO segments (bucket, key, seq, manifest, size, key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![row.bucket, row.key.as_bytes(), i as i64, s.manifest, s.size as i64, s.key_id],
+        )?;
+    }
+    Ok(())
 }
 
 fn segments_of(c: &Connection, bucket: &str, key: &str) -> rusqlite::Result<Vec<Segment>> {

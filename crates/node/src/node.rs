@@ -7,7 +7,7 @@
 //! are protected from GC by the session's guard and become garbage when the
 //! session is aborted or expires.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -309,15 +309,34 @@ impl Node {
         if peers.is_empty() {
             return Ok(vec![Holder::Local; n]);
         }
-        let me = net.local_peer_id();
-        let own_free = self.heartbeat().await.free_bytes;
-        let mut cands = vec![Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: own_free }];
-        for p in peers.iter().filter(|p| p.connected && network::can_receive(p.state)) {
-            cands.push(Candidate {
-                id: Holder::Peer(p.peer),
-                key: kad_key(&p.peer.to_bytes()),
-                free_bytes: p.last_heartbeat.as_ref().map(|h| h.free_bytes).unwrap_or(u64::MAX),
-            });
+        self.place_among(chunk, n, shard_bytes, &HashSet::new(), peers).await
+    }
+
+    /// `n` distinct holders among this node and the connected ONLINE
+    /// `peers` with room, closest to the chunk's key, none of them in
+    /// `avoid` (peer id bytes; repair passes the chunk's live holders).
+    pub(crate) async fn place_among(
+        &self,
+        chunk: &Cid,
+        n: usize,
+        shard_bytes: u64,
+        avoid: &HashSet<Vec<u8>>,
+        peers: Vec<PeerInfo>,
+    ) -> Result<Vec<Holder>, NodeError> {
+        let me = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?.local_peer_id();
+        let mut cands = Vec::new();
+        if !avoid.contains(&me.to_bytes()) {
+            let own_free = self.heartbeat().await.free_bytes;
+            cands.push(Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: own_free });
+        }
+        for p in peers {
+            if p.connected && network::can_receive(p.state) && !avoid.contains(&p.peer.to_bytes()) {
+                cands.push(Candidate {
+                    id: Holder::Peer(p.peer),
+                    key: kad_key(&p.peer.to_bytes()),
+                    free_bytes: p.last_heartbeat.as_ref().map(|h| h.free_bytes).unwrap_or(u64::MAX),
+                });
+            }
         }
         Ok(placement::place(&kad_key(&chunk.to_bytes()), &cands, n, shard_bytes)?)
     }
@@ -774,7 +793,33 @@ impl Node {
             };
             (rank, i)
         });
-        let mut slots: Vec<Option<Vec<u8>>> = vec![None; total];
+        let (slots, got, failures) = self.fetch_k_shards(k, entry, index, loc, &order, &me).await;
+        if got < k {
+            return Err(NodeError::Unavailable(format!(
+                "chunk {} has only {got} reachable shards of the {k} needed ({}); more nodes must come back before it can be read",
+                entry.cid,
+                failures.join("; ")
+            )));
+        }
+        let e2 = entry.clone();
+        blocking(move || Ok(erasure::decode_chunk(e, &e2, slots)?)).await
+    }
+
+    /// Fetches shards of chunk `index`, trying them in `order`, until `k`
+    /// have arrived (each verified against its CID). A failed holder is
+    /// replaced by the next; a slow one gets a spare request to the next
+    /// (hedging). Returns the shard slots, how many arrived, and the
+    /// failures.
+    pub(crate) async fn fetch_k_shards(
+        &self,
+        k: usize,
+        entry: &ChunkEntry,
+        index: usize,
+        loc: &LocationRecord,
+        order: &[usize],
+        me: &[u8],
+    ) -> (Vec<Option<Vec<u8>>>, usize, Vec<String>) {
+        let mut slots: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
         let mut next = 0;
         let mut got = 0;
         let mut inflight = FuturesUnordered::new();
@@ -790,7 +835,7 @@ impl Node {
             while inflight.len() < k - got + spares && next < order.len() {
                 let i = order[next];
                 next += 1;
-                let fut = self.fetch_shard(entry.shards[i], loc.holder(index, i).map(|h| h.to_vec()), me.clone());
+                let fut = self.fetch_shard(entry.shards[i], loc.holder(index, i).map(|h| h.to_vec()), me.to_vec());
                 inflight.push(async move { (i, fut.await) });
             }
             let timer = tokio::time::sleep(hedge_wait);
@@ -817,15 +862,7 @@ impl Node {
                 Err(err) => failures.push(format!("shard {i}: {err}")),
             }
         }
-        if got < k {
-            return Err(NodeError::Unavailable(format!(
-                "chunk {} has only {got} reachable shards of the {k} needed ({}); more nodes must come back before it can be read",
-                entry.cid,
-                failures.join("; ")
-            )));
-        }
-        let e2 = entry.clone();
-        blocking(move || Ok(erasure::decode_chunk(e, &e2, slots)?)).await
+        (slots, got, failures)
     }
 
     pub(crate) async fn fetch_shard(
@@ -863,26 +900,14 @@ impl Node {
         if let (Some(loc), Some(net)) = (&loc, self.net().cloned()) {
             let me = net.local_peer_id().to_bytes();
             // Ask each remote holder once about all the shards it should have.
-            let mut by_holder: HashMap<Vec<u8>, Vec<(usize, usize)>> = HashMap::new();
-            for (ci, row) in live.iter_mut().enumerate() {
-                for (si, is_live) in row.iter_mut().enumerate() {
-                    if let Some(h) = loc.holder(ci, si)
-                        && h != me.as_slice()
-                    {
-                        *is_live = false;
-                        by_holder.entry(h.to_vec()).or_default().push((ci, si));
-                    }
+            for (h, slots) in positions_by_holder(&m, loc) {
+                if h == me {
+                    continue;
                 }
-            }
-            for (h, slots) in by_holder {
                 let Ok(peer) = PeerId::from_bytes(&h) else { continue };
-                for batch in slots.chunks(1024) {
-                    let cids = batch.iter().map(|&(ci, si)| m.chunks[ci].shards[si]).collect();
-                    if let Ok(Response::Exists(v)) = net.request(peer, Request::ShardExists { cids }).await {
-                        for (&(ci, si), ok) in batch.iter().zip(v) {
-                            live[ci][si] = ok;
-                        }
-                    }
+                let cids: Vec<Cid> = slots.iter().map(|&(ci, si)| m.chunks[ci].shards[si]).collect();
+                for (&(ci, si), held) in slots.iter().zip(shards_held(&net, peer, &cids).await) {
+                    live[ci][si] = held.unwrap_or(false);
                 }
             }
         }
@@ -996,6 +1021,32 @@ impl Node {
             repair: self.repair_totals(),
         })
     }
+}
+
+/// Shard positions `(chunk, shard)` per holder named in `loc`.
+pub(crate) fn positions_by_holder(m: &Manifest, loc: &LocationRecord) -> HashMap<Vec<u8>, Vec<(usize, usize)>> {
+    let mut by_holder: HashMap<Vec<u8>, Vec<(usize, usize)>> = HashMap::new();
+    for (ci, c) in m.chunks.iter().enumerate() {
+        for si in 0..c.shards.len() {
+            if let Some(h) = loc.holder(ci, si) {
+                by_holder.entry(h.to_vec()).or_default().push((ci, si));
+            }
+        }
+    }
+    by_holder
+}
+
+/// Asks `peer` which of `cids` it holds (`SHARD_EXISTS`, in batches a frame
+/// can carry). `None` where it gave no clear answer.
+pub(crate) async fn shards_held(net: &NetClient, peer: PeerId, cids: &[Cid]) -> Vec<Option<bool>> {
+    let mut out = Vec::with_capacity(cids.len());
+    for batch in cids.chunks(1024) {
+        match net.request(peer, Request::ShardExists { cids: batch.to_vec() }).await {
+            Ok(Response::Exists(v)) if v.len() == batch.len() => out.extend(v.into_iter().map(Some)),
+            _ => out.extend(std::iter::repeat_n(None, batch.len())),
+        }
+    }
+    out
 }
 
 /// Reads a chunk's data shards (and parity ones only when needed), verifies

@@ -32,15 +32,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use datamesh_core::{Cid, LocationRecord, Manifest};
-use datamesh_net::{PeerId, PeerState, Request, Response};
+use datamesh_net::{PeerId, PeerState};
 use datamesh_pipeline::erasure;
-use datamesh_store::ShardMeta;
+use datamesh_store::{ScrubReport, ShardMeta};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
-use crate::node::{Holder, Node, NodeError, blocking, kad_key};
-use crate::placement::{self, Candidate};
+use crate::node::{Holder, Node, NodeError, blocking, kad_key, positions_by_holder, shards_held};
+use crate::placement;
 
 /// What one repair pass did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -246,20 +246,12 @@ impl Node {
     ) -> Result<Vec<Vec<bool>>, NodeError> {
         let me = me.to_bytes();
         let mut live: Vec<Vec<bool>> = m.chunks.iter().map(|c| vec![false; c.shards.len()]).collect();
-        let mut by_holder: HashMap<Vec<u8>, Vec<(usize, usize)>> = HashMap::new();
-        for (ci, c) in m.chunks.iter().enumerate() {
-            for si in 0..c.shards.len() {
-                if let Some(h) = rec.holder(ci, si) {
-                    by_holder.entry(h.to_vec()).or_default().push((ci, si));
-                }
-            }
-        }
         let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
         let mut asks = FuturesUnordered::new();
-        for (h, pos) in by_holder {
+        for (h, pos) in positions_by_holder(m, rec) {
+            let cids: Vec<Cid> = pos.iter().map(|&(c, s)| m.chunks[c].shards[s]).collect();
             if h == me {
                 let store = self.inner.store.clone();
-                let cids: Vec<Cid> = pos.iter().map(|&(c, s)| m.chunks[c].shards[s]).collect();
                 let have = blocking(move || {
                     cids.iter().map(|c| Ok(store.has_shard(c)?)).collect::<Result<Vec<bool>, NodeError>>()
                 })
@@ -272,9 +264,8 @@ impl Node {
             match peers.get(&h) {
                 Some((PeerState::Online, true)) => {
                     let Ok(peer) = PeerId::from_bytes(&h) else { continue };
-                    let cids: Vec<Cid> = pos.iter().map(|&(c, s)| m.chunks[c].shards[s]).collect();
                     let net = net.clone();
-                    asks.push(async move { (pos, net.request(peer, Request::ShardExists { cids }).await) });
+                    asks.push(async move { (pos, shards_held(&net, peer, &cids).await) });
                 }
                 Some((PeerState::Warning, _)) | Some((PeerState::Online, false)) => {
                     for (c, s) in pos {
@@ -284,19 +275,10 @@ impl Node {
                 _ => {} // OFFLINE or never seen: lost.
             }
         }
-        while let Some((pos, r)) = asks.next().await {
-            match r {
-                Ok(Response::Exists(have)) if have.len() == pos.len() => {
-                    for (&(c, s), ok) in pos.iter().zip(have) {
-                        live[c][s] = ok;
-                    }
-                }
-                // No clear answer: not evidence of loss.
-                _ => {
-                    for (c, s) in pos {
-                        live[c][s] = true;
-                    }
-                }
+        while let Some((pos, held)) = asks.next().await {
+            for ((c, s), held) in pos.into_iter().zip(held) {
+                // No clear answer is not evidence of loss.
+                live[c][s] = held.unwrap_or(true);
             }
         }
         Ok(live)
@@ -320,24 +302,7 @@ impl Node {
         let me_b = me.to_bytes();
         let mut order: Vec<usize> = (0..live.len()).filter(|&i| live[i]).collect();
         order.sort_by_key(|&i| (rec.holder(chunk, i) != Some(me_b.as_slice()), i));
-        let mut slots: Vec<Option<Vec<u8>>> = vec![None; live.len()];
-        let mut got = 0;
-        let mut next = 0;
-        let mut inflight = FuturesUnordered::new();
-        while got < k {
-            while inflight.len() < k - got && next < order.len() {
-                let i = order[next];
-                next += 1;
-                let fut = self.fetch_shard(entry.shards[i], rec.holder(chunk, i).map(|h| h.to_vec()), me_b.clone());
-                inflight.push(async move { (i, fut.await) });
-            }
-            let Some((i, r)) = inflight.next().await else { break };
-            if let Ok(b) = r {
-                slots[i] = Some(b);
-                got += 1;
-            }
-        }
-        drop(inflight);
+        let (slots, got, _) = self.fetch_k_shards(k, entry, chunk, rec, &order, &me_b).await;
         if got < k {
             return Err(NodeError::Unavailable(format!("only {got} of the {k} shards needed could be fetched")));
         }
@@ -367,7 +332,7 @@ impl Node {
         let shard_bytes = rebuilt.first().map(|(_, b)| b.len() as u64).unwrap_or(0);
         let keep: HashSet<Vec<u8>> =
             (0..live.len()).filter(|&i| live[i]).filter_map(|i| rec.holder(chunk, i).map(|h| h.to_vec())).collect();
-        let targets = self.place_excluding(&entry.cid, rebuilt.len(), shard_bytes, &keep).await?;
+        let targets = self.place_among(&entry.cid, rebuilt.len(), shard_bytes, &keep, self.peers().await).await?;
         let mut placed = Vec::new();
         let mut puts = FuturesUnordered::new();
         for ((i, bytes), target) in rebuilt.into_iter().zip(targets) {
@@ -394,33 +359,6 @@ impl Node {
             }
         }
         Ok(placed)
-    }
-
-    /// Like placement for a put, but never on a node in `exclude`.
-    async fn place_excluding(
-        &self,
-        chunk: &Cid,
-        n: usize,
-        shard_bytes: u64,
-        exclude: &HashSet<Vec<u8>>,
-    ) -> Result<Vec<Holder>, NodeError> {
-        let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
-        let me = net.local_peer_id();
-        let mut cands = Vec::new();
-        if !exclude.contains(&me.to_bytes()) {
-            let free = self.heartbeat().await.free_bytes;
-            cands.push(Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: free });
-        }
-        for p in net.peers().await {
-            if p.connected && crate::network::can_receive(p.state) && !exclude.contains(&p.peer.to_bytes()) {
-                cands.push(Candidate {
-                    id: Holder::Peer(p.peer),
-                    key: kad_key(&p.peer.to_bytes()),
-                    free_bytes: p.last_heartbeat.as_ref().map(|h| h.free_bytes).unwrap_or(u64::MAX),
-                });
-            }
-        }
-        Ok(placement::place(&kad_key(&chunk.to_bytes()), &cands, n, shard_bytes)?)
     }
 }
 
@@ -449,51 +387,20 @@ pub async fn run(node: Node, interval: Duration, poll: Duration) {
     }
 }
 
-/// What one scrub pass found.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ScrubPass {
-    /// Shards read and verified.
-    pub checked: u64,
-    /// Bytes read.
-    pub bytes: u64,
-    /// Shards that failed verification: quarantined and dropped from the
-    /// index, so `SHARD_EXISTS` answers no and the file's maintainer
-    /// rebuilds them elsewhere.
-    pub corrupt: Vec<Cid>,
-}
-
 impl Node {
-    /// Re-reads and verifies every stored shard, at most `rate` bytes per
-    /// second (0: unpaced). A corrupt shard is quarantined by the store on
-    /// read; a repair pass follows at once when one is found, in case this
-    /// node maintains the file.
-    pub async fn scrub_pass(&self, rate: u64) -> Result<ScrubPass, NodeError> {
+    /// Re-reads and verifies every stored shard and manifest, at most
+    /// `rate` bytes per second (0: unpaced). The store quarantines corrupt
+    /// ones and drops them from its index, so `SHARD_EXISTS` answers no and
+    /// the file's maintainer rebuilds them elsewhere; a repair pass follows
+    /// here at once, in case this node maintains the file.
+    pub async fn scrub_pass(&self, rate: u64) -> Result<ScrubReport, NodeError> {
         let store = self.inner.store.clone();
-        let cids = blocking(move || Ok(store.list_shards()?)).await?;
-        let mut pass = ScrubPass::default();
-        let mut pacer = Pacer::new(rate);
-        for cid in cids {
-            let store = self.inner.store.clone();
-            match blocking(move || Ok(store.get_shard(&cid))).await? {
-                Ok(b) => {
-                    pass.checked += 1;
-                    pass.bytes += b.len() as u64;
-                    pacer.take(b.len() as u64).await;
-                }
-                Err(datamesh_store::StoreError::Corrupt { .. }) => {
-                    pass.checked += 1;
-                    pass.corrupt.push(cid);
-                }
-                // Deleted since the listing.
-                Err(datamesh_store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !pass.corrupt.is_empty() {
-            tracing::warn!(corrupt = ?pass.corrupt, "scrub quarantined corrupt shards; they will be rebuilt elsewhere");
+        let report = blocking(move || Ok(store.scrub_paced(rate)?)).await?;
+        if !report.corrupt.is_empty() {
+            tracing::warn!(corrupt = ?report.corrupt, "scrub quarantined corrupt objects; they will be rebuilt elsewhere");
             self.repair_pass().await;
         }
-        Ok(pass)
+        Ok(report)
     }
 }
 

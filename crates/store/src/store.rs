@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datamesh_core::{Cid, limits};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -767,13 +767,25 @@ impl Store {
     /// quarantined and dropped from the index (listed in the report) so
     /// repair can rebuild them.
     pub fn scrub(&self) -> Result<ScrubReport> {
+        self.scrub_paced(0)
+    }
+
+    /// [`Self::scrub`], reading at most `bytes_per_sec` on average (0:
+    /// unpaced) so a scheduled scrub does not starve user reads. Blocks the
+    /// calling thread for the pauses: run it on a blocking thread.
+    pub fn scrub_paced(&self, bytes_per_sec: u64) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
+        let start = std::time::Instant::now();
         for kind in Kind::ALL {
             for cid in self.list(kind)? {
                 match self.get_object(kind, &cid) {
                     Ok(b) => {
                         report.checked += 1;
                         report.bytes += b.len() as u64;
+                        if bytes_per_sec > 0 {
+                            let due = Duration::from_secs_f64(report.bytes as f64 / bytes_per_sec as f64);
+                            std::thread::sleep(due.saturating_sub(start.elapsed()));
+                        }
                     }
                     Err(StoreError::Corrupt { cid }) => {
                         report.checked += 1;
