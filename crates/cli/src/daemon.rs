@@ -157,11 +157,13 @@ async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<datamesh_net::Ne
             offline_after: cfg.offline_after,
         },
         state_dir: Some(cfg.data_dir.join("net")),
+        // Peers place shards by the free space in our heartbeats: say it
+        // from the first exchange, not after the first refresh.
+        heartbeat: node.heartbeat().await,
         ..datamesh_net::NetConfig::new(identity.secret_seed())
     };
     let net = datamesh_net::start(net_cfg, node.handler()).await.context("cannot start the peer-to-peer network")?;
     node.attach_net(net.clone());
-    net.set_local_heartbeat(node.heartbeat().await);
     let me = net.local_peer_id();
     let addrs: Vec<String> = net.listen_addrs().await.iter().map(|a| format!("{a}/p2p/{me}")).collect();
     write_atomic(&cfg.data_dir.join("p2p.addrs"), addrs.join("\n").as_bytes())?;

@@ -58,6 +58,11 @@ pub struct NetConfig {
     /// Inbound requests handled at once; beyond it peers get
     /// `Refused("busy")` (default 32).
     pub max_inbound_requests: usize,
+    /// The numbers this node sends in its first heartbeats, until
+    /// [`crate::NetClient::set_local_heartbeat`] replaces them. Peers judge
+    /// free space by them, so a node that has a store says so from the
+    /// first exchange (the default reports no room).
+    pub heartbeat: crate::protocol::Heartbeat,
 }
 
 impl NetConfig {
@@ -78,6 +83,7 @@ impl NetConfig {
             state_dir: None,
             request_timeout: Duration::from_secs(30),
             max_inbound_requests: 32,
+            heartbeat: crate::protocol::Heartbeat::default(),
         }
     }
 }
@@ -93,6 +99,7 @@ impl std::fmt::Debug for NetConfig {
             .field("state_dir", &self.state_dir)
             .field("request_timeout", &self.request_timeout)
             .field("max_inbound_requests", &self.max_inbound_requests)
+            .field("heartbeat", &self.heartbeat)
             .finish()
     }
 }

@@ -108,7 +108,7 @@ pub async fn start(cfg: NetConfig, handler: Arc<dyn Handler>) -> Result<NetClien
 /// [`start`] with explicit [`Tuning`].
 pub async fn start_with(cfg: NetConfig, tuning: Tuning, handler: Arc<dyn Handler>) -> Result<NetClient, NetError> {
     let (tx, rx) = mpsc::channel(actor::COMMAND_QUEUE);
-    let (hb_tx, hb_rx) = watch::channel(Heartbeat::default());
+    let (hb_tx, hb_rx) = watch::channel(cfg.heartbeat);
     let actor = actor::build(cfg, tuning, handler, rx, hb_rx).await?;
     let local = actor.local_peer_id();
     tokio::spawn(actor.run());

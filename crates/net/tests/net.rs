@@ -194,6 +194,33 @@ async fn dead_bootstrap_entries_do_not_stop_joining_and_peers_are_reconnected() 
     }
 }
 
+/// A node's first heartbeat already carries its real numbers: peers place
+/// shards by the free space they report, and a default (no room) answer
+/// would keep a fresh node out of placement until the next refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_heartbeat_carries_the_configured_numbers() {
+    let timers = HealthTimers {
+        heartbeat_interval: Duration::from_secs(600),
+        warning_after: Duration::from_secs(1200),
+        offline_after: Duration::from_secs(2400),
+    };
+    let hb = Heartbeat { free_bytes: 1 << 30, shards: 2, uptime_secs: 1 };
+    let mut ca = config();
+    ca.timers = timers;
+    let mut cb = config();
+    cb.timers = timers;
+    cb.heartbeat = hb;
+    let (a, b) = pair(ca, cb).await;
+    let pb = b.net.local_peer_id();
+    wait_for("a has b's first heartbeat", T, || async {
+        info(&a.net, pb).await.is_some_and(|i| i.last_heartbeat.is_some())
+    })
+    .await;
+    assert_eq!(info(&a.net, pb).await.unwrap().last_heartbeat, Some(hb));
+    a.net.shutdown().await;
+    b.net.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_goes_online_warning_offline_when_a_peer_dies() {
     let timers = HealthTimers {
