@@ -79,6 +79,11 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         let poll = (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
         tokio::spawn(datamesh_node::repair::run(node.clone(), cfg.repair_interval, poll))
     });
+    // Audits: the maintainer of each file challenges its holders.
+    let auditor = net
+        .clone()
+        .filter(|_| !cfg.audit_interval.is_zero())
+        .map(|_| tokio::spawn(datamesh_node::audit::run(node.clone(), cfg.audit_interval, cfg.audit_samples)));
     let scrubber = tokio::spawn(datamesh_node::repair::run_scrub(
         node.clone(),
         cfg.scrub_interval.max(Duration::from_millis(100)),
@@ -120,6 +125,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         r.abort();
     }
     scrubber.abort();
+    if let Some(a) = auditor {
+        a.abort();
+    }
     if let Some(h) = heartbeats {
         h.abort();
     }

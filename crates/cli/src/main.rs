@@ -398,6 +398,9 @@ struct NodeArgs {
     /// How often every stored shard is re-read and verified (e.g. 24h).
     #[arg(long, value_parser = humantime::parse_duration)]
     scrub_interval: Option<std::time::Duration>,
+    /// How often this node audits the holders of the files it maintains (proof of storage, e.g. 10m; 0s: off).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    audit_interval: Option<std::time::Duration>,
     /// Multiaddr other nodes should dial to reach this one, e.g. behind NAT (repeatable; default: the listen addresses).
     #[arg(long, value_delimiter = ',', env = "DATAMESH_ANNOUNCE")]
     announce: Vec<String>,
@@ -466,6 +469,9 @@ impl NodeArgs {
         }
         if let Some(d) = self.scrub_interval {
             cfg.scrub_interval = d;
+        }
+        if let Some(d) = self.audit_interval {
+            cfg.audit_interval = d;
         }
         if !self.announce.is_empty() {
             cfg.announce = self.announce.clone();
@@ -672,7 +678,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .map(|p| {
                         format!(
-                            "{}\t{}\t{}\tlast seen {:.1}s ago\t{} free",
+                            "{}\t{}\t{}\tlast seen {:.1}s ago\t{} free\treputation {:.0} ({} audits passed, {} failed)",
                             p["peer"].as_str().unwrap_or(""),
                             p["state"].as_str().unwrap_or(""),
                             if p["connected"].as_bool().unwrap_or(false) { "connected" } else { "disconnected" },
@@ -681,6 +687,9 @@ async fn run(cli: Cli) -> Result<()> {
                                 .as_u64()
                                 .map(|b| ByteSize::b(b).display().iec().to_string())
                                 .unwrap_or("?".into()),
+                            p["reputation"]["score"].as_f64().unwrap_or(0.0),
+                            p["reputation"]["passed"].as_u64().unwrap_or(0),
+                            p["reputation"]["failed"].as_u64().unwrap_or(0),
                         )
                     })
                     .collect();

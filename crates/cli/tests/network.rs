@@ -359,3 +359,50 @@ fn a_rotted_shard_is_found_by_scrub_and_rebuilt() {
     });
     get_via(&net.nodes[0], &net.nodes[victim], &cid, &data);
 }
+
+#[test]
+fn a_holder_that_cannot_prove_its_shard_loses_reputation_and_the_shard_is_rebuilt() {
+    // Scrub and periodic repair are slowed right down: only an audit can
+    // find the rot here.
+    let net = TestNet::start(7, &["--audit-interval", "300ms", "--scrub-interval", "1h", "--repair-interval", "1h"]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(2_000_000, 41);
+    std::fs::write(&f, &data).unwrap();
+    let cid = net.nodes[0].put(&f, &["--chunk-size", "512KiB"]);
+    let status = |i: usize| json(&net.nodes[i].ok(&["status", "--json"]));
+    // The file's maintainer is the node whose audits pass.
+    let maintainer = wait_for("the maintainer's first passed audits", std::time::Duration::from_secs(30), || {
+        (0..7).find(|&i| status(i)["audit"]["passed"].as_u64().unwrap() > 0)
+    });
+    let maintainer_id = status(maintainer)["peer_id"].as_str().unwrap().to_string();
+    let victim = (0..7).find(|&i| i != maintainer && !shard_files(&net.nodes[i]).is_empty()).expect("a holder");
+    let victim_id = status(victim)["peer_id"].as_str().unwrap().to_string();
+    assert_ne!(maintainer_id, victim_id);
+    let path = shard_files(&net.nodes[victim]).into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    wait_for("an audit to fail and repair to rebuild the shard", std::time::Duration::from_secs(60), || {
+        let s = status(maintainer);
+        (s["audit"]["failed"].as_u64().unwrap() >= 1
+            && s["repair"]["shards_rebuilt"].as_u64().unwrap() >= 1
+            && live_shards(&net.nodes[0], &cid).iter().all(|&n| n == 6))
+        .then_some(())
+    });
+    // The maintainer's view of the victim: points lost, the failure counted;
+    // honest holders gained.
+    let peers = json(&net.nodes[maintainer].ok(&["peers", "--json"]));
+    let rep = |id: &str| {
+        peers["peers"].as_array().unwrap().iter().find(|p| p["peer"] == id).map(|p| p["reputation"].clone()).unwrap()
+    };
+    let v = rep(&victim_id);
+    assert!(v["failed"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["score"].as_f64().unwrap() < 1000.0, "{v}");
+    let honest = (0..7).find(|&i| i != maintainer && i != victim && !shard_files(&net.nodes[i]).is_empty()).unwrap();
+    let h = rep(status(honest)["peer_id"].as_str().unwrap());
+    assert!(h["passed"].as_u64().unwrap() >= 1 && h["score"].as_f64().unwrap() > 1000.0, "{h}");
+    get_via(&net.nodes[0], &net.nodes[victim], &cid, &data);
+}

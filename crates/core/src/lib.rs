@@ -11,6 +11,7 @@ pub mod durability;
 pub mod limits;
 pub mod location;
 pub mod manifest;
+pub mod proof;
 pub mod testdata;
 
 pub use crate::cid::{Cid, CidError, Codec};

@@ -410,6 +410,7 @@ async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> 
                 "free_bytes": p.last_heartbeat.as_ref().map(|h| h.free_bytes),
                 "shards": p.last_heartbeat.as_ref().map(|h| h.shards),
                 "strikes": p.strikes,
+                "reputation": st.node.reputation(&p.peer),
             })
         })
         .collect();

@@ -192,6 +192,30 @@ impl NetClient {
         expect_ok(self.request(peer, Request::DeleteShard { cid, authorization }).await?, "DELETE_SHARD")
     }
 
+    /// Audits `peer`: asks it to prove it holds bytes `start..start+len` of
+    /// shard `cid`, and checks the proof against the CID (see
+    /// `datamesh_core::proof`). Returns the proven segment. A proof that does
+    /// not verify is a strike and `NetError::Corrupt`; a peer without the
+    /// shard answers `NetError::NotFound`.
+    pub async fn audit(&self, peer: PeerId, cid: Cid, start: u64, len: u32) -> Result<Vec<u8>, NetError> {
+        match self.request(peer, Request::Audit { cid, start, len }).await? {
+            Response::Data(proof) => {
+                let checked =
+                    tokio::task::spawn_blocking(move || datamesh_core::proof::verify(&cid, start, len, &proof)).await;
+                match checked {
+                    Ok(Ok(segment)) => Ok(segment),
+                    Ok(Err(e)) => {
+                        let why = e.to_string();
+                        let _ = self.inner.commands.send(Command::Strike { peer, why }).await;
+                        Err(NetError::Corrupt { cid, peer })
+                    }
+                    Err(e) => Err(NetError::Protocol(format!("verifying an audit proof: {e}"))),
+                }
+            }
+            other => Err(unexpected(other, "AUDIT")),
+        }
+    }
+
     /// Stores a node-defined record on `peer`.
     pub async fn put_record(&self, peer: PeerId, key: Vec<u8>, value: Vec<u8>) -> Result<(), NetError> {
         expect_ok(self.request(peer, Request::PutRecord { key, value }).await?, "PUT_RECORD")

@@ -38,6 +38,7 @@
 //! | 0x07 | `PutRecord`    | key:bytes16, value:bytes32 (last)         | key ≤ [`MAX_RECORD_KEY`], value ≤ [`MAX_RECORD_VALUE`] |
 //! | 0x08 | `GetRecord`    | key:bytes16                               | key ≤ [`MAX_RECORD_KEY`] |
 //! | 0x09 | `Heartbeat`    | free_bytes:u64, shards:u64, uptime_secs:u64 | |
+//! | 0x0a | `Audit`        | cid, start:u64, len:u32                   | 1 ≤ len ≤ `core::proof::MAX_SEGMENT` |
 //!
 //! # Responses
 //! | tag  | message     | fields |
@@ -51,7 +52,7 @@
 //! | 0x87 | `Heartbeat` | as the request |
 //!
 //! # Why hand-rolled and not serde + CBOR
-//! Nine small messages with at most one large field, which is always last.
+//! Ten small messages with at most one large field, which is always last.
 //! A hand-written decoder is short enough to audit line by line, checks each
 //! length against its bound *and* against the bytes left before slicing (no
 //! library pre-allocating from a declared length), never panics, and lets the
@@ -164,6 +165,17 @@ pub enum Request {
     /// The sender's health numbers; answered by the network layer itself with
     /// the local numbers (see `NetClient::set_local_heartbeat`).
     Heartbeat(Heartbeat),
+    /// Prove the holding of bytes `start..start+len` of a shard (answer:
+    /// `Data` with a BLAKE3 verified slice, see `datamesh_core::proof`, or
+    /// `NotFound`).
+    Audit {
+        /// The shard's CID.
+        cid: Cid,
+        /// First byte of the segment.
+        start: u64,
+        /// Segment length, 1 ..= `core::proof::MAX_SEGMENT`.
+        len: u32,
+    },
 }
 
 /// A response of the shard protocol.
@@ -209,6 +221,7 @@ impl Request {
             Request::PutRecord { .. } => "PUT_RECORD",
             Request::GetRecord { .. } => "GET_RECORD",
             Request::Heartbeat(_) => "HEARTBEAT",
+            Request::Audit { .. } => "AUDIT",
         }
     }
 
@@ -235,6 +248,12 @@ impl Request {
                     ));
                 }
                 0
+            }
+            Request::Audit { len, .. } if *len == 0 || *len > datamesh_core::proof::MAX_SEGMENT => {
+                return Err(format!(
+                    "audit segment of {len} bytes; the limit is {}",
+                    datamesh_core::proof::MAX_SEGMENT
+                ));
             }
             Request::GetRecord { key } if key.len() > MAX_RECORD_KEY => {
                 return Err(format!("record key of {} bytes; the limit is {MAX_RECORD_KEY}", key.len()));
@@ -298,6 +317,7 @@ pub(crate) fn encode_request(req: &Request) -> io::Result<Encoded<'_>> {
         Request::PutRecord { value, .. } => (0x07, value),
         Request::GetRecord { .. } => (0x08, &[]),
         Request::Heartbeat(_) => (0x09, &[]),
+        Request::Audit { .. } => (0x0a, &[]),
     };
     let mut h = start(tag);
     match req {
@@ -322,6 +342,11 @@ pub(crate) fn encode_request(req: &Request) -> io::Result<Encoded<'_>> {
         }
         Request::GetRecord { key } => put_bytes16(&mut h, key),
         Request::Heartbeat(hb) => put_heartbeat(&mut h, hb),
+        Request::Audit { cid, start, len } => {
+            put_cid(&mut h, cid);
+            h.extend_from_slice(&start.to_be_bytes());
+            h.extend_from_slice(&len.to_be_bytes());
+        }
     }
     finish(h, tail)
 }
@@ -530,6 +555,15 @@ pub fn decode_request(body: Vec<u8>) -> io::Result<Request> {
         }
         0x08 => Request::GetRecord { key: r.bytes16(MAX_RECORD_KEY, "record key")? },
         0x09 => Request::Heartbeat(r.heartbeat()?),
+        0x0a => {
+            let cid = r.cid()?;
+            let start = r.u64("audit start")?;
+            let len = r.u32("audit length")?;
+            if len == 0 || len > datamesh_core::proof::MAX_SEGMENT as usize {
+                return Err(invalid(format!("audit segment of {len} bytes")));
+            }
+            Request::Audit { cid, start, len: len as u32 }
+        }
         t => return Err(invalid(format!("unknown request tag {t:#04x}"))),
     };
     r.end()?;
@@ -740,6 +774,8 @@ mod tests {
             Request::PutRecord { key: b"k".to_vec(), value: vec![1; 1000] },
             Request::GetRecord { key: b"k".to_vec() },
             Request::Heartbeat(Heartbeat { free_bytes: 1, shards: u64::MAX, uptime_secs: 3 }),
+            Request::Audit { cid: c, start: u64::MAX, len: 1 },
+            Request::Audit { cid: c, start: 0, len: datamesh_core::proof::MAX_SEGMENT },
         ]
     }
 

@@ -106,6 +106,32 @@ async fn quic_only_pair_connects_and_transfers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audits_pass_with_the_bytes_and_fail_without_them() {
+    let (a, b) = pair(config(), config()).await;
+    let pb = b.net.local_peer_id();
+    let shard = datamesh_core::testdata::pseudo_random(300_000, 9);
+    let cid = Cid::raw_blake3(&shard);
+    a.net.put_shard(pb, cid, shard.clone()).await.unwrap();
+    for start in [0u64, 4096, 150_000, 299_000] {
+        let seg = a.net.audit(pb, cid, start, 4096).await.unwrap();
+        assert_eq!(seg, &shard[start as usize..(start as usize + 4096).min(shard.len())]);
+    }
+    // Not held: NotFound. Held, but other bytes (a holder that kept a
+    // different or damaged copy): Corrupt, and a strike.
+    assert_eq!(a.net.audit(pb, Cid::raw_blake3(b"never stored"), 0, 4096).await, Err(NetError::NotFound));
+    let mut damaged = shard.clone();
+    damaged[200_000] ^= 1;
+    *b.store.lie_with.lock().unwrap() = Some(damaged);
+    assert_eq!(a.net.audit(pb, cid, 196_608, 4096).await, Err(NetError::Corrupt { cid, peer: pb }));
+    wait_for("a strike against b", T, || async { info(&a.net, pb).await.is_some_and(|i| i.strikes == 1) }).await;
+    // Segment bounds are checked before anything is sent.
+    assert!(matches!(a.net.audit(pb, cid, 0, 0).await, Err(NetError::Protocol(_))));
+    assert!(matches!(a.net.audit(pb, cid, 0, 1 << 20).await, Err(NetError::Protocol(_))));
+    a.net.shutdown().await;
+    b.net.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_answer_is_refused_and_struck() {
     let (a, b) = pair(config(), config()).await;
     let pb = b.net.local_peer_id();

@@ -74,6 +74,13 @@ pub struct NodeConfig {
     pub scrub_interval: Duration,
     /// Most bytes per second a scrub reads ("0 B": unpaced).
     pub scrub_rate: ByteSize,
+    /// How often this node audits the holders of the files it maintains
+    /// (proof of storage of a random segment; see `audit`). "0s" turns
+    /// audits off.
+    #[serde(with = "humantime_serde")]
+    pub audit_interval: Duration,
+    /// Shards challenged per audit pass.
+    pub audit_samples: usize,
     /// Address of the S3-compatible API (off when unset).
     pub s3: Option<SocketAddr>,
     /// Region the S3 API reports.
@@ -113,6 +120,8 @@ impl Default for NodeConfig {
             repair_rate: ByteSize::mib(64),
             scrub_interval: Duration::from_secs(24 * 3600),
             scrub_rate: ByteSize::mib(32),
+            audit_interval: Duration::from_secs(600),
+            audit_samples: 32,
             s3: None,
             s3_region: "us-east-1".into(),
             s3_domain: "localhost".into(),

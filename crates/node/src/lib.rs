@@ -6,6 +6,7 @@
 //! keeps the shards and serves chunks back, verified.
 
 pub mod alloc;
+pub mod audit;
 pub mod config;
 pub mod identity;
 pub mod network;

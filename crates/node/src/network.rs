@@ -157,6 +157,18 @@ impl Handler for NodeHandler {
                 Err(StoreError::NotFound { .. }) | Err(StoreError::Corrupt { .. }) => Response::NotFound,
                 Err(e) => refused(e),
             },
+            Request::Audit { cid, start, len } => {
+                // A verified read (a rotten shard is quarantined and so not
+                // held), then the proof: one more pass over the bytes.
+                match blocking(move || store.get_shard(&cid)) {
+                    Ok(d) => match datamesh_core::proof::prove(&d, start, len) {
+                        Ok(p) => Response::Data(p),
+                        Err(e) => refused(e),
+                    },
+                    Err(StoreError::NotFound { .. }) | Err(StoreError::Corrupt { .. }) => Response::NotFound,
+                    Err(e) => refused(e),
+                }
+            }
             Request::ShardExists { cids } => {
                 match blocking(move || cids.iter().map(|c| store.has_shard(c)).collect::<Result<Vec<_>, _>>()) {
                     Ok(v) => Response::Exists(v),

@@ -70,6 +70,9 @@ pub struct FileStat {
 pub struct NodeStatus {
     /// The node's public key (hex).
     pub node_id: String,
+    /// The node's libp2p peer id (as other nodes' `peers` lists show it);
+    /// absent without a network.
+    pub peer_id: Option<String>,
     /// DataMesh version.
     pub version: &'static str,
     /// Data dir.
@@ -84,6 +87,8 @@ pub struct NodeStatus {
     pub protection: &'static str,
     /// What the repair worker has done since start.
     pub repair: crate::repair::RepairTotals,
+    /// Audit totals since start.
+    pub audit: crate::audit::AuditTotals,
 }
 
 /// What went wrong, in terms a client can act on.
@@ -177,6 +182,7 @@ pub(crate) struct Inner {
     net: Arc<OnceLock<NetClient>>,
     started: Instant,
     pub(crate) repair: crate::repair::RepairState,
+    pub(crate) audit: crate::audit::AuditState,
 }
 
 /// Who holds a shard.
@@ -228,6 +234,7 @@ impl Node {
         let locations = LocationStore::open(&cfg.data_dir.join("locations"))
             .map_err(|e| NodeError::Storage(format!("cannot open the location records: {e}")))?;
         let signing = SigningKey::from_bytes(&identity.secret_seed());
+        let cfg_dir = cfg.data_dir.clone();
         Ok(Node {
             inner: Arc::new(Inner {
                 cfg,
@@ -240,6 +247,7 @@ impl Node {
                 net: Arc::new(OnceLock::new()),
                 started: Instant::now(),
                 repair: Default::default(),
+                audit: crate::audit::AuditState::open(&cfg_dir),
             }),
         })
     }
@@ -330,7 +338,13 @@ impl Node {
             cands.push(Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: own_free });
         }
         for p in peers {
-            if p.connected && network::can_receive(p.state) && !avoid.contains(&p.peer.to_bytes()) {
+            // A peer below the reputation floor keeps what it has but gets
+            // nothing new.
+            if p.connected
+                && network::can_receive(p.state)
+                && !avoid.contains(&p.peer.to_bytes())
+                && self.inner.audit.eligible(&p.peer)
+            {
                 cands.push(Candidate {
                     id: Holder::Peer(p.peer),
                     key: kad_key(&p.peer.to_bytes()),
@@ -1008,6 +1022,7 @@ impl Node {
         let peers: Vec<_> = self.peers().await.into_iter().filter(|p| p.connected).collect();
         Ok(NodeStatus {
             node_id: self.inner.identity.id(),
+            peer_id: self.net().map(|n| n.local_peer_id().to_string()),
             version: env!("CARGO_PKG_VERSION"),
             data_dir: self.inner.cfg.data_dir.clone(),
             store: stats,
@@ -1019,6 +1034,7 @@ impl Node {
                 "new files are spread over k+m distinct nodes: any m of them may fail"
             },
             repair: self.repair_totals(),
+            audit: self.audit_totals(),
         })
     }
 }

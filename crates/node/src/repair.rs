@@ -187,6 +187,7 @@ impl Node {
             let mut chunks: Vec<Vec<Vec<u8>>> =
                 (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().map(|h| h.to_vec()).collect()).collect();
             for (c, s, h) in moves {
+                self.inner.audit.clear_failed(&m.chunks[c].shards[s], &chunks[c][s]);
                 chunks[c][s] = h;
             }
             let next = LocationRecord::sign(file, rec.seq + 1, &chunks, &self.inner.signing);
@@ -225,7 +226,7 @@ impl Node {
 
     /// Whether this node is the closest ONLINE holder of the file (it must
     /// hold the record, and so is a candidate itself).
-    fn maintains(&self, rec: &LocationRecord, me: PeerId, online: &impl Fn(&[u8]) -> bool) -> bool {
+    pub(crate) fn maintains(&self, rec: &LocationRecord, me: PeerId, online: &impl Fn(&[u8]) -> bool) -> bool {
         let key = kad_key(&rec.manifest.to_bytes());
         let mine = placement::distance(&key, &kad_key(&me.to_bytes()));
         let me = me.to_bytes();
@@ -279,6 +280,15 @@ impl Node {
             for ((c, s), held) in pos.into_iter().zip(held) {
                 // No clear answer is not evidence of loss.
                 live[c][s] = held.unwrap_or(true);
+            }
+        }
+        // A holder that failed an audit of a shard does not have it, whatever
+        // it says to SHARD_EXISTS.
+        for (c, entry) in m.chunks.iter().enumerate() {
+            for (s, cid) in entry.shards.iter().enumerate() {
+                if live[c][s] && rec.holder(c, s).is_some_and(|h| self.inner.audit.failed(cid, h)) {
+                    live[c][s] = false;
+                }
             }
         }
         Ok(live)

@@ -75,6 +75,17 @@ impl Handler for MapHandler {
             }
             Request::GetRecord { key } => Response::Record(self.records.lock().unwrap().get(&key).cloned()),
             Request::Heartbeat(_) => Response::Refused("heartbeats never reach the handler".into()),
+            Request::Audit { cid, start, len } => {
+                // A liar proves from the bytes it kept instead.
+                let bytes = match self.lie_with.lock().unwrap().clone() {
+                    Some(lie) => Some(lie),
+                    None => self.shards.lock().unwrap().get(&cid).cloned(),
+                };
+                match bytes {
+                    Some(d) => Response::Data(datamesh_core::proof::prove(&d, start, len).unwrap()),
+                    None => Response::NotFound,
+                }
+            }
         }
     }
 }

@@ -1,0 +1,426 @@
+//! Audits (proof of storage) and the reputation they feed.
+//!
+//! **Who audits whom.** A file's maintainer (see [`crate::repair`]) audits the
+//! holders of that file's shards: it is the node that acts on the result, by
+//! rebuilding what a holder failed to prove. Each pass samples up to
+//! `audit_samples` shards at random across the files this node maintains and
+//! asks each holder for a random 4 KiB segment, answered with a BLAKE3
+//! verified slice ([`datamesh_core::proof`]) that checks against the shard's
+//! CID alone.
+//!
+//! **What a result does.** A valid proof earns the holder points; a wrong
+//! proof or "not found" for a shard its location record names costs many,
+//! and the shard counts as lost for repair until it is rebuilt elsewhere. No
+//! answer at all (timeout, dropped connection) costs a little: the health
+//! timers, not audits, judge liveness.
+//!
+//! **Reputation.** Every peer starts at [`START`] points, gains
+//! [`PASS_POINTS`] per passed audit and [`UPTIME_POINTS_PER_HOUR`] per hour
+//! seen ONLINE, loses [`FAIL_POINTS`] per failed audit and
+//! [`SILENT_POINTS`] per unanswered one, within `0..=`[`MAX`]. A peer below
+//! [`FLOOR`] gets no new shards. Scores are this node's own view (there is
+//! no global ledger to trust), kept in `reputation.json` in the data dir so a
+//! restart does not wipe a bad record.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use datamesh_core::Cid;
+use datamesh_net::{NetError, PeerId, PeerState};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::node::{Node, blocking};
+
+/// Points of a peer never audited.
+pub const START: f64 = 1000.0;
+/// Below this a peer gets no new shards.
+pub const FLOOR: f64 = 500.0;
+/// Most points a peer can hold (so a long good record cannot buy many
+/// failures).
+pub const MAX: f64 = 2000.0;
+/// Points per passed audit.
+pub const PASS_POINTS: f64 = 5.0;
+/// Points per failed audit (wrong proof, or the shard is gone).
+pub const FAIL_POINTS: f64 = 100.0;
+/// Points per audit left unanswered.
+pub const SILENT_POINTS: f64 = 10.0;
+/// Points per hour a peer is seen ONLINE.
+pub const UPTIME_POINTS_PER_HOUR: f64 = 2.0;
+/// Bytes asked for per audit.
+pub const SEGMENT: u32 = 4096;
+/// Failed (shard, holder) pairs remembered for repair.
+const MAX_FAILED: usize = 100_000;
+
+/// One peer's record, as this node has seen it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reputation {
+    /// Current points.
+    pub score: f64,
+    /// Audits passed.
+    pub passed: u64,
+    /// Audits failed.
+    pub failed: u64,
+    /// Audits left unanswered.
+    pub unanswered: u64,
+    /// Unix time of the last audit, if any.
+    pub last_audit: Option<u64>,
+}
+
+impl Default for Reputation {
+    fn default() -> Self {
+        Self { score: START, passed: 0, failed: 0, unanswered: 0, last_audit: None }
+    }
+}
+
+/// How an audit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The proof verified.
+    Passed,
+    /// A wrong proof, or the holder does not have the shard.
+    Failed,
+    /// No answer.
+    Unanswered,
+}
+
+impl Reputation {
+    fn apply(&mut self, o: Outcome, now: u64) {
+        match o {
+            Outcome::Passed => {
+                self.passed += 1;
+                self.score += PASS_POINTS;
+            }
+            Outcome::Failed => {
+                self.failed += 1;
+                self.score -= FAIL_POINTS;
+            }
+            Outcome::Unanswered => {
+                self.unanswered += 1;
+                self.score -= SILENT_POINTS;
+            }
+        }
+        self.score = self.score.clamp(0.0, MAX);
+        self.last_audit = Some(now);
+    }
+
+    /// Whether the peer may receive new shards.
+    pub fn eligible(&self) -> bool {
+        self.score >= FLOOR
+    }
+}
+
+/// Totals since start, for status and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditTotals {
+    /// Audit passes run.
+    pub passes: u64,
+    /// Audits whose proof verified.
+    pub passed: u64,
+    /// Audits failed.
+    pub failed: u64,
+    /// Audits unanswered.
+    pub unanswered: u64,
+}
+
+/// The audit state inside the node.
+pub(crate) struct AuditState {
+    path: PathBuf,
+    scores: Mutex<HashMap<PeerId, Reputation>>,
+    /// (shard, holder id bytes) that failed an audit: lost for repair.
+    failed: Mutex<HashSet<(Cid, Vec<u8>)>>,
+    totals: Mutex<AuditTotals>,
+    last_uptime_credit: Mutex<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl AuditState {
+    /// Loads `reputation.json` from `dir` (a missing or unreadable file
+    /// starts everyone afresh, with a warning for the latter).
+    pub(crate) fn open(dir: &Path) -> Self {
+        let path = dir.join("reputation.json");
+        let scores: HashMap<PeerId, Reputation> = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice::<HashMap<String, Reputation>>(&b) {
+                Ok(m) => m.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect(),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "reputation file unreadable; starting afresh");
+                    HashMap::new()
+                }
+            },
+            Err(_) => HashMap::new(),
+        };
+        Self {
+            path,
+            scores: Mutex::new(scores),
+            failed: Mutex::new(HashSet::new()),
+            totals: Mutex::new(AuditTotals::default()),
+            last_uptime_credit: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn save(&self) {
+        let snapshot: HashMap<String, Reputation> =
+            lock(&self.scores).iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) else { return };
+        let tmp = self.path.with_extension("json.tmp");
+        let r = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = r {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not save reputations");
+        }
+    }
+
+    pub(crate) fn record(&self, peer: PeerId, o: Outcome) {
+        lock(&self.scores).entry(peer).or_default().apply(o, unix_now());
+        let mut t = lock(&self.totals);
+        match o {
+            Outcome::Passed => t.passed += 1,
+            Outcome::Failed => t.failed += 1,
+            Outcome::Unanswered => t.unanswered += 1,
+        }
+    }
+
+    /// Credits uptime to the peers ONLINE now, for the time since the last
+    /// credit.
+    fn credit_uptime(&self, online: &[PeerId]) {
+        let hours = {
+            let mut last = lock(&self.last_uptime_credit);
+            let h = last.elapsed().as_secs_f64() / 3600.0;
+            *last = Instant::now();
+            h
+        };
+        let mut s = lock(&self.scores);
+        for p in online {
+            let r = s.entry(*p).or_default();
+            r.score = (r.score + hours * UPTIME_POINTS_PER_HOUR).min(MAX);
+        }
+    }
+
+    pub(crate) fn reputation(&self, peer: &PeerId) -> Reputation {
+        lock(&self.scores).get(peer).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn eligible(&self, peer: &PeerId) -> bool {
+        lock(&self.scores).get(peer).is_none_or(Reputation::eligible)
+    }
+
+    /// Whether `holder` failed an audit of `shard` (so it counts as lost).
+    pub(crate) fn failed(&self, shard: &Cid, holder: &[u8]) -> bool {
+        lock(&self.failed).contains(&(*shard, holder.to_vec()))
+    }
+
+    fn mark_failed(&self, shard: Cid, holder: Vec<u8>) {
+        let mut f = lock(&self.failed);
+        if f.len() >= MAX_FAILED {
+            f.clear();
+        }
+        f.insert((shard, holder));
+    }
+
+    /// Forgets a failure once the shard has a new holder.
+    pub(crate) fn clear_failed(&self, shard: &Cid, holder: &[u8]) {
+        lock(&self.failed).remove(&(*shard, holder.to_vec()));
+    }
+}
+
+/// What one audit pass did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditReport {
+    /// Audits sent.
+    pub audited: usize,
+    /// Proofs that verified.
+    pub passed: usize,
+    /// Wrong proofs or missing shards.
+    pub failed: usize,
+    /// Audits left unanswered.
+    pub unanswered: usize,
+}
+
+impl Node {
+    /// This node's view of `peer`'s reputation.
+    pub fn reputation(&self, peer: &PeerId) -> Reputation {
+        self.inner.audit.reputation(peer)
+    }
+
+    /// Audit totals since start.
+    pub fn audit_totals(&self) -> AuditTotals {
+        lock(&self.inner.audit.totals).clone()
+    }
+
+    /// One audit pass: up to `samples` random shards of the files this node
+    /// maintains, each held by another ONLINE peer, are challenged. A failure
+    /// starts a repair pass at once.
+    pub async fn audit_pass(&self, samples: usize) -> AuditReport {
+        let mut report = AuditReport::default();
+        let Some(net) = self.net().cloned() else { return report };
+        let me = net.local_peer_id();
+        let peers = net.peers().await;
+        let online: Vec<PeerId> =
+            peers.iter().filter(|p| p.state == PeerState::Online && p.connected).map(|p| p.peer).collect();
+        self.inner.audit.credit_uptime(&online);
+        let online_ids: HashSet<Vec<u8>> = online.iter().map(|p| p.to_bytes()).collect();
+        let is_online = |h: &[u8]| online_ids.contains(h);
+
+        // Candidates: (shard, holder, shard length) over maintained files.
+        let locations = self.inner.locations.clone();
+        let records = blocking(move || Ok(locations.list())).await.unwrap_or_default();
+        let mut cands: Vec<(Cid, PeerId, u64)> = Vec::new();
+        for rec in records {
+            if !self.maintains(&rec, me, &is_online) {
+                continue;
+            }
+            let Ok((_, m)) = self.manifest(rec.manifest).await else { continue };
+            for (c, entry) in m.chunks.iter().enumerate() {
+                let len = m.erasure.shard_size(entry.stored_size as usize) as u64;
+                for (s, cid) in entry.shards.iter().enumerate() {
+                    let Some(h) = rec.holder(c, s) else { continue };
+                    if h == me.to_bytes().as_slice() || !is_online(h) {
+                        continue;
+                    }
+                    if let Ok(p) = PeerId::from_bytes(h) {
+                        cands.push((*cid, p, len));
+                    }
+                }
+            }
+        }
+        let picks: Vec<(Cid, PeerId, u64, u64)> = {
+            let mut rng = rand::thread_rng();
+            let n = samples.min(cands.len());
+            rand::seq::index::sample(&mut rng, cands.len(), n)
+                .into_iter()
+                .map(|i| {
+                    let (cid, p, len) = cands[i];
+                    // 1 KiB aligned: a slice is cheapest on BLAKE3 chunk bounds.
+                    let start = rng.gen_range(0..len.max(1)) & !1023;
+                    (cid, p, len, start)
+                })
+                .collect()
+        };
+
+        let mut asks = futures::stream::FuturesUnordered::new();
+        for (cid, peer, len, start) in picks {
+            let net = net.clone();
+            asks.push(async move {
+                let seg = SEGMENT.min((len - start.min(len)).max(1) as u32);
+                (cid, peer, net.audit(peer, cid, start, seg).await)
+            });
+        }
+        use futures::StreamExt;
+        while let Some((cid, peer, r)) = asks.next().await {
+            report.audited += 1;
+            let outcome = match r {
+                Ok(_) => Outcome::Passed,
+                Err(NetError::NotFound) | Err(NetError::Corrupt { .. }) => Outcome::Failed,
+                Err(e) => {
+                    tracing::debug!(%peer, %cid, error = %e, "audit unanswered");
+                    Outcome::Unanswered
+                }
+            };
+            match outcome {
+                Outcome::Passed => report.passed += 1,
+                Outcome::Failed => {
+                    report.failed += 1;
+                    tracing::warn!(%peer, shard = %cid, "peer failed an audit; the shard will be rebuilt elsewhere");
+                    self.inner.audit.mark_failed(cid, peer.to_bytes());
+                }
+                Outcome::Unanswered => report.unanswered += 1,
+            }
+            self.inner.audit.record(peer, outcome);
+        }
+        lock(&self.inner.audit.totals).passes += 1;
+        // Saving is a small file write; keep it off the async threads.
+        let node = self.clone();
+        let _ = blocking(move || {
+            node.inner.audit.save();
+            Ok(())
+        })
+        .await;
+        if report.failed > 0 {
+            self.repair_pass().await;
+        }
+        report
+    }
+}
+
+/// Runs an audit pass every `interval` (with ±25% jitter, so that nodes
+/// started together do not audit in lockstep).
+pub async fn run(node: Node, interval: Duration, samples: usize) {
+    loop {
+        let jitter = rand::thread_rng().gen_range(0.75..1.25);
+        tokio::time::sleep(interval.mul_f64(jitter)).await;
+        let r = node.audit_pass(samples).await;
+        if r.audited > 0 {
+            tracing::debug!(audited = r.audited, passed = r.passed, failed = r.failed, "audit pass");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_move_within_bounds_and_failures_cost_eligibility() {
+        let mut r = Reputation::default();
+        assert!(r.eligible());
+        for _ in 0..1000 {
+            r.apply(Outcome::Passed, 1);
+        }
+        assert_eq!(r.score, MAX);
+        // From the cap, enough failures still push a peer under the floor.
+        let to_floor = ((MAX - FLOOR) / FAIL_POINTS).floor() as u64 + 1;
+        for _ in 0..to_floor {
+            r.apply(Outcome::Failed, 2);
+        }
+        assert!(!r.eligible(), "{r:?}");
+        for _ in 0..100 {
+            r.apply(Outcome::Failed, 3);
+        }
+        assert_eq!(r.score, 0.0);
+        assert_eq!((r.passed, r.failed, r.last_audit), (1000, to_floor + 100, Some(3)));
+        // Silence costs less than a lie.
+        let mut s = Reputation::default();
+        s.apply(Outcome::Unanswered, 1);
+        let mut f = Reputation::default();
+        f.apply(Outcome::Failed, 1);
+        assert!(s.score > f.score && s.score < START);
+    }
+
+    #[test]
+    fn reputations_survive_a_restart_and_a_bad_file_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PeerId::random();
+        let a = AuditState::open(dir.path());
+        assert!(a.eligible(&p));
+        for _ in 0..6 {
+            a.record(p, Outcome::Failed);
+        }
+        assert!(!a.eligible(&p));
+        a.save();
+        let b = AuditState::open(dir.path());
+        assert_eq!(b.reputation(&p), a.reputation(&p));
+        assert!(!b.eligible(&p));
+        std::fs::write(dir.path().join("reputation.json"), b"{not json").unwrap();
+        assert!(AuditState::open(dir.path()).eligible(&p));
+    }
+
+    #[test]
+    fn failures_are_remembered_per_holder_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AuditState::open(dir.path());
+        let c = Cid::raw_blake3(b"s");
+        a.mark_failed(c, vec![1]);
+        assert!(a.failed(&c, &[1]));
+        assert!(!a.failed(&c, &[2]));
+        a.clear_failed(&c, &[1]);
+        assert!(!a.failed(&c, &[1]));
+    }
+}
