@@ -84,6 +84,8 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         .clone()
         .filter(|_| !cfg.audit_interval.is_zero())
         .map(|_| tokio::spawn(datamesh_node::audit::run(node.clone(), cfg.audit_interval, cfg.audit_samples)));
+    // Replicas whose lease nobody renews are dropped.
+    let leases = net.clone().map(|_| tokio::spawn(datamesh_node::deletion::run_leases(node.clone())));
     let scrubber = tokio::spawn(datamesh_node::repair::run_scrub(
         node.clone(),
         cfg.scrub_interval.max(Duration::from_millis(100)),
@@ -127,6 +129,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     scrubber.abort();
     if let Some(a) = auditor {
         a.abort();
+    }
+    if let Some(l) = leases {
+        l.abort();
     }
     if let Some(h) = heartbeats {
         h.abort();

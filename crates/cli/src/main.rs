@@ -401,6 +401,9 @@ struct NodeArgs {
     /// How often this node audits the holders of the files it maintains (proof of storage, e.g. 10m; 0s: off).
     #[arg(long, value_parser = humantime::parse_duration)]
     audit_interval: Option<std::time::Duration>,
+    /// How long this node keeps another node's file unless its maintainer renews the lease (e.g. 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    lease: Option<std::time::Duration>,
     /// Multiaddr other nodes should dial to reach this one, e.g. behind NAT (repeatable; default: the listen addresses).
     #[arg(long, value_delimiter = ',', env = "DATAMESH_ANNOUNCE")]
     announce: Vec<String>,
@@ -472,6 +475,9 @@ impl NodeArgs {
         }
         if let Some(d) = self.audit_interval {
             cfg.audit_interval = d;
+        }
+        if let Some(d) = self.lease {
+            cfg.lease = d;
         }
         if !self.announce.is_empty() {
             cfg.announce = self.announce.clone();

@@ -406,3 +406,53 @@ fn a_holder_that_cannot_prove_its_shard_loses_reputation_and_the_shard_is_rebuil
     assert!(h["passed"].as_u64().unwrap() >= 1 && h["score"].as_f64().unwrap() > 1000.0, "{h}");
     get_via(&net.nodes[0], &net.nodes[victim], &cid, &data);
 }
+
+fn shards_on(net: &TestNet) -> Vec<usize> {
+    net.nodes.iter().map(|n| if n.child.is_some() { shard_files(n).len() } else { 0 }).collect()
+}
+
+#[test]
+fn rm_by_the_owner_deletes_across_the_network_and_a_stale_holder_drops_its_copy() {
+    let mut net = TestNet::start(7, &["--lease", "2s", "--repair-interval", "500ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(1_500_000, 51);
+    std::fs::write(&f, &data).unwrap();
+    let cid = net.nodes[0].put(&f, &["--chunk-size", "512KiB"]);
+    let before = shards_on(&net);
+    assert_eq!(before.iter().sum::<usize>(), 3 * 6, "{before:?}");
+
+    // Leases are renewed by the maintainer: replicas outlive several leases.
+    let t0 = std::time::Instant::now();
+    wait_for("three lease periods", std::time::Duration::from_secs(20), || {
+        (t0.elapsed() >= std::time::Duration::from_secs(6)).then_some(())
+    });
+    assert_eq!(shards_on(&net), before, "replicas lapsed while their maintainer was renewing them");
+    get_via(&net.nodes[0], &net.nodes[3], &cid, &data);
+
+    // Someone else's key cannot delete it, from any node.
+    let err = net.nodes[2].fails(&["rm", &cid]);
+    assert!(err.contains("owner"), "{err}");
+    assert_eq!(shards_on(&net), before);
+
+    // A holder is down while the owner deletes.
+    let stale = (1..7).find(|&i| before[i] > 0).unwrap();
+    net.nodes[stale].kill9();
+    net.nodes[0].ok(&["rm", &cid]);
+    wait_for("every live holder to drop its shards", std::time::Duration::from_secs(30), || {
+        (shards_on(&net).iter().sum::<usize>() == 0).then_some(())
+    });
+    let err = net.nodes[4].fails(&["stat", &cid]);
+    assert!(err.contains("not stored") || err.contains("deleted by its owner"), "{err}");
+
+    // Back up, it still has its copy: nobody renews the lease (its holders
+    // answer with the tombstone), so it lapses and the space comes back.
+    net.nodes[stale].spawn();
+    assert!(!shard_files(&net.nodes[stale]).is_empty());
+    wait_for("the stale holder to drop its copy", std::time::Duration::from_secs(30), || {
+        shard_files(&net.nodes[stale]).is_empty().then_some(())
+    });
+    // And nothing was rebuilt in the meantime.
+    wait_for("the network to settle", std::time::Duration::from_secs(5), || Some(()));
+    assert_eq!(shards_on(&net).iter().sum::<usize>(), 0);
+}

@@ -13,6 +13,7 @@ pub mod location;
 pub mod manifest;
 pub mod proof;
 pub mod testdata;
+pub mod tombstone;
 
 pub use crate::cid::{Cid, CidError, Codec};
 pub use crate::location::{LocationError, LocationRecord};

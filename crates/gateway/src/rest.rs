@@ -230,6 +230,7 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let (status, code) = match &e {
             NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            NodeError::Deleted(_) => (StatusCode::GONE, "deleted"),
             NodeError::UploadNotFound(_) => (StatusCode::NOT_FOUND, "upload_not_found"),
             NodeError::TooManyUploads(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
             NodeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),

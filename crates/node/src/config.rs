@@ -81,6 +81,11 @@ pub struct NodeConfig {
     pub audit_interval: Duration,
     /// Shards challenged per audit pass.
     pub audit_samples: usize,
+    /// How long a holder keeps another node's file without its maintainer
+    /// renewing the lease (renewed every quarter lease); then the replica
+    /// is dropped and its space reclaimed.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     /// Address of the S3-compatible API (off when unset).
     pub s3: Option<SocketAddr>,
     /// Region the S3 API reports.
@@ -122,6 +127,7 @@ impl Default for NodeConfig {
             scrub_rate: ByteSize::mib(32),
             audit_interval: Duration::from_secs(600),
             audit_samples: 32,
+            lease: Duration::from_secs(7 * 24 * 3600),
             s3: None,
             s3_region: "us-east-1".into(),
             s3_domain: "localhost".into(),

@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod audit;
 pub mod config;
+pub mod deletion;
 pub mod identity;
 pub mod network;
 mod node;

@@ -4,7 +4,9 @@
 //!
 //! Keys of the small records nodes exchange with `PutRecord`/`GetRecord`:
 //! - `loc/<manifest CID bytes>`: the file's signed [`LocationRecord`];
-//! - `alias/<UnixFS CID bytes>`: the manifest CID of a public file.
+//! - `alias/<UnixFS CID bytes>`: the manifest CID of a public file;
+//! - `tomb/<manifest CID bytes>`: the owner's tombstone of a deleted file
+//!   (see `deletion.rs`).
 //!
 //! **Architecture invariant:** everything received is verified before use:
 //! shards and manifests against their CIDs (in `net`), location records by
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datamesh_core::tombstone::Tombstone;
 use datamesh_core::{Cid, LocationRecord, Manifest};
 use datamesh_net::{Handler, PeerId, PeerState, Request, Response};
 use datamesh_store::{PinInfo, ShardMeta, Store, StoreError, UploadGuard};
@@ -53,6 +56,10 @@ impl LocationStore {
 
     fn path(&self, manifest: &Cid) -> PathBuf {
         self.dir.join(manifest.to_string())
+    }
+
+    pub(crate) fn path_of(&self, manifest: &Cid) -> PathBuf {
+        self.path(manifest)
     }
 
     /// The stored record, if any and valid.
@@ -115,6 +122,9 @@ pub fn may_replace(old: Option<LocationRecord>, new: &LocationRecord) -> bool {
 pub struct NodeHandler {
     pub(crate) store: Store,
     pub(crate) locations: LocationStore,
+    pub(crate) tombstones: crate::deletion::TombstoneStore,
+    /// The node's manifest cache, to forget deleted files.
+    pub(crate) manifests: Arc<quick_cache::sync::Cache<Cid, Arc<Manifest>>>,
     /// Shards received from peers whose manifest has not arrived yet: kept
     /// from GC until it does (then the replica pin keeps them) or the grace
     /// period ends.
@@ -175,16 +185,37 @@ impl Handler for NodeHandler {
                     Err(e) => refused(e),
                 }
             }
-            Request::DeleteShard { .. } => {
-                // Deletion across the network needs owner-signed tombstones
-                // (the self-healing issue); until then no peer may delete.
-                Response::Refused("remote deletion is not supported by this node".into())
+            Request::DeleteShard { cid, authorization } => {
+                // Only with the owner's tombstone of a file this shard
+                // belongs to; the shard goes when no pinned file needs it.
+                let Ok(t) = Tombstone::decode(&authorization) else {
+                    return Response::Refused("DELETE_SHARD needs the file owner's tombstone".into());
+                };
+                let (locations, tombstones) = (self.locations.clone(), self.tombstones.clone());
+                self.manifests.remove(&t.manifest);
+                let r = blocking(move || {
+                    let bytes = store.get_manifest(&t.manifest).map_err(|e| e.to_string())?;
+                    let m = Manifest::decode_verified(&t.manifest, &bytes).map_err(|e| e.to_string())?;
+                    if !m.chunks.iter().any(|c| c.shards.contains(&cid)) {
+                        return Err(format!("{cid} is not a shard of {}", t.manifest));
+                    }
+                    crate::deletion::apply_tombstone(&store, &locations, &tombstones, &t, false)
+                        .map_err(|e| e.to_string())
+                });
+                match r {
+                    Ok(()) => Response::Ok,
+                    Err(why) => Response::Refused(why),
+                }
             }
             Request::PutManifest { cid, data } => {
                 let Ok(m) = Manifest::decode_verified(&cid, &data) else {
                     return Response::Refused("not a valid manifest for this CID".into());
                 };
                 let size = m.size;
+                let shard_cids: Vec<Cid> = m.chunks.iter().flat_map(|c| c.shards.iter().copied()).collect();
+                // A fresh upload of a file deleted before (same bytes, same
+                // CID) supersedes the old tombstone.
+                self.tombstones.remove(&cid);
                 let r = blocking(move || {
                     store.put_manifest(&cid, &data)?;
                     if let Some(u) = m.unixfs {
@@ -193,12 +224,20 @@ impl Handler for NodeHandler {
                     // A replica pin: this node keeps the manifest and the
                     // shards of it that it holds.
                     if store.pin_info(&cid)?.is_none() {
-                        store.pin(&cid, PinInfo { name: None, size, created_at: crate::node::now_secs() })?;
+                        store.pin(
+                            &cid,
+                            PinInfo { name: None, size, created_at: crate::node::now_secs(), replica: true },
+                        )?;
                     }
                     Ok::<_, StoreError>(())
                 });
                 match r {
                     Ok(()) => {
+                        // The replica pin keeps its shards now; the grace
+                        // guard lets go of them, so a tombstone or a lapsed
+                        // lease can reclaim them.
+                        let g = self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
+                        g.release_many(shard_cids.iter());
                         (self.on_manifest)(cid);
                         Response::Ok
                     }
@@ -211,7 +250,21 @@ impl Handler for NodeHandler {
                 Err(e) => refused(e),
             },
             Request::PutRecord { key, value } => {
-                if key.starts_with(b"loc/") {
+                if let Some(rest) = key.strip_prefix(b"tomb/") {
+                    let t = match Tombstone::decode(&value) {
+                        Ok(t) if Cid::from_bytes(rest).is_ok_and(|c| c == t.manifest) => t,
+                        _ => return Response::Refused("invalid tombstone".into()),
+                    };
+                    let (locations, tombstones) = (self.locations.clone(), self.tombstones.clone());
+                    self.manifests.remove(&t.manifest);
+                    match blocking(move || crate::deletion::apply_tombstone(&store, &locations, &tombstones, &t, false))
+                    {
+                        Ok(()) => Response::Ok,
+                        // Nothing of it here: nothing to delete.
+                        Err(crate::NodeError::NotFound(_)) => Response::NotFound,
+                        Err(e) => refused(e),
+                    }
+                } else if key.starts_with(b"loc/") {
                     match LocationRecord::decode(&value) {
                         Ok(r)
                             if location_key(&r.manifest) == key
@@ -222,8 +275,19 @@ impl Handler for NodeHandler {
                                     .into(),
                             )
                         }
+                        Ok(r) if location_key(&r.manifest) == key && self.tombstones.get(&r.manifest).is_some() => {
+                            Response::Refused(format!("{} was {}", r.manifest, crate::deletion::DELETED))
+                        }
                         Ok(r) if location_key(&r.manifest) == key => match self.locations.put(&r) {
-                            Ok(_) => Response::Ok,
+                            Ok(true) => Response::Ok,
+                            Ok(false) => {
+                                // The same record again is its maintainer
+                                // renewing the lease.
+                                if self.locations.get(&r.manifest).is_some_and(|old| old.seq == r.seq) {
+                                    self.locations.touch(&r.manifest);
+                                }
+                                Response::Ok
+                            }
                             Err(e) => refused(e),
                         },
                         _ => Response::Refused("invalid location record".into()),
@@ -236,6 +300,9 @@ impl Handler for NodeHandler {
                 if let Some(rest) = key.strip_prefix(b"loc/") {
                     let Ok(cid) = Cid::from_bytes(rest) else { return Response::Refused("bad key".into()) };
                     Response::Record(self.locations.get(&cid).map(|r| r.encode()))
+                } else if let Some(rest) = key.strip_prefix(b"tomb/") {
+                    let Ok(cid) = Cid::from_bytes(rest) else { return Response::Refused("bad key".into()) };
+                    Response::Record(self.tombstones.get(&cid).map(|t| t.encode()))
                 } else if let Some(rest) = key.strip_prefix(b"alias/") {
                     let Ok(cid) = Cid::from_bytes(rest) else { return Response::Refused("bad key".into()) };
                     match blocking(move || store.resolve_alias(&cid)) {

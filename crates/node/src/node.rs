@@ -94,6 +94,9 @@ pub struct NodeStatus {
 /// What went wrong, in terms a client can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    /// Its owner deleted it.
+    #[error("{0} was deleted by its owner")]
+    Deleted(Cid),
     /// No such file, manifest or shard here.
     #[error("{0} is not stored on this node nor announced by any peer it can reach")]
     NotFound(Cid),
@@ -177,12 +180,14 @@ pub(crate) struct Inner {
     identity: NodeIdentity,
     pub(crate) signing: SigningKey,
     uploads: Mutex<HashMap<UploadId, Session>>,
-    manifests: quick_cache::sync::Cache<Cid, Arc<Manifest>>,
+    pub(crate) manifests: Arc<quick_cache::sync::Cache<Cid, Arc<Manifest>>>,
     pub(crate) locations: LocationStore,
     net: Arc<OnceLock<NetClient>>,
     started: Instant,
     pub(crate) repair: crate::repair::RepairState,
     pub(crate) audit: crate::audit::AuditState,
+    pub(crate) tombstones: crate::deletion::TombstoneStore,
+    pub(crate) leases: crate::deletion::LeaseState,
 }
 
 /// Who holds a shard.
@@ -204,10 +209,7 @@ const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How far a delete request's timestamp may be from the node's clock.
 const DELETE_CLOCK_SKEW: u64 = 300;
 
-/// The message an owner signs to delete `cid` at `unix_secs`.
-pub fn delete_message(cid: &Cid, unix_secs: u64) -> Vec<u8> {
-    format!("datamesh-delete-v1\n{cid}\n{unix_secs}").into_bytes()
-}
+pub use datamesh_core::tombstone::delete_message;
 
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -235,6 +237,8 @@ impl Node {
             .map_err(|e| NodeError::Storage(format!("cannot open the location records: {e}")))?;
         let signing = SigningKey::from_bytes(&identity.secret_seed());
         let cfg_dir = cfg.data_dir.clone();
+        let tombstones = crate::deletion::TombstoneStore::open(&cfg.data_dir.join("tombstones"))
+            .map_err(|e| NodeError::Storage(format!("cannot open the tombstones: {e}")))?;
         Ok(Node {
             inner: Arc::new(Inner {
                 cfg,
@@ -242,12 +246,14 @@ impl Node {
                 identity,
                 signing,
                 uploads: Mutex::new(HashMap::new()),
-                manifests: quick_cache::sync::Cache::new(64),
+                manifests: Arc::new(quick_cache::sync::Cache::new(64)),
                 locations,
                 net: Arc::new(OnceLock::new()),
                 started: Instant::now(),
                 repair: Default::default(),
                 audit: crate::audit::AuditState::open(&cfg_dir),
+                tombstones,
+                leases: Default::default(),
             }),
         })
     }
@@ -258,6 +264,8 @@ impl Node {
         Arc::new(NodeHandler {
             store: self.inner.store.clone(),
             locations: self.inner.locations.clone(),
+            tombstones: self.inner.tombstones.clone(),
+            manifests: self.inner.manifests.clone(),
             pending: Mutex::new((Arc::new(self.inner.store.protect()), Instant::now())),
             on_manifest: Arc::new(move |cid: Cid| {
                 // A replica announces itself as a provider of the file.
@@ -531,7 +539,7 @@ impl Node {
             if let Some(u) = m.unixfs {
                 store.set_alias(&u, &cid)?;
             }
-            store.pin(&cid, PinInfo { name: name2, size: m.size, created_at: now_secs() })?;
+            store.pin(&cid, PinInfo { name: name2, size: m.size, created_at: now_secs(), replica: false })?;
             Ok(())
         })
         .await?;
@@ -566,6 +574,38 @@ impl Node {
         record: &LocationRecord,
     ) -> Result<(), NodeError> {
         let Some(net) = self.net().cloned() else { return Ok(()) };
+        let targets = self.replica_targets(m, cid, record).await;
+        let rec = record.encode();
+        let mut jobs = FuturesUnordered::new();
+        for p in targets {
+            let net = net.clone();
+            let (bytes, rec) = (bytes.to_vec(), rec.clone());
+            jobs.push(async move {
+                match net.request(p, Request::PutManifest { cid, data: bytes }).await? {
+                    Response::Ok => {}
+                    other => return Err(NodeError::Network(format!("{p} refused the manifest: {other:?}"))),
+                }
+                match net.request(p, Request::PutRecord { key: network::location_key(&cid), value: rec }).await? {
+                    Response::Ok => Ok(()),
+                    other => Err(NodeError::Network(format!("{p} refused the location record: {other:?}"))),
+                }
+            });
+        }
+        while let Some(r) = jobs.next().await {
+            r?;
+        }
+        net.provide(&network::dht_key(&cid)).await?;
+        if let Some(u) = m.unixfs {
+            net.provide(&network::dht_key(&u)).await?;
+        }
+        Ok(())
+    }
+
+    /// Who keeps a file's manifest and location record besides this node:
+    /// the max(m+1, 3) − 1 ONLINE nodes closest to the manifest CID, and
+    /// every shard holder.
+    pub(crate) async fn replica_targets(&self, m: &Manifest, cid: Cid, record: &LocationRecord) -> Vec<PeerId> {
+        let Some(net) = self.net().cloned() else { return Vec::new() };
         let me = net.local_peer_id();
         let want = (m.erasure.m as usize + 1).max(3) - 1;
         let online: std::collections::HashSet<PeerId> = net
@@ -595,30 +635,7 @@ impl Node {
                 targets.push(p);
             }
         }
-        let rec = record.encode();
-        let mut jobs = FuturesUnordered::new();
-        for p in targets {
-            let net = net.clone();
-            let (bytes, rec) = (bytes.to_vec(), rec.clone());
-            jobs.push(async move {
-                match net.request(p, Request::PutManifest { cid, data: bytes }).await? {
-                    Response::Ok => {}
-                    other => return Err(NodeError::Network(format!("{p} refused the manifest: {other:?}"))),
-                }
-                match net.request(p, Request::PutRecord { key: network::location_key(&cid), value: rec }).await? {
-                    Response::Ok => Ok(()),
-                    other => Err(NodeError::Network(format!("{p} refused the location record: {other:?}"))),
-                }
-            });
-        }
-        while let Some(r) = jobs.next().await {
-            r?;
-        }
-        net.provide(&network::dht_key(&cid)).await?;
-        if let Some(u) = m.unixfs {
-            net.provide(&network::dht_key(&u)).await?;
-        }
-        Ok(())
+        targets
     }
 
     /// Aborts an upload; its shards become garbage.
@@ -715,6 +732,9 @@ impl Node {
             return Ok((cid, m));
         }
         let (cid, bytes) = self.manifest_bytes(cid).await?;
+        if self.inner.tombstones.get(&cid).is_some() {
+            return Err(NodeError::Deleted(cid));
+        }
         let m = Arc::new(Manifest::decode_verified(&cid, &bytes)?);
         self.inner.manifests.insert(cid, m.clone());
         Ok((cid, m))
@@ -956,8 +976,14 @@ impl Node {
         let (cid, m) = self.manifest(cid).await?;
         let store = self.inner.store.clone();
         blocking(move || {
-            if store.pin_info(&cid)?.is_none() {
-                store.pin(&cid, PinInfo { name: None, size: m.size, created_at: now_secs() })?;
+            // A replica pin becomes the user's: it no longer lapses with the
+            // network's lease.
+            match store.pin_info(&cid)? {
+                Some(p) if !p.replica => {}
+                other => {
+                    let name = other.and_then(|p| p.name);
+                    store.pin(&cid, PinInfo { name, size: m.size, created_at: now_secs(), replica: false })?;
+                }
             }
             Ok(cid)
         })
@@ -984,6 +1010,7 @@ impl Node {
         let (cid, m) = self.manifest(cid).await?;
         if let Some(owner) = &m.owner {
             let (ts, sig) = signed
+                .clone()
                 .ok_or_else(|| NodeError::Forbidden(format!("deleting {cid} needs a signature by its owner's key")))?;
             if now_secs().abs_diff(ts) > DELETE_CLOCK_SKEW {
                 return Err(NodeError::Forbidden("delete request timestamp is too far from the node's clock".into()));
@@ -998,6 +1025,20 @@ impl Node {
                     "the signature is not by the owner of {cid}; only the owner's key can delete it"
                 ))
             })?;
+        }
+        // With an owner signature, the deletion is the network's: the
+        // signature is the tombstone every holder checks for itself.
+        if let (Some(_), Some((ts, sig))) = (&m.owner, signed) {
+            let signature =
+                <[u8; 64]>::try_from(sig.as_slice()).map_err(|_| NodeError::Forbidden("malformed signature".into()))?;
+            let t = datamesh_core::tombstone::Tombstone { manifest: cid, deleted_at: ts, signature };
+            let rec = self.inner.locations.get(&cid);
+            self.apply_tombstone(t.clone(), true).await?;
+            if let Some(rec) = rec {
+                let told = self.broadcast_tombstone(&m, &rec, &t).await;
+                tracing::info!(file = %cid, holders_told = told, "deleted; tombstone sent to the holders");
+            }
+            return self.gc().await;
         }
         self.inner.manifests.remove(&cid);
         self.inner.locations.remove(&cid);

@@ -132,6 +132,11 @@ impl Node {
         let peers: HashMap<Vec<u8>, (PeerState, bool)> =
             net.peers().await.into_iter().map(|p| (p.peer.to_bytes(), (p.state, p.connected))).collect();
         let online = |h: &[u8]| matches!(peers.get(h), Some((PeerState::Online, true)));
+        let online_peers: Vec<PeerId> = peers
+            .iter()
+            .filter(|(_, s)| matches!(s, (PeerState::Online, true)))
+            .filter_map(|(h, _)| PeerId::from_bytes(h).ok())
+            .collect();
         let locations = self.inner.locations.clone();
         let records = blocking(move || Ok(locations.list())).await.unwrap_or_default();
         report.files_seen = records.len();
@@ -144,13 +149,26 @@ impl Node {
                 continue;
             }
             let Ok((_, m)) = self.manifest(file).await else { continue };
+            // The maintainer renews the holders' leases; one that answers the
+            // file is deleted hands over the owner's tombstone.
+            if self.renew_lease(&m, &rec).await {
+                continue;
+            }
             report.files_maintained += 1;
             match self.live_shards(&m, &rec, me, &peers).await {
                 Ok(live) => {
+                    let before = degraded.len();
                     for (chunk, row) in live.into_iter().enumerate() {
                         if row.iter().any(|l| !l) {
                             degraded.push(Degraded { file, chunk, live: row });
                         }
+                    }
+                    // Never rebuild what its owner deleted: ask the holders
+                    // for a tombstone first.
+                    if degraded.len() > before && self.find_tombstone(&rec, &online_peers).await.is_some() {
+                        degraded.truncate(before);
+                        report.files_maintained -= 1;
+                        continue;
                     }
                 }
                 Err(e) => report.errors.push(format!("{file}: {e}")),

@@ -73,6 +73,22 @@ impl UploadGuard {
         }
     }
 
+    /// Stops protecting `cids` (e.g. once a pin keeps them instead).
+    pub fn release_many<'a>(&self, cids: impl IntoIterator<Item = &'a Cid>) {
+        let mut mine = lock(&self.mine);
+        let mut counts = lock(&self.set.counts);
+        for cid in cids {
+            if mine.remove(cid)
+                && let Some(n) = counts.get_mut(cid)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(cid);
+                }
+            }
+        }
+    }
+
     /// Whether this guard protects `cid`.
     pub fn contains(&self, cid: &Cid) -> bool {
         lock(&self.mine).contains(cid)

@@ -9,6 +9,8 @@
 //! ManifestRecord v1 [1][size u64][stored_at u64]
 //! PinInfo v1        [1][size u64][created_at u64][has_name u8]
 //!                   ([name_len u32][name UTF-8])   -- only if has_name = 1
+//! PinInfo v2        [2][size u64][created_at u64][replica u8][has_name u8]
+//!                   ([name_len u32][name UTF-8])   -- v1 reads as replica = 0
 //! ```
 //!
 //! Keys are the binary form of the CID (`Cid::to_bytes`). Timestamps are
@@ -22,7 +24,7 @@ pub const SHARD_RECORD_VERSION: u8 = 1;
 /// Version byte of [`ManifestRecord`] encodings this build writes.
 pub const MANIFEST_RECORD_VERSION: u8 = 1;
 /// Version byte of [`crate::PinInfo`] encodings this build writes.
-pub const PIN_RECORD_VERSION: u8 = 1;
+pub const PIN_RECORD_VERSION: u8 = 2;
 
 /// Why a record's bytes do not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,12 +137,13 @@ impl ManifestRecord {
 }
 
 impl crate::PinInfo {
-    /// The version-1 encoding.
+    /// The version-2 encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(22 + self.name.as_ref().map_or(0, String::len));
+        let mut out = Vec::with_capacity(23 + self.name.as_ref().map_or(0, String::len));
         out.push(PIN_RECORD_VERSION);
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.created_at.to_le_bytes());
+        out.push(u8::from(self.replica));
         match &self.name {
             None => out.push(0),
             Some(n) => {
@@ -156,12 +159,20 @@ impl crate::PinInfo {
     /// Decodes untrusted bytes. Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader::new(bytes);
-        match r.u8().map_err(|_| RecordError::Empty)? {
-            PIN_RECORD_VERSION => {}
-            v => return Err(RecordError::UnknownVersion(v)),
+        let version = r.u8().map_err(|_| RecordError::Empty)?;
+        if !(1..=PIN_RECORD_VERSION).contains(&version) {
+            return Err(RecordError::UnknownVersion(version));
         }
         let size = r.u64()?;
         let created_at = r.u64()?;
+        let replica = match version {
+            1 => false,
+            _ => match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(RecordError::Malformed("pin replica flag is not 0 or 1")),
+            },
+        };
         let name = match r.u8()? {
             0 => None,
             1 => {
@@ -172,7 +183,7 @@ impl crate::PinInfo {
             _ => return Err(RecordError::Malformed("pin name flag is not 0 or 1")),
         };
         r.finish()?;
-        Ok(crate::PinInfo { name, size, created_at })
+        Ok(crate::PinInfo { name, size, created_at, replica })
     }
 }
 
@@ -280,9 +291,20 @@ mod tests {
     #[test]
     fn pin_and_manifest_records_round_trip() {
         for name in [None, Some(String::new()), Some("holiday photos ✈".to_string())] {
-            let p = PinInfo { name, size: 42, created_at: 7 };
-            assert_eq!(PinInfo::decode(&p.encode()).unwrap(), p);
+            for replica in [false, true] {
+                let p = PinInfo { name: name.clone(), size: 42, created_at: 7, replica };
+                assert_eq!(PinInfo::decode(&p.encode()).unwrap(), p);
+            }
         }
+        // A version-1 pin (written before replicas were marked) is a user pin.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&42u64.to_le_bytes());
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        v1.extend_from_slice(&[1, 2, 0, 0, 0, b'h', b'i']);
+        assert_eq!(
+            PinInfo::decode(&v1).unwrap(),
+            PinInfo { name: Some("hi".into()), size: 42, created_at: 7, replica: false }
+        );
         let m = ManifestRecord { size: 9, stored_at: 10 };
         assert_eq!(ManifestRecord::decode(&m.encode()).unwrap(), m);
     }

@@ -164,7 +164,7 @@ fn upload(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
         return Ok(()); // abandoned upload: never pinned
     }
     m.pins.insert(mcid, St::Maybe);
-    s.pin(&mcid, PinInfo { name: Some(format!("file-{mcid}")), size: manifest.size, created_at: 1 })?;
+    s.pin(&mcid, PinInfo { name: Some(format!("file-{mcid}")), size: manifest.size, created_at: 1, replica: false })?;
     m.pins.insert(mcid, St::Yes);
     Ok(())
 }

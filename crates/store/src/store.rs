@@ -108,6 +108,10 @@ pub struct PinInfo {
     pub size: u64,
     /// When it was pinned (unix seconds).
     pub created_at: u64,
+    /// Kept for the network (a holder's copy of another node's file), not
+    /// by a user of this node: dropped when the file's lease lapses or its
+    /// owner's tombstone arrives. A user pin wins over a replica pin.
+    pub replica: bool,
 }
 
 /// Counts and sizes of what is stored.

@@ -127,7 +127,9 @@ fn kill9_child_writer() {
         let (mcid, mbytes) = file_manifest(&shards);
         guard.add(mcid);
         store.put_manifest(&mcid, &mbytes).unwrap();
-        store.pin(&mcid, PinInfo { name: Some(format!("{seed}-{i}")), size: 10, created_at: i }).unwrap();
+        store
+            .pin(&mcid, PinInfo { name: Some(format!("{seed}-{i}")), size: 10, created_at: i, replica: false })
+            .unwrap();
         say(format!("PIN {seed} {i}"));
         drop(guard);
         pinned.push(i);

@@ -101,7 +101,7 @@ fn put_six(s: &Store, shards: &[(Cid, Vec<u8>)], guard: Option<&datamesh_store::
 }
 
 fn pin_info() -> PinInfo {
-    PinInfo { name: Some("f.txt".into()), size: 100, created_at: 1 }
+    PinInfo { name: Some("f.txt".into()), size: 100, created_at: 1, replica: false }
 }
 
 #[test]
@@ -435,9 +435,10 @@ fn pins_and_aliases_persist() {
     let a = Cid::dag_cbor_blake3(b"a");
     let b = Cid::dag_cbor_blake3(b"b");
     s.pin(&a, pin_info()).unwrap();
-    s.pin(&b, PinInfo { name: None, size: 5, created_at: 9 }).unwrap();
-    s.pin(&b, PinInfo { name: None, size: 6, created_at: 9 }).unwrap();
-    let long = PinInfo { name: Some("x".repeat(datamesh_store::MAX_PIN_NAME + 1)), size: 0, created_at: 0 };
+    s.pin(&b, PinInfo { name: None, size: 5, created_at: 9, replica: false }).unwrap();
+    s.pin(&b, PinInfo { name: None, size: 6, created_at: 9, replica: false }).unwrap();
+    let long =
+        PinInfo { name: Some("x".repeat(datamesh_store::MAX_PIN_NAME + 1)), size: 0, created_at: 0, replica: false };
     assert!(matches!(s.pin(&a, long), Err(StoreError::PinNameTooLong { .. })));
     let u = Cid::from_sha256(datamesh_core::cid::DAG_PB, &[1; 32]);
     s.set_alias(&u, &a).unwrap();
@@ -445,7 +446,7 @@ fn pins_and_aliases_persist() {
     let s = open(d.path());
     let mut pins = s.pins().unwrap();
     pins.sort_by_key(|p| p.0);
-    let mut want = vec![(a, pin_info()), (b, PinInfo { name: None, size: 6, created_at: 9 })];
+    let mut want = vec![(a, pin_info()), (b, PinInfo { name: None, size: 6, created_at: 9, replica: false })];
     want.sort_by_key(|p| p.0);
     assert_eq!(pins, want);
     assert_eq!(s.pin_info(&a).unwrap(), Some(pin_info()));

@@ -1,0 +1,298 @@
+//! Deletion and garbage collection across the network: owner-signed
+//! tombstones and the leases under which holders keep other nodes' files.
+//!
+//! **Tombstones.** `rm` carries the owner's signature of
+//! `core::tombstone::delete_message`; the node that takes it keeps that as a
+//! [`Tombstone`] and sends it (`PutRecord tomb/<cid>`) to every holder and
+//! replica of the file. Each checks it against the owner key in the manifest
+//! it already has, drops its replica pin and location record, and collects
+//! garbage. `DELETE_SHARD` takes a tombstone as its authorization and does
+//! the same; without one, or with anyone else's signature, it is refused:
+//! no peer can wipe another's data. A holder keeps the tombstone and answers
+//! renewals and `GetRecord tomb/<cid>` with it, so a maintainer that missed
+//! the deletion learns of it before it rebuilds anything. A later
+//! `PutManifest` of the same CID (a fresh upload of identical public bytes)
+//! clears it.
+//!
+//! **Leases.** A holder keeps another node's file (a *replica* pin) only
+//! while the file's maintainer renews its lease: the maintainer re-sends the
+//! location record to every holder and replica every quarter `lease`, which
+//! touches the record's file. A record untouched for a whole `lease` has
+//! lapsed: its replica pin and the record go, and GC reclaims the shards.
+//! Nothing lapses on the node whose user pinned the file. So data outlives
+//! its owner's node (repair keeps a maintainer), but not the network's
+//! interest in it.
+//!
+//! **GC never races a put or repair.** Collection runs in the store, which
+//! spares everything a live upload guard protects; shards that arrive ahead
+//! of their manifest are guarded for a grace period (`network.rs`).
+
+// Store calls return `StoreError`, which carries CIDs inline.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use datamesh_core::tombstone::Tombstone;
+use datamesh_core::{Cid, LocationRecord, Manifest};
+use datamesh_net::{NetClient, PeerId, Request, Response};
+use datamesh_store::{Store, StoreError};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use crate::network::{self, LocationStore};
+use crate::node::{Node, NodeError, blocking};
+
+/// Key of a file's tombstone record.
+pub fn tombstone_key(manifest: &Cid) -> Vec<u8> {
+    [b"tomb/".as_slice(), &manifest.to_bytes()].concat()
+}
+
+/// What a holder answers to a lease renewal of a deleted file.
+pub(crate) const DELETED: &str = "deleted by its owner";
+
+/// Tombstones on disk: `<dir>/<manifest CID>`, written atomically.
+#[derive(Clone)]
+pub struct TombstoneStore {
+    dir: PathBuf,
+}
+
+impl TombstoneStore {
+    /// Opens (creates) the directory.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self { dir: dir.to_owned() })
+    }
+
+    fn path(&self, manifest: &Cid) -> PathBuf {
+        self.dir.join(manifest.to_string())
+    }
+
+    /// The tombstone of `manifest`, if any.
+    pub fn get(&self, manifest: &Cid) -> Option<Tombstone> {
+        let b = std::fs::read(self.path(manifest)).ok()?;
+        Tombstone::decode(&b).ok().filter(|t| t.manifest == *manifest)
+    }
+
+    fn put(&self, t: &Tombstone) -> std::io::Result<()> {
+        let path = self.path(&t.manifest);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &t.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    /// Forgets a tombstone (the file was uploaded again).
+    pub fn remove(&self, manifest: &Cid) {
+        let _ = std::fs::remove_file(self.path(manifest));
+    }
+}
+
+/// Checks `t` against the owner in the locally stored manifest, then deletes
+/// the file here: tombstone kept, location record dropped, the replica pin
+/// (and the user's pin too when `drop_user_pin`) removed, garbage collected.
+/// Blocking: call off the async threads.
+pub(crate) fn apply_tombstone(
+    store: &Store,
+    locations: &LocationStore,
+    tombstones: &TombstoneStore,
+    t: &Tombstone,
+    drop_user_pin: bool,
+) -> Result<(), NodeError> {
+    let cid = t.manifest;
+    let bytes = match store.get_manifest(&cid) {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(NodeError::NotFound(cid));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let m = Manifest::decode_verified(&cid, &bytes).map_err(|e| NodeError::Storage(e.to_string()))?;
+    t.verify(m.owner.as_deref()).map_err(|e| NodeError::Forbidden(e.to_string()))?;
+    tombstones.put(t).map_err(|e| NodeError::Storage(format!("saving the tombstone of {cid}: {e}")))?;
+    locations.remove(&cid);
+    if let Some(pin) = store.pin_info(&cid)?
+        && (pin.replica || drop_user_pin)
+    {
+        store.unpin(&cid)?;
+    }
+    store.gc()?;
+    Ok(())
+}
+
+/// When this node last renewed each maintained file's lease.
+#[derive(Default)]
+pub(crate) struct LeaseState {
+    renewed: Mutex<HashMap<Cid, Instant>>,
+}
+
+impl Node {
+    /// Sends the owner's tombstone of `m` (`rec` says who holds it) to every
+    /// holder and replica. Best effort: a holder that misses it learns of it
+    /// from the others, or lets the lease lapse.
+    pub(crate) async fn broadcast_tombstone(&self, m: &Manifest, rec: &LocationRecord, t: &Tombstone) -> usize {
+        let Some(net) = self.net().cloned() else { return 0 };
+        let targets = self.replica_targets(m, t.manifest, rec).await;
+        let value = t.encode();
+        let mut jobs: FuturesUnordered<_> = targets
+            .into_iter()
+            .map(|p| {
+                let (net, value) = (net.clone(), value.clone());
+                let key = tombstone_key(&t.manifest);
+                async move { net.put_record(p, key, value).await }
+            })
+            .collect();
+        let mut told = 0;
+        while let Some(r) = jobs.next().await {
+            told += usize::from(r.is_ok());
+        }
+        told
+    }
+
+    /// Asks up to three ONLINE holders of `rec`'s file for its tombstone;
+    /// applies and returns it if one is valid.
+    pub(crate) async fn find_tombstone(&self, rec: &LocationRecord, peers: &[PeerId]) -> Option<Tombstone> {
+        let net = self.net()?.clone();
+        let me = net.local_peer_id().to_bytes();
+        let online: std::collections::HashSet<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
+        let holders = rec.holders.iter().filter(|h| h.as_slice() != me.as_slice() && online.contains(h.as_slice()));
+        for h in holders.take(3) {
+            let Ok(p) = PeerId::from_bytes(h) else { continue };
+            let Ok(Some(v)) = net.get_record(p, tombstone_key(&rec.manifest)).await else { continue };
+            let Ok(t) = Tombstone::decode(&v) else { continue };
+            if t.manifest != rec.manifest {
+                continue;
+            }
+            if self.apply_tombstone(t.clone(), false).await.is_ok() {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// [`apply_tombstone`] on this node's store.
+    pub(crate) async fn apply_tombstone(&self, t: Tombstone, drop_user_pin: bool) -> Result<(), NodeError> {
+        self.inner.manifests.remove(&t.manifest);
+        let (store, locations, tombstones) =
+            (self.inner.store.clone(), self.inner.locations.clone(), self.inner.tombstones.clone());
+        blocking(move || apply_tombstone(&store, &locations, &tombstones, &t, drop_user_pin)).await
+    }
+
+    /// Renews the lease of a file this node maintains, if a quarter of the
+    /// lease has passed since the last renewal: the location record goes to
+    /// every holder and replica again. A holder that answers that the file
+    /// is deleted is asked for the tombstone, which is then applied here.
+    /// Returns whether the file turned out to be deleted.
+    pub(crate) async fn renew_lease(&self, m: &Manifest, rec: &LocationRecord) -> bool {
+        let lease = self.inner.cfg.lease;
+        let due = {
+            let r = self.inner.leases.renewed.lock().unwrap_or_else(|p| p.into_inner());
+            r.get(&rec.manifest).is_none_or(|t| t.elapsed() >= lease / 4)
+        };
+        if !due {
+            return false;
+        }
+        let Some(net) = self.net().cloned() else { return false };
+        self.inner.locations.touch(&rec.manifest);
+        let targets = self.replica_targets(m, rec.manifest, rec).await;
+        let value = rec.encode();
+        let mut jobs: FuturesUnordered<_> = targets
+            .into_iter()
+            .map(|p| {
+                let (net, value) = (net.clone(), value.clone());
+                let key = network::location_key(&rec.manifest);
+                async move { (p, net.request(p, Request::PutRecord { key, value }).await) }
+            })
+            .collect();
+        let mut deleted_at = Vec::new();
+        while let Some((p, r)) = jobs.next().await {
+            if let Ok(Response::Refused(why)) = r
+                && why.contains(DELETED)
+            {
+                deleted_at.push(p);
+            }
+        }
+        if !deleted_at.is_empty() && self.tombstone_from(&net, rec, &deleted_at).await {
+            return true;
+        }
+        self.inner.leases.renewed.lock().unwrap_or_else(|p| p.into_inner()).insert(rec.manifest, Instant::now());
+        false
+    }
+
+    async fn tombstone_from(&self, net: &NetClient, rec: &LocationRecord, peers: &[PeerId]) -> bool {
+        for p in peers {
+            let Ok(Some(v)) = net.get_record(*p, tombstone_key(&rec.manifest)).await else { continue };
+            let Ok(t) = Tombstone::decode(&v) else { continue };
+            if t.manifest == rec.manifest && self.apply_tombstone(t, false).await.is_ok() {
+                tracing::info!(file = %rec.manifest, "learned of the owner's deletion; stopped maintaining the file");
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops the files whose lease has lapsed: location records untouched
+    /// for a whole `lease`, on files this node keeps only as a replica.
+    /// Returns how many lapsed.
+    pub async fn sweep_leases(&self) -> Result<usize, NodeError> {
+        let lease = self.inner.cfg.lease;
+        let (store, locations) = (self.inner.store.clone(), self.inner.locations.clone());
+        let lapsed = blocking(move || {
+            let mut n = 0;
+            for rec in locations.list() {
+                let Some(age) = locations.age(&rec.manifest) else { continue };
+                if age < lease {
+                    continue;
+                }
+                // Never on the node whose user pinned it.
+                if store.pin_info(&rec.manifest)?.is_some_and(|p| !p.replica) {
+                    continue;
+                }
+                locations.remove(&rec.manifest);
+                if store.pin_info(&rec.manifest)?.is_some() {
+                    store.unpin(&rec.manifest)?;
+                }
+                n += 1;
+            }
+            if n > 0 {
+                store.gc()?;
+            }
+            Ok(n)
+        })
+        .await?;
+        if lapsed > 0 {
+            tracing::info!(lapsed, "leases lapsed: replicas dropped and their space reclaimed");
+        }
+        Ok(lapsed)
+    }
+}
+
+/// Sweeps lapsed leases every quarter lease.
+pub async fn run_leases(node: Node) {
+    let every = (node.inner.cfg.lease / 4).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = node.sweep_leases().await {
+            tracing::warn!(error = %e, "lease sweep failed");
+        }
+    }
+}
+
+impl LocationStore {
+    /// Marks the file's lease renewed now.
+    pub fn touch(&self, manifest: &Cid) {
+        if let Ok(f) = std::fs::File::options().append(true).open(self.path_of(manifest)) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    /// Time since the file's lease was last renewed (or its record written).
+    pub fn age(&self, manifest: &Cid) -> Option<Duration> {
+        let m = std::fs::metadata(self.path_of(manifest)).ok()?.modified().ok()?;
+        Some(SystemTime::now().duration_since(m).unwrap_or_default())
+    }
+}
