@@ -70,10 +70,28 @@ impl Node {
 
     /// The last `n` lines of the node's log (stderr of every run).
     pub fn log_tail(&self, n: usize) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let s = strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default());
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
+}
+
+/// Removes terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What one CLI run did.
@@ -102,6 +120,8 @@ pub struct Cluster {
     /// The host whose store is a small tmpfs, and its mount point.
     pub disk: Option<(usize, PathBuf)>,
     calls: AtomicU64,
+    /// The tmpfs everything lives on.
+    root_mount: PathBuf,
 }
 
 /// Extra node flags from the environment, for debugging (`CHAOS_NODE_LOG`
@@ -119,6 +139,14 @@ impl Cluster {
             .prefix(&format!("{PREFIX}-{}-", lab.id))
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
+        // Everything on a tmpfs of its own: no IO contention with whatever
+        // else shares the machine's disk, and removal in milliseconds rather
+        // than seconds. Durability under kill -9 is the same as on a disk
+        // (a dead process's writes are in the page cache either way);
+        // power loss is the store's own crash tests' business.
+        let source = format!("{PREFIX}-{}-root", lab.id);
+        sh("mount", &["-t", "tmpfs", "-o", "size=8g,mode=0700", &source, root.path().to_str().unwrap()])?;
+        let root_mount = root.path().to_owned();
         std::fs::create_dir_all(root.path().join("io")).map_err(|e| e.to_string())?;
         let nodes: Vec<Node> = lab
             .hosts
@@ -143,6 +171,7 @@ impl Cluster {
             flags: flags.iter().map(|s| s.to_string()).collect(),
             disk: None,
             calls: AtomicU64::new(0),
+            root_mount,
         };
         if let Some((host, mib)) = disk {
             let store = c.nodes[host].dir.join("store");
@@ -319,6 +348,7 @@ impl Drop for Cluster {
         if let Some((_, mount)) = &self.disk {
             let _ = sh("umount", &["-l", mount.to_str().unwrap_or_default()]);
         }
+        let _ = sh("umount", &["-l", self.root_mount.to_str().unwrap_or_default()]);
         // The lab (namespaces, links) goes when its field drops, after this.
     }
 }

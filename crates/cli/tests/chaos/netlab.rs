@@ -36,11 +36,10 @@ static LABS: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command; returns an error with its stderr when it fails.
 pub fn sh(prog: &str, args: &[&str]) -> Result<String, String> {
-    let o = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {prog}: {e} (is it installed? `.ci/run` installs iproute2 and nftables)"))?;
+    let o =
+        Command::new(prog).args(args).stdin(Stdio::null()).output().map_err(|e| {
+            format!("cannot run {prog}: {e} (is it installed? `.ci/run` installs iproute2 and nftables)")
+        })?;
     if o.status.success() {
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     } else {
@@ -277,15 +276,33 @@ pub fn sweep_stale() {
         eprintln!("chaos: removing the leftovers of an earlier run that was killed ({PREFIX}{id}*)");
         destroy(id, ns);
     }
-    // Full-disk mounts: source `dmx-<id>-disk`.
+    // Mounts (the suite's tmpfs root and the full disk): source
+    // `dmx-<id>-<what>`; inner ones first.
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut points: Vec<String> = Vec::new();
     for l in mounts.lines() {
         let mut f = l.split_whitespace();
         let (Some(source), Some(point)) = (f.next(), f.next()) else { continue };
-        if let Some(id) = source.strip_prefix(&format!("{PREFIX}-")).and_then(|s| s.strip_suffix("-disk"))
+        if let Some((id, _)) = source.strip_prefix(&format!("{PREFIX}-")).and_then(|s| s.split_once('-'))
             && !alive(id)
         {
-            let _ = sh("umount", &["-l", point]);
+            points.push(point.to_string());
+        }
+    }
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in &points {
+        let _ = sh("umount", &["-l", p]);
+    }
+    // Their temp dirs: `<tmp>/dmx-<id>-*`.
+    if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((id, _)) = name.strip_prefix(&format!("{PREFIX}-")).and_then(|s| s.split_once('-'))
+                && !alive(id)
+                && e.path().is_dir()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Acked {
     /// The node the put went through.
     pub via: usize,
     pub round: usize,
+    /// k+m of its erasure code.
+    pub shards: u16,
 }
 
 impl Acked {
@@ -61,7 +63,8 @@ impl Acked {
     }
 }
 
-fn make(kind: Kind, size: usize, seed: u64) -> Vec<u8> {
+/// The bytes of a file of `kind` and `size` made from `seed`.
+pub fn make(kind: Kind, size: usize, seed: u64) -> Vec<u8> {
     match kind {
         Kind::Random => pseudo_random(size, seed),
         Kind::Text => text_like(size, seed),
@@ -244,7 +247,7 @@ impl Workload {
         if o.ok() && cid.starts_with("baf") {
             self.puts_this_round.fetch_add(1, Ordering::SeqCst);
             let round = self.round.load(Ordering::SeqCst);
-            self.acked.lock().unwrap().push(Arc::new(Acked { cid, seed, size, kind, via: node, round }));
+            self.acked.lock().unwrap().push(Arc::new(Acked { cid, seed, size, kind, via: node, round, shards: K + M }));
             self.stats.lock().unwrap().puts_acked += 1;
         } else {
             self.stats.lock().unwrap().puts_failed += 1;
@@ -314,7 +317,12 @@ pub fn read_back(cluster: &Cluster, node: usize, a: &Acked, out: &Path) -> Read 
             None => Read::Violation(format!("get of {} exited 0 but wrote no file", a.cid)),
         }
     } else if let Some(b) = got {
-        Read::Violation(format!("failed get of {} left {} bytes at the output path: {}", a.cid, b.len(), o.stderr.trim()))
+        Read::Violation(format!(
+            "failed get of {} left {} bytes at the output path: {}",
+            a.cid,
+            b.len(),
+            o.stderr.trim()
+        ))
     } else if o.status.is_some() && !o.stderr.contains("error") {
         Read::Violation(format!("get of {} failed without an error message: {:?}", a.cid, o))
     } else {
