@@ -200,7 +200,7 @@ impl Workload {
 
     /// The workload loop; runs until [`Workload::stop`].
     pub fn run(&self, cluster: &Cluster, seed: u64) {
-        let mut rng = SplitMix64::new(seed ^ 0x5eed_0f_f11e5);
+        let mut rng = SplitMix64::new(seed ^ 0x5_eed0_ff11_e5e5);
         let mut n: u64 = 0;
         while !self.stop.load(Ordering::SeqCst) {
             if self.paused.load(Ordering::SeqCst) {
@@ -277,7 +277,7 @@ impl Workload {
 /// Sizes: the boundaries around a chunk (0, 1, chunk−1, chunk, chunk+1)
 /// now and then, otherwise anything up to five chunks.
 fn pick_size(rng: &mut SplitMix64) -> (Kind, usize) {
-    let kind = if rng.next_u64() % 4 == 0 { Kind::Text } else { Kind::Random };
+    let kind = if rng.next_u64().is_multiple_of(4) { Kind::Text } else { Kind::Random };
     let size = match rng.next_u64() % 10 {
         0 => [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK][(rng.next_u64() % 6) as usize],
         _ => (rng.next_u64() % (5 * CHUNK as u64)) as usize,
