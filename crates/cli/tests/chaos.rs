@@ -949,7 +949,7 @@ fn run_suite(strict: bool) {
     eprintln!("kill -9 moments:        {}", moments.join(", "));
     eprintln!("peak faulty nodes:      {} (m = {M})", chaos.budget.peak);
     eprintln!(
-        "acknowledged puts:      {} (workload {}, disk probes {})",
+        "acknowledged puts:      {} (workload {}, boundary sizes 5, full-disk probes {})",
         chaos.wl.acked().len(),
         s.puts_acked,
         rep.freed_disk_puts
