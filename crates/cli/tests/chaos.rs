@@ -467,6 +467,29 @@ impl Chaos<'_> {
         self.log("boundary files (0, 1, chunk-1, chunk, chunk+1 bytes) put");
     }
 
+    /// Puts `file` as 6+2 through node DISK_HOST: on 8 nodes, every node,
+    /// that one too, must take a shard. Placement needs all 8 ONLINE in the
+    /// node's eyes at that moment; a peer that just reconnected after a
+    /// heal may not be yet, which is no fault of the disk, so a placement
+    /// refusal is retried (up to 5 times, waiting for the mesh between).
+    fn put_on_every_node(&self, file: &std::path::Path) -> cluster::CliOut {
+        let mut tries = 0;
+        loop {
+            let o = self.c.cli(
+                DISK_HOST,
+                &["put", file.to_str().unwrap(), "-k", "6", "-m", "2", "--quiet"],
+                workload::OP_TIMEOUT,
+            );
+            tries += 1;
+            if o.ok() || !o.stderr.contains("distinct online nodes") || tries == 5 {
+                return o;
+            }
+            self.log(format!("6+2 put through node {DISK_HOST} found too few online nodes; again"));
+            self.wait_mesh();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Once its disk has room again, the node takes shards again: a 6+2 put
     /// through it (every node holds a shard) succeeds, and is one more
     /// acknowledged put to keep.
@@ -474,11 +497,7 @@ impl Chaos<'_> {
         let (seed, size) = (self.rng.next_u64(), 300_000);
         let probe = self.scratch.join("probe-freed");
         std::fs::write(&probe, workload::make(workload::Kind::Random, size, seed)).unwrap();
-        let o = self.c.cli(
-            DISK_HOST,
-            &["put", probe.to_str().unwrap(), "-k", "6", "-m", "2", "--quiet"],
-            workload::OP_TIMEOUT,
-        );
+        let o = self.put_on_every_node(&probe);
         let cid = o.stdout.lines().last().unwrap_or("").trim().to_string();
         if o.ok() && cid.starts_with("baf") {
             let round = self.wl.round.load(std::sync::atomic::Ordering::SeqCst);
@@ -518,12 +537,7 @@ impl Chaos<'_> {
     fn probe_full_disk(&mut self) {
         let probe = self.scratch.join("probe");
         std::fs::write(&probe, datamesh_core::testdata::pseudo_random(300_000, self.rng.next_u64())).unwrap();
-        // 6+2 on 8 nodes: every node, the full one too, must take a shard.
-        let o = self.c.cli(
-            DISK_HOST,
-            &["put", probe.to_str().unwrap(), "-k", "6", "-m", "2", "--quiet"],
-            workload::OP_TIMEOUT,
-        );
+        let o = self.put_on_every_node(&probe);
         let msg = o.stderr.trim().to_string();
         self.log(format!("put through the full node: {}", if o.ok() { "succeeded".into() } else { msg.clone() }));
         if o.ok() || !msg.contains("full") {
