@@ -901,11 +901,11 @@ fn chaos_no_acknowledged_write_is_lost() {
 /// The same rounds, with the stricter check that `stat` through *every*
 /// live node shows k+m live shards after each heal.
 #[test]
-#[ignore = "product bug: a node that misses a location record rewrite (down, or cut off, while a repair re-signs it) keeps \
-            its stale record for good, since no one re-sends it and `may_replace` refuses a later record signed by a \
-            holder its stale record does not name; its `stat` then reports missing shards forever and its reads use \
-            the old holders. Reproduce: CHAOS_SEED=0x18ea540737177e7c cargo nextest run --release --run-ignored only \
-            -E 'test(chaos_every_node)' (round 2)"]
+#[ignore = "product bug: a node that misses a location record rewrite (it was down or cut off while a repair \
+            re-signed the record, and it is no longer a holder) keeps its stale record for good: no one re-sends it, \
+            and `may_replace` refuses a later record signed by a holder its stale record does not name. Its `stat` \
+            then reports missing shards forever and its reads go to the old holders. Reproduce (default seed, round \
+            1, the node killed in the crash episode): scripts/chaos 3 --run-ignored only -E 'test(chaos_every_node)'"]
 fn chaos_every_node_sees_full_redundancy() {
     run_suite(true);
 }
