@@ -45,13 +45,18 @@ pub fn dht_key(cid: &Cid) -> Vec<u8> {
 #[derive(Clone)]
 pub struct LocationStore {
     dir: PathBuf,
+    /// Serialises `put`: two records of one file arriving together (a
+    /// repair's and a replica's) shared one temp file, so one rename failed,
+    /// and the seq check and the write could interleave so that the lower
+    /// record landed last.
+    writing: Arc<std::sync::Mutex<()>>,
 }
 
 impl LocationStore {
     /// Opens (creates) the directory.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self { dir: dir.to_owned(), writing: Arc::default() })
     }
 
     fn path(&self, manifest: &Cid) -> PathBuf {
@@ -71,6 +76,7 @@ impl LocationStore {
     /// Stores `r` durably unless a record with a higher or equal `seq` is
     /// already there. Returns whether it was stored.
     pub fn put(&self, r: &LocationRecord) -> std::io::Result<bool> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(&r.manifest).is_some_and(|old| old.seq >= r.seq) {
             return Ok(false);
         }
@@ -326,4 +332,33 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// Whether a peer may receive new shards.
 pub fn can_receive(state: PeerState) -> bool {
     matches!(state, PeerState::Online)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Records of one file arriving at once (a repair's, a replica's) are
+    /// all taken or declined cleanly, and the highest `seq` is what stays.
+    #[test]
+    fn concurrent_location_records_keep_the_highest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocationStore::open(dir.path()).unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let file = Cid::dag_cbor_blake3(b"a manifest");
+        for _ in 0..20 {
+            let threads: Vec<_> = (1..=8u64)
+                .map(|seq| {
+                    let (store, rec) = (store.clone(), LocationRecord::sign(file, seq, &[vec![[seq as u8; 8]]], &key));
+                    std::thread::spawn(move || store.put(&rec))
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+            assert_eq!(store.get(&file).unwrap().seq, 8);
+            store.remove(&file);
+        }
+    }
 }
