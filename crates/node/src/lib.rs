@@ -10,6 +10,7 @@ pub mod config;
 pub mod identity;
 pub mod network;
 mod node;
+pub mod observe;
 pub mod placement;
 pub mod repair;
 
