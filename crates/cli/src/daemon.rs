@@ -23,8 +23,8 @@ pub struct GatewayOptions {
     pub events_buffer: Option<usize>,
     /// `--events-interval`.
     pub events_interval: Option<Duration>,
-    /// `--events-send-timeout`.
-    pub events_send_timeout: Option<Duration>,
+    /// `--events-client-timeout`.
+    pub events_client_timeout: Option<Duration>,
 }
 
 /// Runs the node to completion.
@@ -53,8 +53,8 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         if let Some(d) = opts.events_interval {
             gcfg.events.metrics_interval = d;
         }
-        if let Some(d) = opts.events_send_timeout {
-            gcfg.events.send_timeout = d;
+        if let Some(d) = opts.events_client_timeout {
+            gcfg.events.client_timeout = d;
         }
         tokio::task::spawn_blocking(move || datamesh_gateway::Gateway::open(node, gcfg)).await??
     };

@@ -416,9 +416,9 @@ struct NodeArgs {
     /// Period of the event stream's `metrics` event (default 5s).
     #[arg(long, env = "DATAMESH_EVENTS_INTERVAL", value_parser = humantime::parse_duration)]
     events_interval: Option<std::time::Duration>,
-    /// Drop an event-stream client whose socket accepts nothing for this long (default 10s).
-    #[arg(long, env = "DATAMESH_EVENTS_SEND_TIMEOUT", value_parser = humantime::parse_duration)]
-    events_send_timeout: Option<std::time::Duration>,
+    /// Drop an event-stream client that answers no ping, or whose socket accepts nothing, for this long (default 30s).
+    #[arg(long, env = "DATAMESH_EVENTS_CLIENT_TIMEOUT", value_parser = humantime::parse_duration)]
+    events_client_timeout: Option<std::time::Duration>,
 }
 
 impl NodeArgs {
@@ -437,7 +437,7 @@ impl NodeArgs {
             public_url: self.public_url.clone(),
             events_buffer: self.events_buffer,
             events_interval: self.events_interval,
-            events_send_timeout: self.events_send_timeout,
+            events_client_timeout: self.events_client_timeout,
         })
     }
 

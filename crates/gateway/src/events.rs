@@ -21,9 +21,12 @@
 //! each client reads it at its own pace, so the memory is the ring's,
 //! whatever the number or speed of clients. A client that falls more than
 //! `buffer` events behind is disconnected with close code 1013 (try again
-//! later) and a reason; one whose socket accepts nothing for `send_timeout`
-//! is dropped without a close frame (none could be delivered). Others never
-//! wait for it.
+//! later) and a reason. The server pings every `client_timeout / 3`; a
+//! client that answers nothing (no pong: it is not reading) for
+//! `client_timeout`, or whose socket accepts nothing for that long, is
+//! dropped — the kernel's socket buffers would otherwise let a client that
+//! never reads hold megabytes for minutes. No close frame can reach such a
+//! client. Others never wait for it.
 //!
 //! # Sources
 //! Uploads, downloads and file events come from the gateway's handlers
@@ -54,8 +57,9 @@ pub struct EventsConfig {
     pub buffer: usize,
     /// Period of the `metrics` event.
     pub metrics_interval: Duration,
-    /// A client whose socket accepts nothing for this long is dropped.
-    pub send_timeout: Duration,
+    /// A client that answers no ping, or whose socket accepts nothing, for
+    /// this long is dropped. Pings go every third of it.
+    pub client_timeout: Duration,
     /// How often the peer table is compared with the last one seen.
     pub peer_poll: Duration,
 }
@@ -65,7 +69,7 @@ impl Default for EventsConfig {
         Self {
             buffer: 1024,
             metrics_interval: Duration::from_secs(5),
-            send_timeout: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
             peer_poll: Duration::from_millis(250),
         }
     }
@@ -405,7 +409,7 @@ impl EventBus {
         let n = self.inner.subscribers.fetch_add(1, Ordering::Relaxed) + 1;
         self.inner.metrics.events_subscribers(n);
         let _gone = Unsubscribe(self.clone());
-        let timeout = self.inner.cfg.send_timeout;
+        let timeout = self.inner.cfg.client_timeout.max(Duration::from_millis(30));
         let stop = self.inner.shutdown.clone();
         let (mut sink, mut stream) = socket.split();
         if filter.allows(EventKind::Metrics) {
@@ -418,10 +422,24 @@ impl EventBus {
             Gone,
             Lagged(u64),
             Stalled,
+            Unresponsive,
             Shutdown,
         }
+        let every = timeout / 3;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut heard = tokio::time::Instant::now();
         let end = loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    if heard.elapsed() >= timeout {
+                        break End::Unresponsive;
+                    }
+                    match tokio::time::timeout(timeout, sink.send(Message::Ping(PING.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break End::Gone,
+                        Err(_) => break End::Stalled,
+                    }
+                }
                 r = rx.recv() => match r {
                     Ok(p) => {
                         if !filter.allows(p.kind) {
@@ -438,7 +456,8 @@ impl EventBus {
                 },
                 m = stream.next() => match m {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break End::Gone,
-                    Some(Ok(_)) => {}
+                    // A pong, or anything else: the client is reading.
+                    Some(Ok(_)) => heard = tokio::time::Instant::now(),
                 },
                 () = stop.cancelled() => break End::Shutdown,
             }
@@ -457,12 +476,19 @@ impl EventBus {
                 self.inner.metrics.events_client_dropped("stalled");
                 tracing::info!("event stream client accepted nothing for {timeout:?}; dropped");
             }
+            End::Unresponsive => {
+                self.inner.metrics.events_client_dropped("unresponsive");
+                tracing::info!("event stream client answered no ping for {timeout:?}; dropped");
+            }
             End::Shutdown => {
                 let _ = tokio::time::timeout(timeout, sink.send(close(close_code::AWAY, "node stopping".into()))).await;
             }
         }
     }
 }
+
+/// The payload of the server's pings.
+const PING: &[u8] = b"datamesh";
 
 struct Unsubscribe(EventBus);
 
@@ -504,9 +530,11 @@ pub fn peer_changes(old: &PeerView, new: &PeerView) -> Vec<Event> {
 }
 
 /// Publishes peer events by comparing the health table every `poll`, and
-/// raises `peer_offline` alerts. Runs until aborted.
+/// raises a `peer_offline` alert when a peer that was up turns OFFLINE
+/// (resolved when it is ONLINE again). Runs until aborted.
 pub(crate) async fn watch_peers(node: datamesh_node::Node, bus: EventBus) {
     let mut seen = PeerView::new();
+    let mut alerted = std::collections::HashSet::new();
     let mut t = tokio::time::interval(bus.config().peer_poll.max(Duration::from_millis(10)));
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -518,24 +546,30 @@ pub(crate) async fn watch_peers(node: datamesh_node::Node, bus: EventBus) {
             .map(|p| (p.peer.to_string(), (p.connected, format!("{:?}", p.state).to_uppercase())))
             .collect();
         for e in peer_changes(&seen, &now) {
-            if let Event::PeerState { peer, from, to } = &e
-                && (to == "OFFLINE" || from.as_deref() == Some("OFFLINE"))
-                && from.is_some()
-            {
-                let resolved = to != "OFFLINE";
+            let alert = match &e {
+                Event::PeerState { peer, from: Some(from), to } if to == "OFFLINE" && from != "OFFLINE" => {
+                    alerted.insert(peer.clone());
+                    let m =
+                        format!("peer {peer} is OFFLINE: the repair worker rebuilds the shards it held on other nodes");
+                    Some((m, false))
+                }
+                Event::PeerState { peer, to, .. } if to == "ONLINE" && alerted.remove(peer) => {
+                    Some((format!("peer {peer} is ONLINE again"), true))
+                }
+                _ => None,
+            };
+            bus.publish(e);
+            if let Some((message, resolved)) = alert {
                 bus.publish(Event::Alert {
                     severity: "warning".into(),
                     code: "peer_offline".into(),
-                    message: if resolved {
-                        format!("peer {peer} is back ({to})")
-                    } else {
-                        format!("peer {peer} is OFFLINE: the repair worker rebuilds the shards it held on other nodes")
-                    },
+                    message,
                     resolved,
                 });
             }
-            bus.publish(e);
         }
+        // Peers the health table forgot need no resolution.
+        alerted.retain(|p| now.contains_key(p));
         seen = now;
     }
 }

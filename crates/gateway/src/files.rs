@@ -31,7 +31,6 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Json;
@@ -506,7 +505,10 @@ pub(crate) async fn serve(
 }
 
 /// Publishes `download.progress` as `stream` is sent: every 4 MiB, and
-/// once when the last byte went.
+/// once at the end — when the last byte went (`done: true`) or when the
+/// response is dropped early (client gone; `done: false`). The end is
+/// seen on the last chunk, not at the stream's end: with a Content-Length
+/// the server stops polling once it has sent that many bytes.
 fn progress(
     stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     events: crate::events::EventBus,
@@ -514,32 +516,55 @@ fn progress(
     share: Option<String>,
     total: u64,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let sent = Arc::new(AtomicU64::new(0));
-    let last = Arc::new(AtomicU64::new(0));
-    let (s2, ev2, cid2, share2) = (sent.clone(), events.clone(), cid.clone(), share.clone());
-    let body = stream.map(move |r| {
+    let mut t = Progress { events, cid, share, total, sent: 0, reported: 0, finished: false };
+    stream.map(move |r| {
         if let Ok(b) = &r {
-            let n = sent.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
-            if n < total && n - last.load(Ordering::Relaxed) >= PROGRESS_BYTES {
-                last.store(n, Ordering::Relaxed);
-                events.publish(Event::DownloadProgress {
-                    cid: cid.clone(),
-                    share: share.clone(),
-                    bytes: n,
-                    total,
-                    done: false,
-                });
+            t.sent += b.len() as u64;
+            if t.sent >= t.total {
+                t.finish();
+            } else if t.sent - t.reported >= PROGRESS_BYTES {
+                t.reported = t.sent;
+                t.publish(false);
             }
         }
         r
-    });
-    let end = futures::stream::once(async move {
-        let n = s2.load(Ordering::Relaxed);
-        ev2.publish(Event::DownloadProgress { cid: cid2, share: share2, bytes: n, total, done: n == total });
-        None
     })
-    .filter_map(|x: Option<Result<Bytes, std::io::Error>>| async move { x });
-    body.chain(end)
+}
+
+/// One download's progress; reports its end when dropped, if not before.
+struct Progress {
+    events: crate::events::EventBus,
+    cid: String,
+    share: Option<String>,
+    total: u64,
+    sent: u64,
+    reported: u64,
+    finished: bool,
+}
+
+impl Progress {
+    fn publish(&self, done: bool) {
+        self.events.publish(Event::DownloadProgress {
+            cid: self.cid.clone(),
+            share: self.share.clone(),
+            bytes: self.sent,
+            total: self.total,
+            done,
+        });
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.publish(self.sent >= self.total);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 #[utoipa::path(

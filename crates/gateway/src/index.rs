@@ -508,8 +508,8 @@ impl Index {
     }
 
     /// One page of the pending uploads of a bucket whose key starts with
-    /// `prefix`, in S3's order (key, then initiation time; the upload id
-    /// breaks ties), at most `max`. Paging is S3's: uploads after
+    /// `prefix`, in S3's order (key, then initiation: the creation second,
+    /// then the row's insertion order), at most `max`. Paging is S3's: uploads after
     /// `key_marker` (all of that key's uploads are skipped), or, with
     /// `upload_id_marker` too, after that upload of that key. Returns the
     /// page and whether more follow.
@@ -525,25 +525,25 @@ impl Index {
         let marker = key_marker.unwrap_or("").as_bytes();
         // Where the marker upload sits in the order; an unknown id (or
         // none) resumes after every upload of the marker key.
-        let pos: Option<(i64, String)> = match (key_marker, upload_id_marker) {
+        let pos: Option<(i64, i64)> = match (key_marker, upload_id_marker) {
             (Some(k), Some(id)) => c
                 .query_row(
-                    "SELECT created, id FROM uploads WHERE id = ?1 AND bucket = ?2 AND key = ?3",
+                    "SELECT created, rowid FROM uploads WHERE id = ?1 AND bucket = ?2 AND key = ?3",
                     params![id, bucket, k.as_bytes()],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?,
             _ => None,
         };
-        let (created, id) = pos.unwrap_or((i64::MAX, String::new()));
+        let (created, row) = pos.unwrap_or((i64::MAX, i64::MAX));
         let mut st = c.prepare(
             "SELECT id, bucket, key, key_id, content_type, metadata, created FROM uploads
              WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2
-               AND (key > ?3 OR (key = ?3 AND (created > ?4 OR (created = ?4 AND id > ?5))))
-             ORDER BY key, created, id LIMIT ?6",
+               AND (key > ?3 OR (key = ?3 AND (created > ?4 OR (created = ?4 AND rowid > ?5))))
+             ORDER BY key, created, rowid LIMIT ?6",
         )?;
         let limit = max.saturating_add(1).min(i64::MAX as usize) as i64;
-        let rows = st.query_map(params![bucket, prefix.as_bytes(), marker, created, id, limit], upload_row)?;
+        let rows = st.query_map(params![bucket, prefix.as_bytes(), marker, created, row, limit], upload_row)?;
         let mut page: Vec<UploadRow> = rows.collect::<Result<_, _>>()?;
         let truncated = page.len() > max;
         page.truncate(max);
@@ -955,22 +955,27 @@ mod tests {
     fn multipart_uploads_page_by_key_and_upload_id_markers() {
         let ix = Index::memory().unwrap();
         ix.create_bucket("b").unwrap();
-        for (id, key, created) in [("u3", "a", 1), ("u1", "a", 2), ("u2", "b", 1), ("u4", "c", 1), ("u5", "x/d", 1)] {
+        // Same second: insertion order decides ("u9" before "u0").
+        for (id, key, created) in
+            [("u3", "a", 1), ("u1", "a", 2), ("u9", "b", 1), ("u0", "b", 1), ("u4", "c", 1), ("u5", "x/d", 1)]
+        {
             ix.create_upload(&upload(id, key, created)).unwrap();
         }
         let ids = |v: &[UploadRow]| v.iter().map(|u| u.id.clone()).collect::<Vec<_>>();
         let (p1, more) = ix.uploads_page("b", "", None, None, 2).unwrap();
         assert_eq!((ids(&p1), more), (vec!["u3".to_string(), "u1".into()], true));
         let (p2, more) = ix.uploads_page("b", "", Some("a"), Some("u1"), 2).unwrap();
-        assert_eq!((ids(&p2), more), (vec!["u2".to_string(), "u4".into()], true));
-        let (p3, more) = ix.uploads_page("b", "", Some("c"), Some("u4"), 2).unwrap();
-        assert_eq!((ids(&p3), more), (vec!["u5".to_string()], false));
+        assert_eq!((ids(&p2), more), (vec!["u9".to_string(), "u0".into()], true));
+        let (p3, more) = ix.uploads_page("b", "", Some("b"), Some("u0"), 2).unwrap();
+        assert_eq!((ids(&p3), more), (vec!["u4".to_string(), "u5".into()], false));
+        let (p, _) = ix.uploads_page("b", "", Some("b"), Some("u9"), 1).unwrap();
+        assert_eq!(ids(&p), vec!["u0".to_string()]);
         // Mid-key: after the first upload of "a" comes the second.
         let (p, _) = ix.uploads_page("b", "", Some("a"), Some("u3"), 1).unwrap();
         assert_eq!(ids(&p), vec!["u1".to_string()]);
         // A key marker alone skips every upload of that key.
         let (p, _) = ix.uploads_page("b", "", Some("a"), None, 10).unwrap();
-        assert_eq!(ids(&p), vec!["u2".to_string(), "u4".into(), "u5".into()]);
+        assert_eq!(ids(&p), vec!["u9".to_string(), "u0".into(), "u4".into(), "u5".into()]);
         let (p, more) = ix.uploads_page("b", "x/", None, None, 10).unwrap();
         assert_eq!((ids(&p), more), (vec!["u5".to_string()], false));
     }

@@ -22,7 +22,7 @@
 //! | `datamesh_share_downloads_total` | counter | outcome (`served`, `refused`) |
 //! | `datamesh_events_subscribers` | gauge | |
 //! | `datamesh_events_published_total` | counter | type |
-//! | `datamesh_events_clients_dropped_total` | counter | reason (`lagged`, `stalled`) |
+//! | `datamesh_events_clients_dropped_total` | counter | reason (`lagged`, `stalled`, `unresponsive`) |
 //!
 //! Request metrics are counted as requests finish; node gauges are read
 //! when scraped, so they are never stale. Erasure and DHT timings come
@@ -220,6 +220,17 @@ impl Metrics {
         r.register("events_published", "Events published", published.clone());
         let dropped = Family::<ReasonLabels, Counter>::default();
         r.register("events_clients_dropped", "Event stream clients dropped for being too slow", dropped.clone());
+        // Known label values start at zero, so dashboards and alerts see the
+        // series before the first event.
+        for api in ["rest", "s3"] {
+            let _ = rate_limited.get_or_create(&ApiLabels { api });
+        }
+        for outcome in ["served", "refused"] {
+            let _ = share_downloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        for reason in ["lagged", "stalled", "unresponsive"] {
+            let _ = dropped.get_or_create(&ReasonLabels { reason });
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
