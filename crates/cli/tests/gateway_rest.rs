@@ -512,9 +512,24 @@ async fn events_report_uploads_downloads_and_file_changes() {
     assert_eq!(s, 200);
     let rm = event(&mut ws, "file.removed", |_| true).await;
     assert_eq!((rm["cid"].as_str(), rm["reason"].as_str()), (Some(cid.as_str()), Some("deleted")));
-    // Filtered types never arrive: the stream above skipped none but these.
-    let m = api.metric("datamesh_events_published_total{type=\"metrics\"}").await;
-    assert!(m >= 0.0);
+    assert!(api.metric("datamesh_events_published_total{type=\"file.added\"}").await >= 2.0);
+
+    // Stopping the node closes the stream with 1001 and does not wait for it.
+    let mut node = node;
+    node.stop();
+    let close = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(f))) => return f,
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("no close frame after SIGTERM")
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
