@@ -12,8 +12,23 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use datamesh_node::{Node, NodeConfig};
 
+/// Gateway settings given on the command line (not in the node's config file).
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOptions {
+    /// `--max-file-size`.
+    pub max_file_size: Option<u64>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+    /// `--events-buffer`.
+    pub events_buffer: Option<usize>,
+    /// `--events-interval`.
+    pub events_interval: Option<Duration>,
+    /// `--events-client-timeout`.
+    pub events_client_timeout: Option<Duration>,
+}
+
 /// Runs the node to completion.
-pub async fn run(cfg: NodeConfig) -> Result<()> {
+pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
     let data_dir = cfg.data_dir.clone();
     let api = cfg.api;
     let node = {
@@ -30,6 +45,17 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         let (node, mut gcfg) = (node.clone(), datamesh_gateway::GatewayConfig::new(&data_dir));
         gcfg.region = cfg.s3_region.clone();
         gcfg.domain = cfg.s3_domain.clone();
+        gcfg.max_file_size = opts.max_file_size;
+        gcfg.public_url = opts.public_url.clone();
+        if let Some(b) = opts.events_buffer {
+            gcfg.events.buffer = b;
+        }
+        if let Some(d) = opts.events_interval {
+            gcfg.events.metrics_interval = d;
+        }
+        if let Some(d) = opts.events_client_timeout {
+            gcfg.events.client_timeout = d;
+        }
         tokio::task::spawn_blocking(move || datamesh_gateway::Gateway::open(node, gcfg)).await??
     };
     // One shutdown signal for both servers.
@@ -112,10 +138,18 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
         let rx = stop_rx.clone();
         tokio::spawn(async move { g.serve_s3(l, stopped(rx)).await })
     });
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    // The event stream's peer watcher and metrics/alert ticker.
+    let gateway_workers = gateway.spawn_workers();
+    {
+        let events = gateway.events().clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            // Event-stream clients get a close frame; their connections do
+            // not hold up the shutdown.
+            events.shutdown();
+            let _ = stop_tx.send(true);
+        });
+    }
     let app = gateway.rest_router(token);
     axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await?;
     if let Some(s3) = s3 {
@@ -123,6 +157,9 @@ pub async fn run(cfg: NodeConfig) -> Result<()> {
     }
     let _ = std::fs::remove_file(data_dir.join("s3.url"));
     reaper.abort();
+    for w in gateway_workers {
+        w.abort();
+    }
     if let Some(r) = repairer {
         r.abort();
     }

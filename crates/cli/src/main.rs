@@ -180,7 +180,7 @@ impl PutArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node (API on 127.0.0.1; address printed and written to the data dir).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run a local network of N nodes on loopback until Ctrl-C.
     Devnet(DevnetArgs),
     /// Probability of losing a chunk per month and year for a k+m code under node churn.
@@ -410,9 +410,43 @@ struct NodeArgs {
     /// Serve the S3-compatible API on this address (e.g. 127.0.0.1:7782; port 0 picks a free one).
     #[arg(long, env = "DATAMESH_S3")]
     s3: Option<String>,
+    /// Largest file `POST /v1/files` takes (e.g. 10GiB; default: no limit but the store's).
+    #[arg(long, env = "DATAMESH_MAX_FILE_SIZE")]
+    max_file_size: Option<ByteSize>,
+    /// Base URL share links are given under (e.g. https://files.example.com; default: http:// and the Host asked).
+    #[arg(long, env = "DATAMESH_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Events held for event-stream clients; a client further behind is disconnected (default 1024).
+    #[arg(long, env = "DATAMESH_EVENTS_BUFFER")]
+    events_buffer: Option<usize>,
+    /// Period of the event stream's `metrics` event (default 5s).
+    #[arg(long, env = "DATAMESH_EVENTS_INTERVAL", value_parser = humantime::parse_duration)]
+    events_interval: Option<std::time::Duration>,
+    /// Drop an event-stream client that answers no ping, or whose socket accepts nothing, for this long (default 30s).
+    #[arg(long, env = "DATAMESH_EVENTS_CLIENT_TIMEOUT", value_parser = humantime::parse_duration)]
+    events_client_timeout: Option<std::time::Duration>,
 }
 
 impl NodeArgs {
+    /// The gateway's settings that are not part of the node's config file.
+    fn gateway(&self) -> Result<daemon::GatewayOptions> {
+        if let Some(u) = &self.public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bail!("--public-url {u}: expected http://HOST or https://HOST");
+        }
+        if self.events_buffer == Some(0) {
+            bail!("--events-buffer must be at least 1");
+        }
+        Ok(daemon::GatewayOptions {
+            max_file_size: self.max_file_size.map(|b| b.as_u64()),
+            public_url: self.public_url.clone(),
+            events_buffer: self.events_buffer,
+            events_interval: self.events_interval,
+            events_client_timeout: self.events_client_timeout,
+        })
+    }
+
     fn config(&self) -> Result<NodeConfig> {
         let mut data_dir = self.data_dir.clone();
         let (path, explicit) = match &self.config {
@@ -508,7 +542,7 @@ fn print(json_mode: bool, value: serde_json::Value, plain: impl FnOnce() -> Stri
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Node(args) => daemon::run(args.config()?).await,
+        Cmd::Node(args) => daemon::run(args.config()?, args.gateway()?).await,
         Cmd::Durability(a) => durability::run(a),
         Cmd::Devnet(a) => {
             let mut node_args = Vec::new();

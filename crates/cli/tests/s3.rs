@@ -115,6 +115,24 @@ fn boto3_full_workflow() {
 }
 
 #[test]
+fn boto3_pages_multipart_uploads() {
+    need("python3", "apt-get install python3");
+    let probe = Command::new("python3").args(["-c", "import boto3"]).output().expect("python3");
+    assert!(probe.status.success(), "boto3 is not installed; run: pip install boto3 (.ci/run does)");
+    let s = S3Node::start(&[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/boto3_multipart_paging.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .env("DM_S3", &s.endpoint)
+        .env("DM_KEY", &s.key)
+        .env("DM_SECRET", &s.secret)
+        .output()
+        .expect("run python3");
+    let out = ok("the boto3 multipart paging script", o);
+    assert!(out.contains("boto3 multipart paging passed"), "{out}");
+}
+
+#[test]
 fn aws_cli_full_workflow() {
     need("aws", "pip install awscli");
     let s = S3Node::start(&[]);

@@ -1,6 +1,7 @@
 //! The gateway's embedded database (SQLite): access keys, buckets, objects
-//! and multipart uploads. It holds names and pointers only; object bytes live
-//! in the node as ordinary DataMesh files (manifests), one per *segment*.
+//! and multipart uploads for S3; file metadata and share links for the REST
+//! API. It holds names and pointers only; object bytes live in the node as
+//! ordinary DataMesh files (manifests), one per *segment*.
 //!
 //! An object is an ordered list of segments: a simple PUT writes one, a
 //! multipart upload one per part (each part went through the pipeline as it
@@ -13,7 +14,10 @@
 //! Keys are stored as BLOBs so that listing can skip past a common prefix
 //! with `prefix || 0xFF` (no UTF-8 string contains that byte).
 //!
-//! Schema version 1; `PRAGMA user_version` records it.
+//! Schema version 2; `PRAGMA user_version` records it. Version 2 added the
+//! `gateway_keys`, `files` and `shares` tables; a version 1 database is
+//! upgraded in place on open (the new tables are created, nothing else
+//! changes).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Schema version this build writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,63 @@ pub struct PartRow {
     pub modified: i64,
 }
 
+/// A file the REST API knows: uploaded through `POST /v1/files` (then
+/// `key_id` names the gateway key that opens it), or any file whose
+/// metadata was set with `PATCH /v1/files/{cid}/metadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    /// Manifest CID (string form).
+    pub cid: String,
+    /// The gateway key the data key is wrapped for (None: not uploaded here).
+    pub key_id: Option<String>,
+    /// File name.
+    pub name: Option<String>,
+    /// MIME type.
+    pub content_type: Option<String>,
+    /// User tags, a JSON object of strings.
+    pub tags: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds.
+    pub updated: i64,
+}
+
+/// A share link: a read capability for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRow {
+    /// The unguessable id in the link.
+    pub id: String,
+    /// The file (manifest CID).
+    pub cid: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds after which the link is dead.
+    pub expires_at: Option<i64>,
+    /// Downloads allowed.
+    pub max_downloads: Option<u64>,
+    /// Downloads counted so far.
+    pub downloads: u64,
+    /// PHC string (Argon2id) of the password, if one is needed.
+    pub password_hash: Option<String>,
+    /// Revoked by its owner.
+    pub revoked: bool,
+}
+
+/// Why a share download was not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareRefusal {
+    /// No such share.
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Past `expires_at`.
+    Expired,
+    /// `max_downloads` reached.
+    Exhausted,
+}
+
 /// A listing page.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -187,7 +248,17 @@ impl Index {
                 upload TEXT NOT NULL, number INTEGER NOT NULL, seq INTEGER NOT NULL, manifest TEXT NOT NULL,
                 size INTEGER NOT NULL, key_id TEXT NOT NULL, PRIMARY KEY (upload, number, seq),
                 FOREIGN KEY (upload, number) REFERENCES parts(upload, number) ON DELETE CASCADE);
-             CREATE INDEX IF NOT EXISTS part_segments_manifest ON part_segments(manifest);",
+             CREATE INDEX IF NOT EXISTS part_segments_manifest ON part_segments(manifest);
+             CREATE TABLE IF NOT EXISTS gateway_keys (
+                name TEXT PRIMARY KEY, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS files (
+                cid TEXT PRIMARY KEY, key_id TEXT, name TEXT, content_type TEXT, tags TEXT NOT NULL,
+                size INTEGER NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS shares (
+                id TEXT PRIMARY KEY, cid TEXT NOT NULL, created INTEGER NOT NULL, expires_at INTEGER,
+                max_downloads INTEGER, downloads INTEGER NOT NULL DEFAULT 0, password_hash TEXT,
+                revoked INTEGER NOT NULL DEFAULT 0);
+             CREATE INDEX IF NOT EXISTS shares_cid ON shares(cid);",
         )?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Index { conn: Arc::new(Mutex::new(conn)) })
@@ -436,16 +507,47 @@ impl Index {
             .optional()?)
     }
 
-    /// Pending uploads of a bucket (key order, then creation).
-    pub fn uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<UploadRow>, IndexError> {
+    /// One page of the pending uploads of a bucket whose key starts with
+    /// `prefix`, in S3's order (key, then initiation: the creation second,
+    /// then the row's insertion order), at most `max`. Paging is S3's: uploads after
+    /// `key_marker` (all of that key's uploads are skipped), or, with
+    /// `upload_id_marker` too, after that upload of that key. Returns the
+    /// page and whether more follow.
+    pub fn uploads_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        key_marker: Option<&str>,
+        upload_id_marker: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<UploadRow>, bool), IndexError> {
         let c = self.lock();
+        let marker = key_marker.unwrap_or("").as_bytes();
+        // Where the marker upload sits in the order; an unknown id (or
+        // none) resumes after every upload of the marker key.
+        let pos: Option<(i64, i64)> = match (key_marker, upload_id_marker) {
+            (Some(k), Some(id)) => c
+                .query_row(
+                    "SELECT created, rowid FROM uploads WHERE id = ?1 AND bucket = ?2 AND key = ?3",
+                    params![id, bucket, k.as_bytes()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            _ => None,
+        };
+        let (created, row) = pos.unwrap_or((i64::MAX, i64::MAX));
         let mut st = c.prepare(
             "SELECT id, bucket, key, key_id, content_type, metadata, created FROM uploads
-             WHERE bucket = ?1 ORDER BY key, created LIMIT 10000",
+             WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2
+               AND (key > ?3 OR (key = ?3 AND (created > ?4 OR (created = ?4 AND rowid > ?5))))
+             ORDER BY key, created, rowid LIMIT ?6",
         )?;
-        let rows = st.query_map([bucket], upload_row)?;
-        let all: Vec<UploadRow> = rows.collect::<Result<_, _>>()?;
-        Ok(all.into_iter().filter(|u| u.key.starts_with(prefix)).collect())
+        let limit = max.saturating_add(1).min(i64::MAX as usize) as i64;
+        let rows = st.query_map(params![bucket, prefix.as_bytes(), marker, created, row, limit], upload_row)?;
+        let mut page: Vec<UploadRow> = rows.collect::<Result<_, _>>()?;
+        let truncated = page.len() > max;
+        page.truncate(max);
+        Ok((page, truncated))
     }
 
     /// Uploads idle since before `cutoff` (unix seconds).
@@ -547,11 +649,164 @@ impl Index {
         Ok(!unreferenced_in(&c, std::iter::once(manifest.to_string()))?.contains(&manifest.to_string()))
     }
 
+    // ---- gateway keys ----
+
+    /// A sealed key the gateway holds (the REST upload key), by name.
+    pub fn gateway_key(&self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self.lock().query_row("SELECT sealed FROM gateway_keys WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+    }
+
+    /// Stores a sealed gateway key unless one of that name exists; returns
+    /// the one stored (so two starts racing agree on one key).
+    pub fn put_gateway_key(&self, name: &str, sealed: &[u8]) -> Result<Vec<u8>, IndexError> {
+        let c = self.lock();
+        c.execute(
+            "INSERT OR IGNORE INTO gateway_keys (name, sealed, created_at) VALUES (?1, ?2, ?3)",
+            params![name, sealed, now()],
+        )?;
+        Ok(c.query_row("SELECT sealed FROM gateway_keys WHERE name = ?1", [name], |r| r.get(0))?)
+    }
+
+    // ---- REST files ----
+
+    /// Writes (replacing) a file row.
+    pub fn put_file(&self, f: &FileRow) -> Result<(), IndexError> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO files (cid, key_id, name, content_type, tags, size, created, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![f.cid, f.key_id, f.name, f.content_type, f.tags, f.size as i64, f.created, f.updated],
+        )?;
+        Ok(())
+    }
+
+    /// A file row.
+    pub fn file(&self, cid: &str) -> Result<Option<FileRow>, IndexError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT cid, key_id, name, content_type, tags, size, created, updated FROM files WHERE cid = ?1",
+                [cid],
+                |r| {
+                    Ok(FileRow {
+                        cid: r.get(0)?,
+                        key_id: r.get(1)?,
+                        name: r.get(2)?,
+                        content_type: r.get(3)?,
+                        tags: r.get(4)?,
+                        size: r.get::<_, i64>(5)? as u64,
+                        created: r.get(6)?,
+                        updated: r.get(7)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Forgets a file: its row and its share links. Returns whether it had a row.
+    pub fn delete_file(&self, cid: &str) -> Result<bool, IndexError> {
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let n = tx.execute("DELETE FROM files WHERE cid = ?1", [cid])?;
+        tx.execute("DELETE FROM shares WHERE cid = ?1", [cid])?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    // ---- shares ----
+
+    /// Records a new share link.
+    pub fn create_share(&self, s: &ShareRow) -> Result<(), IndexError> {
+        self.lock().execute(
+            "INSERT INTO shares (id, cid, created, expires_at, max_downloads, downloads, password_hash, revoked)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                s.id,
+                s.cid,
+                s.created,
+                s.expires_at,
+                s.max_downloads.map(|m| m.min(i64::MAX as u64) as i64),
+                s.downloads as i64,
+                s.password_hash,
+                s.revoked
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A share link.
+    pub fn share(&self, id: &str) -> Result<Option<ShareRow>, IndexError> {
+        let c = self.lock();
+        Ok(c.query_row(&format!("{SHARE_COLUMNS} WHERE id = ?1"), [id], share_row).optional()?)
+    }
+
+    /// Every share link, newest first (at most `max`).
+    pub fn shares(&self, max: usize) -> Result<Vec<ShareRow>, IndexError> {
+        let c = self.lock();
+        let mut st = c.prepare(&format!("{SHARE_COLUMNS} ORDER BY created DESC, id LIMIT ?1"))?;
+        let rows = st.query_map([max.min(i64::MAX as usize) as i64], share_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a share link; false if there is none.
+    pub fn revoke_share(&self, id: &str) -> Result<bool, IndexError> {
+        Ok(self.lock().execute("UPDATE shares SET revoked = 1 WHERE id = ?1", [id])? == 1)
+    }
+
+    /// Counts one download of a share link if it is still live at `now`
+    /// (unix seconds). One statement under the connection's lock, so
+    /// concurrent downloads can never count past `max_downloads`.
+    pub fn count_share_download(&self, id: &str, now: i64) -> Result<Result<ShareRow, ShareRefusal>, IndexError> {
+        let c = self.lock();
+        let n = c.execute(
+            "UPDATE shares SET downloads = downloads + 1 WHERE id = ?1 AND revoked = 0
+               AND (expires_at IS NULL OR expires_at > ?2)
+               AND (max_downloads IS NULL OR downloads < max_downloads)",
+            params![id, now],
+        )?;
+        let row = c.query_row(&format!("{SHARE_COLUMNS} WHERE id = ?1"), [id], share_row).optional()?;
+        Ok(match row {
+            None => Err(ShareRefusal::Unknown),
+            Some(r) if n == 1 => Ok(r),
+            Some(r) => Err(r.refusal(now).unwrap_or(ShareRefusal::Exhausted)),
+        })
+    }
+
     /// Number of objects and their total size (for metrics).
     pub fn totals(&self) -> Result<(u64, u64), IndexError> {
         Ok(self.lock().query_row("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects", [], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })?)
+    }
+}
+
+const SHARE_COLUMNS: &str =
+    "SELECT id, cid, created, expires_at, max_downloads, downloads, password_hash, revoked FROM shares";
+
+fn share_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ShareRow> {
+    Ok(ShareRow {
+        id: r.get(0)?,
+        cid: r.get(1)?,
+        created: r.get(2)?,
+        expires_at: r.get(3)?,
+        max_downloads: r.get::<_, Option<i64>>(4)?.map(|m| m.max(0) as u64),
+        downloads: r.get::<_, i64>(5)?.max(0) as u64,
+        password_hash: r.get(6)?,
+        revoked: r.get(7)?,
+    })
+}
+
+impl ShareRow {
+    /// Why the link is dead at `now`, if it is.
+    pub fn refusal(&self, now: i64) -> Option<ShareRefusal> {
+        if self.revoked {
+            Some(ShareRefusal::Revoked)
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            Some(ShareRefusal::Expired)
+        } else if self.max_downloads.is_some_and(|m| self.downloads >= m) {
+            Some(ShareRefusal::Exhausted)
+        } else {
+            None
+        }
     }
 }
 
@@ -683,6 +938,133 @@ mod tests {
         let q2 = ix.list("b", "", Some("/"), Some("a/"), 1).unwrap();
         assert_eq!(q2.objects[0].key, "b");
     }
+
+    fn upload(id: &str, key: &str, created: i64) -> UploadRow {
+        UploadRow {
+            id: id.into(),
+            bucket: "b".into(),
+            key: key.into(),
+            key_id: "k".into(),
+            content_type: None,
+            metadata: "{}".into(),
+            created,
+        }
+    }
+
+    #[test]
+    fn multipart_uploads_page_by_key_and_upload_id_markers() {
+        let ix = Index::memory().unwrap();
+        ix.create_bucket("b").unwrap();
+        // Same second: insertion order decides ("u9" before "u0").
+        for (id, key, created) in
+            [("u3", "a", 1), ("u1", "a", 2), ("u9", "b", 1), ("u0", "b", 1), ("u4", "c", 1), ("u5", "x/d", 1)]
+        {
+            ix.create_upload(&upload(id, key, created)).unwrap();
+        }
+        let ids = |v: &[UploadRow]| v.iter().map(|u| u.id.clone()).collect::<Vec<_>>();
+        let (p1, more) = ix.uploads_page("b", "", None, None, 2).unwrap();
+        assert_eq!((ids(&p1), more), (vec!["u3".to_string(), "u1".into()], true));
+        let (p2, more) = ix.uploads_page("b", "", Some("a"), Some("u1"), 2).unwrap();
+        assert_eq!((ids(&p2), more), (vec!["u9".to_string(), "u0".into()], true));
+        let (p3, more) = ix.uploads_page("b", "", Some("b"), Some("u0"), 2).unwrap();
+        assert_eq!((ids(&p3), more), (vec!["u4".to_string(), "u5".into()], false));
+        let (p, _) = ix.uploads_page("b", "", Some("b"), Some("u9"), 1).unwrap();
+        assert_eq!(ids(&p), vec!["u0".to_string()]);
+        // Mid-key: after the first upload of "a" comes the second.
+        let (p, _) = ix.uploads_page("b", "", Some("a"), Some("u3"), 1).unwrap();
+        assert_eq!(ids(&p), vec!["u1".to_string()]);
+        // A key marker alone skips every upload of that key.
+        let (p, _) = ix.uploads_page("b", "", Some("a"), None, 10).unwrap();
+        assert_eq!(ids(&p), vec!["u9".to_string(), "u0".into(), "u4".into(), "u5".into()]);
+        let (p, more) = ix.uploads_page("b", "x/", None, None, 10).unwrap();
+        assert_eq!((ids(&p), more), (vec!["u5".to_string()], false));
+    }
+
+    #[test]
+    fn share_downloads_stop_at_the_limit_and_on_revoke_or_expiry() {
+        let ix = Index::memory().unwrap();
+        let share = |id: &str, expires_at, max_downloads| ShareRow {
+            id: id.into(),
+            cid: "c".into(),
+            created: 0,
+            expires_at,
+            max_downloads,
+            downloads: 0,
+            password_hash: None,
+            revoked: false,
+        };
+        ix.create_share(&share("two", None, Some(2))).unwrap();
+        ix.create_share(&share("old", Some(100), None)).unwrap();
+        assert!(ix.count_share_download("two", 50).unwrap().is_ok());
+        assert_eq!(ix.count_share_download("two", 50).unwrap().unwrap().downloads, 2);
+        assert_eq!(ix.count_share_download("two", 50).unwrap(), Err(ShareRefusal::Exhausted));
+        assert!(ix.count_share_download("old", 99).unwrap().is_ok());
+        assert_eq!(ix.count_share_download("old", 100).unwrap(), Err(ShareRefusal::Expired));
+        assert!(ix.revoke_share("old").unwrap());
+        assert_eq!(ix.count_share_download("old", 0).unwrap(), Err(ShareRefusal::Revoked));
+        assert_eq!(ix.count_share_download("nope", 0).unwrap(), Err(ShareRefusal::Unknown));
+        assert_eq!(ix.share("two").unwrap().unwrap().downloads, 2);
+    }
+
+    /// A database written by schema version 1 (the first release) opens,
+    /// keeps its rows, and gains the version 2 tables.
+    #[test]
+    fn a_version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(V1_FIXTURE).unwrap();
+        }
+        let ix = Index::open(&path).unwrap();
+        let v: i64 = ix.lock().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let (row, segs) = ix.object("old", "k").unwrap().unwrap();
+        assert_eq!((row.size, segs.len()), (5, 1));
+        ix.put_file(&FileRow {
+            cid: "c".into(),
+            key_id: None,
+            name: None,
+            content_type: None,
+            tags: "{}".into(),
+            size: 1,
+            created: 0,
+            updated: 0,
+        })
+        .unwrap();
+        assert!(ix.file("c").unwrap().is_some());
+    }
+
+    /// The schema and a row as version 1 wrote them.
+    const V1_FIXTURE: &str = "
+        CREATE TABLE access_keys (
+           id TEXT PRIMARY KEY, secret BLOB NOT NULL, user_key BLOB NOT NULL, created_at INTEGER NOT NULL);
+        CREATE TABLE buckets (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+        CREATE TABLE objects (
+           bucket TEXT NOT NULL REFERENCES buckets(name), key BLOB NOT NULL, size INTEGER NOT NULL,
+           etag TEXT NOT NULL, content_type TEXT, metadata TEXT NOT NULL, checksums TEXT NOT NULL,
+           modified INTEGER NOT NULL, parts INTEGER NOT NULL, PRIMARY KEY (bucket, key));
+        CREATE TABLE segments (
+           bucket TEXT NOT NULL, key BLOB NOT NULL, seq INTEGER NOT NULL, manifest TEXT NOT NULL,
+           size INTEGER NOT NULL, key_id TEXT NOT NULL, PRIMARY KEY (bucket, key, seq),
+           FOREIGN KEY (bucket, key) REFERENCES objects(bucket, key) ON DELETE CASCADE);
+        CREATE INDEX segments_manifest ON segments(manifest);
+        CREATE TABLE uploads (
+           id TEXT PRIMARY KEY, bucket TEXT NOT NULL REFERENCES buckets(name), key BLOB NOT NULL,
+           key_id TEXT NOT NULL, content_type TEXT, metadata TEXT NOT NULL, created INTEGER NOT NULL,
+           last_active INTEGER NOT NULL);
+        CREATE TABLE parts (
+           upload TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE, number INTEGER NOT NULL,
+           size INTEGER NOT NULL, md5 TEXT NOT NULL, modified INTEGER NOT NULL, PRIMARY KEY (upload, number));
+        CREATE TABLE part_segments (
+           upload TEXT NOT NULL, number INTEGER NOT NULL, seq INTEGER NOT NULL, manifest TEXT NOT NULL,
+           size INTEGER NOT NULL, key_id TEXT NOT NULL, PRIMARY KEY (upload, number, seq),
+           FOREIGN KEY (upload, number) REFERENCES parts(upload, number) ON DELETE CASCADE);
+        CREATE INDEX part_segments_manifest ON part_segments(manifest);
+        INSERT INTO buckets VALUES ('old', 1);
+        INSERT INTO objects VALUES ('old', CAST('k' AS BLOB), 5, 'e', NULL, '{}', '{}', 1, 0);
+        INSERT INTO segments VALUES ('old', CAST('k' AS BLOB), 0, 'm', 5, 'DMKEY');
+        PRAGMA user_version = 1;";
 
     #[test]
     fn shared_segments_are_released_only_when_unreferenced() {

@@ -9,6 +9,12 @@
 //! gateway's database sealed (AES-256-GCM) under a key derived from the
 //! node's identity, so a copy of the database alone opens nothing.
 //!
+//! Files uploaded through the REST API (`POST /v1/files`) are encrypted the
+//! same way, for one more user key the gateway holds: the REST key
+//! ([`AccessKeys::rest`], key id [`REST_KEY_ID`]), sealed in the
+//! `gateway_keys` table under the same node-derived key. It is not an access
+//! key: no S3 request can authenticate with it.
+//!
 //! **Architecture invariant:** the auth layer asks one question — "which
 //! principal is this access key, and what is its secret?" ([`AccessKeys`]).
 //! The accounts system replaces this store without touching the S3 code.
@@ -25,6 +31,14 @@ use crate::index::{Index, IndexError, KeyRow};
 
 /// Domain separation for the key that seals access keys at rest.
 const SEAL_CONTEXT: &str = "datamesh gateway access-key seal v1";
+
+/// The key id recorded for files encrypted for the REST key. Access key ids
+/// start with `DM`, so the two can never collide.
+pub const REST_KEY_ID: &str = "@rest";
+
+/// The sealed field index (AEAD binding) of the REST user key; 0 and 1 are
+/// an access key's secret and user key.
+const REST_SEAL_INDEX: u64 = 2;
 
 /// One principal.
 pub struct Principal {
@@ -55,6 +69,7 @@ pub struct AccessKeys {
     index: Index,
     seal: Arc<DataKey>,
     cache: Arc<RwLock<HashMap<String, Arc<Principal>>>>,
+    rest: Arc<Principal>,
 }
 
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -69,12 +84,48 @@ impl AccessKeys {
     /// Loads every access key, unsealing with `node_seed`.
     pub fn load(index: Index, node_seed: &[u8; 32]) -> Result<AccessKeys, KeyStoreError> {
         let seal = Arc::new(DataKey::from_bytes(blake3::derive_key(SEAL_CONTEXT, node_seed)));
-        let me = AccessKeys { index, seal, cache: Arc::new(RwLock::new(HashMap::new())) };
+        let rest = Arc::new(Self::load_rest(&index, &seal)?);
+        let me = AccessKeys { index, seal, cache: Arc::new(RwLock::new(HashMap::new())), rest };
         for row in me.index.keys()? {
             let p = me.unseal(&row)?;
             me.cache_write().insert(p.id.clone(), Arc::new(p));
         }
         Ok(me)
+    }
+
+    /// The REST key: loaded, or made and stored on first start.
+    fn load_rest(index: &Index, seal: &DataKey) -> Result<Principal, KeyStoreError> {
+        let sealed = match index.gateway_key(REST_KEY_ID)? {
+            Some(s) => s,
+            None => {
+                let fresh = UserKey::generate().to_file_bytes(None);
+                let sealed = crypto::seal_chunk(Cipher::Aes256Gcm, seal, REST_SEAL_INDEX, &fresh, NonceMode::Random);
+                index.put_gateway_key(REST_KEY_ID, &sealed)?
+            }
+        };
+        let bad = || KeyStoreError::Unseal(REST_KEY_ID.into());
+        let bytes = crypto::open_chunk(Cipher::Aes256Gcm, seal, REST_SEAL_INDEX, &sealed).map_err(|_| bad())?;
+        let user = UserKey::from_file_bytes(&bytes, None).map_err(|_| bad())?;
+        Ok(Principal { id: REST_KEY_ID.into(), secret: String::new(), user })
+    }
+
+    /// The key files uploaded through the REST API are encrypted for.
+    pub fn rest(&self) -> Arc<Principal> {
+        self.rest.clone()
+    }
+
+    /// The principal whose user key opens files recorded with `key_id`:
+    /// an access key, or the REST key.
+    pub fn owner(&self, key_id: &str) -> Option<Arc<Principal>> {
+        if key_id == REST_KEY_ID { Some(self.rest()) } else { self.get(key_id) }
+    }
+
+    /// Every user key the gateway holds: the REST key first, then the
+    /// access keys'.
+    pub fn all_users(&self) -> Vec<Arc<Principal>> {
+        let mut v = vec![self.rest()];
+        v.extend(self.cache.read().unwrap_or_else(|p| p.into_inner()).values().cloned());
+        v
     }
 
     fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Principal>>> {
@@ -164,6 +215,8 @@ mod tests {
         let q = again.get(&p.id).unwrap();
         assert_eq!(q.secret, p.secret);
         assert_eq!(q.user.public().fingerprint(), p.user.public().fingerprint());
+        assert_eq!(again.rest().user.public().fingerprint(), keys.rest().user.public().fingerprint());
+        assert!(again.get(REST_KEY_ID).is_none(), "the REST key is no access key");
         assert!(matches!(AccessKeys::load(ix, &[8; 32]), Err(KeyStoreError::Unseal(_))));
     }
 }

@@ -1,20 +1,27 @@
 //! The node's gateway: everything that speaks HTTP.
 //!
-//! - [`rest`]: the JSON API v1 on the node's API port (bearer token).
+//! - [`rest`]: the JSON API v1 on the node's API port (bearer token), with
+//!   [`files`] (one-request upload, ranged download, metadata) and
+//!   [`shares`] (share links).
+//! - [`events`]: the WebSocket event stream (`/v1/events`) and its bus.
 //! - [`s3`]: the S3-compatible API on its own port (SigV4 access keys).
 //! - [`objects`]: the content pipeline run server-side for clients that
 //!   cannot encrypt (S3, plain HTTP); [`index`]: the gateway's SQLite
-//!   database of buckets, objects and uploads; [`keys`]: access keys.
+//!   database of buckets, objects, uploads, file metadata and shares;
+//!   [`keys`]: access keys and the REST key.
 //!
 //! [`Gateway`] composes them over one [`Node`]; the `datamesh node` daemon
 //! opens it and serves both ports.
 
+pub mod events;
+pub mod files;
 pub mod index;
 pub mod keys;
 pub mod metrics;
 pub mod objects;
 pub mod rest;
 pub mod s3;
+pub mod shares;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +43,14 @@ pub struct GatewayConfig {
     pub multipart_idle_timeout: Duration,
     /// Pipeline settings.
     pub pipeline: objects::PipelineConfig,
+    /// Largest file `POST /v1/files` takes (413 above it); None: no limit
+    /// but the store's.
+    pub max_file_size: Option<u64>,
+    /// Base URL share links are given under (`https://files.example.com`);
+    /// None: `http://` and the Host the share was created through.
+    pub public_url: Option<String>,
+    /// The event stream.
+    pub events: events::EventsConfig,
 }
 
 impl GatewayConfig {
@@ -47,6 +62,9 @@ impl GatewayConfig {
             domain: "localhost".into(),
             multipart_idle_timeout: Duration::from_secs(24 * 3600),
             pipeline: objects::PipelineConfig::default(),
+            max_file_size: None,
+            public_url: None,
+            events: events::EventsConfig::default(),
         }
     }
 }
@@ -74,6 +92,10 @@ pub struct Gateway {
     keys: keys::AccessKeys,
     s3: s3::S3Gateway,
     metrics: metrics::Metrics,
+    events: events::EventBus,
+    pipeline: objects::Pipeline,
+    /// Argon2 share-password checks at once (each takes ~19 MiB and tens of ms).
+    password_checks: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -87,8 +109,63 @@ impl Gateway {
             .map_err(|e| GatewayError::Io(format!("cannot read the node identity: {e}")))?;
         let keys = keys::AccessKeys::load(index.clone(), &identity.secret_seed())?;
         let pipeline = objects::Pipeline::new(node.clone(), cfg.pipeline);
-        let s3 = s3::S3Gateway { index: index.clone(), keys: keys.clone(), pipeline };
-        Ok(Gateway { node, cfg, index, keys, s3, metrics: metrics::Metrics::new() })
+        let metrics = metrics::Metrics::new();
+        let events = events::EventBus::new(cfg.events, metrics.clone());
+        {
+            let m = metrics.clone();
+            node.set_observer(std::sync::Arc::new(move |what, elapsed| m.timing(what, elapsed)));
+        }
+        let s3 = s3::S3Gateway {
+            index: index.clone(),
+            keys: keys.clone(),
+            pipeline: pipeline.clone(),
+            events: events.clone(),
+        };
+        Ok(Gateway {
+            node,
+            cfg,
+            index,
+            keys,
+            s3,
+            metrics,
+            events,
+            pipeline,
+            password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &events::EventBus {
+        &self.events
+    }
+
+    /// The server-side pipeline.
+    pub fn pipeline(&self) -> &objects::Pipeline {
+        &self.pipeline
+    }
+
+    pub(crate) fn password_checks(&self) -> &tokio::sync::Semaphore {
+        &self.password_checks
+    }
+
+    /// Starts the gateway's workers: the peer watcher and the metrics and
+    /// alert ticker of the event stream. The caller aborts them at shutdown
+    /// (they hold no state worth saving).
+    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(events::watch_peers(self.node.clone(), self.events.clone())),
+            tokio::spawn(events::tick(self.node.clone(), self.events.clone())),
+        ]
     }
 
     /// The access keys.
@@ -192,6 +269,44 @@ impl Gateway {
         let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
         Ok(())
     }
+}
+
+/// Whether the node can take a file now: its store answers and has room,
+/// and it can place a file with its default code — standalone (no network,
+/// or no peer known: it keeps every shard itself), or with k+m distinct
+/// ONLINE nodes with free space, itself included. Ok names the mode; Err
+/// says why not.
+pub async fn readiness(node: &Node) -> Result<String, String> {
+    let st = node.status().await.map_err(|e| format!("the store does not answer: {e}"))?;
+    let free = st.store.capacity_bytes.saturating_sub(st.store.used_bytes);
+    if free == 0 {
+        return Err(format!(
+            "the store is full ({} of {} bytes used): raise --capacity or free space",
+            st.store.used_bytes, st.store.capacity_bytes
+        ));
+    }
+    let e = node.config().erasure();
+    let peers = node.peers().await;
+    if peers.is_empty() {
+        return Ok("standalone: this node keeps every shard itself".into());
+    }
+    let usable = peers
+        .iter()
+        .filter(|p| {
+            p.connected
+                && datamesh_node::network::can_receive(p.state)
+                && p.last_heartbeat.as_ref().is_none_or(|h| h.free_bytes > 0)
+        })
+        .count();
+    let found = usable + 1;
+    let need = e.total();
+    if found < need {
+        return Err(format!(
+            "placing a file with the default code {}+{} needs {need} distinct ONLINE nodes with free space; {found} are available (this node included)",
+            e.k, e.m
+        ));
+    }
+    Ok(format!("networked: {found} nodes can take shards ({need} needed)"))
 }
 
 /// Binds the S3 address with an error that says what to do.

@@ -15,9 +15,19 @@
 //! | `datamesh_dht_routing_table_entries` | gauge | |
 //! | `datamesh_upload_sessions` | gauge | |
 //! | `datamesh_gateway_objects`, `_object_bytes`, `_access_keys` | gauge | |
+//! | `datamesh_erasure_encode_duration_seconds`, `_decode_duration_seconds` | histogram | (one chunk) |
+//! | `datamesh_dht_lookup_duration_seconds` | histogram | (provider lookups) |
+//! | `datamesh_repair_passes_total`, `_shards_rebuilt_total`, `_rebuilt_bytes_total` | counter | |
+//! | `datamesh_repair_chunks_degraded`, `_chunks_unrecoverable` | gauge | (last pass) |
+//! | `datamesh_share_downloads_total` | counter | outcome (`served`, `refused`) |
+//! | `datamesh_events_subscribers` | gauge | |
+//! | `datamesh_events_published_total` | counter | type |
+//! | `datamesh_events_clients_dropped_total` | counter | reason (`lagged`, `stalled`, `unresponsive`) |
 //!
 //! Request metrics are counted as requests finish; node gauges are read
-//! when scraped, so they are never stale.
+//! when scraped, so they are never stale. Erasure and DHT timings come
+//! from the node's observer hook (`datamesh_node::observe`); repair
+//! counters follow the node's `RepairTotals`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +79,27 @@ pub struct ApiLabels {
     pub api: &'static str,
 }
 
+/// Labels of the share download counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `served` or `refused`.
+    pub outcome: &'static str,
+}
+
+/// Labels of the events counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    /// The event's `type`.
+    pub r#type: &'static str,
+}
+
+/// Labels of dropped event clients.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why it was dropped.
+    pub reason: &'static str,
+}
+
 /// Labels of the peer gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
@@ -94,6 +125,19 @@ struct Inner {
     objects: Gauge,
     object_bytes: Gauge,
     access_keys: Gauge,
+    encode: Histogram,
+    decode: Histogram,
+    dht_lookup: Histogram,
+    repair_passes: Counter,
+    repair_shards: Counter,
+    repair_bytes: Counter,
+    repair_degraded: Gauge,
+    repair_unrecoverable: Gauge,
+    repair_seen: std::sync::Mutex<(u64, u64, u64)>,
+    share_downloads: Family<OutcomeLabels, Counter>,
+    subscribers: Gauge,
+    published: Family<TypeLabels, Counter>,
+    dropped: Family<ReasonLabels, Counter>,
 }
 
 /// The gateway's metrics. Cheap to clone.
@@ -144,6 +188,49 @@ impl Metrics {
         let objects = g(&mut r, "gateway_objects", "Objects in the gateway's index", None);
         let object_bytes = g(&mut r, "gateway_object", "Plaintext bytes of the gateway's objects", Some(Unit::Bytes));
         let access_keys = g(&mut r, "gateway_access_keys", "S3 access keys", None);
+        let encode = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        r.register_with_unit("erasure_encode_duration", "Erasure encoding of one chunk", Unit::Seconds, encode.clone());
+        let decode = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        r.register_with_unit(
+            "erasure_decode_duration",
+            "Erasure decoding of one chunk, shard verification included",
+            Unit::Seconds,
+            decode.clone(),
+        );
+        let dht_lookup = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        r.register_with_unit("dht_lookup_duration", "DHT provider lookups", Unit::Seconds, dht_lookup.clone());
+        let repair_passes = Counter::default();
+        r.register("repair_passes", "Repair passes run", repair_passes.clone());
+        let repair_shards = Counter::default();
+        r.register("repair_shards_rebuilt", "Shards rebuilt by the repair worker", repair_shards.clone());
+        let repair_bytes = Counter::default();
+        r.register_with_unit("repair_rebuilt", "Bytes of shards rebuilt", Unit::Bytes, repair_bytes.clone());
+        let repair_degraded =
+            g(&mut r, "repair_chunks_degraded", "Chunks missing shards at the last repair pass", None);
+        let repair_unrecoverable = g(
+            &mut r,
+            "repair_chunks_unrecoverable",
+            "Chunks with fewer than k live shards at the last repair pass",
+            None,
+        );
+        let share_downloads = Family::<OutcomeLabels, Counter>::default();
+        r.register("share_downloads", "Downloads through share links", share_downloads.clone());
+        let subscribers = g(&mut r, "events_subscribers", "Event stream (WebSocket) clients", None);
+        let published = Family::<TypeLabels, Counter>::default();
+        r.register("events_published", "Events published", published.clone());
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        r.register("events_clients_dropped", "Event stream clients dropped for being too slow", dropped.clone());
+        // Known label values start at zero, so dashboards and alerts see the
+        // series before the first event.
+        for api in ["rest", "s3"] {
+            let _ = rate_limited.get_or_create(&ApiLabels { api });
+        }
+        for outcome in ["served", "refused"] {
+            let _ = share_downloads.get_or_create(&OutcomeLabels { outcome });
+        }
+        for reason in ["lagged", "stalled", "unresponsive"] {
+            let _ = dropped.get_or_create(&ReasonLabels { reason });
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
@@ -163,6 +250,19 @@ impl Metrics {
                 objects,
                 object_bytes,
                 access_keys,
+                encode,
+                decode,
+                dht_lookup,
+                repair_passes,
+                repair_shards,
+                repair_bytes,
+                repair_degraded,
+                repair_unrecoverable,
+                repair_seen: std::sync::Mutex::new((0, 0, 0)),
+                share_downloads,
+                subscribers,
+                published,
+                dropped,
             }),
         }
     }
@@ -192,6 +292,50 @@ impl Metrics {
         }
     }
 
+    /// Records one of the node's timings.
+    pub fn timing(&self, what: datamesh_node::observe::Timing, elapsed: std::time::Duration) {
+        use datamesh_node::observe::Timing;
+        let h = match what {
+            Timing::ErasureEncode => &self.inner.encode,
+            Timing::ErasureDecode => &self.inner.decode,
+            Timing::DhtLookup => &self.inner.dht_lookup,
+        };
+        h.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a share download, served or refused.
+    pub fn share_download(&self, served: bool) {
+        let outcome = if served { "served" } else { "refused" };
+        self.inner.share_downloads.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a published event.
+    pub fn event_published(&self, r#type: &'static str) {
+        self.inner.published.get_or_create(&TypeLabels { r#type }).inc();
+    }
+
+    /// Sets the number of event stream clients.
+    pub fn events_subscribers(&self, n: usize) {
+        self.inner.subscribers.set(n as i64);
+    }
+
+    /// Counts an event stream client dropped for `reason`.
+    pub fn events_client_dropped(&self, reason: &'static str) {
+        self.inner.dropped.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Brings the repair counters up to the node's totals.
+    fn repair(&self, t: &datamesh_node::repair::RepairTotals) {
+        let i = &self.inner;
+        let mut seen = i.repair_seen.lock().unwrap_or_else(|p| p.into_inner());
+        i.repair_passes.inc_by(t.passes.saturating_sub(seen.0));
+        i.repair_shards.inc_by(t.shards_rebuilt.saturating_sub(seen.1));
+        i.repair_bytes.inc_by(t.bytes_rebuilt.saturating_sub(seen.2));
+        *seen = (seen.0.max(t.passes), seen.1.max(t.shards_rebuilt), seen.2.max(t.bytes_rebuilt));
+        i.repair_degraded.set(t.chunks_degraded_last as i64);
+        i.repair_unrecoverable.set(t.chunks_unrecoverable_last as i64);
+    }
+
     /// Reads the node's and the gateway's current numbers, then renders the
     /// OpenMetrics text.
     pub async fn render(&self, node: &datamesh_node::Node, gw: Option<&crate::Gateway>) -> String {
@@ -203,6 +347,7 @@ impl Metrics {
             i.manifests.set(s.store.manifests as i64);
             i.pins.set(s.store.pins as i64);
             i.uploads.set(s.uploads as i64);
+            self.repair(&s.repair);
         }
         i.peers.clear();
         for state in ["ONLINE", "WARNING", "OFFLINE"] {

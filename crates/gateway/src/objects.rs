@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use datamesh_core::{Chunking, Cid, Cipher, Compression, Encryption, Manifest};
+use datamesh_core::{Chunking, Cid, Cipher, Compression, Encryption, Erasure, Manifest};
 use datamesh_node::{Node, NodeError};
 use datamesh_pipeline::crypto::DataKey;
 use datamesh_pipeline::keys::{self, UserKey, WrapKind};
@@ -65,6 +65,42 @@ pub enum WriteError {
     /// A worker died.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// How a write is stored.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Name recorded with the pin.
+    pub name: Option<String>,
+    /// Erasure code; the node's default when None.
+    pub erasure: Option<Erasure>,
+    /// Make a (chunkless) file of an empty body too. S3 keeps empty
+    /// objects as index rows only; the REST API needs a CID for every file.
+    pub keep_empty: bool,
+}
+
+/// A file opened for reading: its manifest and the data key, unwrapped.
+#[derive(Clone)]
+pub struct OpenFile {
+    /// The manifest CID.
+    pub cid: Cid,
+    /// Plaintext bytes.
+    pub size: u64,
+    manifest: Arc<Manifest>,
+    key: OpenKey,
+}
+
+/// Why a file cannot be read through the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The node cannot find or serve it.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// It is encrypted for keys the gateway does not hold.
+    #[error(
+        "{0} is encrypted for its owner's key (e.g. the CLI's user key), which the gateway does not hold; download it with `datamesh get`, or upload it through the gateway (POST /v1/files) or as --public"
+    )]
+    NotOurs(Cid),
 }
 
 /// What a write produced.
@@ -136,7 +172,7 @@ impl Pipeline {
     pub async fn write<S, E>(
         &self,
         user: &UserKey,
-        mut body: S,
+        body: S,
         hasher: ChecksumHasher,
         name: Option<String>,
         verify: impl FnOnce(&[u8; 16], &s3s::dto::Checksum) -> Result<(), WriteError>,
@@ -145,8 +181,25 @@ impl Pipeline {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Into<s3s::StdError>,
     {
+        self.write_with(user, body, hasher, WriteOptions { name, ..Default::default() }, verify).await
+    }
+
+    /// [`Pipeline::write`] with every option.
+    pub async fn write_with<S, E>(
+        &self,
+        user: &UserKey,
+        mut body: S,
+        hasher: ChecksumHasher,
+        opts: WriteOptions,
+        verify: impl FnOnce(&[u8; 16], &s3s::dto::Checksum) -> Result<(), WriteError>,
+    ) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<s3s::StdError>,
+    {
         let chunk_size = self.cfg.chunk_size;
-        let erasure = self.node.config().erasure();
+        let erasure = opts.erasure.unwrap_or_else(|| self.node.config().erasure());
+        let name = opts.name;
         let session = self.node.begin_upload(Some(erasure))?;
         let mut guard = SessionGuard { node: self.node.clone(), id: Some(session.clone()), tasks: VecDeque::new() };
         let key = DataKey::random();
@@ -189,7 +242,7 @@ impl Pipeline {
         let md5: [u8; 16] = md5.finalize().into();
         let checksums = hasher.finalize();
         verify(&md5, &checksums)?;
-        if entries.is_empty() {
+        if entries.is_empty() && !opts.keep_empty {
             // An empty object is a row in the index, not a file.
             return Ok(Written { manifest: None, size: 0, md5, checksums });
         }
@@ -293,36 +346,9 @@ impl Pipeline {
                     .ok_or_else(|| format!("access key {} that encrypted this object is gone", seg.key_id))?;
                 let (mcid, manifest) = self.node.manifest(cid).await.map_err(|e| e.to_string())?;
                 let key = data_key(&manifest, &user.user)?;
-                let offsets = manifest.chunk_offsets();
-                let (lo, hi) = (lo - seg_start, hi - seg_start);
-                let first = offsets.partition_point(|&o| o <= lo).saturating_sub(1);
-                let last = offsets.partition_point(|&o| o < hi).saturating_sub(1);
-                let mut chunks = futures::stream::iter(first..=last)
-                    .map(|i| {
-                        let node = self.node.clone();
-                        let manifest = manifest.clone();
-                        let key = key.clone();
-                        async move {
-                            let stored = node.chunk(mcid, i).await.map_err(|e| e.to_string())?;
-                            tokio::task::spawn_blocking(move || {
-                                open_chunk(&manifest.chunks[i], i as u64, &stored, key.as_ref().map(|k| (k.0, &k.1)))
-                                    .map_err(|e| e.to_string())
-                            })
-                            .await
-                            .map_err(|e| e.to_string())?
-                        }
-                    })
-                    .buffered(self.cfg.concurrency.max(1));
-                let mut i = first;
-                while let Some(plain) = chunks.next().await {
-                    let plain = Bytes::from(plain?);
-                    let (c0, c1) = (offsets[i], offsets[i + 1]);
-                    let from = (lo.max(c0) - c0) as usize;
-                    let to = (hi.min(c1) - c0) as usize;
-                    if tx.send(Ok(plain.slice(from..to))).await.is_err() {
-                        return Ok(()); // the client went away
-                    }
-                    i += 1;
+                let file = OpenFile { cid: mcid, size: manifest.size, manifest, key };
+                if !self.send_range(&file, lo - seg_start..hi - seg_start, tx).await? {
+                    return Ok(()); // the client went away
                 }
             }
             seg_start = seg_end;
@@ -331,6 +357,92 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// Fetches, opens and sends the chunks of `file` covering `range` (and
+    /// no others), up to `concurrency` at once, in order. Returns false if
+    /// the receiver went away.
+    async fn send_range(
+        &self,
+        file: &OpenFile,
+        range: Range<u64>,
+        tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) -> Result<bool, String> {
+        let (lo, hi) = (range.start, range.end.min(file.size));
+        if lo >= hi {
+            return Ok(true);
+        }
+        let mcid = file.cid;
+        let offsets = file.manifest.chunk_offsets();
+        let first = offsets.partition_point(|&o| o <= lo).saturating_sub(1);
+        let last = offsets.partition_point(|&o| o < hi).saturating_sub(1);
+        let mut chunks = futures::stream::iter(first..=last)
+            .map(|i| {
+                let node = self.node.clone();
+                let manifest = file.manifest.clone();
+                let key = file.key.clone();
+                async move {
+                    let stored = node.chunk(mcid, i).await.map_err(|e| e.to_string())?;
+                    tokio::task::spawn_blocking(move || {
+                        open_chunk(&manifest.chunks[i], i as u64, &stored, key.as_ref().map(|k| (k.0, &k.1)))
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                }
+            })
+            .buffered(self.cfg.concurrency.max(1));
+        let mut i = first;
+        while let Some(plain) = chunks.next().await {
+            let plain = Bytes::from(plain?);
+            let (c0, c1) = (offsets[i], offsets[i + 1]);
+            let from = (lo.max(c0) - c0) as usize;
+            let to = (hi.min(c1) - c0) as usize;
+            if tx.send(Ok(plain.slice(from..to))).await.is_err() {
+                return Ok(false);
+            }
+            i += 1;
+        }
+        Ok(true)
+    }
+
+    /// Opens one file for reading: fetches its manifest and unwraps its
+    /// data key with the first of `users` that can (none needed for a
+    /// public file).
+    pub async fn open_file(&self, cid: Cid, users: &[Arc<crate::keys::Principal>]) -> Result<OpenFile, OpenError> {
+        let (mcid, manifest) = self.node.manifest(cid).await?;
+        let key = match &manifest.encryption {
+            None => None,
+            Some(enc) => {
+                let users: Vec<_> = users.to_vec();
+                let wrapped = enc.wrapped_keys.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    users.iter().find_map(|u| keys::unwrap_for(&wrapped, &u.user).ok())
+                })
+                .await
+                .map_err(|e| NodeError::Storage(format!("worker failed: {e}")))?;
+                Some(Arc::new((enc.cipher, found.ok_or(OpenError::NotOurs(mcid))?)))
+            }
+        };
+        Ok(OpenFile { cid: mcid, size: manifest.size, manifest, key })
+    }
+
+    /// Streams `range` of an opened file. Memory: the chunks in flight
+    /// (`concurrency`) and a channel of two, whatever the file's size.
+    pub fn read_file(
+        &self,
+        file: OpenFile,
+        range: Range<u64>,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.send_range(&file, range, &tx).await {
+                tracing::warn!(error = %e, "file read failed mid-stream");
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
     }
 }
 

@@ -11,6 +11,7 @@
 //! | method | path | what |
 //! | --- | --- | --- |
 //! | GET | /health | liveness (public) |
+//! | GET | /ready | readiness: 200 when the store answers and a file can be placed, else 503 with the reason (public) |
 //! | GET | /openapi.json | this table as an OpenAPI 3.1 document, generated from the handlers (public) |
 //! | GET | /metrics (no /v1) | Prometheus metrics (public) |
 //! | GET | /status | node status and store usage |
@@ -27,6 +28,13 @@
 //! | POST | /gc | collect garbage |
 //! | GET | /peers | peers with health state; k-bucket fill |
 //! | POST | /keys | create an S3 access key pair |
+//! | POST | /files?name=&k=&m= | one-request upload, encrypted server-side ([`crate::files`]) |
+//! | GET | /files/{cid}/content | the plaintext, with Range ([`crate::files`]) |
+//! | GET/PATCH | /files/{cid}/metadata | name, content type, tags ([`crate::files`]) |
+//! | POST/GET | /shares | create / list share links ([`crate::shares`]) |
+//! | DELETE | /shares/{id} | revoke a share link |
+//! | GET | /s/{id} | a share link's file (public; [`crate::shares`]) |
+//! | GET | /events?types=&token= | the WebSocket event stream ([`crate::events`]) |
 
 use std::sync::Arc;
 
@@ -45,8 +53,15 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::events::Event;
+use crate::{files, shares};
+
 /// Routes reachable without the API token.
-pub const PUBLIC_ROUTES: &[&str] = &["/v1/health", "/metrics", "/v1/openapi.json"];
+pub const PUBLIC_ROUTES: &[&str] = &["/v1/health", "/v1/ready", "/metrics", "/v1/openapi.json", "/v1/s/{id}"];
+
+/// The one route that also takes the token as `?token=` (browsers cannot
+/// set headers on a WebSocket).
+pub const QUERY_TOKEN_ROUTE: &str = "/v1/events";
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -70,8 +85,8 @@ pub struct ErrorBody {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "DataMesh node API", version = "1", description = "The node's HTTP API v1. Every route needs `Authorization: Bearer <token>` (the data dir's api.token) except /v1/health, /metrics and this document."),
-    components(schemas(ErrorBody)),
+    info(title = "DataMesh node API", version = "1", description = "The node's HTTP API v1. Every route needs `Authorization: Bearer <token>` (the data dir's api.token) except /v1/health, /v1/ready, /metrics, share links (/v1/s/{id}) and this document. /v1/events also takes `?token=`. The event stream's messages are `EventMessage` (components)."),
+    components(schemas(ErrorBody, crate::events::EventMessage, crate::events::Event, crate::events::MetricsSummary)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -110,9 +125,19 @@ fn routes() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) {
         .routes(routes!(pin, unpin))
         .routes(routes!(gc))
         .routes(routes!(peers))
-        .routes(routes!(create_key));
-    let public =
-        OpenApiRouter::new().routes(routes!(health)).routes(routes!(metrics_text)).routes(routes!(openapi_json));
+        .routes(routes!(create_key))
+        .routes(limit(routes!(files::upload_file), usize::MAX))
+        .routes(routes!(files::file_content))
+        .routes(limit(routes!(files::get_metadata, files::patch_metadata), files::MAX_METADATA_BODY))
+        .routes(limit(routes!(shares::create_share, shares::list_shares), 64 * 1024))
+        .routes(routes!(shares::revoke_share))
+        .routes(routes!(events_stream));
+    let public = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi_json))
+        .routes(routes!(shares::download_share));
     (public, private)
 }
 
@@ -147,6 +172,67 @@ pub fn router(node: Node, token: String, gateway: Option<crate::Gateway>) -> Rou
 #[utoipa::path(get, path = "/v1/health", tag = "node", security(()), responses((status = 200, description = "`{status: \"ok\"}`", body = Object)))]
 async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
+}
+
+/// Readiness, as [`crate::readiness`] decides it.
+#[utoipa::path(get, path = "/v1/ready", tag = "node", security(()), responses((status = 200, description = "`{status: \"ready\", mode}`", body = Object), (status = 503, description = "`{status: \"not_ready\", code, message}`: why a file cannot be taken now", body = ErrorBody)))]
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    match crate::readiness(&st.node).await {
+        Ok(mode) => Json(json!({"status": "ready", "mode": mode})).into_response(),
+        Err(why) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "code": "not_ready", "message": why})))
+                .into_response()
+        }
+    }
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// Comma-separated event types to receive (all when absent).
+    types: Option<String>,
+    /// The API token, for clients that cannot send the Authorization header.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// The event stream (WebSocket). See [`crate::events`].
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(EventsQuery),
+    responses(
+        (status = 101, description = "Switching to WebSocket; then one text message per event", body = crate::events::EventMessage),
+        (status = 400, description = "Unknown event type", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 426, description = "Not a WebSocket handshake", body = ErrorBody),
+    )
+)]
+async fn events_stream(
+    State(st): State<Arc<AppState>>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let filter = crate::events::Filter::parse(q.types.as_deref()).map_err(ApiError::bad)?;
+    let gw = st.gateway.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", "this node runs without the gateway")
+    })?;
+    let ws = ws.map_err(|e| {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "websocket_required",
+            format!("/v1/events is a WebSocket: connect with a WebSocket client ({})", e.body_text()),
+        )
+    })?;
+    let bus = gw.events().clone();
+    // Subscribed before the handshake answer: nothing published after the
+    // client sees 101 is missed.
+    let rx = bus.subscribe();
+    let node = gw.node().clone();
+    Ok(ws.max_message_size(64 * 1024).on_upgrade(move |socket| bus.serve_client(socket, rx, filter, node)))
 }
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "node", security(()), responses((status = 200, description = "This document", body = Object)))]
@@ -190,12 +276,14 @@ async fn metrics_text(State(st): State<Arc<AppState>>, headers: HeaderMap) -> im
 }
 
 async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let header_token =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let query_token = (req.uri().path() == QUERY_TOKEN_ROUTE)
+        .then(|| req.uri().query())
+        .flatten()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+        .map(|t| t.to_string());
+    let given = header_token.map(str::to_string).or(query_token).unwrap_or_default();
     // Constant-time comparison: the token must not leak through timing.
     let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), st.token.as_bytes()).into();
     if !ok || given.is_empty() {
@@ -218,11 +306,23 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!(error = %message, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+    pub(crate) fn index(e: crate::index::IndexError) -> Self {
+        Self::internal(e.to_string())
+    }
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 }
 
@@ -254,9 +354,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn parse_cid(s: &str) -> ApiResult<Cid> {
+pub(crate) fn parse_cid(s: &str) -> ApiResult<Cid> {
     s.parse::<Cid>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_cid", e.to_string()))
 }
 
@@ -309,7 +409,11 @@ async fn complete_upload(
     if q.name.as_ref().is_some_and(|n| n.len() > 1024) {
         return Err(ApiError::bad("name is longer than 1024 bytes"));
     }
-    let cid = st.node.complete_upload(&id, body.to_vec(), q.name).await?;
+    let cid = st.node.complete_upload(&id, body.to_vec(), q.name.clone()).await?;
+    if let Some(gw) = &st.gateway {
+        let size = gw.node().manifest(cid).await.map(|(_, m)| m.size).unwrap_or(0);
+        gw.events().publish(Event::FileAdded { cid: cid.to_string(), size, name: q.name, source: "api".into() });
+    }
     Ok((StatusCode::CREATED, Json(json!({"cid": cid}))))
 }
 
@@ -354,8 +458,39 @@ async fn remove_file(
         )),
         _ => None,
     };
+    let signed = match signed {
+        Some(s) => Some(s),
+        None => sign_for_gateway(&st, cid).await,
+    };
+    let manifest = st.node.resolve(cid).await.ok();
     let report = st.node.remove(cid, signed).await?;
+    if let Some(gw) = &st.gateway {
+        if let Some(m) = manifest {
+            // Its metadata and share links go with it.
+            let key = m.to_string();
+            if let Err(e) = gw.index().run(move |ix| ix.delete_file(&key)).await {
+                tracing::warn!(file = %m, error = %e, "could not forget a deleted file's metadata");
+            }
+        }
+        gw.events().publish(Event::FileRemoved { cid: cid.to_string(), reason: "deleted".into() });
+    }
     Ok(Json(json!({"removed": cid, "gc": report})))
+}
+
+/// The owner's delete signature, made by the gateway for a file uploaded
+/// through `POST /v1/files` (its owner is the REST key, which the gateway
+/// holds). None for any other file: its owner signs, as the CLI does.
+async fn sign_for_gateway(st: &AppState, cid: Cid) -> Option<(u64, Vec<u8>)> {
+    use ed25519_dalek::Signer;
+    let gw = st.gateway.as_ref()?;
+    let (mcid, m) = st.node.manifest(cid).await.ok()?;
+    let rest = gw.keys().rest();
+    if m.owner.as_deref() != Some(rest.user.public().ed25519.as_slice()) {
+        return None;
+    }
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let sig = rest.user.signing_key().sign(&datamesh_node::delete_message(&mcid, ts));
+    Some((ts, sig.to_bytes().to_vec()))
 }
 
 #[utoipa::path(get, path = "/v1/files/{cid}/manifest", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "Manifest bytes", body = Vec<u8>, content_type = "application/cbor"), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
@@ -386,7 +521,11 @@ async fn pin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiRes
 
 #[utoipa::path(delete, path = "/v1/pins/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "`{unpinned}`", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn unpin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(json!({"unpinned": st.node.unpin(parse_cid(&cid)?).await?})))
+    let unpinned = st.node.unpin(parse_cid(&cid)?).await?;
+    if let Some(gw) = &st.gateway {
+        gw.events().publish(Event::FileRemoved { cid: unpinned.to_string(), reason: "unpinned".into() });
+    }
+    Ok(Json(json!({"unpinned": unpinned})))
 }
 
 #[utoipa::path(post, path = "/v1/gc", tag = "node", responses((status = 200, description = "GC report", body = Object), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]

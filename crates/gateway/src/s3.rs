@@ -40,6 +40,7 @@ pub struct S3Gateway {
     pub(crate) index: Index,
     pub(crate) keys: AccessKeys,
     pub(crate) pipeline: Pipeline,
+    pub(crate) events: crate::events::EventBus,
 }
 
 fn internal(e: impl std::fmt::Display) -> S3Error {
@@ -235,10 +236,10 @@ impl S3Gateway {
     /// Unpins manifests nothing names any more; their shards go to GC.
     async fn release(&self, manifests: Vec<String>) {
         for m in manifests {
-            if let Ok(cid) = m.parse()
-                && let Err(e) = self.pipeline.node().unpin(cid).await
-            {
-                tracing::warn!(manifest = %m, error = %e, "could not unpin a released object segment");
+            let Ok(cid) = m.parse() else { continue };
+            match self.pipeline.node().unpin(cid).await {
+                Ok(_) => self.events.publish(crate::events::Event::FileRemoved { cid: m, reason: "unpinned".into() }),
+                Err(e) => tracing::warn!(manifest = %m, error = %e, "could not unpin a released object segment"),
             }
         }
     }
@@ -256,10 +257,20 @@ impl S3Gateway {
             Some(b) => Box::pin(b),
             None => Box::pin(futures::stream::empty()),
         };
-        self.pipeline
-            .write(&user.user, body, hasher, Some(name), move |md5, got| expected.verify(trailers, md5, got))
+        let w = self
+            .pipeline
+            .write(&user.user, body, hasher, Some(name.clone()), move |md5, got| expected.verify(trailers, md5, got))
             .await
-            .map_err(write_error)
+            .map_err(write_error)?;
+        if let Some(cid) = w.manifest {
+            self.events.publish(crate::events::Event::FileAdded {
+                cid: cid.to_string(),
+                size: w.size,
+                name: Some(name),
+                source: "s3".into(),
+            });
+        }
+        Ok(w)
     }
 
     fn read_stream(&self, segments: Vec<Segment>, range: std::ops::Range<u64>) -> StreamingBlob {
@@ -876,13 +887,21 @@ impl S3 for S3Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let i = req.input;
         self.need_bucket(&i.bucket).await?;
+        let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
         let (b, p) = (i.bucket.clone(), i.prefix.clone().unwrap_or_default());
-        let ups = self.index.run(move |ix| ix.uploads(&b, &p)).await?;
+        let (km, um) = (i.key_marker.clone(), i.upload_id_marker.clone());
+        let (ups, truncated) =
+            self.index.run(move |ix| ix.uploads_page(&b, &p, km.as_deref(), um.as_deref(), max)).await?;
+        let last = ups.last().filter(|_| truncated).map(|u| (u.key.clone(), u.id.clone()));
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(i.bucket),
             prefix: i.prefix,
-            max_uploads: Some(10_000),
-            is_truncated: Some(false),
+            key_marker: i.key_marker,
+            upload_id_marker: i.upload_id_marker,
+            next_key_marker: last.as_ref().map(|l| l.0.clone()),
+            next_upload_id_marker: last.map(|l| l.1),
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
             uploads: Some(
                 ups.into_iter()
                     .map(|u| MultipartUpload {

@@ -12,6 +12,7 @@ pub mod deletion;
 pub mod identity;
 pub mod network;
 mod node;
+pub mod observe;
 pub mod placement;
 pub mod repair;
 

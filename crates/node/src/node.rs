@@ -188,6 +188,7 @@ pub(crate) struct Inner {
     pub(crate) audit: crate::audit::AuditState,
     pub(crate) tombstones: crate::deletion::TombstoneStore,
     pub(crate) leases: crate::deletion::LeaseState,
+    pub(crate) observer: OnceLock<crate::observe::Observer>,
 }
 
 /// Who holds a shard.
@@ -254,6 +255,7 @@ impl Node {
                 audit: crate::audit::AuditState::open(&cfg_dir),
                 tombstones,
                 leases: Default::default(),
+                observer: OnceLock::new(),
             }),
         })
     }
@@ -428,10 +430,14 @@ impl Node {
         };
         let guard = guard.clone();
         let store = self.inner.store.clone();
+        let observer = self.observer();
         let (cid, shards) = blocking(move || {
             let stored = stored.as_ref();
             let cid = Cid::raw_blake3(stored);
-            Ok((cid, erasure::encode(erasure, stored)?))
+            let started = Instant::now();
+            let shards = erasure::encode(erasure, stored)?;
+            crate::observe::report(&observer, crate::observe::Timing::ErasureEncode, started.elapsed());
+            Ok((cid, shards))
         })
         .await?;
         let cids = erasure::shard_cids(&shards);
@@ -691,7 +697,10 @@ impl Node {
     /// Nodes that announced `cid`, found within a bounded time.
     async fn providers(&self, cid: &Cid) -> Result<Vec<PeerId>, NodeError> {
         let Some(net) = self.net() else { return Ok(Vec::new()) };
-        match tokio::time::timeout(PROVIDER_LOOKUP_TIMEOUT, net.find_providers(&network::dht_key(cid))).await {
+        let started = Instant::now();
+        let found = tokio::time::timeout(PROVIDER_LOOKUP_TIMEOUT, net.find_providers(&network::dht_key(cid))).await;
+        crate::observe::report(&self.observer(), crate::observe::Timing::DhtLookup, started.elapsed());
+        match found {
             Ok(Ok(mut v)) => {
                 let me = net.local_peer_id();
                 v.retain(|p| *p != me);
@@ -790,7 +799,8 @@ impl Node {
                 let store = self.inner.store.clone();
                 let erasure = m.erasure;
                 let e = entry.clone();
-                blocking(move || read_chunk(&store, erasure, &e)).await?
+                let observer = self.observer();
+                blocking(move || read_chunk(&store, erasure, &e, &observer)).await?
             }
         };
         // `Bytes::from(Vec)` takes the buffer over: no copy of the chunk.
@@ -843,7 +853,14 @@ impl Node {
             )));
         }
         let e2 = entry.clone();
-        blocking(move || Ok(erasure::decode_chunk(e, &e2, slots)?)).await
+        let observer = self.observer();
+        blocking(move || {
+            let started = Instant::now();
+            let chunk = erasure::decode_chunk(e, &e2, slots)?;
+            crate::observe::report(&observer, crate::observe::Timing::ErasureDecode, started.elapsed());
+            Ok(chunk)
+        })
+        .await
     }
 
     /// Fetches shards of chunk `index`, trying them in `order`, until `k`
@@ -1115,7 +1132,12 @@ pub(crate) async fn shards_held(net: &NetClient, peer: PeerId, cids: &[Cid]) -> 
 
 /// Reads a chunk's data shards (and parity ones only when needed), verifies
 /// them and decodes.
-fn read_chunk(store: &Store, e: Erasure, entry: &ChunkEntry) -> Result<Vec<u8>, NodeError> {
+fn read_chunk(
+    store: &Store,
+    e: Erasure,
+    entry: &ChunkEntry,
+    observer: &Option<crate::observe::Observer>,
+) -> Result<Vec<u8>, NodeError> {
     let k = e.k as usize;
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
     let mut have = 0;
@@ -1140,7 +1162,10 @@ fn read_chunk(store: &Store, e: Erasure, entry: &ChunkEntry) -> Result<Vec<u8>, 
             entry.cid
         )));
     }
-    Ok(erasure::decode_chunk(e, entry, shards)?)
+    let started = Instant::now();
+    let chunk = erasure::decode_chunk(e, entry, shards)?;
+    crate::observe::report(observer, crate::observe::Timing::ErasureDecode, started.elapsed());
+    Ok(chunk)
 }
 
 /// A key in Kademlia's keyspace: SHA-256 of the bytes (as libp2p-kad hashes

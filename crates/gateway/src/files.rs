@@ -1,0 +1,793 @@
+//! Files over plain HTTP: one-request upload, ranged download and metadata.
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | POST | /v1/files?name=&k=&m= | the body is the file; stored encrypted → 201 `{cid, size, ...}` |
+//! | GET | /v1/files/{cid}/content | the plaintext; `Range`, `ETag`, `If-None-Match` |
+//! | GET | /v1/files/{cid}/metadata | name, content type, tags, size |
+//! | PATCH | /v1/files/{cid}/metadata | `{name?, content_type?, tags?}`; `null` clears |
+//!
+//! HTTP clients cannot encrypt, so an upload runs the pipeline server-side
+//! exactly like an S3 PUT ([`crate::objects`]): the body is cut into chunks
+//! as it arrives (never held whole), each sealed with the file's random data
+//! key, which is wrapped for the gateway's REST key ([`crate::keys`]). The
+//! file is pinned, and its row written, only after the whole body arrived:
+//! a client that disconnects, or sends less than its `Content-Length`,
+//! aborts the node's upload session, and GC reclaims whatever shards were
+//! written.
+//!
+//! Downloads fetch only the chunks a range covers, through the pipeline's
+//! bounded reader. The gateway can open files uploaded here, S3 objects'
+//! files, and public files; a file encrypted for someone else's key (the
+//! CLI's) is refused with 403 `not_decryptable`, saying so.
+//!
+//! **Ranges** (RFC 9110): one `bytes=a-b`, `bytes=a-` or `bytes=-n` range
+//! is answered 206 with `Content-Range`; a range starting past the end (or
+//! `-0`, or any range of an empty file) is 416 with `Content-Range: bytes
+//! */size`; several ranges, another unit, or a malformed header are
+//! ignored (200, the whole file), as the RFC allows. `If-Range` with
+//! another ETag also gives the whole file. The ETag is the manifest CID.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datamesh_core::{Cid, Erasure};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::events::Event;
+use crate::index::FileRow;
+use crate::objects::{OpenError, OpenFile, WriteError, WriteOptions};
+use crate::rest::{ApiError, ApiResult, AppState, ErrorBody, parse_cid};
+
+/// Longest file name.
+pub const MAX_NAME: usize = 1024;
+/// Longest content type.
+pub const MAX_CONTENT_TYPE: usize = 255;
+/// Most tags per file.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag key (`[A-Za-z0-9._:-]`).
+pub const MAX_TAG_KEY: usize = 128;
+/// Longest tag value.
+pub const MAX_TAG_VALUE: usize = 1024;
+/// Largest metadata PATCH body.
+pub const MAX_METADATA_BODY: usize = 128 * 1024;
+
+/// Progress events at most every this many bytes (or `PROGRESS_EVERY`).
+const PROGRESS_BYTES: u64 = 4 << 20;
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A file's metadata as the API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FileMetadata {
+    /// Manifest CID (also the ETag).
+    pub cid: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// Name.
+    pub name: Option<String>,
+    /// MIME type served with the content.
+    pub content_type: Option<String>,
+    /// User tags.
+    pub tags: BTreeMap<String, String>,
+    /// Whether the chunks are encrypted.
+    pub encrypted: bool,
+    /// Whether the gateway can serve its plaintext (`/content`, shares).
+    pub readable: bool,
+    /// Unix seconds the gateway first recorded it (None: never described here).
+    pub created_at: Option<i64>,
+    /// Unix seconds of the last metadata change.
+    pub updated_at: Option<i64>,
+}
+
+/// `PATCH /v1/files/{cid}/metadata`: each field given replaces the stored
+/// one; `null` clears it. Tags merge: a string sets a tag, `null` removes it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MetadataPatch {
+    /// New name (≤ 1024 bytes, no control characters), or null.
+    name: Option<String>,
+    /// New MIME type (`type/subtype[; params]`, ≤ 255 bytes), or null.
+    content_type: Option<String>,
+    /// Tags to set (string) or remove (null); ≤ 64 tags, keys ≤ 128 bytes of `[A-Za-z0-9._:-]`, values ≤ 1024 bytes.
+    tags: Option<BTreeMap<String, Option<String>>>,
+}
+
+/// What `POST /v1/files` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    /// The file's CID (its manifest's).
+    pub cid: String,
+    /// Plaintext bytes stored.
+    pub size: u64,
+    /// Name given.
+    pub name: Option<String>,
+    /// Content-Type given.
+    pub content_type: Option<String>,
+    /// Erasure code data shards.
+    pub k: u16,
+    /// Erasure code parity shards.
+    pub m: u16,
+    /// The id upload events carried.
+    pub upload: String,
+}
+
+/// Query of `POST /v1/files`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// File name (≤ 1024 bytes).
+    name: Option<String>,
+    /// Data shards per chunk (the node's default when absent).
+    k: Option<u16>,
+    /// Parity shards per chunk.
+    m: Option<u16>,
+}
+
+pub(crate) fn check_name(name: &str) -> ApiResult<()> {
+    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::bad(format!("name must be 1 to {MAX_NAME} bytes without control characters")));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_content_type(ct: &str) -> ApiResult<()> {
+    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    let (essence, params) = ct.split_once(';').unwrap_or((ct, ""));
+    let ok = ct.len() <= MAX_CONTENT_TYPE
+        && essence.split_once('/').is_some_and(|(t, s)| token(t.trim()) && token(s.trim()))
+        && params.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !ok {
+        return Err(ApiError::bad(format!(
+            "content type `{}` is not a MIME type (type/subtype[; params], at most {MAX_CONTENT_TYPE} bytes)",
+            ct.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+fn check_tag(k: &str, v: &str) -> ApiResult<()> {
+    if k.is_empty() || k.len() > MAX_TAG_KEY || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
+        return Err(ApiError::bad(format!("tag key `{k}` must be 1 to {MAX_TAG_KEY} bytes of A-Z a-z 0-9 . _ : -")));
+    }
+    if v.len() > MAX_TAG_VALUE || v.chars().any(char::is_control) {
+        return Err(ApiError::bad(format!(
+            "tag `{k}`: values are at most {MAX_TAG_VALUE} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn gateway(st: &AppState) -> ApiResult<&crate::Gateway> {
+    st.gateway.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", "this node runs without the gateway")
+    })
+}
+
+/// A body larger than the configured limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the file is larger than this node's limit of {0} bytes (--max-file-size)")]
+struct TooLarge(u64);
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Body(err) => match err.downcast::<TooLarge>() {
+            Ok(t) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", t.to_string()),
+            Err(other) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "incomplete_body",
+                format!("the upload's body failed before its end ({other}); nothing was stored"),
+            ),
+        },
+        WriteError::Digest(m) => ApiError::new(StatusCode::BAD_REQUEST, "incomplete_body", m),
+        WriteError::Node(n) => n.into(),
+        WriteError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+    }
+}
+
+pub(crate) fn open_error(e: OpenError) -> ApiError {
+    match e {
+        OpenError::Node(n) => n.into(),
+        e @ OpenError::NotOurs(_) => ApiError::new(StatusCode::FORBIDDEN, "not_decryptable", e.to_string()),
+    }
+}
+
+/// Opens a file for reading with the key its row names, or any key the
+/// gateway holds.
+pub(crate) async fn open(gw: &crate::Gateway, cid: Cid) -> ApiResult<(OpenFile, Option<FileRow>)> {
+    let (mcid, _) = gw.node().manifest(cid).await?;
+    let key = mcid.to_string();
+    let row = gw.index().run(move |ix| ix.file(&key)).await.map_err(ApiError::index)?;
+    let users = match row.as_ref().and_then(|r| r.key_id.as_deref()).and_then(|k| gw.keys().owner(k)) {
+        Some(u) => vec![u],
+        None => gw.keys().all_users(),
+    };
+    let f = gw.pipeline().open_file(mcid, &users).await.map_err(open_error)?;
+    Ok((f, row))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/files",
+    tag = "files",
+    params(UploadQuery, ("Content-Type" = Option<String>, Header, description = "Kept as the file's content type")),
+    request_body(content = Vec<u8>, description = "The file's bytes, streamed", content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Stored and pinned", body = Uploaded),
+        (status = 400, description = "Bad request, or the body ended early (nothing stored)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 413, description = "Larger than --max-file-size", body = ErrorBody),
+        (status = 429, description = "Too many uploads", body = ErrorBody),
+        (status = 507, description = "Not enough space in the store", body = ErrorBody),
+    )
+)]
+pub(crate) async fn upload_file(
+    State(st): State<Arc<AppState>>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let gw = gateway(&st)?;
+    if let Some(n) = &q.name {
+        check_name(n)?;
+    }
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => None,
+        Some(v) => {
+            let ct = v.to_str().map_err(|_| ApiError::bad("Content-Type is not ASCII"))?.trim().to_string();
+            check_content_type(&ct)?;
+            Some(ct)
+        }
+    };
+    let d = gw.node().config().erasure();
+    let erasure = Erasure { k: q.k.unwrap_or(d.k), m: q.m.unwrap_or(d.m) };
+    if erasure.k == 0 || erasure.total() > datamesh_core::limits::MAX_TOTAL_SHARDS {
+        return Err(ApiError::bad(format!(
+            "erasure {}+{} is not supported: k must be ≥ 1 and k+m ≤ {}",
+            erasure.k,
+            erasure.m,
+            datamesh_core::limits::MAX_TOTAL_SHARDS
+        )));
+    }
+    let declared: Option<u64> =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let limit = gw.config().max_file_size;
+    if let (Some(len), Some(max)) = (declared, limit)
+        && len > max
+    {
+        return Err(write_error(WriteError::Body(Box::new(TooLarge(max)))));
+    }
+    if let Some(len) = declared {
+        check_room(gw, len, erasure).await?;
+    }
+
+    let upload = hex::encode(rand::random::<[u8; 8]>());
+    let events = gw.events().clone();
+    let (up, name) = (upload.clone(), q.name.clone());
+    let mut received = 0u64;
+    let mut reported = (0u64, Instant::now());
+    let stream = body.into_data_stream().map(move |r| {
+        let b = r.map_err(|e| -> s3s::StdError { Box::new(e) })?;
+        received += b.len() as u64;
+        if let Some(max) = limit
+            && received > max
+        {
+            return Err(Box::new(TooLarge(max)) as s3s::StdError);
+        }
+        if received - reported.0 >= PROGRESS_BYTES || reported.1.elapsed() >= PROGRESS_EVERY {
+            reported = (received, Instant::now());
+            events.publish(Event::UploadProgress {
+                upload: up.clone(),
+                name: name.clone(),
+                bytes: received,
+                total: declared,
+            });
+        }
+        Ok(b)
+    });
+    let rest = gw.keys().rest();
+    let opts = WriteOptions { name: q.name.clone(), erasure: Some(erasure), keep_empty: true };
+    let written = gw
+        .pipeline()
+        .write_with(&rest.user, Box::pin(stream), Default::default(), opts, |_, _| Ok(()))
+        .await
+        .map_err(write_error)?;
+    let cid = written.manifest.ok_or_else(|| ApiError::internal("the pipeline made no file"))?;
+    let now = now_secs();
+    let row = FileRow {
+        cid: cid.to_string(),
+        key_id: Some(rest.id.clone()),
+        name: q.name.clone(),
+        content_type: content_type.clone(),
+        tags: "{}".into(),
+        size: written.size,
+        created: now,
+        updated: now,
+    };
+    if let Err(e) = gw.index().run(move |ix| ix.put_file(&row)).await {
+        // Without its row nobody could find the key: do not keep the file.
+        let _ = gw.node().unpin(cid).await;
+        return Err(ApiError::index(e));
+    }
+    gw.events().publish(Event::UploadCompleted {
+        upload: upload.clone(),
+        cid: cid.to_string(),
+        size: written.size,
+        name: q.name.clone(),
+    });
+    gw.events().publish(Event::FileAdded {
+        cid: cid.to_string(),
+        size: written.size,
+        name: q.name.clone(),
+        source: "rest".into(),
+    });
+    let body = Uploaded {
+        cid: cid.to_string(),
+        size: written.size,
+        name: q.name,
+        content_type,
+        k: erasure.k,
+        m: erasure.m,
+        upload,
+    };
+    let location = HeaderValue::from_str(&format!("/v1/files/{cid}")).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// Refuses at once a body that cannot fit in a standalone node's store
+/// (its shards all stay here). With peers, the shards spread and the store
+/// answers as they arrive.
+async fn check_room(gw: &crate::Gateway, len: u64, e: Erasure) -> ApiResult<()> {
+    if !gw.node().peers().await.is_empty() {
+        return Ok(());
+    }
+    let st = gw.node().status().await?;
+    let free = st.store.capacity_bytes.saturating_sub(st.store.used_bytes);
+    // Stored size ≈ len × (k+m)/k; compression may shrink it, so this only
+    // refuses what cannot fit even at 2:1.
+    let need = (len as u128 * e.total() as u128 / e.k.max(1) as u128 / 2) as u64;
+    if need > free {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            format!(
+                "a {len}-byte file needs about {} bytes of shards with {}+{} coding, and the store has {free} bytes free; raise --capacity or free space",
+                len as u128 * e.total() as u128 / e.k.max(1) as u128,
+                e.k,
+                e.m
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// The whole file (no range, or one to ignore).
+    Full,
+    /// One satisfiable range.
+    Part(Range<u64>),
+    /// No byte of the file is in the range (416).
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header value (RFC 9110 §14.1.2) for a file of `size` bytes.
+pub fn parse_range(value: &str, size: u64) -> RangeRequest {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return RangeRequest::Full };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else { return RangeRequest::Full };
+    let (a, b) = (a.trim(), b.trim());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if a.is_empty() {
+        let Some(n) = digits(b).then(|| b.parse::<u64>().ok()).flatten() else { return RangeRequest::Full };
+        if n == 0 || size == 0 {
+            return RangeRequest::Unsatisfiable;
+        }
+        return RangeRequest::Part(size - n.min(size)..size);
+    }
+    let Some(start) = digits(a).then(|| a.parse::<u64>().ok()).flatten() else { return RangeRequest::Full };
+    let end = if b.is_empty() {
+        u64::MAX
+    } else {
+        match digits(b).then(|| b.parse::<u64>().ok()).flatten() {
+            Some(e) if e >= start => e,
+            _ => return RangeRequest::Full,
+        }
+    };
+    if start >= size {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Part(start..end.saturating_add(1).min(size))
+}
+
+/// A `Content-Disposition` naming the file, safe whatever the name holds.
+fn disposition(name: &str) -> Option<HeaderValue> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let ascii: String =
+        base.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
+    let mut encoded = String::new();
+    for b in base.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!("inline; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")).ok()
+}
+
+/// Where a download came from, for its events.
+pub(crate) struct Via {
+    pub(crate) share: Option<String>,
+}
+
+/// Answers a download of `file`: conditional and range handling, headers,
+/// and a body streamed through the bounded reader. `count` runs once the
+/// request is known to send content (not 304, not 416); its error is the
+/// answer instead.
+pub(crate) async fn serve(
+    gw: &crate::Gateway,
+    file: OpenFile,
+    row: Option<FileRow>,
+    headers: &HeaderMap,
+    via: Via,
+    count: impl AsyncFnOnce() -> ApiResult<()>,
+) -> ApiResult<Response> {
+    let size = file.size;
+    let etag = format!("\"{}\"", file.cid);
+    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(inm) = h(header::IF_NONE_MATCH)
+        && inm.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        })
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let if_range_ok = h(header::IF_RANGE).is_none_or(|v| v.trim() == etag);
+    let range = match h(header::RANGE) {
+        Some(r) if if_range_ok => parse_range(r, size),
+        _ => RangeRequest::Full,
+    };
+    let range = match range {
+        RangeRequest::Unsatisfiable => {
+            let mut r = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the range asked for starts past the end of this {size}-byte file"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+        RangeRequest::Full => None,
+        RangeRequest::Part(r) => Some(r),
+    };
+    count().await?;
+    let span = range.clone().unwrap_or(0..size);
+    let len = span.end - span.start;
+    let content_type = row.as_ref().and_then(|r| r.content_type.clone());
+    let name = row.as_ref().and_then(|r| r.name.clone());
+    let mut resp = Response::builder()
+        .status(if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK })
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, &etag)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::CONTENT_TYPE, content_type.as_deref().unwrap_or("application/octet-stream"));
+    if let Some(r) = &range {
+        resp = resp.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1));
+    }
+    if let Some(d) = name.as_deref().and_then(disposition) {
+        resp = resp.header(header::CONTENT_DISPOSITION, d);
+    }
+    let cid = file.cid.to_string();
+    let stream = gw.pipeline().read_file(file, span);
+    let body = progress(stream, gw.events().clone(), cid, via.share, len);
+    resp.body(Body::from_stream(body)).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Publishes `download.progress` as `stream` is sent: every 4 MiB, and
+/// once at the end — when the last byte went (`done: true`) or when the
+/// response is dropped early (client gone; `done: false`). The end is
+/// seen on the last chunk, not at the stream's end: with a Content-Length
+/// the server stops polling once it has sent that many bytes.
+fn progress(
+    stream: impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    events: crate::events::EventBus,
+    cid: String,
+    share: Option<String>,
+    total: u64,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let mut t = Progress { events, cid, share, total, sent: 0, reported: 0, finished: false };
+    stream.map(move |r| {
+        if let Ok(b) = &r {
+            t.sent += b.len() as u64;
+            if t.sent >= t.total {
+                t.finish();
+            } else if t.sent - t.reported >= PROGRESS_BYTES {
+                t.reported = t.sent;
+                t.publish(false);
+            }
+        }
+        r
+    })
+}
+
+/// One download's progress; reports its end when dropped, if not before.
+struct Progress {
+    events: crate::events::EventBus,
+    cid: String,
+    share: Option<String>,
+    total: u64,
+    sent: u64,
+    reported: u64,
+    finished: bool,
+}
+
+impl Progress {
+    fn publish(&self, done: bool) {
+        self.events.publish(Event::DownloadProgress {
+            cid: self.cid.clone(),
+            share: self.share.clone(),
+            bytes: self.sent,
+            total: self.total,
+            done,
+        });
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.publish(self.sent >= self.total);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/files/{cid}/content",
+    tag = "files",
+    params(
+        ("cid" = String, Path, description = "A file CID (manifest or UnixFS)"),
+        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
+        ("If-None-Match" = Option<String>, Header, description = "ETag (the manifest CID, quoted)"),
+    ),
+    responses(
+        (status = 200, description = "The whole file", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "The range asked for, with Content-Range", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "Encrypted for a key the gateway does not hold", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+        (status = 416, description = "Range not satisfiable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn file_content(
+    State(st): State<Arc<AppState>>,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let gw = gateway(&st)?;
+    let (file, row) = open(gw, parse_cid(&cid)?).await?;
+    serve(gw, file, row, &headers, Via { share: None }, async || Ok(())).await
+}
+
+async fn metadata_of(gw: &crate::Gateway, cid: Cid) -> ApiResult<FileMetadata> {
+    let (mcid, manifest) = gw.node().manifest(cid).await?;
+    let key = mcid.to_string();
+    let k2 = key.clone();
+    let row = gw.index().run(move |ix| ix.file(&k2)).await.map_err(ApiError::index)?;
+    let readable = match &manifest.encryption {
+        None => true,
+        Some(_) => match gw.pipeline().open_file(mcid, &gw.keys().all_users()).await {
+            Ok(_) => true,
+            Err(OpenError::NotOurs(_)) => false,
+            Err(OpenError::Node(e)) => return Err(e.into()),
+        },
+    };
+    let pin_name = {
+        let store = gw.node().store().clone();
+        tokio::task::spawn_blocking(move || store.pin_info(&mcid).ok().flatten().and_then(|p| p.name))
+            .await
+            .unwrap_or(None)
+    };
+    Ok(FileMetadata {
+        cid: key,
+        size: manifest.size,
+        name: row.as_ref().map_or(pin_name, |r| r.name.clone()),
+        content_type: row.as_ref().and_then(|r| r.content_type.clone()),
+        tags: row.as_ref().and_then(|r| serde_json::from_str(&r.tags).ok()).unwrap_or_default(),
+        encrypted: manifest.encryption.is_some(),
+        readable,
+        created_at: row.as_ref().map(|r| r.created),
+        updated_at: row.as_ref().map(|r| r.updated),
+    })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/files/{cid}/metadata",
+    tag = "files",
+    params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")),
+    responses(
+        (status = 200, description = "The file's metadata", body = FileMetadata),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_metadata(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<Response> {
+    let gw = gateway(&st)?;
+    Ok(Json(metadata_of(gw, parse_cid(&cid)?).await?).into_response())
+}
+
+/// A field of a PATCH: absent, null, or a value.
+fn patch_field(obj: &serde_json::Map<String, serde_json::Value>, name: &str) -> ApiResult<Option<Option<String>>> {
+    match obj.get(name) {
+        None => Ok(None),
+        Some(serde_json::Value::Null) => Ok(Some(None)),
+        Some(serde_json::Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(ApiError::bad(format!("`{name}` must be a string or null"))),
+    }
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/files/{cid}/metadata",
+    tag = "files",
+    params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")),
+    request_body(content = MetadataPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The metadata after the change", body = FileMetadata),
+        (status = 400, description = "Bad request (names the field and its bound)", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "Not found", body = ErrorBody),
+    )
+)]
+pub(crate) async fn patch_metadata(
+    State(st): State<Arc<AppState>>,
+    Path(cid): Path<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> ApiResult<Response> {
+    let gw = gateway(&st)?;
+    let cid = parse_cid(&cid)?;
+    let Json(body) = body.map_err(|e| ApiError::bad(format!("the body must be a JSON object: {}", e.body_text())))?;
+    let obj = body.as_object().ok_or_else(|| ApiError::bad("the body must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| !["name", "content_type", "tags"].contains(&k.as_str())) {
+        return Err(ApiError::bad(format!("unknown field `{k}`; the fields are name, content_type and tags")));
+    }
+    let name = patch_field(obj, "name")?;
+    let content_type = patch_field(obj, "content_type")?;
+    if let Some(Some(n)) = &name {
+        check_name(n)?;
+    }
+    if let Some(Some(c)) = &content_type {
+        check_content_type(c)?;
+    }
+    let tags: Option<BTreeMap<String, Option<String>>> = match obj.get("tags") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|_| ApiError::bad("`tags` must be an object of strings (or null to remove a tag)"))?,
+        ),
+    };
+    let (mcid, manifest) = gw.node().manifest(cid).await?;
+    let key = mcid.to_string();
+    let now = now_secs();
+    let size = manifest.size;
+    gw.index()
+        .run(move |ix| {
+            // Read-modify-write under the index's single connection: two
+            // PATCHes at once apply one after the other.
+            let mut row = ix.file(&key)?.unwrap_or(FileRow {
+                cid: key.clone(),
+                key_id: None,
+                name: None,
+                content_type: None,
+                tags: "{}".into(),
+                size,
+                created: now,
+                updated: now,
+            });
+            if let Some(n) = name {
+                row.name = n;
+            }
+            if let Some(c) = content_type {
+                row.content_type = c;
+            }
+            let mut current: BTreeMap<String, String> = serde_json::from_str(&row.tags).unwrap_or_default();
+            for (k, v) in tags.unwrap_or_default() {
+                match v {
+                    Some(v) => current.insert(k, v),
+                    None => current.remove(&k),
+                };
+            }
+            if current.len() > MAX_TAGS {
+                return Ok(Err(ApiError::bad(format!("a file has at most {MAX_TAGS} tags"))));
+            }
+            if let Some(Err(e)) = current.iter().map(|(k, v)| check_tag(k, v)).find(Result::is_err) {
+                return Ok(Err(e));
+            }
+            row.tags = serde_json::to_string(&current).unwrap_or_else(|_| "{}".into());
+            row.updated = now;
+            ix.put_file(&row)?;
+            Ok(Ok(()))
+        })
+        .await
+        .map_err(ApiError::index)??;
+    Ok(Json(metadata_of(gw, mcid).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        use RangeRequest::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Part(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Part(90..100));
+        assert_eq!(parse_range("bytes=90-1000", 100), Part(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), Part(90..100));
+        assert_eq!(parse_range("bytes=-1000", 100), Part(0..100));
+        assert_eq!(parse_range("bytes=99-99", 100), Part(99..100));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-5", 0), Unsatisfiable);
+        // Ignored, as the RFC allows: the whole file.
+        assert_eq!(parse_range("bytes=5-1", 100), Full);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Full);
+        assert_eq!(parse_range("items=0-1", 100), Full);
+        assert_eq!(parse_range("bytes=a-b", 100), Full);
+        assert_eq!(parse_range("bytes=+1-2", 100), Full);
+    }
+
+    #[test]
+    fn metadata_values_are_bounded() {
+        assert!(check_content_type("image/png").is_ok());
+        assert!(check_content_type("text/plain; charset=utf-8").is_ok());
+        assert!(check_content_type("png").is_err());
+        assert!(check_content_type("text/plain\r\nX-Evil: 1").is_err());
+        assert!(check_content_type(&format!("a/{}", "b".repeat(300))).is_err());
+        assert!(check_name("report.pdf").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_tag("project:x-1", "v").is_ok());
+        assert!(check_tag("bad key", "v").is_err());
+        assert!(check_tag("k", &"v".repeat(MAX_TAG_VALUE + 1)).is_err());
+    }
+
+    #[test]
+    fn content_disposition_survives_hostile_names() {
+        let d = disposition("a\"b\\c/é.txt").unwrap();
+        let s = d.to_str().unwrap();
+        assert!(s.starts_with("inline; filename=\"_.txt\""), "{s}");
+        assert!(s.ends_with("filename*=UTF-8''%C3%A9.txt"), "{s}");
+    }
+}

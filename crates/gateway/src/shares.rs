@@ -1,0 +1,361 @@
+//! Share links: read capabilities for one file, usable without the token.
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | POST | /v1/shares | `{cid, expires_in_secs?, max_downloads?, password?}` → 201 `{id, url, ...}` |
+//! | GET | /v1/shares | every link, with its state |
+//! | DELETE | /v1/shares/{id} | revoke |
+//! | GET | /v1/s/{id} | **public**: the file's plaintext (Range supported) |
+//!
+//! A link's id is 192 random bits (base64url), so it cannot be guessed; the
+//! id is the capability. A password, if set, is stored as an Argon2id hash
+//! (PHC string) and checked with the `argon2` crate, whose comparison is
+//! constant-time; at most two checks run at once, since each takes tens of
+//! milliseconds and ~19 MiB. It is sent in the `x-datamesh-share-password`
+//! header or, for plain links, as `?password=`.
+//!
+//! Every response that sends content counts one download (a Range request
+//! included; a 304 or 416 does not). The count is one SQL `UPDATE ... WHERE
+//! downloads < max_downloads` under the index's lock, so concurrent
+//! downloads can never exceed the limit. A dead link answers JSON errors:
+//! 404 `share_not_found`, 410 `share_revoked`, `share_expired` or
+//! `share_exhausted`; a missing password 401 `password_required`, a wrong
+//! one 403 `wrong_password`.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{Via, open, serve};
+use crate::index::{ShareRefusal, ShareRow};
+use crate::rest::{ApiError, ApiResult, AppState, ErrorBody, parse_cid};
+
+/// Longest link lifetime: ten years.
+pub const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
+/// Most downloads a link may allow.
+pub const MAX_DOWNLOADS: u64 = 1_000_000_000;
+/// Longest password.
+pub const MAX_PASSWORD: usize = 1024;
+/// The header a password may come in.
+pub const PASSWORD_HEADER: &str = "x-datamesh-share-password";
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// `POST /v1/shares`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewShare {
+    /// The file (manifest or UnixFS CID).
+    cid: String,
+    /// Seconds until the link dies (1 to ten years); never when absent.
+    expires_in_secs: Option<u64>,
+    /// Downloads allowed (1 to 10⁹); unlimited when absent.
+    max_downloads: Option<u64>,
+    /// A password the downloader must give (1 to 1024 bytes).
+    password: Option<String>,
+}
+
+/// A share link as the API shows it (never its password).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Share {
+    /// The link's id.
+    pub id: String,
+    /// The link (public URL).
+    pub url: String,
+    /// The path on this node (`/v1/s/{id}`).
+    pub path: String,
+    /// The file's manifest CID.
+    pub cid: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds after which the link is dead.
+    pub expires_at: Option<i64>,
+    /// Downloads allowed.
+    pub max_downloads: Option<u64>,
+    /// Downloads so far.
+    pub downloads: u64,
+    /// Whether a password is needed.
+    pub has_password: bool,
+    /// `active`, `expired`, `exhausted` or `revoked`.
+    pub state: String,
+}
+
+/// `GET /v1/shares`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ShareList {
+    /// Newest first, at most 10 000.
+    pub shares: Vec<Share>,
+}
+
+fn state_name(r: Option<ShareRefusal>) -> &'static str {
+    match r {
+        None => "active",
+        Some(ShareRefusal::Expired) => "expired",
+        Some(ShareRefusal::Exhausted) => "exhausted",
+        Some(ShareRefusal::Revoked) => "revoked",
+        Some(ShareRefusal::Unknown) => "unknown",
+    }
+}
+
+fn refused(r: ShareRefusal) -> ApiError {
+    match r {
+        ShareRefusal::Unknown => ApiError::new(StatusCode::NOT_FOUND, "share_not_found", "no such share link"),
+        ShareRefusal::Revoked => {
+            ApiError::new(StatusCode::GONE, "share_revoked", "this share link was revoked by its owner")
+        }
+        ShareRefusal::Expired => ApiError::new(StatusCode::GONE, "share_expired", "this share link has expired"),
+        ShareRefusal::Exhausted => ApiError::new(
+            StatusCode::GONE,
+            "share_exhausted",
+            "this share link has been downloaded as many times as it allows",
+        ),
+    }
+}
+
+fn base_url(gw: &crate::Gateway, headers: &HeaderMap) -> String {
+    match &gw.config().public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    }
+}
+
+fn view(r: ShareRow, base: &str) -> Share {
+    let path = format!("/v1/s/{}", r.id);
+    Share {
+        url: format!("{base}{path}"),
+        path,
+        state: state_name(r.refusal(now_secs())).into(),
+        has_password: r.password_hash.is_some(),
+        id: r.id,
+        cid: r.cid,
+        created_at: r.created,
+        expires_at: r.expires_at,
+        max_downloads: r.max_downloads,
+        downloads: r.downloads,
+    }
+}
+
+fn gateway(st: &AppState) -> ApiResult<&crate::Gateway> {
+    st.gateway.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", "this node runs without the gateway")
+    })
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/shares",
+    tag = "shares",
+    request_body(content = NewShare, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The link", body = Share),
+        (status = 400, description = "Bad request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The gateway cannot decrypt this file", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_share(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<NewShare>, JsonRejection>,
+) -> ApiResult<Response> {
+    let gw = gateway(&st)?;
+    let Json(req) = body.map_err(|e| ApiError::bad(format!("share request: {}", e.body_text())))?;
+    let cid = parse_cid(&req.cid)?;
+    if let Some(e) = req.expires_in_secs
+        && !(1..=MAX_EXPIRES_IN).contains(&e)
+    {
+        return Err(ApiError::bad(format!("expires_in_secs must be 1 to {MAX_EXPIRES_IN}")));
+    }
+    if let Some(m) = req.max_downloads
+        && !(1..=MAX_DOWNLOADS).contains(&m)
+    {
+        return Err(ApiError::bad(format!("max_downloads must be 1 to {MAX_DOWNLOADS}")));
+    }
+    if let Some(p) = &req.password
+        && (p.is_empty() || p.len() > MAX_PASSWORD)
+    {
+        return Err(ApiError::bad(format!("password must be 1 to {MAX_PASSWORD} bytes")));
+    }
+    // Only a file the gateway can serve can be shared.
+    let (file, _) = open(gw, cid).await?;
+    let password_hash = match req.password {
+        None => None,
+        Some(p) => {
+            let _permit = gw.password_checks().acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
+                    argon2::Argon2::default().hash_password(p.as_bytes(), &salt).map(|h| h.to_string())
+                })
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| ApiError::internal(format!("cannot hash the password: {e}")))?,
+            )
+        }
+    };
+    let now = now_secs();
+    let row = ShareRow {
+        id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>()),
+        cid: file.cid.to_string(),
+        created: now,
+        expires_at: req.expires_in_secs.map(|e| now + e as i64),
+        max_downloads: req.max_downloads,
+        downloads: 0,
+        password_hash,
+        revoked: false,
+    };
+    let r2 = row.clone();
+    gw.index().run(move |ix| ix.create_share(&r2)).await.map_err(ApiError::index)?;
+    let share = view(row, &base_url(gw, &headers));
+    let location = share.path.clone();
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(share)).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/shares",
+    tag = "shares",
+    responses(
+        (status = 200, description = "Every link", body = ShareList),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_shares(State(st): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    let gw = gateway(&st)?;
+    let rows = gw.index().run(|ix| ix.shares(10_000)).await.map_err(ApiError::index)?;
+    let base = base_url(gw, &headers);
+    Ok(Json(ShareList { shares: rows.into_iter().map(|r| view(r, &base)).collect() }).into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/shares/{id}",
+    tag = "shares",
+    params(("id" = String, Path, description = "The link's id")),
+    responses(
+        (status = 204, description = "Revoked: the link answers 410 from now on"),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 404, description = "No such link", body = ErrorBody),
+    )
+)]
+pub(crate) async fn revoke_share(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+    let gw = gateway(&st)?;
+    if gw.index().run(move |ix| ix.revoke_share(&id)).await.map_err(ApiError::index)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(refused(ShareRefusal::Unknown))
+    }
+}
+
+/// Query of `GET /v1/s/{id}`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShareQuery {
+    /// The link's password (or send it in `x-datamesh-share-password`).
+    password: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/s/{id}",
+    tag = "shares",
+    security(()),
+    params(
+        ("id" = String, Path, description = "The link's id"),
+        ShareQuery,
+        ("x-datamesh-share-password" = Option<String>, Header, description = "The link's password"),
+        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`"),
+    ),
+    responses(
+        (status = 200, description = "The file", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "The range asked for", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 401, description = "The link needs a password", body = ErrorBody),
+        (status = 403, description = "Wrong password", body = ErrorBody),
+        (status = 404, description = "No such link", body = ErrorBody),
+        (status = 410, description = "Revoked, expired or used up", body = ErrorBody),
+        (status = 416, description = "Range not satisfiable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn download_share(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    query: Result<Query<ShareQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let gw = gateway(&st)?;
+    let r = download(gw, id, query, headers).await;
+    if let Err(e) = &r
+        && e.status() != StatusCode::NOT_FOUND
+    {
+        gw.metrics().share_download(false);
+    }
+    r
+}
+
+async fn download(
+    gw: &crate::Gateway,
+    id: String,
+    query: Result<Query<ShareQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
+    let i = id.clone();
+    let row = gw.index().run(move |ix| ix.share(&i)).await.map_err(ApiError::index)?;
+    let row = row.ok_or_else(|| refused(ShareRefusal::Unknown))?;
+    if let Some(r) = row.refusal(now_secs()) {
+        return Err(refused(r));
+    }
+    if let Some(hash) = row.password_hash.clone() {
+        let given =
+            headers.get(PASSWORD_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.password).ok_or_else(
+                || {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "password_required",
+                        format!("this share link needs its password: send it in {PASSWORD_HEADER} or as ?password="),
+                    )
+                },
+            )?;
+        let _permit = gw.password_checks().acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .is_ok_and(|h| argon2::Argon2::default().verify_password(given.as_bytes(), &h).is_ok())
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        if !ok {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_password", "wrong password for this share link"));
+        }
+    }
+    let cid = parse_cid(&row.cid)?;
+    let (file, meta) = open(gw, cid).await?;
+    let metrics = gw.metrics().clone();
+    let count = async move || {
+        let now = now_secs();
+        match gw.index().run(move |ix| ix.count_share_download(&id, now)).await.map_err(ApiError::index)? {
+            Ok(_) => {
+                metrics.share_download(true);
+                Ok(())
+            }
+            Err(r) => Err(refused(r)),
+        }
+    };
+    serve(gw, file, meta, &headers, Via { share: Some(row.id.clone()) }, count).await
+}
