@@ -527,14 +527,15 @@ impl Node {
                 }
             }
         }
+        let mut networked = holders.iter().any(|h| !h.is_empty());
         // A file with no chunks (an empty file) has no shard holders, but with
         // peers its manifest must still be replicated and announced, or it
         // lives on this node alone and no other node can serve it.
-        let has_peers = match self.net() {
-            Some(net) => !net.peers().await.is_empty(),
-            None => false,
-        };
-        let networked = holders.iter().any(|h| !h.is_empty()) || (manifest.chunks.is_empty() && has_peers);
+        if manifest.chunks.is_empty()
+            && let Some(net) = self.net()
+        {
+            networked = !net.peers().await.is_empty();
+        }
         let store = self.inner.store.clone();
         let m = manifest.clone();
         let bytes = manifest_bytes.clone();
