@@ -16,6 +16,11 @@
 //! aborts the node's upload session, and GC reclaims whatever shards were
 //! written.
 //!
+//! A refusal (400, 413, 507, 429) is answered before the body is read
+//! when the client asked `Expect: 100-continue`; otherwise up to 8 MiB of
+//! the rest of the body is read and discarded first, so that a client still
+//! sending sees the error instead of a reset connection.
+//!
 //! Downloads fetch only the chunks a range covers, through the pipeline's
 //! bounded reader. The gateway can open files uploaded here, S3 objects'
 //! files, and public files; a file encrypted for someone else's key (the
