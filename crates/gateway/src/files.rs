@@ -16,6 +16,11 @@
 //! aborts the node's upload session, and GC reclaims whatever shards were
 //! written.
 //!
+//! A refusal (400, 413, 507, 429) is answered before the body is read
+//! when the client asked `Expect: 100-continue`; otherwise up to 8 MiB of
+//! the rest of the body is read and discarded first, so that a client still
+//! sending sees the error instead of a reset connection.
+//!
 //! Downloads fetch only the chunks a range covers, through the pipeline's
 //! bounded reader. The gateway can open files uploaded here, S3 objects'
 //! files, and public files; a file encrypted for someone else's key (the
@@ -239,8 +244,96 @@ pub(crate) async fn upload_file(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let declared: Option<u64> =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    let left = Arc::new(std::sync::Mutex::new(None));
+    let body = Leftover { inner: Some(body.into_data_stream()), left: left.clone(), received: 0, polled: false };
+    let answer = upload(&st, query, &headers, declared, body).await;
+    if answer.is_err() {
+        drain(&left, declared, expects_continue).await;
+    }
+    answer
+}
+
+/// Most bytes of a refused upload's body read and discarded before the
+/// error is sent, and for how long at most.
+const DRAIN_MAX: u64 = 8 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What is left of a refused upload's body: (stream, bytes read, whether polled).
+type Left = std::sync::Mutex<Option<(axum::body::BodyDataStream, u64, bool)>>;
+
+/// The request body as the pipeline reads it. Dropped before its end (the
+/// upload was refused), it leaves the rest of the stream in `left`.
+struct Leftover {
+    inner: Option<axum::body::BodyDataStream>,
+    left: Arc<Left>,
+    received: u64,
+    polled: bool,
+}
+
+impl futures::Stream for Leftover {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.polled = true;
+        let Some(inner) = self.inner.as_mut() else { return std::task::Poll::Ready(None) };
+        let r = inner.poll_next_unpin(cx);
+        match &r {
+            std::task::Poll::Ready(Some(Ok(b))) => self.received += b.len() as u64,
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => self.inner = None,
+            std::task::Poll::Pending => {}
+        }
+        r
+    }
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        if let Some(s) = self.inner.take() {
+            *self.left.lock().unwrap_or_else(|p| p.into_inner()) = Some((s, self.received, self.polled));
+        }
+    }
+}
+
+/// Reads and discards what is left of a refused upload's body, when that
+/// is at most [`DRAIN_MAX`] bytes, so that a client still sending reads the
+/// error instead of a broken connection. A client that asked `Expect:
+/// 100-continue` and was answered before sending anything is not drained:
+/// it waits for that answer and sends nothing.
+async fn drain(left: &Left, declared: Option<u64>, expects_continue: bool) {
+    let Some((mut s, received, polled)) = left.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+    if (expects_continue && !polled) || declared.is_some_and(|d| d.saturating_sub(received) > DRAIN_MAX) {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut n = 0u64;
+        while let Some(Ok(b)) = s.next().await {
+            n += b.len() as u64;
+            if n > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn upload(
+    st: &AppState,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: &HeaderMap,
+    declared: Option<u64>,
+    body: Leftover,
+) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
-    let gw = gateway(&st)?;
+    let gw = gateway(st)?;
     if let Some(n) = &q.name {
         check_name(n)?;
     }
@@ -262,8 +355,6 @@ pub(crate) async fn upload_file(
             datamesh_core::limits::MAX_TOTAL_SHARDS
         )));
     }
-    let declared: Option<u64> =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
     let limit = gw.config().max_file_size;
     if let (Some(len), Some(max)) = (declared, limit)
         && len > max
@@ -279,7 +370,7 @@ pub(crate) async fn upload_file(
     let (up, name) = (upload.clone(), q.name.clone());
     let mut received = 0u64;
     let mut reported = (0u64, Instant::now());
-    let stream = body.into_data_stream().map(move |r| {
+    let stream = body.map(move |r| {
         let b = r.map_err(|e| -> s3s::StdError { Box::new(e) })?;
         received += b.len() as u64;
         if let Some(max) = limit
