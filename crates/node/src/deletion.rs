@@ -154,24 +154,19 @@ impl Node {
     }
 
     /// Asks up to three ONLINE holders of `rec`'s file for its tombstone;
-    /// applies and returns it if one is valid.
-    pub(crate) async fn find_tombstone(&self, rec: &LocationRecord, peers: &[PeerId]) -> Option<Tombstone> {
-        let net = self.net()?.clone();
+    /// applies it and returns true if one is valid.
+    pub(crate) async fn find_tombstone(&self, rec: &LocationRecord, peers: &[PeerId]) -> bool {
+        let Some(net) = self.net().cloned() else { return false };
         let me = net.local_peer_id().to_bytes();
         let online: std::collections::HashSet<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
-        let holders = rec.holders.iter().filter(|h| h.as_slice() != me.as_slice() && online.contains(h.as_slice()));
-        for h in holders.take(3) {
-            let Ok(p) = PeerId::from_bytes(h) else { continue };
-            let Ok(Some(v)) = net.get_record(p, tombstone_key(&rec.manifest)).await else { continue };
-            let Ok(t) = Tombstone::decode(&v) else { continue };
-            if t.manifest != rec.manifest {
-                continue;
-            }
-            if self.apply_tombstone(t.clone(), false).await.is_ok() {
-                return Some(t);
-            }
-        }
-        None
+        let ask: Vec<PeerId> = rec
+            .holders
+            .iter()
+            .filter(|h| h.as_slice() != me.as_slice() && online.contains(h.as_slice()))
+            .filter_map(|h| PeerId::from_bytes(h).ok())
+            .take(3)
+            .collect();
+        self.tombstone_from(&net, rec, &ask).await
     }
 
     /// [`apply_tombstone`] on this node's store.
@@ -223,6 +218,8 @@ impl Node {
         false
     }
 
+    /// Asks `peers` in turn for the file's tombstone; applies the first
+    /// valid one.
     async fn tombstone_from(&self, net: &NetClient, rec: &LocationRecord, peers: &[PeerId]) -> bool {
         for p in peers {
             let Ok(Some(v)) = net.get_record(*p, tombstone_key(&rec.manifest)).await else { continue };

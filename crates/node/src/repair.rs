@@ -165,7 +165,7 @@ impl Node {
                     }
                     // Never rebuild what its owner deleted: ask the holders
                     // for a tombstone first.
-                    if degraded.len() > before && self.find_tombstone(&rec, &online_peers).await.is_some() {
+                    if degraded.len() > before && self.find_tombstone(&rec, &online_peers).await {
                         degraded.truncate(before);
                         report.files_maintained -= 1;
                         continue;
