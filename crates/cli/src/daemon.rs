@@ -186,34 +186,7 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
 /// `/p2p/<peer id>`) to `<data-dir>/p2p.addrs`, one per line, for scripts
 /// and the devnet to bootstrap from.
 async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<datamesh_net::NetClient> {
-    let parse = |list: &[String], what: &str| -> Result<Vec<datamesh_net::Multiaddr>> {
-        list.iter()
-            .map(|a| {
-                a.parse()
-                    .with_context(|| format!("{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)"))
-            })
-            .collect()
-    };
-    let identity = datamesh_node::NodeIdentity::load_or_create(&cfg.data_dir)?;
-    let net_cfg = datamesh_net::NetConfig {
-        identity_seed: identity.secret_seed(),
-        listen: parse(&cfg.listen, "listen")?,
-        bootstrap: parse(&cfg.bootstrap, "bootstrap")?,
-        announce: parse(&cfg.announce, "announce")?,
-        mdns: cfg.mdns,
-        timers: datamesh_net::HealthTimers {
-            heartbeat_interval: cfg.heartbeat_interval,
-            warning_after: cfg.warning_after,
-            offline_after: cfg.offline_after,
-        },
-        state_dir: Some(cfg.data_dir.join("net")),
-        // Peers place shards by the free space in our heartbeats: say it
-        // from the first exchange, not after the first refresh.
-        heartbeat: node.heartbeat().await,
-        ..datamesh_net::NetConfig::new(identity.secret_seed())
-    };
-    let net = datamesh_net::start(net_cfg, node.handler()).await.context("cannot start the peer-to-peer network")?;
-    node.attach_net(net.clone());
+    let net = node.start_network().await?;
     let me = net.local_peer_id();
     let addrs: Vec<String> = net.listen_addrs().await.iter().map(|a| format!("{a}/p2p/{me}")).collect();
     write_atomic(&cfg.data_dir.join("p2p.addrs"), addrs.join("\n").as_bytes())?;

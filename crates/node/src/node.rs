@@ -283,6 +283,48 @@ impl Node {
         })
     }
 
+    /// Starts the peer-to-peer network this node's config describes
+    /// (listen, bootstrap and announce addresses, mDNS, health timers) with
+    /// the node's own identity, and attaches it. The daemon and in-process
+    /// test networks both come up this way.
+    pub async fn start_network(&self) -> Result<NetClient, NodeError> {
+        let cfg = &self.inner.cfg;
+        let parse = |list: &[String], what: &str| -> Result<Vec<datamesh_net::Multiaddr>, NodeError> {
+            list.iter()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        NodeError::BadRequest(format!(
+                            "{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)"
+                        ))
+                    })
+                })
+                .collect()
+        };
+        let seed = self.inner.identity.secret_seed();
+        let net_cfg = datamesh_net::NetConfig {
+            identity_seed: seed,
+            listen: parse(&cfg.listen, "listen")?,
+            bootstrap: parse(&cfg.bootstrap, "bootstrap")?,
+            announce: parse(&cfg.announce, "announce")?,
+            mdns: cfg.mdns,
+            timers: datamesh_net::HealthTimers {
+                heartbeat_interval: cfg.heartbeat_interval,
+                warning_after: cfg.warning_after,
+                offline_after: cfg.offline_after,
+            },
+            state_dir: Some(cfg.data_dir.join("net")),
+            // Peers place shards by the free space in our heartbeats: say it
+            // from the first exchange, not after the first refresh.
+            heartbeat: self.heartbeat().await,
+            ..datamesh_net::NetConfig::new(seed)
+        };
+        let net = datamesh_net::start(net_cfg, self.handler())
+            .await
+            .map_err(|e| NodeError::Network(format!("cannot start the peer-to-peer network: {e}")))?;
+        self.attach_net(net.clone());
+        Ok(net)
+    }
+
     /// Connects the node to the network (once).
     pub fn attach_net(&self, net: NetClient) {
         let _ = self.inner.net.set(net);
@@ -784,6 +826,72 @@ impl Node {
         Ok(best)
     }
 
+    /// Brings this node's copy of a file's location record up to date by
+    /// asking the file's replicas and holders for theirs.
+    ///
+    /// A node that was down or cut off while a repair re-signed the record
+    /// keeps its old one: nobody may send it the new one in time, and when
+    /// one does, [`network::may_replace`] refuses a record signed by a
+    /// repairer that its old record does not name (after two repairs the
+    /// chain of signers is broken). A record that a peer we already trust
+    /// with the file — a holder named in our record, or its signer, any of
+    /// whom could sign a rewrite itself — holds as current is taken over,
+    /// and the walk goes on from there with the new record's holders. Taking
+    /// over the newest record is what keeps a stale node from repairing from
+    /// its old view and forking the record with its own line of `seq`s.
+    ///
+    /// Returns the record now held (`rec` when nothing newer was vouched
+    /// for).
+    pub(crate) async fn refresh_location(&self, m: &Manifest, rec: LocationRecord) -> LocationRecord {
+        let Some(net) = self.net().cloned() else { return rec };
+        let manifest = rec.manifest;
+        let ask = self.replica_targets(m, manifest, &rec).await;
+        let mut answers: Vec<(Vec<u8>, LocationRecord)> = ask
+            .into_iter()
+            .map(|p| {
+                let net = net.clone();
+                async move {
+                    let got = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        net.get_record(p, network::location_key(&manifest)),
+                    )
+                    .await;
+                    match got {
+                        Ok(Ok(Some(b))) => LocationRecord::decode(&b)
+                            .ok()
+                            .filter(|r| r.manifest == manifest)
+                            .map(|r| (p.to_bytes(), r)),
+                        _ => None,
+                    }
+                }
+            })
+            .collect::<FuturesUnordered<_>>()
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        // Highest first, so the walk takes the newest record it can reach.
+        answers.sort_by(|a, b| b.1.seq.cmp(&a.1.seq));
+        let mut current = rec.clone();
+        loop {
+            let trusted = |r: &LocationRecord, from: &[u8]| {
+                network::may_replace(Some(current.clone()), r)
+                    || current.holders.iter().any(|h| h.as_slice() == from)
+                    || datamesh_net::peer_id_of_ed25519(&current.signer).is_some_and(|s| s.to_bytes() == from)
+            };
+            match answers.iter().find(|(from, r)| r.seq > current.seq && trusted(r, from)) {
+                Some((_, r)) => current = r.clone(),
+                None => break,
+            }
+        }
+        if current.seq > rec.seq {
+            tracing::info!(file = %manifest, from = rec.seq, to = current.seq, "took over a newer location record");
+            let locations = self.inner.locations.clone();
+            let r = current.clone();
+            let _ = blocking(move || locations.put(&r).map_err(|e| NodeError::Storage(e.to_string()))).await;
+        }
+        current
+    }
+
     /// The stored form of chunk `index` of a file, rebuilt from any k
     /// verified shards.
     pub async fn chunk(&self, file: Cid, index: usize) -> Result<bytes::Bytes, NodeError> {
@@ -795,7 +903,18 @@ impl Node {
             return Ok(hit);
         }
         let data = match self.location(mcid).await? {
-            Some(loc) => self.read_chunk_networked(m.erasure, &entry, index, &loc).await?,
+            Some(loc) => match self.read_chunk_networked(m.erasure, &entry, index, &loc).await {
+                // Too few shards where our record says: the record may be
+                // stale (repairs moved them while this node was away).
+                Err(NodeError::Unavailable(why)) => {
+                    let fresh = self.refresh_location(&m, loc.clone()).await;
+                    if fresh.seq == loc.seq {
+                        return Err(NodeError::Unavailable(why));
+                    }
+                    self.read_chunk_networked(m.erasure, &entry, index, &fresh).await?
+                }
+                other => other?,
+            },
             None => {
                 let store = self.inner.store.clone();
                 let erasure = m.erasure;
@@ -944,32 +1063,22 @@ impl Node {
     /// holders when the file is spread over the network).
     pub async fn stat(&self, cid: Cid) -> Result<FileStat, NodeError> {
         let (cid, m) = self.manifest(cid).await?;
-        let loc = self.location(cid).await?;
-        let store = self.inner.store.clone();
-        let m2 = m.clone();
-        let (mut live, pin) = blocking(move || {
-            let live = m2
-                .chunks
-                .iter()
-                .map(|c| -> Result<Vec<bool>, NodeError> { c.shards.iter().map(|s| Ok(store.has_shard(s)?)).collect() })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((live, store.pin_info(&cid)?))
-        })
-        .await?;
-        if let (Some(loc), Some(net)) = (&loc, self.net().cloned()) {
-            let me = net.local_peer_id().to_bytes();
-            // Ask each remote holder once about all the shards it should have.
-            for (h, slots) in positions_by_holder(&m, loc) {
-                if h == me {
-                    continue;
-                }
-                let Ok(peer) = PeerId::from_bytes(&h) else { continue };
-                let cids: Vec<Cid> = slots.iter().map(|&(ci, si)| m.chunks[ci].shards[si]).collect();
-                for (&(ci, si), held) in slots.iter().zip(shards_held(&net, peer, &cids).await) {
-                    live[ci][si] = held.unwrap_or(false);
-                }
+        let mut loc = self.location(cid).await?;
+        let mut live = self.live_per_chunk(&m, loc.as_ref()).await?;
+        let full = |live: &Vec<Vec<bool>>| live.iter().all(|c| c.iter().all(|&b| b));
+        if !full(&live)
+            && let Some(old) = loc.clone()
+        {
+            // Our record may be stale: a repair elsewhere may have moved the
+            // missing shards.
+            let fresh = self.refresh_location(&m, old.clone()).await;
+            if fresh.seq > old.seq {
+                live = self.live_per_chunk(&m, Some(&fresh)).await?;
+                loc = Some(fresh);
             }
         }
+        let store = self.inner.store.clone();
+        let pin = blocking(move || Ok(store.pin_info(&cid)?)).await?;
         Ok(FileStat {
             cid,
             unixfs: m.unixfs,
@@ -982,6 +1091,38 @@ impl Node {
             live_shards: live.iter().map(|c| c.iter().filter(|&&b| b).count() as u16).collect(),
             holders: loc.map(|l| l.holders.len()).unwrap_or(1),
         })
+    }
+
+    /// Which shards of each chunk are held: locally from the store, and by
+    /// asking each remote holder `loc` names once about all its shards.
+    async fn live_per_chunk(
+        &self,
+        m: &Arc<Manifest>,
+        loc: Option<&LocationRecord>,
+    ) -> Result<Vec<Vec<bool>>, NodeError> {
+        let store = self.inner.store.clone();
+        let m2 = m.clone();
+        let mut live = blocking(move || {
+            m2.chunks
+                .iter()
+                .map(|c| -> Result<Vec<bool>, NodeError> { c.shards.iter().map(|s| Ok(store.has_shard(s)?)).collect() })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        if let (Some(loc), Some(net)) = (loc, self.net().cloned()) {
+            let me = net.local_peer_id().to_bytes();
+            for (h, slots) in positions_by_holder(m, loc) {
+                if h == me {
+                    continue;
+                }
+                let Ok(peer) = PeerId::from_bytes(&h) else { continue };
+                let cids: Vec<Cid> = slots.iter().map(|&(ci, si)| m.chunks[ci].shards[si]).collect();
+                for (&(ci, si), held) in slots.iter().zip(shards_held(&net, peer, &cids).await) {
+                    live[ci][si] = held.unwrap_or(false);
+                }
+            }
+        }
+        Ok(live)
     }
 
     /// Pinned files, with the UnixFS CID of public ones.

@@ -154,8 +154,24 @@ impl Node {
             if self.renew_lease(&m, &rec).await {
                 continue;
             }
+            let mut rec = rec;
+            let mut live = self.live_shards(&m, &rec, me, &peers).await;
+            if live.as_ref().is_ok_and(|l| l.iter().any(|row| row.iter().any(|x| !x))) {
+                // Before rebuilding, make sure our record is the network's
+                // latest: one re-signed by a repair while this node was away
+                // names other holders (and maybe another maintainer).
+                // Repairing from a stale record would fork it.
+                let fresh = self.refresh_location(&m, rec.clone()).await;
+                if fresh.seq > rec.seq {
+                    rec = fresh;
+                    if !self.maintains(&rec, me, &online) {
+                        continue;
+                    }
+                    live = self.live_shards(&m, &rec, me, &peers).await;
+                }
+            }
             report.files_maintained += 1;
-            match self.live_shards(&m, &rec, me, &peers).await {
+            match live {
                 Ok(live) => {
                     let before = degraded.len();
                     for (chunk, row) in live.into_iter().enumerate() {
@@ -190,6 +206,13 @@ impl Node {
             }
             match self.repair_chunk(m, rec, d.chunk, &d.live, me, &mut pacer).await {
                 Ok(placed) => {
+                    // Totals count a shard as soon as it is placed, before
+                    // the new record goes out: whoever sees the repaired
+                    // record (a `stat`) then sees its shards counted too.
+                    if let Ok(mut t) = self.inner.repair.totals.lock() {
+                        t.shards_rebuilt += placed.len() as u64;
+                        t.bytes_rebuilt += placed.iter().map(|p| p.2).sum::<u64>();
+                    }
                     for (shard, holder, bytes) in placed {
                         report.shards_rebuilt += 1;
                         report.bytes_rebuilt += bytes;
@@ -223,8 +246,6 @@ impl Node {
 
         if let Ok(mut t) = self.inner.repair.totals.lock() {
             t.passes += 1;
-            t.shards_rebuilt += report.shards_rebuilt as u64;
-            t.bytes_rebuilt += report.bytes_rebuilt;
             t.chunks_degraded_last = report.chunks_degraded;
             t.chunks_unrecoverable_last = report.chunks_unrecoverable;
         }
