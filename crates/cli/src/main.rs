@@ -869,6 +869,9 @@ async fn drain(c: &ClientOpts, no_wait: bool) -> Result<()> {
     let client = c.client()?;
     let mut v = client.post_json("/v1/drain").await?;
     let line = |v: &serde_json::Value| {
+        if v["rounds"].as_u64().unwrap_or(0) == 0 {
+            return "draining: looking for the shards to move".to_string();
+        }
         format!(
             "draining: {} of {} shards moved ({} left, {} failed verification and go to repair), {} chunks short of k+m elsewhere, {} files still need manifest copies{}",
             v["shards_moved"],
