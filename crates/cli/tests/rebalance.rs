@@ -112,8 +112,8 @@ fn joining_nodes_take_a_fair_share_of_new_shards_and_nothing_old_moves() {
         get_via(&net.nodes[0], &net.nodes[10], cid, data);
     }
     // And nothing moved while reading, either (no repair had cause to).
-    for i in 0..6 {
-        let old_here: BTreeSet<String> = shard_set(&net.nodes[i]).intersection(&old_all).cloned().collect();
-        assert_eq!(old_here, old[i], "node {i}'s old shards changed");
+    for (i, (node, was)) in net.nodes.iter().zip(&old).enumerate() {
+        let old_here: BTreeSet<String> = shard_set(node).intersection(&old_all).cloned().collect();
+        assert_eq!(&old_here, was, "node {i}'s old shards changed");
     }
 }
