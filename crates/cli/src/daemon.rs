@@ -110,6 +110,12 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         .clone()
         .filter(|_| !cfg.audit_interval.is_zero())
         .map(|_| tokio::spawn(datamesh_node::audit::run(node.clone(), cfg.audit_interval, cfg.audit_samples)));
+    // Draining (`datamesh drain`): idle until asked, then moves this node's
+    // shards and replicas to other nodes.
+    let drainer = net.clone().map(|_| {
+        let poll = (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        tokio::spawn(datamesh_node::drain::run(node.clone(), poll))
+    });
     // Replicas whose lease nobody renews are dropped.
     let leases = net.clone().map(|_| tokio::spawn(datamesh_node::deletion::run_leases(node.clone())));
     let scrubber = tokio::spawn(datamesh_node::repair::run_scrub(
@@ -169,6 +175,9 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
     }
     if let Some(l) = leases {
         l.abort();
+    }
+    if let Some(d) = drainer {
+        d.abort();
     }
     if let Some(h) = heartbeats {
         h.abort();

@@ -261,6 +261,21 @@ enum Cmd {
     Status(#[command(flatten)] ClientOpts),
     /// Peers with their health state, and the routing table's fill.
     Peers(#[command(flatten)] ClientOpts),
+    /// Move this node's shards to other nodes before it leaves the network.
+    ///
+    /// Peers stop placing shards on the node and it refuses new uploads; it
+    /// copies every shard it holds to another node, rewrites the files'
+    /// location records and hands its manifest replicas on. Waits, printing
+    /// progress, until the node can be stopped without any file losing
+    /// redundancy. Draining ends when the node restarts.
+    Drain {
+        /// Start draining and return at once (check later with `datamesh drain`,
+        /// which is idempotent).
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
     /// Manage your key.
     Key {
         #[command(subcommand)]
@@ -747,6 +762,7 @@ async fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
+        Cmd::Drain { no_wait, c } => drain(&c, no_wait).await,
         Cmd::Key { cmd: KeyCmd::Create(c) } => {
             let v = c.client()?.post_json("/v1/keys").await?;
             print(c.json, v.clone(), || {
@@ -847,6 +863,59 @@ fn key_cmd(cmd: KeyCmd) -> Result<()> {
 /// Exit codes scripts can rely on: 1 any error, 3 not found, 4 not
 /// allowed (token or owner signature), 5 out of space, 6 data unavailable
 /// or corrupt beyond repair.
+/// `datamesh drain`: starts draining, then (unless `no_wait`) polls the
+/// progress until the node says it is safe to stop.
+async fn drain(c: &ClientOpts, no_wait: bool) -> Result<()> {
+    let client = c.client()?;
+    let mut v = client.post_json("/v1/drain").await?;
+    let line = |v: &serde_json::Value| {
+        if v["rounds"].as_u64().unwrap_or(0) == 0 {
+            return "draining: looking for the shards to move".to_string();
+        }
+        format!(
+            "draining: {} of {} shards moved ({} left, {} failed verification and go to repair), {} chunks short of k+m elsewhere, {} files still need manifest copies{}",
+            v["shards_moved"],
+            v["shards_moved"].as_u64().unwrap_or(0) + v["shards_to_move"].as_u64().unwrap_or(0),
+            v["shards_to_move"],
+            v["shards_failed"],
+            v["chunks_short"],
+            v["files_needing_replicas"],
+            match v["files_local_only"].as_u64().unwrap_or(0) {
+                0 => String::new(),
+                n => format!(", {n} files stored before the node had peers cannot be drained"),
+            }
+        )
+    };
+    if no_wait {
+        print(c.json, v.clone(), || {
+            "draining started; run `datamesh drain` to wait until it is safe to stop the node".to_string()
+        });
+        return Ok(());
+    }
+    let mut last = String::new();
+    // One full round after the start is needed before the answer means anything.
+    while !(v["safe_to_stop"].as_bool().unwrap_or(false) && v["rounds"].as_u64().unwrap_or(0) > 0) {
+        let now = line(&v);
+        if !c.quiet && now != last {
+            eprintln!("{now}");
+            if let Some(errs) = v["errors"].as_array().filter(|e| !e.is_empty()) {
+                eprintln!("  retrying: {}", errs[0].as_str().unwrap_or(""));
+            }
+            last = now;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        v = client.get_json("/v1/drain").await?;
+    }
+    print(c.json, v.clone(), || {
+        format!(
+            "{} shards moved to other nodes ({}); every file keeps k+m shards and its replicas without this node.\nsafe to stop the node",
+            v["shards_moved"],
+            ByteSize::b(v["bytes_moved"].as_u64().unwrap_or(0)).display().iec()
+        )
+    });
+    Ok(())
+}
+
 fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<client::ApiError>() {
         Some(api) => match (api.status.as_u16(), api.code.as_str()) {

@@ -278,6 +278,11 @@ impl Gateway {
 /// says why not.
 pub async fn readiness(node: &Node) -> Result<String, String> {
     let st = node.status().await.map_err(|e| format!("the store does not answer: {e}"))?;
+    if st.draining {
+        return Err(
+            "draining: this node is moving its shards to other nodes before it leaves and takes no new files".into()
+        );
+    }
     let free = st.store.capacity_bytes.saturating_sub(st.store.used_bytes);
     if free == 0 {
         return Err(format!(

@@ -27,6 +27,8 @@
 //! | POST/DELETE | /pins/{cid} | pin / unpin |
 //! | POST | /gc | collect garbage |
 //! | GET | /peers | peers with health state; k-bucket fill |
+//! | POST | /drain | start draining: move this node's shards away before it leaves (idempotent) → progress |
+//! | GET | /drain | drain progress, with `safe_to_stop` |
 //! | POST | /keys | create an S3 access key pair |
 //! | POST | /files?name=&k=&m= | one-request upload, encrypted server-side ([`crate::files`]) |
 //! | GET | /files/{cid}/content | the plaintext, with Range ([`crate::files`]) |
@@ -125,6 +127,7 @@ fn routes() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) {
         .routes(routes!(pin, unpin))
         .routes(routes!(gc))
         .routes(routes!(peers))
+        .routes(routes!(start_drain, drain_progress))
         .routes(routes!(create_key))
         .routes(limit(routes!(files::upload_file), usize::MAX))
         .routes(routes!(files::file_content))
@@ -340,6 +343,7 @@ impl From<NodeError> for ApiError {
             NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_unavailable"),
             NodeError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
             NodeError::Network(_) => (StatusCode::SERVICE_UNAVAILABLE, "network_unavailable"),
+            NodeError::Draining(_) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");
@@ -550,6 +554,7 @@ async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> 
                 "free_bytes": p.last_heartbeat.as_ref().map(|h| h.free_bytes),
                 "shards": p.last_heartbeat.as_ref().map(|h| h.shards),
                 "strikes": p.strikes,
+                "draining": datamesh_node::network::is_draining(&p),
                 "reputation": st.node.reputation(&p.peer),
             })
         })
@@ -557,6 +562,51 @@ async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> 
     let buckets: Vec<_> =
         st.node.routing_table().await.into_iter().map(|(b, n)| json!({"bucket": b, "entries": n})).collect();
     Ok(Json(json!({"peers": peers, "routing_table": buckets})))
+}
+
+/// Drain progress, as `GET /v1/drain` and `POST /v1/drain` answer it.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)] // Documents the shape; the handlers serialize `DrainProgress`.
+struct DrainBody {
+    /// Whether the node is draining.
+    draining: bool,
+    /// When the drain started (Unix seconds).
+    started_at: Option<u64>,
+    /// Rounds over the node's files since then.
+    rounds: u64,
+    /// Files whose location record this node keeps.
+    files: usize,
+    /// Shard positions location records still give to this node.
+    shards_to_move: usize,
+    /// Shards copied to other nodes by this drain.
+    shards_moved: u64,
+    /// Bytes of those shards.
+    bytes_moved: u64,
+    /// Shards that failed verification here: not copied, rebuilt by repair.
+    shards_failed: u64,
+    /// Chunks this node held shards of still short of k+m live shards on other nodes.
+    chunks_short: usize,
+    /// Files whose manifest and location record still need copies on other nodes.
+    files_needing_replicas: usize,
+    /// Files stored while the node had no peers: they cannot be drained.
+    files_local_only: usize,
+    /// Whether the node can be stopped now without losing redundancy.
+    safe_to_stop: bool,
+    /// What went wrong in the last round (retried in the next).
+    errors: Vec<String>,
+}
+
+/// Starts draining this node: peers stop placing shards on it and it moves
+/// its shards, manifests and location records to other nodes. Idempotent.
+#[utoipa::path(post, path = "/v1/drain", tag = "network", responses((status = 202, description = "Draining; the progress so far", body = DrainBody), (status = 400, description = "The node runs without the network: nowhere to drain to", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn start_drain(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::ACCEPTED, Json(st.node.start_drain().await?)))
+}
+
+/// How the drain is going; `safe_to_stop` says when the node may be stopped.
+#[utoipa::path(get, path = "/v1/drain", tag = "network", responses((status = 200, description = "Drain progress (all zero when not draining)", body = DrainBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn drain_progress(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(st.node.drain_progress()))
 }
 
 #[utoipa::path(post, path = "/v1/keys", tag = "s3", responses((status = 201, description = "`{access_key_id, secret_access_key}`", body = Object), (status = 503, description = "No S3 gateway on this node", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]

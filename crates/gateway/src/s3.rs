@@ -70,7 +70,7 @@ fn write_error(e: WriteError) -> S3Error {
                 N::NoSpace(_) => {
                     S3Error::with_message(S3ErrorCode::Custom("InsufficientStorage".into()), n.to_string())
                 }
-                N::Network(_) | N::Unavailable(_) => {
+                N::Network(_) | N::Unavailable(_) | N::Draining(_) => {
                     S3Error::with_message(S3ErrorCode::ServiceUnavailable, n.to_string())
                 }
                 other => internal(other),

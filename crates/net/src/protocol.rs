@@ -37,7 +37,7 @@
 //! | 0x06 | `GetManifest`  | cid                                       | |
 //! | 0x07 | `PutRecord`    | key:bytes16, value:bytes32 (last)         | key ≤ [`MAX_RECORD_KEY`], value ≤ [`MAX_RECORD_VALUE`] |
 //! | 0x08 | `GetRecord`    | key:bytes16                               | key ≤ [`MAX_RECORD_KEY`] |
-//! | 0x09 | `Heartbeat`    | free_bytes:u64, shards:u64, uptime_secs:u64 | |
+//! | 0x09 | `Heartbeat`    | free_bytes:u64, shards:u64, uptime_secs:u64, [flags:u8] | flags: see below |
 //! | 0x0a | `Audit`        | cid, start:u64, len:u32                   | 1 ≤ len ≤ `core::proof::MAX_SEGMENT` |
 //!
 //! # Responses
@@ -50,6 +50,16 @@
 //! | 0x85 | `NotFound`  | |
 //! | 0x86 | `Refused`   | reason:bytes16, UTF-8, ≤ [`MAX_REASON`] |
 //! | 0x87 | `Heartbeat` | as the request |
+//!
+//! ## Heartbeat flags
+//! `flags` is optional and last: bit 0 set means the node is *draining*
+//! (`datamesh drain`: it is moving its shards away and takes no new ones);
+//! other bits must be 0. It is written only when some bit is set, so the
+//! heartbeat of a node that is not draining is byte for byte the 24-byte
+//! body nodes before this field sent, and a frame without it decodes as no
+//! flags. (Nodes older than the field refuse the 25-byte form: a draining
+//! node is then not heard from by them, which also keeps them from placing
+//! on it.)
 //!
 //! # Why hand-rolled and not serde + CBOR
 //! Ten small messages with at most one large field, which is always last.
@@ -206,7 +216,13 @@ pub struct Heartbeat {
     pub shards: u64,
     /// Seconds since it started.
     pub uptime_secs: u64,
+    /// It is draining: moving its shards to other nodes before it leaves.
+    /// Peers place nothing new on it and keep no new replicas there.
+    pub draining: bool,
 }
+
+/// Heartbeat flag bit: the node is draining.
+const FLAG_DRAINING: u8 = 0x01;
 
 impl Request {
     /// A short name for logs and errors.
@@ -371,6 +387,10 @@ fn put_heartbeat(h: &mut Vec<u8>, hb: &Heartbeat) {
     h.extend_from_slice(&hb.free_bytes.to_be_bytes());
     h.extend_from_slice(&hb.shards.to_be_bytes());
     h.extend_from_slice(&hb.uptime_secs.to_be_bytes());
+    // Only when set: the 24-byte form stays what it always was.
+    if hb.draining {
+        h.push(FLAG_DRAINING);
+    }
 }
 
 /// Encodes a response into a frame. Over-long `Refused` reasons are cut.
@@ -477,11 +497,16 @@ impl<'a> Reader<'a> {
         Ok(self.take(n, what)?.to_vec())
     }
     fn heartbeat(&mut self) -> io::Result<Heartbeat> {
-        Ok(Heartbeat {
-            free_bytes: self.u64("heartbeat")?,
-            shards: self.u64("heartbeat")?,
-            uptime_secs: self.u64("heartbeat")?,
-        })
+        let free_bytes = self.u64("heartbeat")?;
+        let shards = self.u64("heartbeat")?;
+        let uptime_secs = self.u64("heartbeat")?;
+        // The flags byte is optional (absent in the original 24-byte form).
+        let flags = if self.pos < self.buf.len() { self.u8("heartbeat flags")? } else { 0 };
+        // One encoding per value: a present flags byte is never 0.
+        if flags & !FLAG_DRAINING != 0 || (flags == 0 && self.pos > 2 + 24) {
+            return Err(invalid(format!("heartbeat flags {flags:#04x}")));
+        }
+        Ok(Heartbeat { free_bytes, shards, uptime_secs, draining: flags & FLAG_DRAINING != 0 })
     }
     fn end(&self) -> io::Result<()> {
         if self.pos != self.buf.len() {
@@ -773,7 +798,8 @@ mod tests {
             Request::GetManifest { cid: c },
             Request::PutRecord { key: b"k".to_vec(), value: vec![1; 1000] },
             Request::GetRecord { key: b"k".to_vec() },
-            Request::Heartbeat(Heartbeat { free_bytes: 1, shards: u64::MAX, uptime_secs: 3 }),
+            Request::Heartbeat(Heartbeat { free_bytes: 1, shards: u64::MAX, uptime_secs: 3, draining: false }),
+            Request::Heartbeat(Heartbeat { free_bytes: 0, shards: 5, uptime_secs: 3, draining: true }),
             Request::Audit { cid: c, start: u64::MAX, len: 1 },
             Request::Audit { cid: c, start: 0, len: datamesh_core::proof::MAX_SEGMENT },
         ]
@@ -789,7 +815,8 @@ mod tests {
             Response::Record(Some(b"v".to_vec())),
             Response::NotFound,
             Response::Refused("busy".into()),
-            Response::Heartbeat(Heartbeat { free_bytes: 9, shards: 8, uptime_secs: 7 }),
+            Response::Heartbeat(Heartbeat { free_bytes: 9, shards: 8, uptime_secs: 7, draining: false }),
+            Response::Heartbeat(Heartbeat { free_bytes: 0, shards: 8, uptime_secs: 7, draining: true }),
         ]
     }
 
@@ -813,12 +840,43 @@ mod tests {
         for r in all_requests() {
             let body = frame_body(encode_request(&r).unwrap());
             for cut in 0..body.len() {
+                if matches!(r, Request::Heartbeat(Heartbeat { draining: true, .. })) && cut == body.len() - 1 {
+                    // Without its optional flags byte: the original form.
+                    assert!(decode_request(body[..cut].to_vec()).is_ok());
+                    continue;
+                }
                 let e = decode_request(body[..cut].to_vec()).unwrap_err();
                 assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{r:?} cut at {cut}");
             }
             let mut longer = body.clone();
             longer.push(0);
             assert!(decode_request(longer).is_err(), "{r:?} with a trailing byte");
+        }
+    }
+
+    /// The 24-byte heartbeat body every node sent before the flags byte
+    /// existed still decodes (as not draining), and a draining heartbeat is
+    /// that body plus one byte.
+    #[test]
+    fn the_original_heartbeat_form_still_decodes() {
+        let mut old = vec![WIRE_VERSION, 0x09];
+        for v in [7u64, 8, 9] {
+            old.extend_from_slice(&v.to_be_bytes());
+        }
+        let hb = Heartbeat { free_bytes: 7, shards: 8, uptime_secs: 9, draining: false };
+        assert_eq!(decode_request(old.clone()).unwrap(), Request::Heartbeat(hb));
+        assert_eq!(frame_body(encode_request(&Request::Heartbeat(hb)).unwrap()), old, "unchanged on the wire");
+        let mut resp = old.clone();
+        resp[1] = 0x87;
+        assert_eq!(decode_response(resp).unwrap(), Response::Heartbeat(hb));
+        let draining = Heartbeat { draining: true, ..hb };
+        let mut new = old.clone();
+        new.push(0x01);
+        assert_eq!(frame_body(encode_request(&Request::Heartbeat(draining)).unwrap()), new);
+        for bad in [0x00, 0x02, 0x80] {
+            let mut b = old.clone();
+            b.push(bad);
+            assert!(decode_request(b).is_err(), "flags {bad:#04x}");
         }
     }
 

@@ -68,7 +68,7 @@ async fn round_trip(a: &Node, b: &Node) {
     let r = a.net.request(pb, Request::GetShard { cid: missing }).await.unwrap();
     assert_eq!(r, Response::NotFound);
     // Heartbeats are answered by the network layer with the local numbers.
-    let hb = Heartbeat { free_bytes: 5, shards: 6, uptime_secs: 7 };
+    let hb = Heartbeat { free_bytes: 5, shards: 6, uptime_secs: 7, draining: false };
     b.net.set_local_heartbeat(hb);
     let r = a.net.request(pb, Request::Heartbeat(Heartbeat::default())).await.unwrap();
     assert_eq!(r, Response::Heartbeat(hb));
@@ -230,7 +230,7 @@ async fn the_first_heartbeat_carries_the_configured_numbers() {
         warning_after: Duration::from_secs(1200),
         offline_after: Duration::from_secs(2400),
     };
-    let hb = Heartbeat { free_bytes: 1 << 30, shards: 2, uptime_secs: 1 };
+    let hb = Heartbeat { free_bytes: 1 << 30, shards: 2, uptime_secs: 1, draining: false };
     let mut ca = config();
     ca.timers = timers;
     let mut cb = config();
@@ -260,7 +260,7 @@ async fn health_goes_online_warning_offline_when_a_peer_dies() {
     cb.timers = timers;
     let (a, b) = pair(ca, cb).await;
     let pb = b.net.local_peer_id();
-    let hb = Heartbeat { free_bytes: 42, shards: 3, uptime_secs: 9 };
+    let hb = Heartbeat { free_bytes: 42, shards: 3, uptime_secs: 9, draining: false };
     b.net.set_local_heartbeat(hb);
     wait_for("a has b's heartbeat numbers", T, || async {
         info(&a.net, pb).await.is_some_and(|i| i.last_heartbeat == Some(hb) && i.state == PeerState::Online)

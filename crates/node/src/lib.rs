@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod audit;
 pub mod config;
 pub mod deletion;
+pub mod drain;
 pub mod identity;
 pub mod network;
 mod node;
@@ -17,5 +18,6 @@ pub mod placement;
 pub mod repair;
 
 pub use config::{ConfigError, NodeConfig};
+pub use drain::DrainProgress;
 pub use identity::NodeIdentity;
 pub use node::{ChunkReceipt, FileStat, Node, NodeError, NodeStatus, UploadId, delete_message};

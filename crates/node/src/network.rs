@@ -334,6 +334,12 @@ pub fn can_receive(state: PeerState) -> bool {
     matches!(state, PeerState::Online)
 }
 
+/// Whether a peer said in its last heartbeat that it is draining: it gets
+/// no new shards and no new replicas.
+pub fn is_draining(p: &datamesh_net::PeerInfo) -> bool {
+    p.last_heartbeat.as_ref().is_some_and(|h| h.draining)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

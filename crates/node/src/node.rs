@@ -89,6 +89,8 @@ pub struct NodeStatus {
     pub repair: crate::repair::RepairTotals,
     /// Audit totals since start.
     pub audit: crate::audit::AuditTotals,
+    /// Whether the node is draining (`datamesh drain`).
+    pub draining: bool,
 }
 
 /// What went wrong, in terms a client can act on.
@@ -127,6 +129,9 @@ pub enum NodeError {
     /// Not enough nodes, or peers failed.
     #[error("{0}")]
     Network(String),
+    /// The node is draining (leaving the network) and takes no new files.
+    #[error("{0}")]
+    Draining(String),
 }
 
 impl From<NetError> for NodeError {
@@ -189,6 +194,7 @@ pub(crate) struct Inner {
     pub(crate) tombstones: crate::deletion::TombstoneStore,
     pub(crate) leases: crate::deletion::LeaseState,
     pub(crate) observer: OnceLock<crate::observe::Observer>,
+    pub(crate) drain: crate::drain::DrainState,
 }
 
 /// Who holds a shard.
@@ -256,6 +262,7 @@ impl Node {
                 tombstones,
                 leases: Default::default(),
                 observer: OnceLock::new(),
+                drain: Default::default(),
             }),
         })
     }
@@ -354,10 +361,17 @@ impl Node {
     pub async fn heartbeat(&self) -> datamesh_net::Heartbeat {
         let store = self.inner.store.clone();
         let stats = blocking(move || Ok(store.stats()?)).await.ok();
+        let draining = self.draining();
         datamesh_net::Heartbeat {
-            free_bytes: stats.as_ref().map(|s| s.capacity_bytes.saturating_sub(s.used_bytes)).unwrap_or(0),
+            // A draining node has room for nothing new: nodes that do not
+            // know the draining flag skip it for that alone.
+            free_bytes: match draining {
+                true => 0,
+                false => stats.as_ref().map(|s| s.capacity_bytes.saturating_sub(s.used_bytes)).unwrap_or(0),
+            },
             shards: stats.map(|s| s.shards).unwrap_or(0),
             uptime_secs: self.inner.started.elapsed().as_secs(),
+            draining,
         }
     }
 
@@ -385,7 +399,8 @@ impl Node {
     ) -> Result<Vec<Holder>, NodeError> {
         let me = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?.local_peer_id();
         let mut cands = Vec::new();
-        if !avoid.contains(&me.to_bytes()) {
+        // A draining node keeps nothing new itself.
+        if !avoid.contains(&me.to_bytes()) && !self.draining() {
             let own_free = self.heartbeat().await.free_bytes;
             cands.push(Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: own_free });
         }
@@ -394,6 +409,7 @@ impl Node {
             // nothing new.
             if p.connected
                 && network::can_receive(p.state)
+                && !network::is_draining(&p)
                 && !avoid.contains(&p.peer.to_bytes())
                 && self.inner.audit.eligible(&p.peer)
             {
@@ -425,6 +441,12 @@ impl Node {
     /// Opens an upload session for a file coded with `erasure` (the node's
     /// default when None).
     pub fn begin_upload(&self, erasure: Option<Erasure>) -> Result<UploadId, NodeError> {
+        if self.draining() {
+            return Err(NodeError::Draining(
+                "this node is draining (leaving the network) and takes no new uploads; put the file through another node"
+                    .into(),
+            ));
+        }
         let erasure = erasure.unwrap_or(self.inner.cfg.erasure());
         if erasure.k == 0 || erasure.total() > limits::MAX_TOTAL_SHARDS {
             return Err(NodeError::BadRequest(format!(
@@ -619,17 +641,18 @@ impl Node {
     }
 
     /// Stores the manifest and location record on the max(m+1, 3) nodes
-    /// closest to the manifest's CID (this node counts as one) and on every
-    /// shard holder (whose replica pin keeps its shards from GC), then
-    /// announces the file in the DHT.
+    /// closest to the manifest's CID (this node counts as one, unless it is
+    /// draining) and on every shard holder (whose replica pin keeps its
+    /// shards from GC), then announces the file in the DHT. Returns how many
+    /// other nodes took both.
     pub(crate) async fn replicate(
         &self,
         m: &Manifest,
         cid: Cid,
         bytes: &[u8],
         record: &LocationRecord,
-    ) -> Result<(), NodeError> {
-        let Some(net) = self.net().cloned() else { return Ok(()) };
+    ) -> Result<usize, NodeError> {
+        let Some(net) = self.net().cloned() else { return Ok(0) };
         let targets = self.replica_targets(m, cid, record).await;
         let rec = record.encode();
         let mut jobs = FuturesUnordered::new();
@@ -647,6 +670,7 @@ impl Node {
                 }
             });
         }
+        let took = jobs.len();
         while let Some(r) = jobs.next().await {
             r?;
         }
@@ -654,21 +678,22 @@ impl Node {
         if let Some(u) = m.unixfs {
             net.provide(&network::dht_key(&u)).await?;
         }
-        Ok(())
+        Ok(took)
     }
 
     /// Who keeps a file's manifest and location record besides this node:
-    /// the max(m+1, 3) − 1 ONLINE nodes closest to the manifest CID, and
-    /// every shard holder.
+    /// the max(m+1, 3) − 1 ONLINE nodes closest to the manifest CID (all
+    /// max(m+1, 3) of them when this node is draining: it will not be one),
+    /// none of them draining, and every shard holder.
     pub(crate) async fn replica_targets(&self, m: &Manifest, cid: Cid, record: &LocationRecord) -> Vec<PeerId> {
         let Some(net) = self.net().cloned() else { return Vec::new() };
         let me = net.local_peer_id();
-        let want = (m.erasure.m as usize + 1).max(3) - 1;
+        let want = replica_count(m) - usize::from(!self.draining());
         let online: std::collections::HashSet<PeerId> = net
             .peers()
             .await
             .into_iter()
-            .filter(|p| p.connected && network::can_receive(p.state))
+            .filter(|p| p.connected && network::can_receive(p.state) && !network::is_draining(p))
             .map(|p| p.peer)
             .collect();
         let mut targets: Vec<PeerId> = match net.closest_peers(&network::dht_key(&cid)).await {
@@ -1242,8 +1267,14 @@ impl Node {
             },
             repair: self.repair_totals(),
             audit: self.audit_totals(),
+            draining: self.draining(),
         })
     }
+}
+
+/// How many nodes keep a file's manifest and location record: max(m+1, 3).
+pub(crate) fn replica_count(m: &Manifest) -> usize {
+    (m.erasure.m as usize + 1).max(3)
 }
 
 /// Shard positions `(chunk, shard)` per holder named in `loc`.

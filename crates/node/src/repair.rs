@@ -86,18 +86,18 @@ pub(crate) struct RepairState {
 
 /// Paces rebuilt bytes: at most `rate` bytes per second on average, bursts
 /// of one second's worth. `rate == 0` means unlimited.
-struct Pacer {
+pub(crate) struct Pacer {
     rate: u64,
     start: Instant,
     sent: u64,
 }
 
 impl Pacer {
-    fn new(rate: u64) -> Self {
+    pub(crate) fn new(rate: u64) -> Self {
         Self { rate, start: Instant::now(), sent: 0 }
     }
 
-    async fn take(&mut self, bytes: u64) {
+    pub(crate) async fn take(&mut self, bytes: u64) {
         if self.rate == 0 {
             return;
         }
@@ -225,22 +225,8 @@ impl Node {
 
         for (file, moves) in changed {
             let (rec, m) = &files[&file];
-            let mut chunks: Vec<Vec<Vec<u8>>> =
-                (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().map(|h| h.to_vec()).collect()).collect();
-            for (c, s, h) in moves {
-                self.inner.audit.clear_failed(&m.chunks[c].shards[s], &chunks[c][s]);
-                chunks[c][s] = h;
-            }
-            let next = LocationRecord::sign(file, rec.seq + 1, &chunks, &self.inner.signing);
-            let locations = self.inner.locations.clone();
-            let n2 = next.clone();
-            if let Err(e) = blocking(move || locations.put(&n2).map_err(|e| NodeError::Storage(e.to_string()))).await {
-                report.errors.push(format!("{file}: saving the location record: {e}"));
-                continue;
-            }
-            let Ok((_, bytes)) = self.manifest_bytes(file).await else { continue };
-            if let Err(e) = self.replicate(m, file, &bytes, &next).await {
-                report.errors.push(format!("{file}: sending the new location record: {e}"));
+            if let Err(e) = self.rewrite_location(m, rec, &moves).await {
+                report.errors.push(format!("{file}: {e}"));
             }
         }
 
@@ -263,6 +249,37 @@ impl Node {
         report
     }
 
+    /// Re-signs `rec` with the next `seq`, each `(chunk, shard, holder)` of
+    /// `moves` now naming its new holder, saves it and sends it (with the
+    /// manifest) to every replica target and holder. Repair and drain both
+    /// move shards this way; peers take the rewrite because this node is
+    /// the record's previous writer or one of its previous holders.
+    pub(crate) async fn rewrite_location(
+        &self,
+        m: &Manifest,
+        rec: &LocationRecord,
+        moves: &[(usize, usize, Vec<u8>)],
+    ) -> Result<LocationRecord, NodeError> {
+        let file = rec.manifest;
+        let mut chunks: Vec<Vec<Vec<u8>>> =
+            (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().map(|h| h.to_vec()).collect()).collect();
+        for (c, s, h) in moves {
+            self.inner.audit.clear_failed(&m.chunks[*c].shards[*s], &chunks[*c][*s]);
+            chunks[*c][*s] = h.clone();
+        }
+        let next = LocationRecord::sign(file, rec.seq + 1, &chunks, &self.inner.signing);
+        let locations = self.inner.locations.clone();
+        let n2 = next.clone();
+        blocking(move || locations.put(&n2).map_err(|e| NodeError::Storage(e.to_string())))
+            .await
+            .map_err(|e| NodeError::Storage(format!("saving the location record: {e}")))?;
+        let (_, bytes) = self.manifest_bytes(file).await?;
+        self.replicate(m, file, &bytes, &next)
+            .await
+            .map_err(|e| NodeError::Network(format!("sending the new location record: {e}")))?;
+        Ok(next)
+    }
+
     /// Whether this node is the closest ONLINE holder of the file (it must
     /// hold the record, and so is a candidate itself).
     pub(crate) fn maintains(&self, rec: &LocationRecord, me: PeerId, online: &impl Fn(&[u8]) -> bool) -> bool {
@@ -277,7 +294,7 @@ impl Node {
     /// Live shards per chunk: local ones from the store, remote ones by
     /// asking each ONLINE holder once; OFFLINE and unknown holders count as
     /// lost, WARNING ones (and ones that fail to answer) as live for now.
-    async fn live_shards(
+    pub(crate) async fn live_shards(
         &self,
         m: &Manifest,
         rec: &LocationRecord,
