@@ -123,16 +123,18 @@ async fn wide_code(k: u16, m: u16, size: usize) {
     let t = Instant::now();
     let mut peers = network().await;
     let peers = &mut peers[..];
-    wait_for("every node to see the other 79 ONLINE", Duration::from_secs(240), || async {
+    // Joined: every node talks to a few others. Nobody is connected to all
+    // 79; placing 30 or 80 shards makes the writer look for more nodes.
+    wait_for("every node to have peers", Duration::from_secs(240), || async {
         for p in live(peers) {
-            if online_peers(&p.net).await < NODES - 1 {
+            if online_peers(&p.net).await < 3 {
                 return false;
             }
         }
         true
     })
     .await;
-    eprintln!("{k}+{m}: {NODES} nodes up and meshed in {:.1?}", t.elapsed());
+    eprintln!("{k}+{m}: {NODES} nodes up in {:.1?}", t.elapsed());
     let t = Instant::now();
     let who = Arc::new(Principal { id: "wide".into(), secret: String::new(), user: UserKey::generate() });
     // 1 MiB chunks: several chunks, each spread over k+m nodes.
@@ -185,12 +187,20 @@ async fn wide_code(k: u16, m: u16, size: usize) {
     assert!(read_all(&reader, cid, &who).await == body, "{k}+{m}: bytes differ with {m} holders down");
     eprintln!("{k}+{m}: read back with {m} holders down");
 
-    // Every survivor marks the dead OFFLINE; then the maintainer rebuilds.
+    // Whoever knew a dead node sees it leave; then the maintainer rebuilds.
     let left = live(peers).len();
-    wait_for("survivors to see the dead as OFFLINE", Duration::from_secs(60), || async {
+    let dead: Vec<Vec<u8>> = loc
+        .holders
+        .iter()
+        .map(|h| h.to_vec())
+        .filter(|h| !live(peers).iter().any(|p| p.net.local_peer_id().to_bytes() == *h))
+        .collect();
+    wait_for("survivors to see the dead go OFFLINE", Duration::from_secs(60), || async {
         for p in live(peers) {
-            if online_peers(&p.net).await > left - 1 {
-                return false;
+            for x in p.net.peers().await {
+                if dead.contains(&x.peer.to_bytes()) && x.state != PeerState::Offline {
+                    return false;
+                }
             }
         }
         true

@@ -195,6 +195,8 @@ pub(crate) struct Inner {
     pub(crate) leases: crate::deletion::LeaseState,
     pub(crate) observer: OnceLock<crate::observe::Observer>,
     pub(crate) drain: crate::drain::DrainState,
+    /// When peer discovery for a wide placement last ran.
+    discovered: Mutex<Option<Instant>>,
 }
 
 /// Who holds a shard.
@@ -212,6 +214,11 @@ pub struct Node {
 
 /// How long a provider lookup may take before the file counts as unknown.
 const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Peer discovery for wide placements: random-key lookups, at most this
+/// many, for at most this long, at most once per cooldown.
+const DISCOVERY_LOOKUPS: usize = 32;
+const DISCOVERY_TIME: Duration = Duration::from_secs(10);
+const DISCOVERY_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// How far a delete request's timestamp may be from the node's clock.
 const DELETE_CLOCK_SKEW: u64 = 300;
@@ -262,6 +269,7 @@ impl Node {
                 tombstones,
                 leases: Default::default(),
                 observer: OnceLock::new(),
+                discovered: Mutex::new(None),
                 drain: Default::default(),
             }),
         })
@@ -397,6 +405,22 @@ impl Node {
         avoid: &HashSet<Vec<u8>>,
         peers: Vec<PeerInfo>,
     ) -> Result<Vec<Holder>, NodeError> {
+        let mut cands = self.candidates(avoid, peers).await?;
+        if cands.len() < n && self.discover_peers(n).await {
+            let peers = self.peers().await;
+            cands = self.candidates(avoid, peers).await?;
+        }
+        Ok(placement::place(&kad_key(&chunk.to_bytes()), &cands, n, shard_bytes)?)
+    }
+
+    /// This node (unless avoided or draining) and the `peers` that may take
+    /// new shards: connected, ONLINE, not draining, not avoided, above the
+    /// reputation floor.
+    async fn candidates(
+        &self,
+        avoid: &HashSet<Vec<u8>>,
+        peers: Vec<PeerInfo>,
+    ) -> Result<Vec<Candidate<Holder>>, NodeError> {
         let me = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?.local_peer_id();
         let mut cands = Vec::new();
         // A draining node keeps nothing new itself.
@@ -420,7 +444,50 @@ impl Node {
                 });
             }
         }
-        Ok(placement::place(&kad_key(&chunk.to_bytes()), &cands, n, shard_bytes)?)
+        Ok(cands)
+    }
+
+    /// Widens this node's view of the network when a placement needs more
+    /// nodes than it is connected to (a wide code such as 29+51): Kademlia
+    /// lookups of random keys connect to the nodes closest to each (a node
+    /// keeps connections only to its routing table's neighbours and to whom
+    /// it talked), and every new connection is identified and heartbeated
+    /// into the health table. Waits briefly for the new peers to turn ONLINE.
+    /// At most once per `DISCOVERY_COOLDOWN`, so a network that really is too
+    /// small fails its puts fast. Returns whether new peers were found.
+    async fn discover_peers(&self, want: usize) -> bool {
+        let Some(net) = self.net().cloned() else { return false };
+        {
+            let mut last = self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < DISCOVERY_COOLDOWN) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let online = |peers: &[PeerInfo]| peers.iter().filter(|p| p.connected && network::can_receive(p.state)).count();
+        let before = online(&net.peers().await);
+        let deadline = Instant::now() + DISCOVERY_TIME;
+        // Rounds of four lookups at once (Kademlia's α is per lookup).
+        for _ in 0..DISCOVERY_LOOKUPS / 4 {
+            if Instant::now() > deadline || online(&net.peers().await) + 1 >= want {
+                break;
+            }
+            let round: FuturesUnordered<_> = (0..4)
+                .map(|_| {
+                    let (net, key) = (net.clone(), rand::random::<[u8; 32]>());
+                    async move { tokio::time::timeout(Duration::from_secs(5), net.closest_peers(&key)).await }
+                })
+                .collect();
+            round.collect::<Vec<_>>().await;
+        }
+        // Connections opened by the lookups turn ONLINE once identified.
+        let settle = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < settle && online(&net.peers().await) + 1 < want {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = online(&net.peers().await);
+        tracing::info!(want, before, after, "looked for more peers to place shards on");
+        after > before
     }
 
     /// The configuration the node runs with.

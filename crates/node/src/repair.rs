@@ -318,24 +318,32 @@ impl Node {
                 }
                 continue;
             }
-            match peers.get(&h) {
-                Some((PeerState::Online, true)) => {
-                    let Ok(peer) = PeerId::from_bytes(&h) else { continue };
-                    let net = net.clone();
-                    asks.push(async move { (pos, shards_held(&net, peer, &cids).await) });
-                }
+            // Whether to ask the holder, and what no clear answer means.
+            let ask_it = match peers.get(&h) {
+                // Never seen: in a network wider than this node's
+                // connections (a wide code) a holder may simply be one it
+                // has not talked to yet. Ask it (the DHT knows its address);
+                // no answer counts as lost, like OFFLINE.
+                None => Some(false),
+                // No clear answer from a connected peer is not evidence of
+                // loss.
+                Some((PeerState::Online, true)) => Some(true),
                 Some((PeerState::Warning, _)) | Some((PeerState::Online, false)) => {
-                    for (c, s) in pos {
+                    for &(c, s) in &pos {
                         live[c][s] = true;
                     }
+                    None
                 }
-                _ => {} // OFFLINE or never seen: lost.
+                _ => None, // OFFLINE: lost.
+            };
+            if let (Some(otherwise), Ok(peer)) = (ask_it, PeerId::from_bytes(&h)) {
+                let net = net.clone();
+                asks.push(async move { (pos, shards_held(&net, peer, &cids).await, otherwise) });
             }
         }
-        while let Some((pos, held)) = asks.next().await {
+        while let Some((pos, held, otherwise)) = asks.next().await {
             for ((c, s), held) in pos.into_iter().zip(held) {
-                // No clear answer is not evidence of loss.
-                live[c][s] = held.unwrap_or(true);
+                live[c][s] = held.unwrap_or(otherwise);
             }
         }
         // A holder that failed an audit of a shard does not have it, whatever
