@@ -140,6 +140,11 @@ impl Store {
 }
 
 impl ObjectWriter {
+    /// The CID the bytes must hash to.
+    pub fn cid(&self) -> Cid {
+        self.cid
+    }
+
     /// The announced length.
     pub fn len(&self) -> u64 {
         self.len
