@@ -9,6 +9,10 @@
 //! Inbound requests never run on the actor: each is served on its own task
 //! (CID verification, then the node's [`crate::Handler`]), at most
 //! `max_inbound_requests` at once, and the answer comes back as a message.
+//! A PUT body the handler takes through a [`crate::BodySink`] is streamed
+//! into it by the codec as it arrives (sink calls on blocking threads, at
+//! most `max_inbound_requests` bodies at once); the actor only sends the
+//! settled answer and strikes a sender whose bytes did not match.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;

@@ -17,7 +17,8 @@
 //!   republished; the routing table is refreshed by a periodic bootstrap.
 //!   The record store is saved to `state_dir/kad-store.cbor` every minute
 //!   and on shutdown, and reloaded on start ([`kad_store`]).
-//! - The shard protocol `/datamesh/shard/1.0.0` ([`protocol`]).
+//! - The shard protocol `/datamesh/shard/2.0.0` ([`protocol`]): small
+//!   messages in bounded frames, shards and manifests streamed as bodies.
 //! - mDNS on the LAN when [`NetConfig::mdns`] is set.
 //! - Bootstrap peers dialed by priority, retried with exponential backoff
 //!   and reconnected when they drop ([`bootstrap`]).
