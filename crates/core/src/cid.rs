@@ -148,6 +148,17 @@ impl Cid {
         d == self.digest()
     }
 
+    /// An incremental hasher for bytes that arrive (or are read) in pieces,
+    /// under this CID's hash function; [`CidHasher::verifies`] is then the
+    /// same check as [`Cid::verifies`] over the concatenated pieces.
+    pub fn hasher(&self) -> CidHasher {
+        let state = match self.hash_code() {
+            BLAKE3 => HashState::Blake3(Box::default()),
+            _ => HashState::Sha256(Default::default()),
+        };
+        CidHasher { digest: self.digest(), state }
+    }
+
     /// The binary form (as in a multihash-prefixed CID).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.0.to_bytes()
@@ -165,6 +176,47 @@ impl Cid {
     /// The underlying `cid::Cid`.
     pub fn inner(&self) -> &cid::Cid {
         &self.0
+    }
+}
+
+/// Hashes bytes piece by piece and checks them against a CID (see
+/// [`Cid::hasher`]). Memory is the hash state, whatever the length.
+#[derive(Clone)]
+pub struct CidHasher {
+    digest: [u8; 32],
+    state: HashState,
+}
+
+#[derive(Clone)]
+enum HashState {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+}
+
+impl CidHasher {
+    /// Adds the next piece.
+    pub fn update(&mut self, piece: &[u8]) {
+        match &mut self.state {
+            HashState::Blake3(h) => {
+                h.update(piece);
+            }
+            HashState::Sha256(h) => sha2::Digest::update(h, piece),
+        }
+    }
+
+    /// Whether everything added so far hashes to the CID.
+    pub fn verifies(&self) -> bool {
+        let d: [u8; 32] = match &self.state {
+            HashState::Blake3(h) => *h.finalize().as_bytes(),
+            HashState::Sha256(h) => sha2::Digest::finalize(h.clone()).into(),
+        };
+        d == self.digest
+    }
+}
+
+impl fmt::Debug for CidHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CidHasher")
     }
 }
 
@@ -238,6 +290,21 @@ mod tests {
         assert_eq!(Cid::from_bytes(&c.to_bytes()).unwrap(), c);
         assert!(c.verifies(b"hello"));
         assert!(!c.verifies(b"hellp"));
+        for c in [
+            c,
+            Cid::from_sha256(RAW, &{
+                use sha2::Digest;
+                sha2::Sha256::digest(b"hello").into()
+            }),
+        ] {
+            let mut h = c.hasher();
+            h.update(b"he");
+            assert!(!h.verifies());
+            h.update(b"llo");
+            assert!(h.verifies());
+            h.update(b"!");
+            assert!(!h.verifies());
+        }
     }
 
     #[test]

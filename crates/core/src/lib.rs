@@ -15,7 +15,7 @@ pub mod proof;
 pub mod testdata;
 pub mod tombstone;
 
-pub use crate::cid::{Cid, CidError, Codec};
+pub use crate::cid::{Cid, CidError, CidHasher, Codec};
 pub use crate::location::{LocationError, LocationRecord};
 pub use crate::manifest::{
     ChunkEntry, Chunking, Cipher, Compression, Encryption, Erasure, Manifest, ManifestError, WrappedKey,

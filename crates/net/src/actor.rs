@@ -9,6 +9,10 @@
 //! Inbound requests never run on the actor: each is served on its own task
 //! (CID verification, then the node's [`crate::Handler`]), at most
 //! `max_inbound_requests` at once, and the answer comes back as a message.
+//! A PUT body the handler takes through a [`crate::BodySink`] is streamed
+//! into it by the codec as it arrives (sink calls on blocking threads, at
+//! most `max_inbound_requests` bodies at once); the actor only sends the
+//! settled answer and strikes a sender whose bytes did not match.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -35,7 +39,7 @@ use crate::config::{NetConfig, Tuning};
 use crate::error::NetError;
 use crate::health::{PeerInfo, PeerTable};
 use crate::kad_store::{self, PersistentStore};
-use crate::protocol::{Heartbeat, Inbound, InboundBudget, PROTOCOL, Request, Response, ShardCodec};
+use crate::protocol::{BodyKind, Heartbeat, Inbound, InboundBudget, Outbound, PROTOCOL, Request, Response, ShardCodec};
 
 /// The Kademlia protocol id: our own DHT, apart from the public IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/datamesh/kad/1.0.0");
@@ -111,8 +115,8 @@ enum QueryWait {
 /// An inbound request served: the answer and, if the peer cheated, why.
 struct Served {
     peer: PeerId,
-    channel: ResponseChannel<Response>,
-    response: Response,
+    channel: ResponseChannel<Outbound>,
+    response: Outbound,
     strike: Option<String>,
 }
 
@@ -198,6 +202,8 @@ pub(crate) async fn build(
         .with_max_concurrent_streams(tuning.max_streams_per_connection);
     let use_mdns = cfg.mdns;
     let max_inbound_bytes = tuning.max_inbound_bytes;
+    let max_bodies = cfg.max_inbound_requests;
+    let codec_handler = handler.clone();
 
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -234,7 +240,7 @@ pub(crate) async fn build(
                 ping: ping::Behaviour::new(ping::Config::new()),
                 kad,
                 shard: request_response::Behaviour::with_codec(
-                    ShardCodec { budget: InboundBudget::new(max_inbound_bytes) },
+                    ShardCodec::new(InboundBudget::new(max_inbound_bytes), codec_handler, max_bodies),
                     [(PROTOCOL, ProtocolSupport::Full)],
                     rr_config,
                 ),
@@ -458,8 +464,8 @@ impl Actor {
             let handler = self.handler.clone();
             let hb = *self.local_heartbeat.borrow();
             tokio::spawn(async move {
-                let (resp, _) = serve(handler, peer, req, hb).await;
-                let _ = reply.send(Ok(resp));
+                let (resp, _) = serve(handler, peer, req, hb, false).await;
+                let _ = reply.send(Ok(into_response(resp).await));
             });
             return;
         }
@@ -573,13 +579,22 @@ impl Actor {
         }
     }
 
-    fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Response>) {
+    fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Outbound>) {
         let now = Instant::now();
         let (req, permit) = match request {
             Inbound::Violation(why) => {
                 // Dropping the channel closes the stream unanswered.
                 drop(channel);
                 self.strike(peer, &why);
+                return;
+            }
+            Inbound::Answered(response, strike) => {
+                // A streamed body, settled by the handler's sink as it was read.
+                self.peers.seen(&peer, now);
+                let _ = self.swarm.behaviour_mut().shard.send_response(channel, Outbound::Response(response));
+                if let Some(why) = strike {
+                    self.strike(peer, &why);
+                }
                 return;
             }
             Inbound::Request(r, permit) => (r, permit),
@@ -590,11 +605,13 @@ impl Actor {
                 e.last_heartbeat = Some(hb);
             }
             let mine = *self.local_heartbeat.borrow();
-            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Heartbeat(mine));
+            let _ =
+                self.swarm.behaviour_mut().shard.send_response(channel, Outbound::Response(Response::Heartbeat(mine)));
             return;
         }
         if self.inbound_in_flight >= self.max_inbound {
-            let _ = self.swarm.behaviour_mut().shard.send_response(channel, Response::Refused("busy".into()));
+            let busy = Outbound::Response(Response::Refused("busy".into()));
+            let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
             return;
         }
         self.inbound_in_flight += 1;
@@ -602,7 +619,7 @@ impl Actor {
         let tx = self.served_tx.clone();
         let hb = *self.local_heartbeat.borrow();
         tokio::spawn(async move {
-            let (response, strike) = serve(handler, peer, req, hb).await;
+            let (response, strike) = serve(handler, peer, req, hb, true).await;
             // The request's bytes are gone: give them back to the budget.
             drop(permit);
             // The actor holds the receiver until it stops; if it has, the
@@ -720,13 +737,17 @@ impl Actor {
         }
     }
 
-    fn on_shard_event(&mut self, ev: request_response::Event<Inbound, Response>) {
+    fn on_shard_event(&mut self, ev: request_response::Event<Inbound, Outbound>) {
         let now = Instant::now();
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 Message::Request { request, channel, .. } => self.on_inbound(peer, request, channel),
                 Message::Response { request_id, response } => {
                     self.peers.seen(&peer, now);
+                    let Outbound::Response(response) = response else {
+                        // `read_response` only ever yields responses.
+                        return;
+                    };
                     match self.pending.remove(&request_id) {
                         Some(Pending::Heartbeat(p)) => {
                             if let Some(e) = self.peers.get_mut(&p) {
@@ -904,27 +925,72 @@ impl Actor {
 
 /// Serves one inbound (or self-addressed) request: verify content against its
 /// CID, then ask the node's handler. Returns the answer and, when the peer
-/// sent data that does not match its CID, the strike reason.
-async fn serve(handler: Arc<dyn Handler>, peer: PeerId, req: Request, local: Heartbeat) -> (Response, Option<String>) {
+/// sent data that does not match its CID, the strike reason. With `stream`,
+/// a `GetShard`/`GetManifest` is answered from the handler's
+/// [`crate::Handler::body_source`] when it has one.
+async fn serve(
+    handler: Arc<dyn Handler>,
+    peer: PeerId,
+    req: Request,
+    local: Heartbeat,
+    stream: bool,
+) -> (Outbound, Option<String>) {
     let req = match req {
-        Request::Heartbeat(_) => return (Response::Heartbeat(local), None),
+        Request::Heartbeat(_) => return (Outbound::Response(Response::Heartbeat(local)), None),
         Request::PutShard { cid, data } => match verify(cid, data).await {
             Ok(data) => Request::PutShard { cid, data },
-            Err(why) => return (Response::Refused(why.clone()), Some(why)),
+            Err(why) => return (Outbound::Response(Response::Refused(why.clone())), Some(why)),
         },
         Request::PutManifest { cid, data } => match verify(cid, data).await {
             Ok(data) => Request::PutManifest { cid, data },
-            Err(why) => return (Response::Refused(why.clone()), Some(why)),
+            Err(why) => return (Outbound::Response(Response::Refused(why.clone())), Some(why)),
         },
         r => r,
     };
+    let body = match &req {
+        Request::GetShard { cid } if stream => Some((BodyKind::Shard, *cid)),
+        Request::GetManifest { cid } if stream => Some((BodyKind::Manifest, *cid)),
+        _ => None,
+    };
+    if let Some((kind, cid)) = body {
+        let h = handler.clone();
+        match tokio::task::spawn_blocking(move || h.body_source(kind, cid)).await {
+            Ok(Some(Ok(src))) => return (Outbound::Source(src), None),
+            Ok(Some(Err(resp))) => return (Outbound::Response(resp), None),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(%peer, %e, "opening a body source failed");
+                return (Outbound::Response(Response::Refused("internal error".into())), None);
+            }
+        }
+    }
     // The handler runs on its own task so that a panic in it becomes an
     // answer instead of a lost slot.
     match tokio::spawn(async move { handler.handle(peer, req).await }).await {
-        Ok(resp) => (resp, None),
+        Ok(resp) => (Outbound::Response(resp), None),
         Err(e) => {
             tracing::error!(%peer, %e, "request handler failed");
-            (Response::Refused("internal error".into()), None)
+            (Outbound::Response(Response::Refused("internal error".into())), None)
+        }
+    }
+}
+
+/// The answer as a [`Response`]: a body source is read whole (on a blocking
+/// thread), for requests this node serves itself.
+async fn into_response(o: Outbound) -> Response {
+    match o {
+        Outbound::Response(r) => r,
+        Outbound::Source(src) => {
+            let read = tokio::task::spawn_blocking(move || {
+                let mut v = Vec::with_capacity(usize::try_from(src.len).unwrap_or(0));
+                std::io::Read::read_to_end(&mut std::io::Read::take(src.reader, src.len), &mut v).map(|_| v)
+            })
+            .await;
+            match read {
+                Ok(Ok(v)) => Response::Data(v),
+                Ok(Err(e)) => Response::Refused(e.to_string()),
+                Err(e) => Response::Refused(e.to_string()),
+            }
         }
     }
 }

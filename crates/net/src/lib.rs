@@ -17,7 +17,8 @@
 //!   republished; the routing table is refreshed by a periodic bootstrap.
 //!   The record store is saved to `state_dir/kad-store.cbor` every minute
 //!   and on shutdown, and reloaded on start ([`kad_store`]).
-//! - The shard protocol `/datamesh/shard/1.0.0` ([`protocol`]).
+//! - The shard protocol `/datamesh/shard/2.0.0` ([`protocol`]): small
+//!   messages in bounded frames, shards and manifests streamed as bodies.
 //! - mDNS on the LAN when [`NetConfig::mdns`] is set.
 //! - Bootstrap peers dialed by priority, retried with exponential backoff
 //!   and reconnected when they drop ([`bootstrap`]).
@@ -63,7 +64,7 @@ pub use crate::actor::ProviderLookup;
 pub use crate::config::{HealthTimers, NetConfig, Tuning};
 pub use crate::error::NetError;
 pub use crate::health::{PeerInfo, PeerState};
-pub use crate::protocol::{Heartbeat, Request, Response};
+pub use crate::protocol::{BodyError, BodyKind, BodySink, BodySource, Heartbeat, Request, Response};
 pub use libp2p::{Multiaddr, PeerId};
 
 /// The peer id of the node whose Ed25519 public key is `public_key` (32
@@ -79,10 +80,38 @@ use crate::actor::Command;
 /// every bound and, for `PutShard`/`PutManifest`, that the bytes match the
 /// CID. `Heartbeat` requests are answered by the network layer itself and
 /// never reach the handler.
+///
+/// Bulk bytes: a handler that implements [`Handler::body_sink`] and
+/// [`Handler::body_source`] takes peers' `PutShard`/`PutManifest` bodies
+/// piece by piece as they arrive and answers their `GetShard`/`GetManifest`
+/// from a reader, so that no transfer is held whole in memory. One that does
+/// not gets them through [`Handler::handle`] (bodies buffered, bounded by
+/// the inbound memory budget). Requests a node sends itself always go
+/// through `handle`.
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request from `from`.
     async fn handle(&self, from: PeerId, req: Request) -> Response;
+
+    /// Where the body of a peer's `PutShard`/`PutManifest` of `len` bytes
+    /// (already checked against `kind`'s bound) should go: `Some(Ok(sink))`
+    /// to take it in pieces, `Some(Err(answer))` to refuse it at once (e.g.
+    /// no room; the body is read and discarded, then the peer gets
+    /// `answer`), `None` (the default) to receive it whole through
+    /// [`Handler::handle`]. Called on a blocking thread.
+    fn body_sink(&self, kind: BodyKind, cid: Cid, len: u64) -> Option<Result<Box<dyn BodySink>, Response>> {
+        let _ = (kind, cid, len);
+        None
+    }
+
+    /// The bytes a peer's `GetShard`/`GetManifest` asks for, as a reader:
+    /// `Some(Ok(source))` to stream them, `Some(Err(answer))` to answer
+    /// otherwise (e.g. `NotFound`), `None` (the default) to answer through
+    /// [`Handler::handle`]. Called on a blocking thread.
+    fn body_source(&self, kind: BodyKind, cid: Cid) -> Option<Result<BodySource, Response>> {
+        let _ = (kind, cid);
+        None
+    }
 }
 
 /// A handle on the network actor. Cheap to clone; every clone talks to the

@@ -1,8 +1,11 @@
-//! A hostile peer: a raw libp2p swarm speaking `/datamesh/shard/1.0.0` with a
+//! A hostile peer: a raw libp2p swarm speaking `/datamesh/shard/2.0.0` with a
 //! codec that writes whatever bytes it is given. It sends an oversized length
 //! prefix, garbage, and a shard that does not match its CID; each is refused
-//! and struck, and the third gets it banned. Meanwhile an honest peer's 4 MiB
-//! transfer to the same node completes.
+//! and struck, and the third gets it banned. Against a node that streams
+//! bodies into a sink it announces a huge body, stops mid-body, streams bytes
+//! that do not match the CID and sends more than it announced: nothing of it
+//! is kept, and it is cut off. Meanwhile an honest peer's 4 MiB transfer to
+//! the same node completes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,8 +16,8 @@ use std::time::Duration;
 
 use common::*;
 use datamesh_core::Cid;
-use datamesh_net::protocol::{PROTOCOL, encode_request_frame};
-use datamesh_net::{NetClient, PeerId, Request, Tuning};
+use datamesh_net::protocol::{PROTOCOL, WIRE_VERSION, encode_request_frame};
+use datamesh_net::{NetClient, PeerId, Request, Response, Tuning};
 use futures::prelude::*;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
@@ -206,6 +209,109 @@ async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
     assert!(server.store.seen.lock().unwrap().iter().all(|(p, _)| *p != hid));
     let hi = info(&server.net, honest.net.local_peer_id()).await.unwrap();
     assert_eq!((hi.strikes, hi.banned, hi.connected), (0, false, true));
+
+    server.net.shutdown().await;
+    honest.net.shutdown().await;
+}
+
+/// A PUT_SHARD frame announcing `len` body bytes for `cid`, then `body`.
+fn put_with_body(cid: &Cid, len: u32, body: &[u8]) -> Vec<u8> {
+    let c = cid.to_bytes();
+    let mut frame = vec![WIRE_VERSION, 0x01, c.len() as u8];
+    frame.extend_from_slice(&c);
+    frame.extend_from_slice(&len.to_be_bytes());
+    let mut wire = (frame.len() as u32).to_be_bytes().to_vec();
+    wire.extend_from_slice(&frame);
+    wire.extend_from_slice(body);
+    wire
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_are_refused_and_cut_off_while_an_honest_transfer_completes() {
+    let handler = common::MapHandler { streaming: true, ..Default::default() };
+    let server = node_handled(config(), Tuning { max_strikes: 3, ..Tuning::default() }, handler).await;
+    let sid = server.net.local_peer_id();
+    let saddr = server.net.listen_addrs().await[0].clone();
+
+    let mut hc = config();
+    hc.bootstrap = vec![p2p_addr(&server.net).await];
+    let honest = node(hc).await;
+    wait_for("honest peer connected", T, || async {
+        info(&server.net, honest.net.local_peer_id()).await.is_some_and(|i| i.connected)
+    })
+    .await;
+
+    let mut raw = raw_swarm();
+    let hid = *raw.local_peer_id();
+    let mut seen = Seen::default();
+    raw.dial(saddr).unwrap();
+    drive_until(&mut raw, &mut seen, "raw client connected", |s| std::future::ready(s.connected)).await;
+
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 247) as u8).collect();
+    let big_cid = Cid::raw_blake3(&big);
+    let transfer = {
+        let net = honest.net.clone();
+        let big = big.clone();
+        tokio::spawn(async move { net.put_shard(sid, big_cid, big).await })
+    };
+
+    // (a) A body far beyond the shard limit, refused from its header: no
+    // sink is ever made for it.
+    let target = Cid::raw_blake3(&[7u8; 256 * 1024]);
+    let a = raw.behaviour_mut().send_request(&sid, put_with_body(&target, u32::MAX, &[0; 64]));
+    drive_until(&mut raw, &mut seen, "strike 1 (huge body announced)", |s| {
+        let done = s.finished.contains(&a);
+        let net = server.net.clone();
+        async move { done && strikes(&net, hid).await == 1 }
+    })
+    .await;
+    // (The honest transfer may be writing into its own sink meanwhile.)
+    assert_eq!(server.store.abandoned.load(std::sync::atomic::Ordering::Relaxed), 0, "no sink was made for it");
+
+    // (b) A body that stops half way (the stream ends): not the peer's
+    // fault as far as we can tell, so no strike, but nothing is kept.
+    let b = raw.behaviour_mut().send_request(&sid, put_with_body(&target, 256 * 1024, &[7u8; 100 * 1024]));
+    drive_until(&mut raw, &mut seen, "the cut body abandoned", |s| {
+        let done = s.finished.contains(&b);
+        let abandoned = server.store.abandoned.load(std::sync::atomic::Ordering::Relaxed);
+        std::future::ready(done && abandoned == 1)
+    })
+    .await;
+    assert_eq!(strikes(&server.net, hid).await, 1);
+
+    // (c) A whole body whose bytes do not match the CID: refused, struck.
+    let c = raw.behaviour_mut().send_request(&sid, put_with_body(&target, 256 * 1024, &[8u8; 256 * 1024]));
+    drive_until(&mut raw, &mut seen, "strike 2 (bytes not matching the CID)", |s| {
+        let done = s.finished.contains(&c);
+        let net = server.net.clone();
+        async move { done && strikes(&net, hid).await == 2 }
+    })
+    .await;
+    assert!(!seen.closed, "two strikes: still connected");
+
+    // (d) The right bytes and one more than announced: the third strike bans.
+    let mut longer = [7u8; 256 * 1024].to_vec();
+    longer.push(7);
+    raw.behaviour_mut().send_request(&sid, put_with_body(&target, 256 * 1024, &longer));
+    drive_until(&mut raw, &mut seen, "the hostile peer cut off", |s| {
+        let closed = s.closed;
+        let net = server.net.clone();
+        async move { closed && info(&net, hid).await.is_some_and(|i| i.strikes == 3 && i.banned && !i.connected) }
+    })
+    .await;
+
+    // None of it was kept; the honest shard was, and went through the sink.
+    transfer.await.unwrap().expect("the honest transfer completes");
+    let shards = server.store.shards.lock().unwrap().clone();
+    assert_eq!(shards.get(&big_cid), Some(&big));
+    assert!(!shards.contains_key(&target), "nothing of the hostile bodies was kept");
+    assert!(server.store.seen.lock().unwrap().is_empty(), "bodies never reach `handle`");
+    let hi = info(&server.net, honest.net.local_peer_id()).await.unwrap();
+    assert_eq!((hi.strikes, hi.banned, hi.connected), (0, false, true));
+    // And it serves the shard back.
+    assert_eq!(honest.net.get_shard(sid, big_cid).await.unwrap(), big);
+    let r = honest.net.request(sid, Request::GetShard { cid: target }).await.unwrap();
+    assert_eq!(r, Response::NotFound);
 
     server.net.shutdown().await;
     honest.net.shutdown().await;

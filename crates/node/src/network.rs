@@ -8,10 +8,15 @@
 //! - `tomb/<manifest CID bytes>`: the owner's tombstone of a deleted file
 //!   (see `deletion.rs`).
 //!
+//! Shards and manifests peers send go to disk as they arrive (a
+//! [`BodySink`] over the store's streaming writer), and those peers ask for
+//! are streamed from their files ([`BodySource`] over the store's verified
+//! reader), so a transfer never sits whole in memory.
+//!
 //! **Architecture invariant:** everything received is verified before use:
-//! shards and manifests against their CIDs (in `net`), location records by
-//! signature, and a stored record is only replaced by a valid one with a
-//! higher `seq`.
+//! shards and manifests against their CIDs (hashed as they are written,
+//! committed only on a match), location records by signature, and a stored
+//! record is only replaced by a valid one with a higher `seq`.
 
 // Store calls return `StoreError`, which carries CIDs inline; boxing it on
 // this path would buy nothing.
@@ -23,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use datamesh_core::tombstone::Tombstone;
 use datamesh_core::{Cid, LocationRecord, Manifest};
-use datamesh_net::{Handler, PeerId, PeerState, Request, Response};
-use datamesh_store::{PinInfo, ShardMeta, Store, StoreError, UploadGuard};
+use datamesh_net::{BodyError, BodyKind, BodySink, BodySource, Handler, PeerId, PeerState, Request, Response};
+use datamesh_store::{ObjectWriter, PinInfo, ShardMeta, Store, StoreError, UploadGuard};
 
 /// Key of a file's location record.
 pub fn location_key(manifest: &Cid) -> Vec<u8> {
@@ -154,6 +159,112 @@ fn refused(e: impl std::fmt::Display) -> Response {
     Response::Refused(e.to_string())
 }
 
+impl NodeHandler {
+    fn adopter(&self) -> Adopter {
+        Adopter {
+            store: self.store.clone(),
+            tombstones: self.tombstones.clone(),
+            grace: self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.clone(),
+            on_manifest: self.on_manifest.clone(),
+        }
+    }
+}
+
+/// What a node does with a peer's manifest once it is stored: keep the file
+/// as a replica. Blocking.
+struct Adopter {
+    store: Store,
+    tombstones: crate::deletion::TombstoneStore,
+    grace: Arc<UploadGuard>,
+    on_manifest: Arc<dyn Fn(Cid) + Send + Sync>,
+}
+
+impl Adopter {
+    fn adopt(&self, cid: Cid, m: Manifest) -> Response {
+        let store = &self.store;
+        // A fresh upload of a file deleted before (same bytes, same CID)
+        // supersedes the old tombstone.
+        self.tombstones.remove(&cid);
+        let r = (|| {
+            if let Some(u) = m.unixfs {
+                store.set_alias(&u, &cid)?;
+            }
+            // A replica pin: this node keeps the manifest and the shards of
+            // it that it holds.
+            if store.pin_info(&cid)?.is_none() {
+                store.pin(
+                    &cid,
+                    PinInfo { name: None, size: m.size, created_at: crate::node::now_secs(), replica: true },
+                )?;
+            }
+            Ok::<_, StoreError>(())
+        })();
+        match r {
+            Ok(()) => {
+                // The replica pin keeps its shards now; the grace guard lets
+                // go of them, so a tombstone or a lapsed lease can reclaim them.
+                self.grace.release_many(m.chunks.iter().flat_map(|c| c.shards.iter()));
+                (self.on_manifest)(cid);
+                Response::Ok
+            }
+            Err(e) => refused(e),
+        }
+    }
+}
+
+fn body_error(e: StoreError) -> BodyError {
+    match e {
+        StoreError::Corrupt { .. } => BodyError::Mismatch(e.to_string()),
+        e => BodyError::Refused(e.to_string()),
+    }
+}
+
+/// A peer's shard, written to the store as it arrives; kept from GC by the
+/// grace guard until its manifest comes.
+struct ShardSink {
+    writer: ObjectWriter,
+    guard: Arc<UploadGuard>,
+}
+
+impl BodySink for ShardSink {
+    fn write(&mut self, piece: &[u8]) -> Result<(), BodyError> {
+        self.writer.write(piece).map_err(body_error)
+    }
+    fn finish(self: Box<Self>) -> Result<(), BodyError> {
+        let ShardSink { writer, guard } = *self;
+        writer.finish(Some(&guard)).map_err(body_error)
+    }
+}
+
+/// A peer's manifest, written to the store as it arrives, then read back
+/// (verified) and adopted as a replica.
+struct ManifestSink {
+    writer: ObjectWriter,
+    adopt: Adopter,
+}
+
+impl BodySink for ManifestSink {
+    fn write(&mut self, piece: &[u8]) -> Result<(), BodyError> {
+        self.writer.write(piece).map_err(body_error)
+    }
+    fn finish(self: Box<Self>) -> Result<(), BodyError> {
+        let ManifestSink { writer, adopt } = *self;
+        let cid = writer.cid();
+        writer.finish(None).map_err(body_error)?;
+        let bytes = adopt.store.get_manifest(&cid).map_err(body_error)?;
+        // Hashes to its CID but is not a manifest: left unpinned for GC.
+        let Ok(m) = Manifest::decode_verified(&cid, &bytes) else {
+            return Err(BodyError::Refused("not a valid manifest for this CID".into()));
+        };
+        drop(bytes);
+        match adopt.adopt(cid, m) {
+            Response::Ok => Ok(()),
+            Response::Refused(why) => Err(BodyError::Refused(why)),
+            other => Err(BodyError::Refused(format!("{other:?}"))),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Handler for NodeHandler {
     async fn handle(&self, _from: PeerId, req: Request) -> Response {
@@ -217,38 +328,11 @@ impl Handler for NodeHandler {
                 let Ok(m) = Manifest::decode_verified(&cid, &data) else {
                     return Response::Refused("not a valid manifest for this CID".into());
                 };
-                let size = m.size;
-                let shard_cids: Vec<Cid> = m.chunks.iter().flat_map(|c| c.shards.iter().copied()).collect();
-                // A fresh upload of a file deleted before (same bytes, same
-                // CID) supersedes the old tombstone.
-                self.tombstones.remove(&cid);
-                let r = blocking(move || {
-                    store.put_manifest(&cid, &data)?;
-                    if let Some(u) = m.unixfs {
-                        store.set_alias(&u, &cid)?;
-                    }
-                    // A replica pin: this node keeps the manifest and the
-                    // shards of it that it holds.
-                    if store.pin_info(&cid)?.is_none() {
-                        store.pin(
-                            &cid,
-                            PinInfo { name: None, size, created_at: crate::node::now_secs(), replica: true },
-                        )?;
-                    }
-                    Ok::<_, StoreError>(())
-                });
-                match r {
-                    Ok(()) => {
-                        // The replica pin keeps its shards now; the grace
-                        // guard lets go of them, so a tombstone or a lapsed
-                        // lease can reclaim them.
-                        let g = self.pending.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
-                        g.release_many(shard_cids.iter());
-                        (self.on_manifest)(cid);
-                        Response::Ok
-                    }
+                let adopt = self.adopter();
+                blocking(move || match store.put_manifest(&cid, &data) {
+                    Ok(()) => adopt.adopt(cid, m),
                     Err(e) => refused(e),
-                }
+                })
             }
             Request::GetManifest { cid } => match blocking(move || store.get_manifest(&cid)) {
                 Ok(d) => Response::Data(d),
@@ -321,6 +405,34 @@ impl Handler for NodeHandler {
             }
             Request::Heartbeat(_) => Response::Ok,
         }
+    }
+
+    fn body_sink(&self, kind: BodyKind, cid: Cid, len: u64) -> Option<Result<Box<dyn BodySink>, Response>> {
+        let sink: Result<Box<dyn BodySink>, StoreError> = match kind {
+            BodyKind::Shard => {
+                let meta = ShardMeta { chunk: cid, index: 0 };
+                self.store
+                    .shard_writer(cid, len, meta)
+                    .map(|writer| Box::new(ShardSink { writer, guard: self.guard() }) as Box<dyn BodySink>)
+            }
+            BodyKind::Manifest => self
+                .store
+                .manifest_writer(cid, len)
+                .map(|writer| Box::new(ManifestSink { writer, adopt: self.adopter() }) as Box<dyn BodySink>),
+        };
+        Some(sink.map_err(refused))
+    }
+
+    fn body_source(&self, kind: BodyKind, cid: Cid) -> Option<Result<BodySource, Response>> {
+        let reader = match kind {
+            BodyKind::Shard => self.store.shard_reader(&cid),
+            BodyKind::Manifest => self.store.manifest_reader(&cid),
+        };
+        Some(match reader {
+            Ok(r) => Ok(BodySource { len: r.len(), reader: Box::new(r) }),
+            Err(StoreError::NotFound { .. }) | Err(StoreError::Corrupt { .. }) => Err(Response::NotFound),
+            Err(e) => Err(refused(e)),
+        })
     }
 }
 

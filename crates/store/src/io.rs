@@ -55,6 +55,8 @@ pub(crate) trait Io: Send + Sync + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Reads at most `limit` bytes of a file.
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>>;
+    /// Opens a file for reading in pieces.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>>;
     /// Lists a directory.
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
     /// The length of a file, or `None` if it does not exist.
@@ -121,6 +123,10 @@ impl Io for RealIo {
         let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         f.take(limit).read_to_end(&mut out)?;
         Ok(out)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(File::open(path)?))
     }
 
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {

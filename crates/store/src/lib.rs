@@ -40,6 +40,12 @@
 //! the `mutation` lock in `store.rs`). GC safety during uploads is the
 //! [`UploadGuard`] protocol.
 //!
+//! Streaming: [`Store::shard_writer`] / [`Store::manifest_writer`] take an
+//! object in pieces (a peer's upload goes to disk as it arrives) and commit
+//! it the same way, only if it hashes to its CID; [`Store::shard_reader`] /
+//! [`Store::manifest_reader`] read one in pieces, verified before the last
+//! piece is handed out (see `stream.rs`).
+//!
 //! # Performance
 //!
 //! A durable put is bound by fsync latency. Within one `put_shards` batch
@@ -82,6 +88,7 @@ mod guard;
 mod io;
 pub mod record;
 mod store;
+mod stream;
 
 #[cfg(test)]
 mod sim;
@@ -95,6 +102,7 @@ pub use crate::gc::GcReport;
 pub use crate::guard::UploadGuard;
 pub use crate::record::{RecordError, ShardRecord};
 pub use crate::store::{OpenReport, PinInfo, ScrubReport, ShardMeta, Store, StoreConfig, StoreStats};
+pub use crate::stream::{ObjectReader, ObjectWriter};
 
 /// The store format this build writes and the newest it opens.
 pub const FORMAT_VERSION: u32 = 1;

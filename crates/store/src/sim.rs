@@ -506,6 +506,13 @@ impl Io for SimFs {
         Ok(f.live[..n].to_vec())
     }
 
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn std::io::Read + Send>> {
+        self.ctl.tick()?;
+        let mut st = lock(&self.st);
+        let f = st.file_mut(&self.root, path)?;
+        Ok(Box::new(std::io::Cursor::new(f.live.clone())))
+    }
+
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         self.ctl.tick()?;
         let st = lock(&self.st);

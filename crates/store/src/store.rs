@@ -168,14 +168,14 @@ impl Kind {
         }
     }
 
-    fn what(self) -> &'static str {
+    pub(crate) fn what(self) -> &'static str {
         match self {
             Kind::Shard => "shard",
             Kind::Manifest => "manifest",
         }
     }
 
-    fn max_size(self) -> u64 {
+    pub(crate) fn max_size(self) -> u64 {
         match self {
             // A shard is at most a whole stored chunk (k = 1).
             Kind::Shard => limits::MAX_STORED_CHUNK_SIZE as u64,
@@ -261,7 +261,7 @@ pub(crate) struct Inner {
     /// CID, which is what keeps an index entry from outliving its file.
     pub(crate) mutation: RwLock<()>,
     /// CIDs whose files are being written, with the number of writers.
-    inflight: Mutex<HashMap<Cid, usize>>,
+    pub(crate) inflight: Mutex<HashMap<Cid, usize>>,
     pub(crate) usage: Mutex<Usage>,
     pub(crate) guards: Arc<GuardSet>,
     /// Bumped by every pin (under `mutation`), so a GC sweep can tell its
@@ -271,7 +271,7 @@ pub(crate) struct Inner {
     pub(crate) gc_lock: Mutex<()>,
     /// Set once an index commit failed: its outcome is unknown until the
     /// next open, so no file that it may reference is removed before then.
-    commit_failed: AtomicBool,
+    pub(crate) commit_failed: AtomicBool,
     pub(crate) pending_access: Mutex<HashMap<Cid, u64>>,
     access_interval: u64,
     cache: Option<ChunkCache>,
@@ -323,7 +323,7 @@ impl Drop for Reservation<'_> {
 }
 
 /// Registration in `Inner::inflight`, undone when dropped.
-struct Inflight<'a> {
+pub(crate) struct Inflight<'a> {
     map: &'a Mutex<HashMap<Cid, usize>>,
     cids: Vec<Cid>,
 }
@@ -916,7 +916,8 @@ impl Store {
         // So the files stay; the next open keeps them if the entries made it
         // and removes them as orphans if not. Removing them here could leave
         // entries without files.
-        let (count, bytes) = self.index_batch(kind, &fresh).inspect_err(|_| {
+        let sized: Vec<_> = fresh.iter().map(|(c, d, m)| (*c, d.len() as u64, *m)).collect();
+        let (count, bytes) = self.index_batch(kind, &sized).inspect_err(|_| {
             inner.commit_failed.store(true, Ordering::SeqCst);
         })?;
         lock(&inner.usage).add(kind, count, bytes);
@@ -927,7 +928,7 @@ impl Store {
 
     /// Commits index entries for freshly written files, with any pending
     /// access times. Returns (objects added, bytes added).
-    fn index_batch(&self, kind: Kind, fresh: &[&(Cid, &[u8], Option<ShardMeta>)]) -> Result<(u64, u64)> {
+    pub(crate) fn index_batch(&self, kind: Kind, fresh: &[(Cid, u64, Option<ShardMeta>)]) -> Result<(u64, u64)> {
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "indexing new data", e);
         let txn = begin_write(&inner.dir, &inner.db)?;
@@ -935,13 +936,12 @@ impl Store {
         {
             let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
             let now = now();
-            for (cid, data, meta) in fresh {
+            for &(cid, size, meta) in fresh {
                 let key = cid.to_bytes();
                 // A concurrent put of the same CID may have committed first.
                 if t.get(key.as_slice()).map_err(|e| ix(e.into()))?.is_some() {
                     continue;
                 }
-                let size = data.len() as u64;
                 let value = match (kind, meta) {
                     (Kind::Shard, Some(m)) => ShardRecord {
                         chunk: m.chunk,
@@ -990,7 +990,7 @@ impl Store {
         }
     }
 
-    fn tmp_path(&self, what: &str) -> PathBuf {
+    pub(crate) fn tmp_path(&self, what: &str) -> PathBuf {
         // The data dir is locked to this process and tmp/ is emptied at open,
         // so a per-open counter is a unique name.
         let n = self.inner.seq.fetch_add(1, Ordering::Relaxed);
@@ -999,7 +999,7 @@ impl Store {
 
     /// Removes the files of a failed batch that nobody else is writing or
     /// has indexed, so a failed put (e.g. disk full) gives its space back.
-    fn remove_uncommitted(&self, kind: Kind, written: &[Cid]) {
+    pub(crate) fn remove_uncommitted(&self, kind: Kind, written: &[Cid]) {
         let inner = &*self.inner;
         // Holding the registry keeps new writers of these CIDs out while we
         // decide; an index entry can only come from a registered writer.
@@ -1022,16 +1022,29 @@ impl Store {
     }
 
     fn reserve(&self, needed: u64) -> Result<Reservation<'_>> {
+        self.reserve_bytes(needed)?;
+        Ok(Reservation { usage: &self.inner.usage, bytes: needed })
+    }
+
+    /// Counts `needed` bytes as reserved if they fit the budget; the caller
+    /// gives them back with [`Self::release_bytes`].
+    pub(crate) fn reserve_bytes(&self, needed: u64) -> Result<()> {
         let mut u = lock(&self.inner.usage);
         let available = self.inner.cfg.capacity_bytes.saturating_sub(u.used() + u.reserved);
         if needed > available {
             return Err(StoreError::CapacityExceeded { needed, available });
         }
         u.reserved += needed;
-        Ok(Reservation { usage: &self.inner.usage, bytes: needed })
+        Ok(())
     }
 
-    fn register(&self, cids: impl Iterator<Item = Cid>) -> Inflight<'_> {
+    /// Gives back bytes taken with [`Self::reserve_bytes`].
+    pub(crate) fn release_bytes(&self, bytes: u64) {
+        let mut u = lock(&self.inner.usage);
+        u.reserved = u.reserved.saturating_sub(bytes);
+    }
+
+    pub(crate) fn register(&self, cids: impl Iterator<Item = Cid>) -> Inflight<'_> {
         let mut m = lock(&self.inner.inflight);
         let cids: Vec<Cid> = cids.collect();
         for c in &cids {
@@ -1068,7 +1081,7 @@ impl Store {
         }
     }
 
-    fn note_access(&self, cid: &Cid, rec: &ShardRecord) {
+    pub(crate) fn note_access(&self, cid: &Cid, rec: &ShardRecord) {
         let now = now();
         if now.saturating_sub(rec.last_access) < self.inner.access_interval {
             return;
@@ -1088,7 +1101,7 @@ impl Store {
 
     /// Moves a bad file to quarantine and drops its entry. Returns the error
     /// the reader should see.
-    fn quarantine(&self, kind: Kind, cid: &Cid, bad_bytes: bool) -> StoreError {
+    pub(crate) fn quarantine(&self, kind: Kind, cid: &Cid, bad_bytes: bool) -> StoreError {
         let inner = &*self.inner;
         let _w = write_lock(&inner.mutation);
         let r = (|| -> Result<bool> {

@@ -583,3 +583,146 @@ fn foreign_tmp_dir_is_not_taken_over() {
     assert!(matches!(Store::open(d.path(), cfg()), Err(StoreError::NotAStore { .. })));
     assert!(d.path().join("tmp/precious").exists());
 }
+
+// ---------------------------------------------------------------------------
+// Streaming writes and reads
+
+fn write_in_pieces(w: &mut datamesh_store::ObjectWriter, data: &[u8]) {
+    for piece in data.chunks(64 * 1024) {
+        w.write(piece).unwrap();
+    }
+}
+
+#[test]
+fn streamed_put_commits_only_matching_bytes_of_the_announced_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let data = bytes(1, 300 * 1024 + 7);
+    let cid = Cid::raw_blake3(&data);
+
+    // The right bytes: durable, indexed, readable.
+    let mut w = s.shard_writer(cid, data.len() as u64, meta(3)).unwrap();
+    write_in_pieces(&mut w, &data);
+    w.finish(None).unwrap();
+    assert_eq!(s.get_shard(&cid).unwrap(), data);
+    assert_eq!(s.shard_record(&cid).unwrap().unwrap().index, 3);
+    assert!(flat(dir.path(), "tmp").is_empty());
+
+    // Again: already stored, nothing rewritten, no temp file left.
+    let mut w = s.shard_writer(cid, data.len() as u64, meta(3)).unwrap();
+    write_in_pieces(&mut w, &data);
+    w.finish(None).unwrap();
+    assert_eq!(s.stats().unwrap().shards, 1);
+    assert!(flat(dir.path(), "tmp").is_empty());
+}
+
+#[test]
+fn failed_streamed_writes_leave_no_file_and_no_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let data = bytes(2, 200 * 1024);
+    let cid = Cid::raw_blake3(&data);
+    let len = data.len() as u64;
+    let nothing_left = |s: &Store| {
+        assert!(!s.has_shard(&cid).unwrap());
+        assert!(flat(dir.path(), "tmp").is_empty(), "temp files: {:?}", flat(dir.path(), "tmp"));
+        assert!(files(dir.path(), "shards").is_empty());
+        let st = s.stats().unwrap();
+        assert_eq!((st.shards, st.used_bytes), (0, 0));
+    };
+
+    // Bytes that do not match the CID.
+    let mut forged = data.clone();
+    forged[1000] ^= 1;
+    let mut w = s.shard_writer(cid, len, meta(0)).unwrap();
+    write_in_pieces(&mut w, &forged);
+    assert!(matches!(w.finish(None), Err(StoreError::Corrupt { .. })));
+    nothing_left(&s);
+
+    // Cut short: the peer died mid-body (the writer is finished early, or dropped).
+    let mut w = s.shard_writer(cid, len, meta(0)).unwrap();
+    write_in_pieces(&mut w, &data[..100 * 1024]);
+    assert!(matches!(w.finish(None), Err(StoreError::Corrupt { .. })));
+    nothing_left(&s);
+    let mut w = s.shard_writer(cid, len, meta(0)).unwrap();
+    write_in_pieces(&mut w, &data[..100 * 1024]);
+    drop(w);
+    nothing_left(&s);
+
+    // More than announced.
+    let mut w = s.shard_writer(cid, len - 1, meta(0)).unwrap();
+    assert!(matches!(w.write(&data), Err(StoreError::Corrupt { .. })));
+    drop(w);
+    nothing_left(&s);
+
+    // An announced length beyond the largest shard, or beyond the budget, is
+    // refused before anything is written.
+    let huge = datamesh_core::limits::MAX_STORED_CHUNK_SIZE as u64 + 1;
+    assert!(matches!(s.shard_writer(cid, huge, meta(0)), Err(StoreError::TooLarge { .. })));
+    let small = Store::open(&dir.path().join("small"), StoreConfig { capacity_bytes: 1000, cache_bytes: 0 }).unwrap().0;
+    assert!(matches!(small.shard_writer(cid, len, meta(0)), Err(StoreError::CapacityExceeded { .. })));
+    // While a writer is open its length is reserved.
+    let a = small.shard_writer(cid, 600, meta(0)).unwrap();
+    assert!(matches!(small.shard_writer(cid, 600, meta(0)), Err(StoreError::CapacityExceeded { .. })));
+    drop(a);
+    drop(small.shard_writer(cid, 600, meta(0)).unwrap());
+    nothing_left(&s);
+
+    // And the store still takes the real thing.
+    let mut w = s.shard_writer(cid, len, meta(0)).unwrap();
+    write_in_pieces(&mut w, &data);
+    w.finish(None).unwrap();
+    assert_eq!(s.get_shard(&cid).unwrap(), data);
+}
+
+#[test]
+fn streamed_reads_verify_before_the_last_piece() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let data = bytes(3, 150 * 1024);
+    let cid = put(&s, &data);
+
+    let mut r = s.shard_reader(&cid).unwrap();
+    assert_eq!(r.len(), data.len() as u64);
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).unwrap();
+    assert_eq!(out, data);
+
+    // Empty objects verify too.
+    let empty = put(&s, b"");
+    let mut out = Vec::new();
+    s.shard_reader(&empty).unwrap().read_to_end(&mut out).unwrap();
+    assert!(out.is_empty());
+
+    // Rot the last byte: every piece but the last comes out, then an error,
+    // and the shard is quarantined.
+    let path = shard_file(dir.path(), &cid);
+    let mut rotten = std::fs::read(&path).unwrap();
+    *rotten.last_mut().unwrap() ^= 1;
+    std::fs::write(&path, &rotten).unwrap();
+    let mut r = s.shard_reader(&cid).unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let err = loop {
+        match r.read(&mut buf) {
+            Ok(0) => panic!("a corrupt shard was read to the end"),
+            Ok(n) => got += n,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(got < data.len(), "the last piece was withheld");
+    assert!(!s.has_shard(&cid).unwrap(), "quarantined");
+    assert!(matches!(s.shard_reader(&cid), Err(StoreError::NotFound { .. })));
+    assert_eq!(flat(dir.path(), "quarantine").len(), 1);
+
+    // A grown file is corrupt too.
+    let cid = put(&s, &data);
+    let mut grown = data.clone();
+    grown.push(0);
+    std::fs::write(shard_file(dir.path(), &cid), &grown).unwrap();
+    let mut out = Vec::new();
+    assert!(s.shard_reader(&cid).unwrap().read_to_end(&mut out).is_err());
+    assert!(!s.has_shard(&cid).unwrap());
+}

@@ -10,12 +10,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datamesh_core::Cid;
-use datamesh_net::{Handler, Multiaddr, NetClient, NetConfig, PeerId, PeerInfo, Request, Response, Tuning};
+use datamesh_net::{
+    BodyError, BodyKind, BodySink, Handler, Multiaddr, NetClient, NetConfig, PeerId, PeerInfo, Request, Response,
+    Tuning,
+};
 
 /// A node's storage in a test: three maps.
 #[derive(Default)]
 pub struct MapHandler {
-    pub shards: Mutex<HashMap<Cid, Vec<u8>>>,
+    pub shards: Arc<Mutex<HashMap<Cid, Vec<u8>>>>,
+    /// Take shard bodies through a [`BodySink`] (as the node does) instead
+    /// of whole through `handle`.
+    pub streaming: bool,
+    /// Sinks dropped without being finished (bodies cut short or refused).
+    pub abandoned: Arc<AtomicU64>,
+    /// Pieces written into sinks.
+    pub pieces: Arc<AtomicU64>,
     pub manifests: Mutex<HashMap<Cid, Vec<u8>>>,
     pub records: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     /// Requests seen, by kind.
@@ -88,6 +98,54 @@ impl Handler for MapHandler {
             }
         }
     }
+
+    fn body_sink(&self, kind: BodyKind, cid: Cid, _len: u64) -> Option<Result<Box<dyn BodySink>, Response>> {
+        if !self.streaming || kind != BodyKind::Shard {
+            return None;
+        }
+        Some(Ok(Box::new(MapSink {
+            cid,
+            buf: Vec::new(),
+            shards: self.shards.clone(),
+            abandoned: self.abandoned.clone(),
+            pieces: self.pieces.clone(),
+            finished: false,
+        })))
+    }
+}
+
+/// A shard sink that keeps the bytes in memory and checks them on finish.
+struct MapSink {
+    cid: Cid,
+    buf: Vec<u8>,
+    shards: Arc<Mutex<HashMap<Cid, Vec<u8>>>>,
+    abandoned: Arc<AtomicU64>,
+    pieces: Arc<AtomicU64>,
+    finished: bool,
+}
+
+impl BodySink for MapSink {
+    fn write(&mut self, piece: &[u8]) -> Result<(), BodyError> {
+        self.pieces.fetch_add(1, Ordering::Relaxed);
+        self.buf.extend_from_slice(piece);
+        Ok(())
+    }
+    fn finish(mut self: Box<Self>) -> Result<(), BodyError> {
+        self.finished = true;
+        if !self.cid.verifies(&self.buf) {
+            return Err(BodyError::Mismatch(format!("data does not match {}", self.cid)));
+        }
+        self.shards.lock().unwrap().insert(self.cid, std::mem::take(&mut self.buf));
+        Ok(())
+    }
+}
+
+impl Drop for MapSink {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 static SEED: AtomicU64 = AtomicU64::new(1);
@@ -134,8 +192,12 @@ pub async fn node(cfg: NetConfig) -> Node {
 }
 
 pub async fn node_with(cfg: NetConfig, tuning: Tuning) -> Node {
+    node_handled(cfg, tuning, MapHandler::default()).await
+}
+
+pub async fn node_handled(cfg: NetConfig, tuning: Tuning, handler: MapHandler) -> Node {
     init_tracing();
-    let store = Arc::new(MapHandler::default());
+    let store = Arc::new(handler);
     let net = datamesh_net::start_with(cfg, tuning, store.clone()).await.expect("node starts");
     Node { net, store }
 }

@@ -1,0 +1,113 @@
+//! A manifest larger than the old 16 MiB frame limit is replicated to its
+//! replica nodes (PUT_MANIFEST streams it to their disks) and served back
+//! from their disks (GET_MANIFEST streams it from the file). Three nodes in
+//! one process on loopback.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use datamesh_core::manifest::{MANIFEST_VERSION, merkle_root};
+use datamesh_core::{ChunkEntry, Chunking, Cid, Compression, Erasure, Manifest};
+use datamesh_net::{HealthTimers, Multiaddr, NetClient, NetConfig, PeerState};
+use datamesh_node::{Node, NodeConfig, NodeIdentity};
+
+struct TestNode {
+    node: Node,
+    net: NetClient,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(bootstrap: Vec<Multiaddr>) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig { data_dir: dir.path().join("node"), ..NodeConfig::default() };
+    let data_dir = cfg.data_dir.clone();
+    let node = tokio::task::spawn_blocking(move || Node::open(cfg)).await.unwrap().unwrap();
+    let identity = NodeIdentity::load_or_create(&data_dir).unwrap();
+    let net_cfg = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap,
+        timers: HealthTimers {
+            heartbeat_interval: Duration::from_millis(200),
+            warning_after: Duration::from_secs(5),
+            offline_after: Duration::from_secs(10),
+        },
+        heartbeat: node.heartbeat().await,
+        request_timeout: Duration::from_secs(60),
+        ..NetConfig::new(identity.secret_seed())
+    };
+    let net = datamesh_net::start(net_cfg, node.handler()).await.unwrap();
+    node.attach_net(net.clone());
+    TestNode { node, net, _dir: dir }
+}
+
+async fn p2p_addr(n: &NetClient) -> Multiaddr {
+    let a = n.listen_addrs().await.into_iter().next().unwrap();
+    format!("{a}/p2p/{}", n.local_peer_id()).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_beyond_16_mib_replicates_and_is_read_from_another_node() {
+    let a = start(Vec::new()).await;
+    let boot = vec![p2p_addr(&a.net).await];
+    let b = start(boot.clone()).await;
+    let c = start(boot).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for n in [&a, &b, &c] {
+        loop {
+            let online = n.net.peers().await.iter().filter(|p| p.state == PeerState::Online && p.connected).count();
+            if online >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nodes did not all see each other");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // One public chunk, placed 2+1 on the three nodes...
+    let erasure = Erasure { k: 2, m: 1 };
+    let upload = a.node.begin_upload(Some(erasure)).unwrap();
+    let stored: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let receipt = a.node.put_chunk(&upload, stored.clone()).await.unwrap();
+    // ...named over and over by a manifest well past 16 MiB.
+    let entry = ChunkEntry {
+        plain_size: stored.len() as u32,
+        stored_size: stored.len() as u32,
+        compression: Compression::None,
+        cid: receipt.cid,
+        shards: receipt.shards.clone(),
+    };
+    let n = 110_000;
+    let chunks = vec![entry; n];
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        size: (n * stored.len()) as u64,
+        chunking: Chunking::Fixed { size: stored.len() as u32 },
+        erasure,
+        encryption: None,
+        unixfs: None,
+        owner: None,
+        merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
+        chunks,
+    };
+    let bytes = manifest.encode();
+    assert!(bytes.len() > 16 << 20, "the manifest is {} bytes", bytes.len());
+    let cid = a.node.complete_upload(&upload, bytes.clone(), None).await.unwrap();
+    assert_eq!(cid, Cid::dag_cbor_blake3(&bytes));
+
+    // Every replica holds it durably, pinned as a replica.
+    for (name, n) in [("b", &b), ("c", &c)] {
+        assert!(n.node.store().has_manifest(&cid).unwrap(), "{name} holds the manifest");
+        assert!(n.node.store().pin_info(&cid).unwrap().is_some_and(|p| p.replica), "{name} pinned it");
+        assert_eq!(n.node.store().get_manifest(&cid).unwrap(), bytes);
+    }
+    // And it is read back over the network from another node's disk.
+    let got = b.net.get_manifest(c.net.local_peer_id(), cid).await.unwrap();
+    assert!(got == bytes, "the manifest read from c differs");
+    let (_, m) = c.node.manifest(cid).await.unwrap();
+    assert_eq!(m.chunks.len(), n);
+
+    for n in [&a, &b, &c] {
+        n.net.shutdown().await;
+    }
+}
