@@ -19,20 +19,6 @@ fn get_ok(node: &TestNode, cid: &str, want: &[u8]) {
     assert!(std::fs::read(&out).unwrap() == want, "bytes differ");
 }
 
-/// The user key and client setup of `from`, pointed at `to`'s API.
-fn get_via(from: &TestNode, to: &TestNode, cid: &str, want: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let o = from
-        .cli()
-        .args(["get", cid, "-o", out.to_str().unwrap()])
-        .env("DATAMESH_DATA_DIR", to.data_dir())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "get via another node failed: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read(&out).unwrap() == want, "bytes differ");
-}
-
 #[test]
 fn five_nodes_put_on_one_get_on_another() {
     let net = TestNet::start(5, &[]);

@@ -247,3 +247,33 @@ impl TestNet {
         }
     }
 }
+
+/// The user key and client setup of `from`, pointed at `to`'s API.
+pub fn get_via(from: &TestNode, to: &TestNode, cid: &str, want: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = from
+        .cli()
+        .args(["get", cid, "-o", out.to_str().unwrap()])
+        .env("DATAMESH_DATA_DIR", to.data_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "get via another node failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&out).unwrap() == want, "bytes differ");
+}
+
+/// `from`'s user puts `data` through `to`.
+pub fn put_via(from: &TestNode, to: &TestNode, data: &[u8], extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, data).unwrap();
+    let o = from
+        .cli()
+        .args(["put", f.to_str().unwrap()])
+        .args(extra)
+        .env("DATAMESH_DATA_DIR", to.data_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "put via another node failed: {}", String::from_utf8_lossy(&o.stderr));
+    last_line(&String::from_utf8(o.stdout).unwrap())
+}
