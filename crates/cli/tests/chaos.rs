@@ -50,6 +50,7 @@
 
 #[path = "chaos/cluster.rs"]
 mod cluster;
+mod common;
 #[path = "chaos/netlab.rs"]
 mod netlab;
 #[path = "chaos/workload.rs"]

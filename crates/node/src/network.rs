@@ -118,7 +118,7 @@ const REMOTE_SHARD_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// signed by the previous writer or one of the previous holders (the
 /// repairers); otherwise any peer could point a file at nodes of its
 /// choosing.
-pub fn may_replace(old: Option<LocationRecord>, new: &LocationRecord) -> bool {
+pub fn may_replace(old: Option<&LocationRecord>, new: &LocationRecord) -> bool {
     let Some(old) = old else { return true };
     if old.signer == new.signer {
         return true;
@@ -358,7 +358,7 @@ impl Handler for NodeHandler {
                     match LocationRecord::decode(&value) {
                         Ok(r)
                             if location_key(&r.manifest) == key
-                                && !may_replace(self.locations.get(&r.manifest), &r) =>
+                                && !may_replace(self.locations.get(&r.manifest).as_ref(), &r) =>
                         {
                             Response::Refused(
                                 "location record update not signed by a holder of the file or the previous writer"

@@ -962,11 +962,11 @@ impl Node {
             .collect()
             .await;
         // Highest first, so the walk takes the newest record it can reach.
-        answers.sort_by(|a, b| b.1.seq.cmp(&a.1.seq));
+        answers.sort_by_key(|a| std::cmp::Reverse(a.1.seq));
         let mut current = rec.clone();
         loop {
             let trusted = |r: &LocationRecord, from: &[u8]| {
-                network::may_replace(Some(current.clone()), r)
+                network::may_replace(Some(&current), r)
                     || current.holders.iter().any(|h| h.as_slice() == from)
                     || datamesh_net::peer_id_of_ed25519(&current.signer).is_some_and(|s| s.to_bytes() == from)
             };
@@ -1157,9 +1157,8 @@ impl Node {
         let (cid, m) = self.manifest(cid).await?;
         let mut loc = self.location(cid).await?;
         let mut live = self.live_per_chunk(&m, loc.as_ref()).await?;
-        let full = |live: &Vec<Vec<bool>>| live.iter().all(|c| c.iter().all(|&b| b));
-        if !full(&live)
-            && let Some(old) = loc.clone()
+        if let Some(old) = &loc
+            && live.iter().flatten().any(|held| !held)
         {
             // Our record may be stale: a repair elsewhere may have moved the
             // missing shards.

@@ -292,8 +292,9 @@ impl Node {
     }
 
     /// Live shards per chunk: local ones from the store, remote ones by
-    /// asking each ONLINE holder once; OFFLINE and unknown holders count as
-    /// lost, WARNING ones (and ones that fail to answer) as live for now.
+    /// asking each ONLINE or never-seen holder once; OFFLINE holders, and
+    /// never-seen ones that cannot be reached, count as lost; WARNING ones
+    /// (and connected ones that fail to answer) as live for now.
     pub(crate) async fn live_shards(
         &self,
         m: &Manifest,

@@ -50,17 +50,7 @@ impl Node {
 
     /// The store's shard files.
     pub fn shard_files(&self) -> Vec<PathBuf> {
-        let mut out = vec![];
-        let mut stack = vec![self.dir.join("store").join("shards")];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.is_dir() { stack.push(p) } else { out.push(p) }
-            }
-        }
-        out.sort();
-        out
+        crate::common::shard_files_in(&self.dir)
     }
 
     /// The pid of the running process.

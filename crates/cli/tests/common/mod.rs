@@ -198,8 +198,14 @@ pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
 
 /// Every shard file under a node's store.
 pub fn shard_files(node: &TestNode) -> Vec<PathBuf> {
+    shard_files_in(&node.data_dir())
+}
+
+/// Every shard file under the store of the node whose data dir is `dir`,
+/// sorted.
+pub fn shard_files_in(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
-    let mut stack = vec![node.data_dir().join("store").join("shards")];
+    let mut stack = vec![dir.join("store").join("shards")];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
