@@ -13,7 +13,6 @@
 //! temp dir (or `--dir`) and are removed; every process it starts is
 //! stopped.
 
-mod allocator;
 mod data;
 mod disk;
 mod e2e;
@@ -57,12 +56,6 @@ struct Args {
     /// Worker threads of the all-cores pipeline (default: the cores available).
     #[arg(long)]
     threads: Option<usize>,
-    /// Skip the allocator diagnostic (the in-memory part again with glibc keeping freed memory).
-    #[arg(long)]
-    no_allocator_check: bool,
-    /// Internal: print only the in-memory results as JSON (used by the allocator diagnostic).
-    #[arg(long, hide = true)]
-    in_memory_only: bool,
 }
 
 fn main() {
@@ -74,22 +67,6 @@ fn main() {
         return;
     }
     let args = Args::parse();
-    // The allocator diagnostic's child must keep the GLIBC_TUNABLES it was
-    // given; everything else runs with the allocator the binaries use.
-    if !args.in_memory_only {
-        sys::mirror_datamesh_allocator();
-    }
-    if args.in_memory_only {
-        let r = in_memory(&args).and_then(|m| Ok(serde_json::to_string(&m)?));
-        match r {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::exit(1);
-            }
-        }
-        return;
-    }
     match run(&args) {
         Ok(r) => {
             let out = if args.json {
@@ -139,16 +116,6 @@ fn run(args: &Args) -> Result<Report> {
 
     say(&format!("stages and pipelines in memory, {} rounds", settings(args).rounds));
     let in_memory = in_memory(args)?;
-    let allocator = if args.no_allocator_check {
-        None
-    } else {
-        say(&format!("allocator diagnostic: the same again with GLIBC_TUNABLES={}", allocator::TUNABLES));
-        let mut extra = vec!["--threads".to_string(), in_memory.settings.threads.to_string()];
-        if args.quick {
-            extra.push("--quick".into());
-        }
-        Some(allocator::check(&extra)?)
-    };
 
     let (disk_bytes, store_chunks) = if args.quick { (128u64 << 20, 8) } else { (1u64 << 30, 32) };
     say(&format!("fsynced sequential write of {} MiB in {}", disk_bytes >> 20, work.path().display()));
@@ -176,7 +143,6 @@ fn run(args: &Args) -> Result<Report> {
         in_memory,
         disk: Disk { sequential, store },
         reference_mbps,
-        allocator,
         e2e,
         targets,
     })

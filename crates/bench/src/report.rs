@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::allocator::AllocatorCheck;
 use crate::disk::{SeqWrite, StoreWrite};
 use crate::e2e::{E2e, SMALL_PUT};
 use crate::stages::{InMemory, InputKind, Stage, ratio};
@@ -67,9 +66,6 @@ pub struct Report {
     /// `min(one-core pipeline on random, fsync disk × k/(k+m))`, MB/s: what
     /// a put or get through the node is compared with.
     pub reference_mbps: f64,
-    /// The in-memory part again with glibc keeping freed memory; None with
-    /// `--no-allocator-check`.
-    pub allocator: Option<AllocatorCheck>,
     /// Through the node; None with `--no-node`.
     pub e2e: Option<E2e>,
     /// Every target, checked.
@@ -241,25 +237,6 @@ pub fn table(r: &Report) -> String {
         "machine scaling ceiling: BLAKE3 of a cache-resident buffer per thread, {:.0} MB/s on 1 thread, {:.0} on {} = {:.2}×",
         c.one_core_mbps, c.all_cores_mbps, s.threads, c.scaling
     );
-    if let Some(a) = &r.allocator {
-        let _ = writeln!(o);
-        let _ = writeln!(
-            o,
-            "allocator diagnostic: the same in a child with GLIBC_TUNABLES={} (freed memory kept, not re-faulted)",
-            a.tunables
-        );
-        let _ = writeln!(o, "{:<34}{:>12}{:>12}", "", "random", "text");
-        let t = |k: InputKind| a.inputs.iter().find(|x| x.input == k);
-        let row = |o: &mut String, name: &str, f: &dyn Fn(&crate::allocator::Tuned) -> String| {
-            let cell = |k| t(k).map_or("-".into(), f);
-            let _ = writeln!(o, "{name:<34}{:>12}{:>12}", cell(InputKind::Random), cell(InputKind::Text));
-        };
-        row(&mut o, "erasure alone", &|x| format!("{:.0}", x.erasure_mbps));
-        row(&mut o, "serial composition", &|x| format!("{:.0}", x.serial_mbps));
-        row(&mut o, "pipeline, one core", &|x| format!("{:.0}", x.one_core_mbps));
-        row(&mut o, "  ratio one core / serial", &|x| format!("{:.2}", x.ratio));
-        row(&mut o, "pipeline, all cores", &|x| format!("{:.0}", x.all_cores_mbps));
-    }
     let _ = writeln!(o);
     let one_random = p(InputKind::Random).map_or(0.0, |x| x.one_core_mbps);
     let _ = writeln!(

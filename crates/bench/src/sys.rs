@@ -52,13 +52,6 @@ pub fn wait_with_rusage(pid: u32) -> io::Result<Reaped> {
     Ok(Reaped { status: ExitStatus::from_raw(status), max_rss, cpu_secs })
 }
 
-/// The `datamesh` binary's allocator setting, applied here too so that the
-/// stages and the pipeline are measured with the allocator behaviour the CLI
-/// and the node have. Call it before any other thread exists.
-pub fn mirror_datamesh_allocator() {
-    datamesh_node::alloc::tune_allocator();
-}
-
 /// Clock ticks per second, the unit of CPU times in `/proc/<pid>/stat`.
 pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf(2) takes an integer and reads no memory of ours.

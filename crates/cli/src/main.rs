@@ -930,7 +930,6 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 }
 
 fn main() {
-    datamesh_node::alloc::tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DATAMESH_LOG").unwrap_or_else(|_| {

@@ -986,7 +986,18 @@ pub async fn read_response<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize
             if len > limit {
                 return Err(invalid(format!("an answer of {len} bytes announced; the limit is {limit}")));
             }
-            Ok(Response::Data(read_body(io, len).await?))
+            // The answer to our own request, within the limit we set: read
+            // it into one buffer of its announced size instead of one that
+            // doubles (and is copied) as the bytes arrive.
+            let mut body = vec![0u8; len];
+            io.read_exact(&mut body).await.map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, format!("body cut short: {len} bytes announced"))
+                }
+                _ => e,
+            })?;
+            expect_end(io).await?;
+            Ok(Response::Data(body))
         }
     }
 }

@@ -165,7 +165,7 @@ impl Node {
         let locations = self.inner.locations.clone();
         let records = blocking(move || Ok(locations.list())).await.unwrap_or_default();
         out.files = records.len();
-        let mut pacer = Pacer::new(self.inner.cfg.repair_rate.as_u64());
+        let pacer = Pacer::new(self.inner.cfg.repair_rate.as_u64());
         let (mut to_move, mut short, mut need_replicas) = (0, 0, 0);
         let mut with_record = HashSet::new();
         for mut rec in records {
@@ -188,7 +188,7 @@ impl Node {
                 .collect();
             mem.held.extend(mine.iter().map(|&(c, _)| (file, c)));
             if !mine.is_empty() {
-                let moves = self.copy_shards(&m, &rec, &mine, &peer_list, &mut pacer, mem, &mut out, &mut errors).await;
+                let moves = self.copy_shards(&m, &rec, &mine, &peer_list, &pacer, mem, &mut out, &mut errors).await;
                 if !moves.is_empty() {
                     let old_signer = rec.signer.clone();
                     match self.rewrite_location(&m, &rec, &moves).await {
@@ -287,7 +287,7 @@ impl Node {
         rec: &LocationRecord,
         mine: &[(usize, usize)],
         peers: &[PeerInfo],
-        pacer: &mut Pacer,
+        pacer: &Pacer,
         mem: &mut Memory,
         out: &mut DrainProgress,
         errors: &mut Vec<String>,

@@ -84,25 +84,37 @@ pub(crate) struct RepairState {
     running: tokio::sync::Mutex<()>,
 }
 
+/// Chunks a repair pass rebuilds at once. One at a time leaves the pass
+/// waiting on round trips (fetch k shards, then place the rebuilt ones)
+/// with the links and cores mostly idle; a few in flight keep them busy.
+/// Memory is bounded by this many chunks' shards (k fetched plus the
+/// rebuilt ones each).
+const REPAIR_CHUNKS_IN_FLIGHT: usize = 6;
+
 /// Paces rebuilt bytes: at most `rate` bytes per second on average, bursts
-/// of one second's worth. `rate == 0` means unlimited.
+/// of one second's worth. `rate == 0` means unlimited. Shared by the chunks
+/// of a pass in flight together, so the cap holds for the pass as a whole.
 pub(crate) struct Pacer {
     rate: u64,
     start: Instant,
-    sent: u64,
+    sent: Mutex<u64>,
 }
 
 impl Pacer {
     pub(crate) fn new(rate: u64) -> Self {
-        Self { rate, start: Instant::now(), sent: 0 }
+        Self { rate, start: Instant::now(), sent: Mutex::new(0) }
     }
 
-    pub(crate) async fn take(&mut self, bytes: u64) {
+    pub(crate) async fn take(&self, bytes: u64) {
         if self.rate == 0 {
             return;
         }
-        self.sent += bytes;
-        let due = Duration::from_secs_f64(self.sent as f64 / self.rate as f64);
+        let sent = {
+            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+            *sent += bytes;
+            *sent
+        };
+        let due = Duration::from_secs_f64(sent as f64 / self.rate as f64);
         let ahead = due.saturating_sub(self.start.elapsed() + Duration::from_secs(1));
         if !ahead.is_zero() {
             tokio::time::sleep(ahead).await;
@@ -195,16 +207,31 @@ impl Node {
         // Closest to losing data first.
         degraded.sort_by_key(|d| d.live.iter().filter(|l| **l).count());
 
-        let mut pacer = Pacer::new(self.inner.cfg.repair_rate.as_u64());
+        let pacer = Pacer::new(self.inner.cfg.repair_rate.as_u64());
         let mut changed: HashMap<Cid, Vec<(usize, usize, Vec<u8>)>> = HashMap::new();
+        let mut ready = Vec::new();
         for d in degraded {
-            let (rec, m) = &files[&d.file];
-            let k = m.erasure.k as usize;
+            let k = files[&d.file].1.erasure.k as usize;
             if d.live.iter().filter(|l| **l).count() < k {
                 report.chunks_unrecoverable += 1;
-                continue;
+            } else {
+                ready.push(d);
             }
-            match self.repair_chunk(m, rec, d.chunk, &d.live, me, &mut pacer).await {
+        }
+        // `buffered` starts chunks in the order sorted above (closest to
+        // loss first) and keeps a few in flight.
+        let mut rebuilt = futures::stream::iter(ready)
+            .map(|d| {
+                let (rec, m) = &files[&d.file];
+                let pacer = &pacer;
+                async move {
+                    let r = self.repair_chunk(m, rec, d.chunk, &d.live, me, pacer).await;
+                    (d.file, d.chunk, r)
+                }
+            })
+            .buffered(REPAIR_CHUNKS_IN_FLIGHT);
+        while let Some((file, chunk, r)) = rebuilt.next().await {
+            match r {
                 Ok(placed) => {
                     // Totals count a shard as soon as it is placed, before
                     // the new record goes out: whoever sees the repaired
@@ -216,12 +243,13 @@ impl Node {
                     for (shard, holder, bytes) in placed {
                         report.shards_rebuilt += 1;
                         report.bytes_rebuilt += bytes;
-                        changed.entry(d.file).or_default().push((d.chunk, shard, holder));
+                        changed.entry(file).or_default().push((chunk, shard, holder));
                     }
                 }
-                Err(e) => report.errors.push(format!("{} chunk {}: {e}", d.file, d.chunk)),
+                Err(e) => report.errors.push(format!("{file} chunk {chunk}: {e}")),
             }
         }
+        drop(rebuilt);
 
         for (file, moves) in changed {
             let (rec, m) = &files[&file];
@@ -368,7 +396,7 @@ impl Node {
         chunk: usize,
         live: &[bool],
         me: PeerId,
-        pacer: &mut Pacer,
+        pacer: &Pacer,
     ) -> Result<Vec<(usize, Vec<u8>, u64)>, NodeError> {
         let entry = &m.chunks[chunk];
         let e = m.erasure;
