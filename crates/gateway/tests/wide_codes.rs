@@ -152,8 +152,20 @@ async fn wide_code(k: u16, m: u16, size: usize) {
             WriteOptions { erasure: Some(Erasure { k, m }), ..Default::default() },
             |_, _| Ok(()),
         )
-        .await
-        .unwrap_or_else(|e| panic!("{k}+{m} put on {NODES} nodes: {e}"));
+        .await;
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => {
+            // What the writer saw: how many peers in which state.
+            let mut states = std::collections::BTreeMap::new();
+            for p in peers[0].as_ref().unwrap().net.peers().await {
+                *states
+                    .entry(format!("{:?}/{}", p.state, if p.connected { "connected" } else { "not connected" }))
+                    .or_insert(0) += 1;
+            }
+            panic!("{k}+{m} put on {NODES} nodes: {e}; the writer's peers: {states:?}")
+        }
+    };
     let cid = written.manifest.unwrap();
     let stat = peers[0].as_ref().unwrap().node.stat(cid).await.unwrap();
     assert_eq!((stat.k, stat.m), (k, m));
@@ -238,7 +250,6 @@ async fn shutdown(peers: &[Option<Peer>]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky under a loaded CI machine: peer discovery may not reach all 80 nodes in time; run alone with --run-ignored only"]
 async fn wide_code_29_plus_51_on_eighty_nodes() {
     wide_code(29, 51, 2 << 20).await;
 }

@@ -814,13 +814,25 @@ impl Actor {
         match result {
             QueryResult::GetClosestPeers(r) => {
                 if let Some(QueryWait::Closest(reply)) = self.queries.remove(&id) {
-                    let out = match r {
-                        Ok(ok) => Ok(ok.peers.into_iter().map(|p| p.peer_id).collect()),
-                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => {
-                            Ok(peers.into_iter().map(|p| p.peer_id).collect())
-                        }
+                    let peers = match r {
+                        Ok(ok) => Ok(ok.peers),
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) if !peers.is_empty() => Ok(peers),
                         Err(_) => Err(NetError::Timeout),
                     };
+                    // Kademlia forgets the addresses a lookup learnt once it
+                    // ends (peers outside the k-buckets); hand them to the
+                    // swarm so a request to one of these peers can dial it.
+                    let out = peers.map(|peers| {
+                        peers
+                            .into_iter()
+                            .map(|p| {
+                                for a in p.addrs {
+                                    self.swarm.add_peer_address(p.peer_id, a);
+                                }
+                                p.peer_id
+                            })
+                            .collect()
+                    });
                     let _ = reply.send(out);
                 }
             }

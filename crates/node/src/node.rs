@@ -195,8 +195,10 @@ pub(crate) struct Inner {
     pub(crate) leases: crate::deletion::LeaseState,
     pub(crate) observer: OnceLock<crate::observe::Observer>,
     pub(crate) drain: crate::drain::DrainState,
-    /// When peer discovery for a wide placement last ran.
-    discovered: Mutex<Option<Instant>>,
+    /// When peer discovery for a wide placement last ran; held for a whole
+    /// run, so chunks placed at once wait for one discovery instead of
+    /// failing on its cooldown.
+    discovered: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// Who holds a shard.
@@ -219,6 +221,8 @@ const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 const DISCOVERY_LOOKUPS: usize = 32;
 const DISCOVERY_TIME: Duration = Duration::from_secs(10);
 const DISCOVERY_COOLDOWN: Duration = Duration::from_secs(30);
+/// How long discovery waits for the peers it connected to to turn ONLINE.
+const DISCOVERY_SETTLE: Duration = Duration::from_secs(5);
 
 /// How far a delete request's timestamp may be from the node's clock.
 const DELETE_CLOCK_SKEW: u64 = 300;
@@ -269,7 +273,7 @@ impl Node {
                 tombstones,
                 leases: Default::default(),
                 observer: OnceLock::new(),
-                discovered: Mutex::new(None),
+                discovered: tokio::sync::Mutex::new(None),
                 drain: Default::default(),
             }),
         })
@@ -406,7 +410,10 @@ impl Node {
         peers: Vec<PeerInfo>,
     ) -> Result<Vec<Holder>, NodeError> {
         let mut cands = self.candidates(avoid, peers).await?;
-        if cands.len() < n && self.discover_peers(n).await {
+        if cands.len() < n {
+            // Whether or not this call ran the discovery (another chunk's
+            // may just have), the peers may have changed meanwhile.
+            self.discover_peers(n).await;
             let peers = self.peers().await;
             cands = self.candidates(avoid, peers).await?;
         }
@@ -454,16 +461,14 @@ impl Node {
     /// it talked), and every new connection is identified and heartbeated
     /// into the health table. Waits briefly for the new peers to turn ONLINE.
     /// At most once per `DISCOVERY_COOLDOWN`, so a network that really is too
-    /// small fails its puts fast. Returns whether new peers were found.
-    async fn discover_peers(&self, want: usize) -> bool {
-        let Some(net) = self.net().cloned() else { return false };
-        {
-            let mut last = self.inner.discovered.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < DISCOVERY_COOLDOWN) {
-                return false;
-            }
-            *last = Some(Instant::now());
+    /// small fails its puts fast.
+    async fn discover_peers(&self, want: usize) {
+        let Some(net) = self.net().cloned() else { return };
+        let mut last = self.inner.discovered.lock().await;
+        if last.is_some_and(|t| t.elapsed() < DISCOVERY_COOLDOWN) {
+            return;
         }
+        *last = Some(Instant::now());
         let online = |peers: &[PeerInfo]| peers.iter().filter(|p| p.connected && network::can_receive(p.state)).count();
         let before = online(&net.peers().await);
         let deadline = Instant::now() + DISCOVERY_TIME;
@@ -478,16 +483,40 @@ impl Node {
                     async move { tokio::time::timeout(Duration::from_secs(5), net.closest_peers(&key)).await }
                 })
                 .collect();
-            round.collect::<Vec<_>>().await;
+            let found: HashSet<PeerId> = round
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .filter_map(|r| r.ok().and_then(Result::ok))
+                .flatten()
+                .collect();
+            // A lookup connects to the peers it queries, not to every peer
+            // it learns of: ask each one not yet connected an empty
+            // SHARD_EXISTS, which dials it (its address came with the
+            // lookup), and it is then identified and heartbeated like any
+            // other. Under load, lookups alone left a few nodes of an
+            // 80-node network unseen.
+            let connected: HashSet<PeerId> =
+                net.peers().await.into_iter().filter(|p| p.connected).map(|p| p.peer).collect();
+            let me = net.local_peer_id();
+            let dials: FuturesUnordered<_> = found
+                .into_iter()
+                .filter(|p| *p != me && !connected.contains(p))
+                .map(|p| {
+                    let net = net.clone();
+                    async move { tokio::time::timeout(Duration::from_secs(5), net.shard_exists(p, Vec::new())).await }
+                })
+                .collect();
+            dials.collect::<Vec<_>>().await;
         }
-        // Connections opened by the lookups turn ONLINE once identified.
-        let settle = Instant::now() + Duration::from_secs(2);
+        // Connections opened by the lookups turn ONLINE once identified and
+        // heartbeated, which a loaded node may take seconds to do.
+        let settle = Instant::now() + DISCOVERY_SETTLE;
         while Instant::now() < settle && online(&net.peers().await) + 1 < want {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let after = online(&net.peers().await);
         tracing::info!(want, before, after, "looked for more peers to place shards on");
-        after > before
     }
 
     /// The configuration the node runs with.
