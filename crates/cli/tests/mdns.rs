@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, last_line, pseudo_random};
+use common::{bin, cli_in_netns, last_line, pseudo_random};
 
 /// The prefix of every namespace this test makes.
 const PREFIX: &str = "dmm";
@@ -179,19 +179,7 @@ impl Lan {
     /// as the LAN's one user.
     fn cli(&self, i: usize, args: &[&str]) -> Output {
         let h = &self.hosts[i];
-        Command::new("ip")
-            .args(["netns", "exec", &h.ns])
-            .arg(bin())
-            .args(args)
-            .env("DATAMESH_DATA_DIR", &h.dir)
-            .env("DATAMESH_USER_KEY", &self.user_key)
-            .env_remove("DATAMESH_API")
-            .env_remove("DATAMESH_TOKEN")
-            .env_remove("DATAMESH_PASSPHRASE")
-            .env("DATAMESH_LOG", "warn")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the CLI")
+        cli_in_netns(&h.ns, &h.dir, &self.user_key).args(args).output().expect("run the CLI")
     }
 
     /// Runs the CLI and asserts success; returns stdout.

@@ -271,17 +271,8 @@ impl Cluster {
         let start = Instant::now();
         let out = std::fs::File::create(&out_p).unwrap();
         let err = std::fs::File::create(&err_p).unwrap();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &node.ns])
-            .arg(bin())
+        let mut child = super::common::cli_in_netns(&node.ns, &node.dir, &self.user_key)
             .args(args)
-            .env("DATAMESH_DATA_DIR", &node.dir)
-            .env("DATAMESH_USER_KEY", &self.user_key)
-            .env_remove("DATAMESH_API")
-            .env_remove("DATAMESH_TOKEN")
-            .env_remove("DATAMESH_PASSPHRASE")
-            .env("DATAMESH_LOG", "warn")
-            .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()

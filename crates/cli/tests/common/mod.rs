@@ -13,6 +13,25 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_datamesh"))
 }
 
+/// `datamesh` run inside network namespace `ns` against the node whose data
+/// dir is `data_dir` (its API address and token come from there), as the
+/// user whose key is `user_key`; nothing of the caller's DATAMESH_*
+/// environment leaks in.
+#[allow(dead_code)]
+pub fn cli_in_netns(ns: &str, data_dir: &Path, user_key: &Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(bin())
+        .env("DATAMESH_DATA_DIR", data_dir)
+        .env("DATAMESH_USER_KEY", user_key)
+        .env_remove("DATAMESH_API")
+        .env_remove("DATAMESH_TOKEN")
+        .env_remove("DATAMESH_PASSPHRASE")
+        .env("DATAMESH_LOG", "warn")
+        .stdin(Stdio::null());
+    c
+}
+
 /// Waits for `cond` up to `timeout`, polling; panics with `what` on timeout.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
