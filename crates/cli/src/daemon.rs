@@ -86,19 +86,6 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
     println!("node-id {}", status.node_id);
     std::io::stdout().flush()?;
 
-    // Heartbeats carry this node's free space and shard count.
-    let heartbeats = net.clone().map(|net| {
-        let node = node.clone();
-        let every = cfg.heartbeat_interval / 2;
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(every.max(Duration::from_millis(100)));
-            loop {
-                t.tick().await;
-                net.set_local_heartbeat(node.heartbeat().await);
-            }
-        })
-    });
-
     // The repair worker: periodic passes, and one as soon as a peer turns
     // OFFLINE.
     let repairer = net.clone().map(|_| {
@@ -178,9 +165,6 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
     }
     if let Some(d) = drainer {
         d.abort();
-    }
-    if let Some(h) = heartbeats {
-        h.abort();
     }
     if let Some(net) = net {
         net.shutdown().await;

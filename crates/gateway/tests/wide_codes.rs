@@ -65,14 +65,6 @@ async fn start_peer(bootstrap: Vec<String>) -> Peer {
     };
     let node = tokio::task::spawn_blocking(move || Node::open(cfg)).await.unwrap().unwrap();
     let net = node.start_network().await.unwrap();
-    // Heartbeats carry the node's free space, as the daemon's loop does.
-    let (n, x) = (node.clone(), net.clone());
-    tokio::spawn(async move {
-        loop {
-            x.set_local_heartbeat(n.heartbeat().await);
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
     Peer { node, net, _dir: dir }
 }
 

@@ -168,6 +168,13 @@ impl NetClient {
         self.inner.heartbeat.send_replace(hb);
     }
 
+    /// Resolves once the network has stopped (shut down, or its actor
+    /// ended): tasks that feed it can end with it.
+    pub async fn stopped(&self) {
+        // The actor holds the only receiver of the heartbeat channel.
+        self.inner.heartbeat.closed().await
+    }
+
     /// Sends one request and returns the peer's response as is
     /// (`Refused`/`NotFound` included). Requests to this node's own id are
     /// served by the local handler with the same checks.

@@ -877,6 +877,22 @@ async fn read_body<T: AsyncRead + Unpin + Send>(io: &mut T, len: usize) -> io::R
     Ok(body)
 }
 
+/// Reads the body of an answer to this node's own request, `len` bytes
+/// within the limit it set, and the end of the stream: into one buffer of
+/// that size, not one that doubles (and is copied) as the bytes arrive, as
+/// for bodies a peer sends unasked.
+async fn read_answer_body<T: AsyncRead + Unpin + Send>(io: &mut T, len: usize) -> io::Result<Vec<u8>> {
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => {
+            io::Error::new(io::ErrorKind::UnexpectedEof, format!("body cut short: {len} bytes announced"))
+        }
+        _ => e,
+    })?;
+    expect_end(io).await?;
+    Ok(body)
+}
+
 /// Reads and discards a body of `len` bytes (a refused put), so that the
 /// sender finishes writing and reads the answer.
 async fn drain_body<T: AsyncRead + Unpin + Send>(io: &mut T, mut left: usize) -> io::Result<()> {
@@ -986,18 +1002,7 @@ pub async fn read_response<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize
             if len > limit {
                 return Err(invalid(format!("an answer of {len} bytes announced; the limit is {limit}")));
             }
-            // The answer to our own request, within the limit we set: read
-            // it into one buffer of its announced size instead of one that
-            // doubles (and is copied) as the bytes arrive.
-            let mut body = vec![0u8; len];
-            io.read_exact(&mut body).await.map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => {
-                    io::Error::new(io::ErrorKind::UnexpectedEof, format!("body cut short: {len} bytes announced"))
-                }
-                _ => e,
-            })?;
-            expect_end(io).await?;
-            Ok(Response::Data(body))
+            Ok(Response::Data(read_answer_body(io, len).await?))
         }
     }
 }

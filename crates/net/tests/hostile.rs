@@ -131,9 +131,24 @@ async fn strikes(s: &NetClient, p: PeerId) -> u32 {
     info(s, p).await.map_or(0, |i| i.strikes)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
-    let server = node_with(config(), Tuning { max_strikes: 3, ..Tuning::default() }).await;
+/// The scene of both tests: a server that bans at 3 strikes, an honest
+/// peer connected to it and putting a 4 MiB shard on it, and a raw client
+/// connected to it that the test drives.
+struct Arena {
+    server: Node,
+    sid: PeerId,
+    saddr: libp2p::Multiaddr,
+    honest: Node,
+    raw: Swarm<Raw>,
+    hid: PeerId,
+    seen: Seen,
+    big: Vec<u8>,
+    big_cid: Cid,
+    transfer: tokio::task::JoinHandle<Result<(), datamesh_net::NetError>>,
+}
+
+async fn arena(handler: MapHandler, fill_mod: u32) -> Arena {
+    let server = node_handled(config(), Tuning { max_strikes: 3, ..Tuning::default() }, handler).await;
     let sid = server.net.local_peer_id();
     let saddr = server.net.listen_addrs().await[0].clone();
 
@@ -153,65 +168,89 @@ async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
     drive_until(&mut raw, &mut seen, "raw client connected", |s| std::future::ready(s.connected)).await;
 
     // The honest 4 MiB transfer runs while the attack goes on.
-    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 253) as u8).collect();
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % fill_mod) as u8).collect();
     let big_cid = Cid::raw_blake3(&big);
     let transfer = {
         let net = honest.net.clone();
         let big = big.clone();
         tokio::spawn(async move { net.put_shard(sid, big_cid, big).await })
     };
+    Arena { server, sid, saddr, honest, raw, hid, seen, big, big_cid, transfer }
+}
+
+impl Arena {
+    /// Sends `wire` from the raw client and waits until the server has
+    /// answered it and struck the client `n` times in all.
+    async fn expect_strikes(&mut self, wire: Vec<u8>, n: u32, what: &str) {
+        let id = self.raw.behaviour_mut().send_request(&self.sid, wire);
+        let (net, hid) = (self.server.net.clone(), self.hid);
+        drive_until(&mut self.raw, &mut self.seen, what, |s| {
+            let done = s.finished.contains(&id);
+            let net = net.clone();
+            async move { done && strikes(&net, hid).await == n }
+        })
+        .await;
+    }
+
+    /// Sends `wire` (the third violation) and waits until the raw client is
+    /// banned and cut off.
+    async fn expect_ban(&mut self, wire: Vec<u8>) {
+        self.raw.behaviour_mut().send_request(&self.sid, wire);
+        let (net, hid) = (self.server.net.clone(), self.hid);
+        drive_until(&mut self.raw, &mut self.seen, "the hostile peer cut off", |s| {
+            let closed = s.closed;
+            let net = net.clone();
+            async move { closed && info(&net, hid).await.is_some_and(|i| i.strikes == 3 && i.banned && !i.connected) }
+        })
+        .await;
+    }
+
+    /// The honest transfer completed and the honest peer is in good standing.
+    async fn honest_transfer_completed(&mut self) {
+        (&mut self.transfer).await.unwrap().expect("the honest transfer completes");
+        let hi = info(&self.server.net, self.honest.net.local_peer_id()).await.unwrap();
+        assert_eq!((hi.strikes, hi.banned, hi.connected), (0, false, true));
+    }
+
+    async fn shutdown(self) {
+        self.server.net.shutdown().await;
+        self.honest.net.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peer_is_cut_off_while_an_honest_transfer_completes() {
+    let mut a = arena(MapHandler::default(), 253).await;
 
     // (a) A length prefix far beyond the frame limit (the server reads the
     // 4 bytes, refuses, and never allocates for it).
     let mut oversized = u32::MAX.to_be_bytes().to_vec();
     oversized.extend_from_slice(&[0u8; 64]);
-    let a = raw.behaviour_mut().send_request(&sid, oversized);
-    drive_until(&mut raw, &mut seen, "strike 1 (oversized frame)", |s| {
-        let done = s.finished.contains(&a);
-        let net = server.net.clone();
-        async move { done && strikes(&net, hid).await == 1 }
-    })
-    .await;
+    a.expect_strikes(oversized, 1, "strike 1 (oversized frame)").await;
 
     // (b) A well-framed body of garbage.
     let mut garbage = 12u32.to_be_bytes().to_vec();
     garbage.extend_from_slice(&[1, 0xee, 0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5]);
-    let b = raw.behaviour_mut().send_request(&sid, garbage);
-    drive_until(&mut raw, &mut seen, "strike 2 (garbage)", |s| {
-        let done = s.finished.contains(&b);
-        let net = server.net.clone();
-        async move { done && strikes(&net, hid).await == 2 }
-    })
-    .await;
-    assert!(!seen.closed, "two strikes: still connected");
+    a.expect_strikes(garbage, 2, "strike 2 (garbage)").await;
+    assert!(!a.seen.closed, "two strikes: still connected");
 
     // (c) A shard whose bytes do not match its CID: the third strike bans.
-    let forged = encode_request_frame(&Request::PutShard { cid: big_cid, data: b"not the shard".to_vec() }).unwrap();
-    raw.behaviour_mut().send_request(&sid, forged);
-    drive_until(&mut raw, &mut seen, "the hostile peer cut off", |s| {
-        let closed = s.closed;
-        let net = server.net.clone();
-        async move { closed && info(&net, hid).await.is_some_and(|i| i.strikes == 3 && i.banned && !i.connected) }
-    })
-    .await;
+    a.expect_ban(encode_request_frame(&Request::PutShard { cid: a.big_cid, data: b"not the shard".to_vec() }).unwrap())
+        .await;
 
     // It cannot come back while banned.
-    seen.connected = false;
-    seen.closed = false;
-    raw.dial(saddr).unwrap();
-    drive_until(&mut raw, &mut seen, "the redial refused", |s| std::future::ready(s.dial_failed || s.closed)).await;
+    a.seen.connected = false;
+    a.seen.closed = false;
+    a.raw.dial(a.saddr.clone()).unwrap();
+    drive_until(&mut a.raw, &mut a.seen, "the redial refused", |s| std::future::ready(s.dial_failed || s.closed)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!info(&server.net, hid).await.unwrap().connected);
+    assert!(!info(&a.server.net, a.hid).await.unwrap().connected);
 
     // Nothing the hostile peer sent reached the handler; the honest shard did.
-    transfer.await.unwrap().expect("the honest transfer completes");
-    assert_eq!(server.store.shards.lock().unwrap().get(&big_cid), Some(&big));
-    assert!(server.store.seen.lock().unwrap().iter().all(|(p, _)| *p != hid));
-    let hi = info(&server.net, honest.net.local_peer_id()).await.unwrap();
-    assert_eq!((hi.strikes, hi.banned, hi.connected), (0, false, true));
-
-    server.net.shutdown().await;
-    honest.net.shutdown().await;
+    a.honest_transfer_completed().await;
+    assert_eq!(a.server.store.shards.lock().unwrap().get(&a.big_cid), Some(&a.big));
+    assert!(a.server.store.seen.lock().unwrap().iter().all(|(p, _)| *p != a.hid));
+    a.shutdown().await;
 }
 
 /// A PUT_SHARD frame announcing `len` body bytes for `cid`, then `body`.
@@ -228,91 +267,46 @@ fn put_with_body(cid: &Cid, len: u32, body: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_are_refused_and_cut_off_while_an_honest_transfer_completes() {
-    let handler = common::MapHandler { streaming: true, ..Default::default() };
-    let server = node_handled(config(), Tuning { max_strikes: 3, ..Tuning::default() }, handler).await;
-    let sid = server.net.local_peer_id();
-    let saddr = server.net.listen_addrs().await[0].clone();
-
-    let mut hc = config();
-    hc.bootstrap = vec![p2p_addr(&server.net).await];
-    let honest = node(hc).await;
-    wait_for("honest peer connected", T, || async {
-        info(&server.net, honest.net.local_peer_id()).await.is_some_and(|i| i.connected)
-    })
-    .await;
-
-    let mut raw = raw_swarm();
-    let hid = *raw.local_peer_id();
-    let mut seen = Seen::default();
-    raw.dial(saddr).unwrap();
-    drive_until(&mut raw, &mut seen, "raw client connected", |s| std::future::ready(s.connected)).await;
-
-    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 247) as u8).collect();
-    let big_cid = Cid::raw_blake3(&big);
-    let transfer = {
-        let net = honest.net.clone();
-        let big = big.clone();
-        tokio::spawn(async move { net.put_shard(sid, big_cid, big).await })
-    };
+    let mut a = arena(MapHandler { streaming: true, ..Default::default() }, 247).await;
+    let abandoned = |a: &Arena| a.server.store.abandoned.load(std::sync::atomic::Ordering::Relaxed);
 
     // (a) A body far beyond the shard limit, refused from its header: no
     // sink is ever made for it.
     let target = Cid::raw_blake3(&[7u8; 256 * 1024]);
-    let a = raw.behaviour_mut().send_request(&sid, put_with_body(&target, u32::MAX, &[0; 64]));
-    drive_until(&mut raw, &mut seen, "strike 1 (huge body announced)", |s| {
-        let done = s.finished.contains(&a);
-        let net = server.net.clone();
-        async move { done && strikes(&net, hid).await == 1 }
-    })
-    .await;
+    a.expect_strikes(put_with_body(&target, u32::MAX, &[0; 64]), 1, "strike 1 (huge body announced)").await;
     // (The honest transfer may be writing into its own sink meanwhile.)
-    assert_eq!(server.store.abandoned.load(std::sync::atomic::Ordering::Relaxed), 0, "no sink was made for it");
+    assert_eq!(abandoned(&a), 0, "no sink was made for it");
 
     // (b) A body that stops half way (the stream ends): not the peer's
     // fault as far as we can tell, so no strike, but nothing is kept.
-    let b = raw.behaviour_mut().send_request(&sid, put_with_body(&target, 256 * 1024, &[7u8; 100 * 1024]));
-    drive_until(&mut raw, &mut seen, "the cut body abandoned", |s| {
+    let b = a.raw.behaviour_mut().send_request(&a.sid, put_with_body(&target, 256 * 1024, &[7u8; 100 * 1024]));
+    let store = a.server.store.clone();
+    drive_until(&mut a.raw, &mut a.seen, "the cut body abandoned", |s| {
         let done = s.finished.contains(&b);
-        let abandoned = server.store.abandoned.load(std::sync::atomic::Ordering::Relaxed);
-        std::future::ready(done && abandoned == 1)
+        std::future::ready(done && store.abandoned.load(std::sync::atomic::Ordering::Relaxed) == 1)
     })
     .await;
-    assert_eq!(strikes(&server.net, hid).await, 1);
+    assert_eq!(strikes(&a.server.net, a.hid).await, 1);
 
     // (c) A whole body whose bytes do not match the CID: refused, struck.
-    let c = raw.behaviour_mut().send_request(&sid, put_with_body(&target, 256 * 1024, &[8u8; 256 * 1024]));
-    drive_until(&mut raw, &mut seen, "strike 2 (bytes not matching the CID)", |s| {
-        let done = s.finished.contains(&c);
-        let net = server.net.clone();
-        async move { done && strikes(&net, hid).await == 2 }
-    })
-    .await;
-    assert!(!seen.closed, "two strikes: still connected");
+    let forged = put_with_body(&target, 256 * 1024, &[8u8; 256 * 1024]);
+    a.expect_strikes(forged, 2, "strike 2 (bytes not matching the CID)").await;
+    assert!(!a.seen.closed, "two strikes: still connected");
 
     // (d) The right bytes and one more than announced: the third strike bans.
     let mut longer = [7u8; 256 * 1024].to_vec();
     longer.push(7);
-    raw.behaviour_mut().send_request(&sid, put_with_body(&target, 256 * 1024, &longer));
-    drive_until(&mut raw, &mut seen, "the hostile peer cut off", |s| {
-        let closed = s.closed;
-        let net = server.net.clone();
-        async move { closed && info(&net, hid).await.is_some_and(|i| i.strikes == 3 && i.banned && !i.connected) }
-    })
-    .await;
+    a.expect_ban(put_with_body(&target, 256 * 1024, &longer)).await;
 
     // None of it was kept; the honest shard was, and went through the sink.
-    transfer.await.unwrap().expect("the honest transfer completes");
-    let shards = server.store.shards.lock().unwrap().clone();
-    assert_eq!(shards.get(&big_cid), Some(&big));
+    a.honest_transfer_completed().await;
+    let shards = a.server.store.shards.lock().unwrap().clone();
+    assert_eq!(shards.get(&a.big_cid), Some(&a.big));
     assert!(!shards.contains_key(&target), "nothing of the hostile bodies was kept");
-    assert!(server.store.seen.lock().unwrap().is_empty(), "bodies never reach `handle`");
-    let hi = info(&server.net, honest.net.local_peer_id()).await.unwrap();
-    assert_eq!((hi.strikes, hi.banned, hi.connected), (0, false, true));
+    assert!(a.server.store.seen.lock().unwrap().is_empty(), "bodies never reach `handle`");
     // And it serves the shard back.
-    assert_eq!(honest.net.get_shard(sid, big_cid).await.unwrap(), big);
-    let r = honest.net.request(sid, Request::GetShard { cid: target }).await.unwrap();
+    assert_eq!(a.honest.net.get_shard(a.sid, a.big_cid).await.unwrap(), a.big);
+    let r = a.honest.net.request(a.sid, Request::GetShard { cid: target }).await.unwrap();
     assert_eq!(r, Response::NotFound);
-
-    server.net.shutdown().await;
-    honest.net.shutdown().await;
+    a.shutdown().await;
 }

@@ -180,35 +180,25 @@ struct Adopter {
 }
 
 impl Adopter {
-    fn adopt(&self, cid: Cid, m: Manifest) -> Response {
+    fn adopt(&self, cid: Cid, m: Manifest) -> Result<(), StoreError> {
         let store = &self.store;
         // A fresh upload of a file deleted before (same bytes, same CID)
         // supersedes the old tombstone.
         self.tombstones.remove(&cid);
-        let r = (|| {
-            if let Some(u) = m.unixfs {
-                store.set_alias(&u, &cid)?;
-            }
-            // A replica pin: this node keeps the manifest and the shards of
-            // it that it holds.
-            if store.pin_info(&cid)?.is_none() {
-                store.pin(
-                    &cid,
-                    PinInfo { name: None, size: m.size, created_at: crate::node::now_secs(), replica: true },
-                )?;
-            }
-            Ok::<_, StoreError>(())
-        })();
-        match r {
-            Ok(()) => {
-                // The replica pin keeps its shards now; the grace guard lets
-                // go of them, so a tombstone or a lapsed lease can reclaim them.
-                self.grace.release_many(m.chunks.iter().flat_map(|c| c.shards.iter()));
-                (self.on_manifest)(cid);
-                Response::Ok
-            }
-            Err(e) => refused(e),
+        if let Some(u) = m.unixfs {
+            store.set_alias(&u, &cid)?;
         }
+        // A replica pin: this node keeps the manifest and the shards of it
+        // that it holds.
+        if store.pin_info(&cid)?.is_none() {
+            store
+                .pin(&cid, PinInfo { name: None, size: m.size, created_at: crate::node::now_secs(), replica: true })?;
+        }
+        // The replica pin keeps its shards now; the grace guard lets go of
+        // them, so a tombstone or a lapsed lease can reclaim them.
+        self.grace.release_many(m.chunks.iter().flat_map(|c| c.shards.iter()));
+        (self.on_manifest)(cid);
+        Ok(())
     }
 }
 
@@ -257,11 +247,7 @@ impl BodySink for ManifestSink {
             return Err(BodyError::Refused("not a valid manifest for this CID".into()));
         };
         drop(bytes);
-        match adopt.adopt(cid, m) {
-            Response::Ok => Ok(()),
-            Response::Refused(why) => Err(BodyError::Refused(why)),
-            other => Err(BodyError::Refused(format!("{other:?}"))),
-        }
+        adopt.adopt(cid, m).map_err(|e| BodyError::Refused(e.to_string()))
     }
 }
 
@@ -329,10 +315,10 @@ impl Handler for NodeHandler {
                     return Response::Refused("not a valid manifest for this CID".into());
                 };
                 let adopt = self.adopter();
-                blocking(move || match store.put_manifest(&cid, &data) {
-                    Ok(()) => adopt.adopt(cid, m),
+                match blocking(move || store.put_manifest(&cid, &data).and_then(|()| adopt.adopt(cid, m))) {
+                    Ok(()) => Response::Ok,
                     Err(e) => refused(e),
-                })
+                }
             }
             Request::GetManifest { cid } => match blocking(move || store.get_manifest(&cid)) {
                 Ok(d) => Response::Data(d),

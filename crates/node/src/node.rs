@@ -304,8 +304,9 @@ impl Node {
 
     /// Starts the peer-to-peer network this node's config describes
     /// (listen, bootstrap and announce addresses, mDNS, health timers) with
-    /// the node's own identity, and attaches it. The daemon and in-process
-    /// test networks both come up this way.
+    /// the node's own identity, attaches it, and keeps what its heartbeats
+    /// say (free space, shard count, draining) current for as long as it
+    /// runs. The daemon and in-process test networks both come up this way.
     pub async fn start_network(&self) -> Result<NetClient, NodeError> {
         let cfg = &self.inner.cfg;
         let parse = |list: &[String], what: &str| -> Result<Vec<datamesh_net::Multiaddr>, NodeError> {
@@ -341,6 +342,17 @@ impl Node {
             .await
             .map_err(|e| NodeError::Network(format!("cannot start the peer-to-peer network: {e}")))?;
         self.attach_net(net.clone());
+        let (node, n) = (self.clone(), net.clone());
+        let every = (cfg.heartbeat_interval / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    () = n.stopped() => return,
+                    _ = t.tick() => n.set_local_heartbeat(node.heartbeat().await),
+                }
+            }
+        });
         Ok(net)
     }
 
@@ -456,10 +468,10 @@ impl Node {
 
     /// Widens this node's view of the network when a placement needs more
     /// nodes than it is connected to (a wide code such as 29+51): Kademlia
-    /// lookups of random keys connect to the nodes closest to each (a node
-    /// keeps connections only to its routing table's neighbours and to whom
-    /// it talked), and every new connection is identified and heartbeated
-    /// into the health table. Waits briefly for the new peers to turn ONLINE.
+    /// lookups of random keys find the nodes closest to each (a node keeps
+    /// connections only to its routing table's neighbours and to whom it
+    /// talked), each one found is dialed, and every new connection is
+    /// identified and heartbeated into the health table. Waits briefly for the new peers to turn ONLINE.
     /// At most once per `DISCOVERY_COOLDOWN`, so a network that really is too
     /// small fails its puts fast.
     async fn discover_peers(&self, want: usize) {

@@ -29,6 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use datamesh_core::{Cid, LocationRecord, Manifest};
@@ -97,23 +98,19 @@ const REPAIR_CHUNKS_IN_FLIGHT: usize = 6;
 pub(crate) struct Pacer {
     rate: u64,
     start: Instant,
-    sent: Mutex<u64>,
+    sent: AtomicU64,
 }
 
 impl Pacer {
     pub(crate) fn new(rate: u64) -> Self {
-        Self { rate, start: Instant::now(), sent: Mutex::new(0) }
+        Self { rate, start: Instant::now(), sent: AtomicU64::new(0) }
     }
 
     pub(crate) async fn take(&self, bytes: u64) {
         if self.rate == 0 {
             return;
         }
-        let sent = {
-            let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-            *sent += bytes;
-            *sent
-        };
+        let sent = self.sent.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let due = Duration::from_secs_f64(sent as f64 / self.rate as f64);
         let ahead = due.saturating_sub(self.start.elapsed() + Duration::from_secs(1));
         if !ahead.is_zero() {
@@ -249,7 +246,6 @@ impl Node {
                 Err(e) => report.errors.push(format!("{file} chunk {chunk}: {e}")),
             }
         }
-        drop(rebuilt);
 
         for (file, moves) in changed {
             let (rec, m) = &files[&file];

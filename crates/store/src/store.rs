@@ -271,7 +271,7 @@ pub(crate) struct Inner {
     pub(crate) gc_lock: Mutex<()>,
     /// Set once an index commit failed: its outcome is unknown until the
     /// next open, so no file that it may reference is removed before then.
-    pub(crate) commit_failed: AtomicBool,
+    commit_failed: AtomicBool,
     pub(crate) pending_access: Mutex<HashMap<Cid, u64>>,
     access_interval: u64,
     cache: Option<ChunkCache>,
@@ -911,24 +911,32 @@ impl Store {
             self.remove_uncommitted(kind, &written);
             return Err(e);
         }
-        // If the commit fails, its outcome is unknown: a commit whose last
-        // fsync failed may still be on disk and be found by the next open.
-        // So the files stay; the next open keeps them if the entries made it
-        // and removes them as orphans if not. Removing them here could leave
-        // entries without files.
         let sized: Vec<_> = fresh.iter().map(|(c, d, m)| (*c, d.len() as u64, *m)).collect();
-        let (count, bytes) = self.index_batch(kind, &sized).inspect_err(|_| {
-            inner.commit_failed.store(true, Ordering::SeqCst);
-        })?;
-        lock(&inner.usage).add(kind, count, bytes);
+        self.index_durable(kind, &sized)?;
         drop(reservation);
         drop(inflight);
         Ok(())
     }
 
+    /// Indexes files that are durable in place and counts them as used.
+    ///
+    /// If the commit fails, its outcome is unknown: a commit whose last fsync
+    /// failed may still be on disk and be found by the next open. So the
+    /// files stay; the next open keeps them if the entries made it and
+    /// removes them as orphans if not. Removing them here could leave entries
+    /// without files.
+    pub(crate) fn index_durable(&self, kind: Kind, fresh: &[(Cid, u64, Option<ShardMeta>)]) -> Result<()> {
+        let inner = &*self.inner;
+        let (count, bytes) = self.index_batch(kind, fresh).inspect_err(|_| {
+            inner.commit_failed.store(true, Ordering::SeqCst);
+        })?;
+        lock(&inner.usage).add(kind, count, bytes);
+        Ok(())
+    }
+
     /// Commits index entries for freshly written files, with any pending
     /// access times. Returns (objects added, bytes added).
-    pub(crate) fn index_batch(&self, kind: Kind, fresh: &[(Cid, u64, Option<ShardMeta>)]) -> Result<(u64, u64)> {
+    fn index_batch(&self, kind: Kind, fresh: &[(Cid, u64, Option<ShardMeta>)]) -> Result<(u64, u64)> {
         let inner = &*self.inner;
         let ix = |e: redb::Error| index_error(&inner.dir, "indexing new data", e);
         let txn = begin_write(&inner.dir, &inner.db)?;

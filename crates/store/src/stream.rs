@@ -19,7 +19,6 @@
 
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use datamesh_core::{Cid, CidHasher};
 
@@ -145,21 +144,6 @@ impl ObjectWriter {
         self.cid
     }
 
-    /// The announced length.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether the announced length is zero.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     /// Appends the next piece. More bytes than announced is
     /// [`StoreError::Corrupt`] (they cannot be the object's).
     pub fn write(&mut self, piece: &[u8]) -> Result<()> {
@@ -210,12 +194,7 @@ impl ObjectWriter {
             self.store.remove_uncommitted(kind, &[cid]);
             return Err(io_error(&inner.dir, "fsync", d, e));
         }
-        // A failed commit's outcome is unknown until the next open, which
-        // settles it from the disk; the file stays (see `put_objects`).
-        let (count, bytes) = self.store.index_batch(kind, &[(cid, self.len, self.meta)]).inspect_err(|_| {
-            inner.commit_failed.store(true, Ordering::SeqCst);
-        })?;
-        crate::lock(&inner.usage).add(kind, count, bytes);
+        self.store.index_durable(kind, &[(cid, self.len, self.meta)])?;
         drop(inflight);
         Ok(())
     }
@@ -266,11 +245,6 @@ impl ObjectReader {
     /// Whether the object is empty.
     pub fn is_empty(&self) -> bool {
         self.size == 0
-    }
-
-    /// The object's CID.
-    pub fn cid(&self) -> Cid {
-        self.cid
     }
 
     fn corrupt(&mut self, why: &str) -> io::Error {

@@ -24,8 +24,6 @@ pub struct MapHandler {
     pub streaming: bool,
     /// Sinks dropped without being finished (bodies cut short or refused).
     pub abandoned: Arc<AtomicU64>,
-    /// Pieces written into sinks.
-    pub pieces: Arc<AtomicU64>,
     pub manifests: Mutex<HashMap<Cid, Vec<u8>>>,
     pub records: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     /// Requests seen, by kind.
@@ -108,7 +106,6 @@ impl Handler for MapHandler {
             buf: Vec::new(),
             shards: self.shards.clone(),
             abandoned: self.abandoned.clone(),
-            pieces: self.pieces.clone(),
             finished: false,
         })))
     }
@@ -120,13 +117,11 @@ struct MapSink {
     buf: Vec<u8>,
     shards: Arc<Mutex<HashMap<Cid, Vec<u8>>>>,
     abandoned: Arc<AtomicU64>,
-    pieces: Arc<AtomicU64>,
     finished: bool,
 }
 
 impl BodySink for MapSink {
     fn write(&mut self, piece: &[u8]) -> Result<(), BodyError> {
-        self.pieces.fetch_add(1, Ordering::Relaxed);
         self.buf.extend_from_slice(piece);
         Ok(())
     }
