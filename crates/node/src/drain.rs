@@ -34,10 +34,11 @@
 //! moved in a later round, so the answer can go back to not safe until
 //! they are.
 //!
-//! **Not handled:** a repair on another node that rewrites a file's record
-//! at the same `seq` as the drain's rewrite forks the record (see the known
-//! gap in ARCHITECTURE.md); the next round sees whichever record this node
-//! kept and moves again what it still names.
+//! A repair on another node that rewrites a file's record at the same `seq`
+//! as the drain's rewrite forks the record. A node on the losing line takes
+//! the one more replicas hold when it next refreshes the record (`stat`, a
+//! repair pass, a failed read: `network::newest_vouched`); until then the
+//! next round moves again whatever the record this node keeps names here.
 
 // Store calls return `StoreError`, which carries CIDs inline.
 #![allow(clippy::result_large_err)]

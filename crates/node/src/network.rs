@@ -16,7 +16,9 @@
 //! **Architecture invariant:** everything received is verified before use:
 //! shards and manifests against their CIDs (hashed as they are written,
 //! committed only on a match), location records by signature, and a stored
-//! record is only replaced by a valid one with a higher `seq`.
+//! record is only replaced by a valid one with a higher `seq` (or, when the
+//! node itself resolves a fork in [`newest_vouched`], by the other line at
+//! the same `seq`).
 
 // Store calls return `StoreError`, which carries CIDs inline; boxing it on
 // this path would buy nothing.
@@ -85,14 +87,30 @@ impl LocationStore {
         if self.get(&r.manifest).is_some_and(|old| old.seq >= r.seq) {
             return Ok(false);
         }
+        self.write(r)?;
+        Ok(true)
+    }
+
+    /// Stores `r` unless a record with a higher `seq` is already there:
+    /// how a node gives up its own line of a forked record for the one the
+    /// file's other replicas hold at the same `seq` (see [`newest_vouched`]).
+    pub(crate) fn take_over(&self, r: &LocationRecord) -> std::io::Result<bool> {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if self.get(&r.manifest).is_some_and(|old| old.seq > r.seq || old.signature == r.signature) {
+            return Ok(false);
+        }
+        self.write(r)?;
+        Ok(true)
+    }
+
+    fn write(&self, r: &LocationRecord) -> std::io::Result<()> {
         let path = self.path(&r.manifest);
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut f, &r.encode())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
-        Ok(true)
+        std::fs::File::open(&self.dir)?.sync_all()
     }
 
     /// Every valid record stored here.
@@ -127,6 +145,56 @@ pub fn may_replace(old: Option<&LocationRecord>, new: &LocationRecord) -> bool {
         Some(p) => old.holders.iter().any(|h| h.as_slice() == p.to_bytes().as_slice()),
         None => false,
     }
+}
+
+/// The record a node should hold for a file, given its own (`ours`) and
+/// the ones the file's replicas and holders answered with (`(peer id
+/// bytes, record)`).
+///
+/// **Forward:** a higher `seq` is taken when a peer already trusted with
+/// the file vouches for it (a holder named in the current record, or its
+/// signer, any of whom could sign a rewrite itself) or when it may replace
+/// the current one outright; the walk goes on from the record taken.
+///
+/// **Forks:** two nodes whose views of who is online differ (one just back
+/// from a partition, say) can both repair a file and each sign the next
+/// `seq`. Peers take only the line whose signer their record names, so the
+/// other signer would keep its own line for good, a line nobody maintains,
+/// and report (and read) from holders that may be gone. At the same `seq`
+/// the line more of the answering peers hold is taken, if a trusted peer
+/// vouches for it; a tie keeps the current one. Every switch either raises
+/// `seq` or strictly raises the number of peers agreeing, so the walk ends.
+pub(crate) fn newest_vouched(ours: &LocationRecord, answers: &[(Vec<u8>, LocationRecord)]) -> LocationRecord {
+    let same = |a: &LocationRecord, b: &LocationRecord| a.signature == b.signature;
+    let mut current = ours.clone();
+    // Bounded anyway: each step raises seq or agreement, both finite.
+    for _ in 0..=answers.len() * 2 + 1 {
+        let trusted = |r: &LocationRecord, from: &[u8]| {
+            may_replace(Some(&current), r)
+                || current.holders.iter().any(|h| h.as_slice() == from)
+                || datamesh_net::peer_id_of_ed25519(&current.signer).is_some_and(|s| s.to_bytes() == from)
+        };
+        let newer =
+            answers.iter().filter(|(from, r)| r.seq > current.seq && trusted(r, from)).max_by_key(|(_, r)| r.seq);
+        if let Some((_, r)) = newer {
+            current = r.clone();
+            continue;
+        }
+        let agree =
+            |r: &LocationRecord| answers.iter().filter(|(_, a)| same(a, r)).count() + usize::from(same(r, ours));
+        let here = agree(&current);
+        let fork = answers
+            .iter()
+            .filter(|(from, r)| r.seq == current.seq && !same(r, &current) && trusted(r, from))
+            .map(|(_, r)| (agree(r), r))
+            .filter(|&(n, _)| n > here)
+            .max_by_key(|&(n, _)| n);
+        match fork {
+            Some((_, r)) => current = r.clone(),
+            None => break,
+        }
+    }
+    current
 }
 
 /// Serves inbound peer requests from the local store.
@@ -464,5 +532,63 @@ mod tests {
             assert_eq!(store.get(&file).unwrap().seq, 8);
             store.remove(&file);
         }
+    }
+
+    fn key(n: u8) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn peer(n: u8) -> Vec<u8> {
+        datamesh_net::peer_id_of_ed25519(&key(n).verifying_key().to_bytes()).unwrap().to_bytes()
+    }
+
+    /// A one-chunk record of `seq` naming `holders` (key numbers), signed by `by`.
+    fn rec(seq: u64, holders: &[u8], by: u8) -> LocationRecord {
+        let file = Cid::dag_cbor_blake3(b"a manifest");
+        LocationRecord::sign(file, seq, &[holders.iter().map(|&h| peer(h)).collect::<Vec<_>>()], &key(by))
+    }
+
+    fn from(n: u8, r: &LocationRecord) -> (Vec<u8>, LocationRecord) {
+        (peer(n), r.clone())
+    }
+
+    /// A node that missed repairs walks forward to the newest record its
+    /// trusted peers vouch for, and not to one only a stranger holds.
+    #[test]
+    fn a_stale_record_walks_forward_through_trusted_peers_only() {
+        let ours = rec(1, &[1, 2, 3], 1);
+        let second = rec(2, &[2, 3, 4], 2);
+        let third = rec(3, &[4, 5, 6], 4);
+        let forged = rec(9, &[7, 8, 9], 7);
+        let answers = [from(7, &forged), from(2, &second), from(4, &third)];
+        assert_eq!(newest_vouched(&ours, &answers), third);
+        // Without the holder of the second record, the third is out of reach.
+        assert_eq!(newest_vouched(&ours, &[from(7, &forged), from(4, &third)]), ours);
+    }
+
+    /// Two repairers signed the same `seq`: the node on the line fewer
+    /// replicas hold takes the other one; one on the line more hold keeps
+    /// it, and a tie keeps what the node has.
+    #[test]
+    fn a_forked_record_settles_on_the_line_more_replicas_hold() {
+        // Node 9 (not a holder) re-signed seq 2 from its own view; holder 2
+        // re-signed seq 2 as well, and replicas 3, 4 and 5 took holder 2's.
+        let mine = rec(2, &[1, 2, 3, 4, 5, 7], 9);
+        let theirs = rec(2, &[8, 2, 3, 4, 5, 6], 2);
+        let answers = [from(2, &theirs), from(3, &theirs), from(4, &theirs), from(5, &theirs), from(6, &mine)];
+        assert_eq!(newest_vouched(&mine, &answers), theirs, "the minority line gives up its record");
+        assert_eq!(newest_vouched(&theirs, &answers), theirs, "the majority line keeps its record");
+        // A tie keeps the current record.
+        let tie = [from(2, &theirs), from(3, &mine)];
+        assert_eq!(newest_vouched(&mine, &tie), mine);
+        // A line vouched for only by strangers is not taken however many hold it.
+        let alien = rec(2, &[10, 11, 12, 13, 14, 15], 10);
+        let strangers = [from(10, &alien), from(11, &alien), from(12, &alien)];
+        assert_eq!(newest_vouched(&mine, &strangers), mine);
+        // And the walk goes on past the fork to the newest record.
+        let next = rec(3, &[8, 2, 3, 4, 5, 10], 8);
+        let mut more = answers.to_vec();
+        more.push(from(8, &next));
+        assert_eq!(newest_vouched(&mine, &more), next);
     }
 }

@@ -971,15 +971,18 @@ impl Node {
     /// whom could sign a rewrite itself — holds as current is taken over,
     /// and the walk goes on from there with the new record's holders. Taking
     /// over the newest record is what keeps a stale node from repairing from
-    /// its old view and forking the record with its own line of `seq`s.
+    /// its old view and forking the record with its own line of `seq`s;
+    /// when a fork happened anyway, this is where the node gives up its line
+    /// for the one more of the file's replicas hold (the choice is
+    /// [`network::newest_vouched`]).
     ///
-    /// Returns the record now held (`rec` when nothing newer was vouched
+    /// Returns the record now held (`rec` when nothing else was vouched
     /// for).
     pub(crate) async fn refresh_location(&self, m: &Manifest, rec: LocationRecord) -> LocationRecord {
         let Some(net) = self.net().cloned() else { return rec };
         let manifest = rec.manifest;
         let ask = self.replica_targets(m, manifest, &rec).await;
-        let mut answers: Vec<(Vec<u8>, LocationRecord)> = ask
+        let answers: Vec<(Vec<u8>, LocationRecord)> = ask
             .into_iter()
             .map(|p| {
                 let net = net.clone();
@@ -1002,25 +1005,12 @@ impl Node {
             .filter_map(std::future::ready)
             .collect()
             .await;
-        // Highest first, so the walk takes the newest record it can reach.
-        answers.sort_by_key(|a| std::cmp::Reverse(a.1.seq));
-        let mut current = rec.clone();
-        loop {
-            let trusted = |r: &LocationRecord, from: &[u8]| {
-                network::may_replace(Some(&current), r)
-                    || current.holders.iter().any(|h| h.as_slice() == from)
-                    || datamesh_net::peer_id_of_ed25519(&current.signer).is_some_and(|s| s.to_bytes() == from)
-            };
-            match answers.iter().find(|(from, r)| r.seq > current.seq && trusted(r, from)) {
-                Some((_, r)) => current = r.clone(),
-                None => break,
-            }
-        }
-        if current.seq > rec.seq {
+        let current = network::newest_vouched(&rec, &answers);
+        if current.signature != rec.signature {
             tracing::info!(file = %manifest, from = rec.seq, to = current.seq, "took over a newer location record");
             let locations = self.inner.locations.clone();
             let r = current.clone();
-            let _ = blocking(move || locations.put(&r).map_err(|e| NodeError::Storage(e.to_string()))).await;
+            let _ = blocking(move || locations.take_over(&r).map_err(|e| NodeError::Storage(e.to_string()))).await;
         }
         current
     }
@@ -1041,7 +1031,7 @@ impl Node {
                 // stale (repairs moved them while this node was away).
                 Err(NodeError::Unavailable(why)) => {
                     let fresh = self.refresh_location(&m, loc.clone()).await;
-                    if fresh.seq == loc.seq {
+                    if fresh.signature == loc.signature {
                         return Err(NodeError::Unavailable(why));
                     }
                     self.read_chunk_networked(m.erasure, &entry, index, &fresh).await?
@@ -1204,7 +1194,7 @@ impl Node {
             // Our record may be stale: a repair elsewhere may have moved the
             // missing shards.
             let fresh = self.refresh_location(&m, old.clone()).await;
-            if fresh.seq > old.seq {
+            if fresh.signature != old.signature {
                 live = self.live_per_chunk(&m, Some(&fresh)).await?;
                 loc = Some(fresh);
             }

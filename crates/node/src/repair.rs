@@ -171,7 +171,7 @@ impl Node {
                 // names other holders (and maybe another maintainer).
                 // Repairing from a stale record would fork it.
                 let fresh = self.refresh_location(&m, rec.clone()).await;
-                if fresh.seq > rec.seq {
+                if fresh.signature != rec.signature {
                     rec = fresh;
                     if !self.maintains(&rec, me, &online) {
                         continue;
