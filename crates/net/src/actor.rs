@@ -540,6 +540,46 @@ impl Actor {
         for i in self.boot.due(now) {
             self.dial_bootstrap(i, now);
         }
+        self.prune_connections(now);
+    }
+
+    /// Above [`crate::Tuning::keep_connections`] connected peers,
+    /// disconnects and forgets the least recently used ones that nothing
+    /// needs (see the tuning's doc for what is kept).
+    fn prune_connections(&mut self, now: Instant) {
+        let keep = self.tuning.keep_connections;
+        let recent = self.tuning.idle_connection_timeout;
+        let boot: HashSet<PeerId> = self.boot.entries.iter().filter_map(|e| e.peer).collect();
+        let mut connected = 0;
+        let mut candidates: Vec<(PeerId, Instant)> = Vec::new();
+        for (p, e) in self.peers.iter_mut() {
+            if e.connections == 0 {
+                continue;
+            }
+            connected += 1;
+            let busy = e.last_used.is_some_and(|t| now.saturating_duration_since(t) < recent);
+            if !busy && e.strikes == 0 && e.banned_until.is_none() && !boot.contains(p) {
+                candidates.push((*p, e.last_used.unwrap_or(e.first_seen)));
+            }
+        }
+        if connected <= keep {
+            return;
+        }
+        let table: HashSet<PeerId> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+            .collect();
+        // Outside the routing table first, then the least recently used.
+        candidates.sort_by_key(|&(p, t)| (table.contains(&p), t));
+        let excess = connected - keep;
+        for (p, _) in candidates.into_iter().take(excess) {
+            tracing::debug!(peer = %p, "pruning an idle connection");
+            self.peers.forget(&p);
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
     }
 
     fn dial_bootstrap(&mut self, i: usize, now: Instant) {
@@ -609,6 +649,7 @@ impl Actor {
                 self.swarm.behaviour_mut().shard.send_response(channel, Outbound::Response(Response::Heartbeat(mine)));
             return;
         }
+        self.peers.used(&peer, now);
         if self.inbound_in_flight >= self.max_inbound {
             let busy = Outbound::Response(Response::Refused("busy".into()));
             let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
@@ -758,6 +799,7 @@ impl Actor {
                             }
                         }
                         Some(Pending::User(reply)) => {
+                            self.peers.used(&peer, now);
                             let _ = reply.send(Ok(response));
                         }
                         None => {}

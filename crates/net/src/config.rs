@@ -126,6 +126,17 @@ pub struct Tuning {
     pub max_streams_per_connection: usize,
     /// Established connections in total (512).
     pub max_connections: u32,
+    /// Connected peers kept (128). Heartbeats keep every connection alive,
+    /// so without a bound a node in a large network would keep every peer
+    /// its lookups ever reached: memory and heartbeat work per node would
+    /// grow with the network. Above this many, on each health tick the
+    /// peers least recently used are disconnected and forgotten (outside
+    /// the routing table first). Kept regardless: bootstrap peers, banned
+    /// or struck peers (their record must stay), and peers that exchanged a
+    /// request other than a heartbeat within `idle_connection_timeout` (the
+    /// holders and placement candidates the node is working with; a
+    /// forgotten peer is dialed again through the DHT when needed).
+    pub keep_connections: usize,
     /// Established connections per peer (4).
     pub max_connections_per_peer: u32,
     /// Connections being set up inbound (64).
@@ -170,6 +181,7 @@ impl Default for Tuning {
             max_inbound_bytes: 256 * 1024 * 1024,
             max_streams_per_connection: 64,
             max_connections: 512,
+            keep_connections: 128,
             max_connections_per_peer: 4,
             max_pending_incoming: 64,
             idle_connection_timeout: Duration::from_secs(120),

@@ -72,6 +72,9 @@ pub(crate) struct Entry {
     pub banned_until: Option<Instant>,
     pub next_heartbeat: Instant,
     pub heartbeat_in_flight: bool,
+    /// The last request other than a heartbeat, either way: what keeps a
+    /// connection from being pruned.
+    pub last_used: Option<Instant>,
 }
 
 impl Entry {
@@ -86,6 +89,7 @@ impl Entry {
             banned_until: None,
             next_heartbeat: now,
             heartbeat_in_flight: false,
+            last_used: None,
         }
     }
 
@@ -145,6 +149,20 @@ impl PeerTable {
         if let Some(p) = victim {
             self.entries.remove(&p);
             self.evicted.push(p);
+        }
+    }
+
+    /// Forgets `p` (a pruned connection): it is reported nowhere until it
+    /// connects again, so its silence never reads as OFFLINE.
+    pub fn forget(&mut self, p: &PeerId) {
+        self.entries.remove(p);
+    }
+
+    /// Records a request other than a heartbeat with `p`.
+    pub fn used(&mut self, p: &PeerId, now: Instant) {
+        if let Some(e) = self.entries.get_mut(p) {
+            e.last_seen = Some(now);
+            e.last_used = Some(now);
         }
     }
 

@@ -390,3 +390,55 @@ async fn transfers_beyond_the_inbound_memory_budget_wait_and_complete() {
     a.net.shutdown().await;
     b.net.shutdown().await;
 }
+
+/// Above `keep_connections`, a node disconnects and forgets the peers it is
+/// not working with (so their silence never reads as OFFLINE), keeps its
+/// bootstrap peer and the peer it exchanges requests with, and reaches a
+/// pruned peer again through the DHT when it needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_beyond_the_limit_are_pruned_and_forgotten() {
+    let fast = HealthTimers {
+        heartbeat_interval: Duration::from_millis(200),
+        warning_after: Duration::from_secs(2),
+        offline_after: Duration::from_secs(5),
+    };
+    let cfg = |boot: Vec<libp2p::Multiaddr>| {
+        let mut c = config();
+        c.timers = fast;
+        c.bootstrap = boot;
+        c
+    };
+    let seed = node(cfg(vec![])).await;
+    let seed_addr = p2p_addr(&seed.net).await;
+    let mut others = Vec::new();
+    for _ in 0..5 {
+        others.push(node(cfg(vec![seed_addr.clone()])).await);
+    }
+    let hub = node_with(cfg(vec![seed_addr]), Tuning { keep_connections: 2, ..Tuning::default() }).await;
+    let ids: Vec<_> = others.iter().map(|o| o.net.local_peer_id()).collect();
+    // The hub's lookups reach every node.
+    wait_for("the hub's routing table to hold every node", T, || async {
+        hub.net.routing_table().await.iter().map(|(_, n)| n).sum::<usize>() >= 6
+    })
+    .await;
+    // It works with one of them.
+    let (used, idle) = (ids[0], &ids[1..]);
+    let seed_id = seed.net.local_peer_id();
+    wait_for("only the bootstrap peer and the peer in use to stay connected", T, || async {
+        hub.net.shard_exists(used, vec![]).await.expect("the peer in use answers");
+        let peers = hub.net.peers().await;
+        let connected: Vec<_> = peers.iter().filter(|p| p.connected).map(|p| p.peer).collect();
+        connected.len() <= 2
+            && connected.contains(&seed_id)
+            && connected.contains(&used)
+            && idle.iter().all(|i| !peers.iter().any(|p| p.peer == *i))
+    })
+    .await;
+    // A pruned peer is still reachable: its address is in the DHT.
+    let again = idle[2];
+    hub.net.shard_exists(again, vec![]).await.expect("a pruned peer is dialed again");
+    assert!(info(&hub.net, again).await.is_some_and(|i| i.connected));
+    for n in others.iter().chain([&seed, &hub]) {
+        n.net.shutdown().await;
+    }
+}
