@@ -1087,7 +1087,7 @@ impl Node {
             };
             (rank, i)
         });
-        let (slots, got, failures) = self.fetch_k_shards(k, entry, index, loc, &order, &me).await;
+        let (slots, got, failures) = self.fetch_k_shards(k, entry, index, loc, &order, &me, true).await;
         if got < k {
             return Err(NodeError::Unavailable(format!(
                 "chunk {} has only {got} reachable shards of the {k} needed ({}); more nodes must come back before it can be read",
@@ -1109,8 +1109,10 @@ impl Node {
     /// Fetches shards of chunk `index`, trying them in `order`, until `k`
     /// have arrived (each verified against its CID). A failed holder is
     /// replaced by the next; a slow one gets a spare request to the next
-    /// (hedging). Returns the shard slots, how many arrived, and the
-    /// failures.
+    /// (hedging) after `hedge_after`, or, when `adaptive`, after four times
+    /// the first remote answer's time if that is shorter. Returns the shard
+    /// slots, how many arrived, and the failures.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn fetch_k_shards(
         &self,
         k: usize,
@@ -1119,6 +1121,7 @@ impl Node {
         loc: &LocationRecord,
         order: &[usize],
         me: &[u8],
+        adaptive: bool,
     ) -> (Vec<Option<Vec<u8>>>, usize, Vec<String>) {
         let mut slots: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
         let mut next = 0;
@@ -1132,6 +1135,11 @@ impl Node {
         let hedging = !self.inner.cfg.hedge_after.is_zero();
         let mut hedge_wait = self.inner.cfg.hedge_after.max(Duration::from_millis(1));
         let mut spares = 0;
+        // The wait is tuned by the first *remote* answer: a shard read from
+        // this node's own disk arrives at once and would shrink it to the
+        // 20 ms floor, so under load every chunk would fetch a spare it
+        // does not need (measured: a fifth shard per repaired chunk).
+        let mut tuned = false;
         while got < k {
             while inflight.len() < k - got + spares && next < order.len() {
                 let i = order[next];
@@ -1153,7 +1161,8 @@ impl Node {
             };
             match r {
                 Ok(b) => {
-                    if got == 0 {
+                    if adaptive && !tuned && loc.holder(index, i) != Some(me) {
+                        tuned = true;
                         let first = started.elapsed();
                         hedge_wait = hedge_wait.min((first * 4).max(Duration::from_millis(20)));
                     }

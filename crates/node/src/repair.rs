@@ -401,7 +401,10 @@ impl Node {
         let me_b = me.to_bytes();
         let mut order: Vec<usize> = (0..live.len()).filter(|&i| live[i]).collect();
         order.sort_by_key(|&i| (rec.holder(chunk, i) != Some(me_b.as_slice()), i));
-        let (slots, got, _) = self.fetch_k_shards(k, entry, chunk, rec, &order, &me_b).await;
+        // No adaptive hedging: a read hedges to cut a user's wait, a repair
+        // to get around a frozen holder. Spares fired by a wait tuned to
+        // one quick answer would move a fifth shard per chunk under load.
+        let (slots, got, _) = self.fetch_k_shards(k, entry, chunk, rec, &order, &me_b, false).await;
         if got < k {
             return Err(NodeError::Unavailable(format!("only {got} of the {k} shards needed could be fetched")));
         }
