@@ -132,10 +132,11 @@ pub struct Tuning {
     /// grow with the network. Above this many, on each health tick the
     /// peers least recently used are disconnected and forgotten (outside
     /// the routing table first). Kept regardless: bootstrap peers, banned
-    /// or struck peers (their record must stay), and peers that exchanged a
-    /// request other than a heartbeat within `idle_connection_timeout` (the
-    /// holders and placement candidates the node is working with; a
-    /// forgotten peer is dialed again through the DHT when needed).
+    /// or struck peers (their record must stay), and peers that connected
+    /// or exchanged a request other than a heartbeat within
+    /// `idle_connection_timeout` (new peers still joining; the holders and
+    /// placement candidates the node is working with). A forgotten peer is
+    /// dialed again through the DHT when needed.
     pub keep_connections: usize,
     /// Established connections per peer (4).
     pub max_connections_per_peer: u32,

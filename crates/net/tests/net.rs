@@ -414,7 +414,9 @@ async fn idle_connections_beyond_the_limit_are_pruned_and_forgotten() {
     for _ in 0..5 {
         others.push(node(cfg(vec![seed_addr.clone()])).await);
     }
-    let hub = node_with(cfg(vec![seed_addr]), Tuning { keep_connections: 2, ..Tuning::default() }).await;
+    // Peers count as in use for a second after they connect or answer.
+    let tuning = Tuning { keep_connections: 2, idle_connection_timeout: Duration::from_secs(1), ..Tuning::default() };
+    let hub = node_with(cfg(vec![seed_addr]), tuning).await;
     let ids: Vec<_> = others.iter().map(|o| o.net.local_peer_id()).collect();
     // The hub's lookups reach every node.
     wait_for("the hub's routing table to hold every node", T, || async {
