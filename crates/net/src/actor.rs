@@ -561,7 +561,7 @@ impl Actor {
             // this one needs it for its first lookups (pruned at once, joins
             // stalled at 500 nodes), and a pruned peer that comes back is
             // not pruned again for a while (no handshake churn).
-            let last = e.last_used.unwrap_or(e.first_seen).max(e.first_seen);
+            let last = e.last_used.unwrap_or(e.first_seen);
             let busy = now.saturating_duration_since(last) < recent;
             if !busy && e.strikes == 0 && e.banned_until.is_none() && !boot.contains(p) {
                 candidates.push((*p, last));

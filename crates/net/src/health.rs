@@ -158,10 +158,10 @@ impl PeerTable {
         self.entries.remove(p);
     }
 
-    /// Records a request other than a heartbeat with `p`.
+    /// Records a request other than a heartbeat with `p` (callers mark it
+    /// seen as well).
     pub fn used(&mut self, p: &PeerId, now: Instant) {
         if let Some(e) = self.entries.get_mut(p) {
-            e.last_seen = Some(now);
             e.last_used = Some(now);
         }
     }

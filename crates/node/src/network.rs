@@ -83,20 +83,21 @@ impl LocationStore {
     /// Stores `r` durably unless a record with a higher or equal `seq` is
     /// already there. Returns whether it was stored.
     pub fn put(&self, r: &LocationRecord) -> std::io::Result<bool> {
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if self.get(&r.manifest).is_some_and(|old| old.seq >= r.seq) {
-            return Ok(false);
-        }
-        self.write(r)?;
-        Ok(true)
+        self.put_unless(r, |old| old.seq >= r.seq)
     }
 
     /// Stores `r` unless a record with a higher `seq` is already there:
     /// how a node gives up its own line of a forked record for the one the
     /// file's other replicas hold at the same `seq` (see [`newest_vouched`]).
     pub(crate) fn take_over(&self, r: &LocationRecord) -> std::io::Result<bool> {
+        self.put_unless(r, |old| old.seq > r.seq || old.signature == r.signature)
+    }
+
+    /// Stores `r` durably unless the stored record `keep`s its place; one
+    /// writer at a time, so the check and the write are one step.
+    fn put_unless(&self, r: &LocationRecord, keep: impl Fn(&LocationRecord) -> bool) -> std::io::Result<bool> {
         let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if self.get(&r.manifest).is_some_and(|old| old.seq > r.seq || old.signature == r.signature) {
+        if self.get(&r.manifest).is_some_and(|old| keep(&old)) {
             return Ok(false);
         }
         self.write(r)?;
