@@ -48,6 +48,9 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/datamesh/kad/1.0.
 pub const ID_PROTOCOL_VERSION: &str = "/datamesh/id/1.0.0";
 /// Kademlia replication factor (k).
 pub const K: usize = 20;
+/// How often a node whose routing table holds fewer than [`K`] peers
+/// bootstraps again (see `rejoin_if_small`).
+const REJOIN_EVERY: Duration = Duration::from_secs(30);
 /// Kademlia lookup parallelism (α).
 pub const ALPHA: usize = 3;
 /// Capacity of the command channel.
@@ -141,6 +144,8 @@ pub(crate) struct Actor {
     persist_task: Option<tokio::task::JoinHandle<()>>,
     /// Whether a bootstrap peer has been reached since start.
     joined: bool,
+    /// When this node last started a Kademlia bootstrap itself.
+    last_join: Option<Instant>,
 }
 
 /// Builds the swarm, restores the DHT store, binds the listeners and waits
@@ -200,6 +205,7 @@ pub(crate) async fn build(
     let rr_config = request_response::Config::default()
         .with_request_timeout(cfg.request_timeout)
         .with_max_concurrent_streams(tuning.max_streams_per_connection);
+    let ping_every = cfg.timers.heartbeat_interval.max(Duration::from_secs(15));
     let use_mdns = cfg.mdns;
     let max_inbound_bytes = tuning.max_inbound_bytes;
     let max_bodies = cfg.max_inbound_requests;
@@ -237,7 +243,10 @@ pub(crate) async fn build(
                     identify::Config::new(ID_PROTOCOL_VERSION.to_string(), key.public())
                         .with_agent_version(format!("datamesh/{}", env!("CARGO_PKG_VERSION"))),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new()),
+                // Ping no more often than we heartbeat (nor than libp2p's
+                // 15 s): either proves the peer alive, and pinging twice per
+                // heartbeat doubled the wake-ups of every idle connection.
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(ping_every)),
                 kad,
                 shard: request_response::Behaviour::with_codec(
                     ShardCodec::new(InboundBudget::new(max_inbound_bytes), codec_handler, max_bodies),
@@ -274,6 +283,7 @@ pub(crate) async fn build(
         store_path,
         persist_task: None,
         joined: false,
+        last_join: None,
     };
     for a in &cfg.announce {
         actor.swarm.add_external_address(a.clone());
@@ -541,6 +551,24 @@ impl Actor {
             self.dial_bootstrap(i, now);
         }
         self.prune_connections(now);
+        self.rejoin_if_small(now);
+    }
+
+    /// Bootstraps again while the routing table holds fewer than k peers.
+    /// Kademlia does so by itself only when a peer enters the table: a
+    /// first bootstrap whose answers could not be dialed (a busy network
+    /// refusing connections) left a joining node knowing just its
+    /// bootstrap peers until the bucket refresh, minutes later.
+    fn rejoin_if_small(&mut self, now: Instant) {
+        if !self.joined || self.last_join.is_some_and(|t| now.saturating_duration_since(t) < REJOIN_EVERY) {
+            return;
+        }
+        let known: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
+        if known > 0 && known < K {
+            tracing::debug!(known, "routing table still small; bootstrapping again");
+            self.last_join = Some(now);
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
     }
 
     /// Above [`crate::Tuning::keep_connections`] connected peers,
@@ -744,6 +772,7 @@ impl Actor {
                     // refreshes buckets on its timer.
                     if !self.joined {
                         self.joined = true;
+                        self.last_join = Some(Instant::now());
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                 }
