@@ -409,15 +409,10 @@ impl Node {
             return Err(NodeError::Unavailable(format!("only {got} of the {k} shards needed could be fetched")));
         }
         let missing: Vec<usize> = (0..live.len()).filter(|&i| !live[i]).collect();
-        let want: HashSet<usize> = missing.iter().copied().collect();
         let cids = entry.shards.clone();
         let rebuilt = blocking(move || {
-            let all = erasure::rebuild(e, &slots)?;
             let mut out = Vec::new();
-            for (i, bytes) in all {
-                if !want.contains(&i) {
-                    continue;
-                }
+            for (i, bytes) in erasure::rebuild_only(e, &slots, &missing)? {
                 if Cid::raw_blake3(&bytes) != cids[i] {
                     return Err(NodeError::Storage(format!(
                         "rebuilt shard {i} does not match its CID {}: the manifest or the fetched shards are inconsistent",

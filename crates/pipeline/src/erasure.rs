@@ -176,6 +176,24 @@ pub fn decode(e: Erasure, stored_size: usize, shards: &[Option<Vec<u8>>]) -> Res
 
 /// Recomputes the shards whose slot is None (for repair), given any k present; returns (index, bytes) for each rebuilt shard.
 pub fn rebuild(e: Erasure, shards: &[Option<Vec<u8>>]) -> Result<Vec<(usize, Vec<u8>)>, ErasureError> {
+    let missing: Vec<usize> = (0..shards.len()).filter(|&i| shards[i].is_none()).collect();
+    rebuild_only(e, shards, &missing)
+}
+
+/// Recomputes just the shards listed in `want` (each slot None), given any
+/// k present; returns (index, bytes) for each, in index order.
+///
+/// A repair fetches k shards of a chunk and rebuilds the one or two it
+/// lost; the other slots are None only because they were not fetched. So
+/// the decoder runs only when a wanted data shard is missing (or a wanted
+/// parity shard needs a data shard that was not fetched), and the encoder
+/// only when a parity shard is wanted: rebuilding everything cost a decode
+/// and an encode per repaired chunk where one of them does.
+pub fn rebuild_only(
+    e: Erasure,
+    shards: &[Option<Vec<u8>>],
+    want: &[usize],
+) -> Result<Vec<(usize, Vec<u8>)>, ErasureError> {
     validate(e)?;
     if shards.len() != e.total() {
         return Err(ErasureError::ShardCount { expected: e.total(), got: shards.len() });
@@ -192,14 +210,26 @@ pub fn rebuild(e: Erasure, shards: &[Option<Vec<u8>>]) -> Result<Vec<(usize, Vec
         return Err(ErasureError::ShardSize { index, expected: s.clamp(2, max) & !1, got: s });
     }
     check_shards(e, s, shards)?;
-    if shards.iter().all(Option::is_some) {
+    let mut want: Vec<usize> = want.iter().copied().filter(|&i| i < shards.len() && shards[i].is_none()).collect();
+    want.sort_unstable();
+    want.dedup();
+    if want.is_empty() {
         return Ok(Vec::new());
     }
     let k = e.k as usize;
-    let restored = restore_data(e, s, shards)?;
-    let mut rebuilt: Vec<(usize, Vec<u8>)> =
-        restored.iter().enumerate().filter_map(|(i, r)| r.clone().map(|r| (i, r))).collect();
-    if shards[k..].iter().any(Option::is_none) {
+    let want_parity = want.iter().any(|&i| i >= k);
+    let data_missing = shards[..k].iter().any(Option::is_none);
+    let restored = if want.iter().any(|&i| i < k) || (want_parity && data_missing) {
+        restore_data(e, s, shards)?
+    } else {
+        vec![None; k]
+    };
+    let mut rebuilt: Vec<(usize, Vec<u8>)> = Vec::with_capacity(want.len());
+    for &i in want.iter().filter(|&&i| i < k) {
+        let r = restored[i].clone().ok_or_else(|| ErasureError::Library(format!("data shard {i} was not restored")))?;
+        rebuilt.push((i, r));
+    }
+    if want_parity {
         // Parity is recomputed from the complete data shards.
         let data: Vec<Vec<u8>> = (0..k)
             .map(|i| match (&restored[i], &shards[i]) {
@@ -208,10 +238,9 @@ pub fn rebuild(e: Erasure, shards: &[Option<Vec<u8>>]) -> Result<Vec<(usize, Vec
                 (None, None) => Err(ErasureError::Library(format!("data shard {i} was not restored"))),
             })
             .collect::<Result<_, _>>()?;
-        for (j, p) in parity(e, &data)?.into_iter().enumerate() {
-            if shards[k + j].is_none() {
-                rebuilt.push((k + j, p));
-            }
+        let mut parity = parity(e, &data)?;
+        for &i in want.iter().filter(|&&i| i >= k) {
+            rebuilt.push((i, std::mem::take(&mut parity[i - k])));
         }
     }
     Ok(rebuilt)
@@ -510,6 +539,13 @@ mod tests {
             prop_assert_eq!(&decode(e, len, &partial).unwrap(), &data);
             for (i, b) in rebuild(e, &partial).unwrap() {
                 prop_assert!(!keep[i]);
+                prop_assert_eq!(&b, &shards[i]);
+            }
+            // Any subset of the missing ones, alone: exactly those come back.
+            let want: Vec<usize> = (0..keep.len()).filter(|&i| !keep[i] && (i + seed as usize).is_multiple_of(2)).collect();
+            let only = rebuild_only(e, &partial, &want).unwrap();
+            prop_assert_eq!(only.iter().map(|(i, _)| *i).collect::<Vec<_>>(), want);
+            for (i, b) in only {
                 prop_assert_eq!(&b, &shards[i]);
             }
             prop_assert_eq!(decode_chunk(e, &entry(&data, &shards), partial).unwrap(), data);
