@@ -28,15 +28,19 @@
 //!
 //! With `keep_connections` (idle peers beyond 128 connections are pruned):
 //! memory per node halved (4.7 GB at 476 nodes, 9.8 MB per node), but the
-//! waves still slow as the network grows (300 nodes after 170 s as before,
-//! 501 after 531 s, the last waves 65–90 s each), so 1,000 nodes would take
-//! about an hour on 2 cores. Profile at 450 nodes: libp2p's per-connection
-//! machinery (the `futures-timer` global thread, yamux RTT pings, task
-//! wake-ups: about 45%) and Noise handshakes from pruned peers dialed again
-//! by lookups (X25519/Ed25519: about 15%); no single cost to remove. A
-//! second run stalled at 476 nodes (a wave not joined in 300 s): bootstrap
-//! peers pruned the joining nodes' connections at once. New connections now
-//! count as in use for the idle timeout; not re-measured at this scale yet.
+//! waves still slowed as the network grew (501 nodes after 531 s).
+//!
+//! Now (32 connections kept per node, ping every 30 s, mimalloc, nodes
+//! whose table stays small bootstrap again): 100 nodes joined in 6.2 s,
+//! 100% of lookups succeed (p50 5.6 ms, p99 10.6 ms, 34 / 45 peers asked)
+//! and 100% with 20% killed (5.1 / 9.2 ms, 35 / 44 peers). All 1,000 nodes
+//! joined, in 3,195 s, with the process flat at 6.5 GB (6.5 MB per node);
+//! the waves took 110-150 s each past 600 nodes, most of it joining nodes
+//! whose dials to bootstrap peers timed out on the saturated cores and
+//! backed off (the slow-wave lines show them with 0-3 connections). The
+//! first `provide` then timed out (60 s) and the run stopped before its
+//! lookups; providing no longer stops the run. Profile at 800 nodes: Noise
+//! handshakes about 20%, yamux about 15%, the `futures-timer` thread 12%.
 
 #![allow(clippy::unwrap_used)]
 
@@ -181,7 +185,13 @@ async fn dht_scale_lookups() {
         let provider = (k * 13 + 1) % n;
         let provider = if killed.contains(&provider) { provider - 1 } else { provider };
         let key = format!("chunk key {k}").into_bytes();
-        nodes[provider].as_ref().unwrap().net.provide(&key).await.expect("provide");
+        // On an overloaded simulation a provide may not finish within the
+        // query timeout (the 1,000-node run's first one did not); the record
+        // stays on the provider and the peers it reached, and the lookups
+        // below measure whether it can be found.
+        if let Err(e) = nodes[provider].as_ref().unwrap().net.provide(&key).await {
+            eprintln!("  providing key {k} from node {provider} did not finish: {e}");
+        }
         keys.push((key, provider));
     }
     let (ok_all, lat_all, peers_all) = lookups(&nodes, &keys).await;
