@@ -42,7 +42,10 @@
 //! whose dials to bootstrap peers timed out on the saturated cores and
 //! backed off (the slow-wave lines show them with 0-3 connections). The
 //! first `provide` then timed out (60 s) and the run stopped before its
-//! lookups; providing no longer stops the run. Profile at 800 nodes: Noise
+//! lookups; providing no longer stops the run. 600 nodes joined in 693 s
+//! (7.0 GB), then each provide took about 50 s (3 of 15 hit the 60 s
+//! timeout): past about 500 nodes the nodes' idle work alone saturates two
+//! cores, and lookups there would measure the overload, not the DHT. Profile at 800 nodes: Noise
 //! handshakes about 20%, yamux about 15%, the `futures-timer` thread 12%.
 
 #![allow(clippy::unwrap_used)]
