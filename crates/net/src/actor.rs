@@ -142,9 +142,8 @@ pub(crate) struct Actor {
     tuning: Tuning,
     store_path: Option<PathBuf>,
     persist_task: Option<tokio::task::JoinHandle<()>>,
-    /// Whether a bootstrap peer has been reached since start.
-    joined: bool,
-    /// When this node last started a Kademlia bootstrap itself.
+    /// When this node last started a Kademlia bootstrap itself (None: no
+    /// bootstrap peer reached since start).
     last_join: Option<Instant>,
 }
 
@@ -282,7 +281,6 @@ pub(crate) async fn build(
         tuning,
         store_path,
         persist_task: None,
-        joined: false,
         last_join: None,
     };
     for a in &cfg.announce {
@@ -560,7 +558,8 @@ impl Actor {
     /// refusing connections) left a joining node knowing just its
     /// bootstrap peers until the bucket refresh, minutes later.
     fn rejoin_if_small(&mut self, now: Instant) {
-        if !self.joined || self.last_join.is_some_and(|t| now.saturating_duration_since(t) < REJOIN_EVERY) {
+        let Some(last) = self.last_join else { return };
+        if now.saturating_duration_since(last) < REJOIN_EVERY {
             return;
         }
         let known: usize = self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum();
@@ -770,8 +769,7 @@ impl Actor {
                     // Join at once on the first one; afterwards Kademlia
                     // bootstraps by itself while its table is small, and
                     // refreshes buckets on its timer.
-                    if !self.joined {
-                        self.joined = true;
+                    if self.last_join.is_none() {
                         self.last_join = Some(Instant::now());
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }

@@ -142,7 +142,7 @@ pub fn encode(e: Erasure, stored: &[u8]) -> Result<Vec<Vec<u8>>, ErasureError> {
 }
 
 /// The `m` parity shards of `k` complete data shards of equal, valid size.
-fn parity(e: Erasure, data: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, ErasureError> {
+fn parity<T: AsRef<[u8]>>(e: Erasure, data: &[T]) -> Result<Vec<Vec<u8>>, ErasureError> {
     if e.m == 0 {
         return Ok(Vec::new());
     }
@@ -219,29 +219,33 @@ pub fn rebuild_only(
     let k = e.k as usize;
     let want_parity = want.iter().any(|&i| i >= k);
     let data_missing = shards[..k].iter().any(Option::is_none);
-    let restored = if want.iter().any(|&i| i < k) || (want_parity && data_missing) {
+    let mut restored = if want.iter().any(|&i| i < k) || (want_parity && data_missing) {
         restore_data(e, s, shards)?
     } else {
         vec![None; k]
     };
-    let mut rebuilt: Vec<(usize, Vec<u8>)> = Vec::with_capacity(want.len());
-    for &i in want.iter().filter(|&&i| i < k) {
-        let r = restored[i].clone().ok_or_else(|| ErasureError::Library(format!("data shard {i} was not restored")))?;
-        rebuilt.push((i, r));
-    }
-    if want_parity {
-        // Parity is recomputed from the complete data shards.
-        let data: Vec<Vec<u8>> = (0..k)
+    // Parity is recomputed from the complete data shards, borrowed where
+    // they are (fetched or restored), not copied.
+    let mut parity = if want_parity {
+        let data: Vec<&[u8]> = (0..k)
             .map(|i| match (&restored[i], &shards[i]) {
-                (Some(r), _) => Ok(r.clone()),
-                (None, Some(p)) => Ok(p.clone()),
+                (Some(r), _) => Ok(r.as_slice()),
+                (None, Some(p)) => Ok(p.as_slice()),
                 (None, None) => Err(ErasureError::Library(format!("data shard {i} was not restored"))),
             })
             .collect::<Result<_, _>>()?;
-        let mut parity = parity(e, &data)?;
-        for &i in want.iter().filter(|&&i| i >= k) {
-            rebuilt.push((i, std::mem::take(&mut parity[i - k])));
-        }
+        parity(e, &data)?
+    } else {
+        Vec::new()
+    };
+    let mut rebuilt: Vec<(usize, Vec<u8>)> = Vec::with_capacity(want.len());
+    for &i in &want {
+        let bytes = if i < k {
+            restored[i].take().ok_or_else(|| ErasureError::Library(format!("data shard {i} was not restored")))?
+        } else {
+            std::mem::take(&mut parity[i - k])
+        };
+        rebuilt.push((i, bytes));
     }
     Ok(rebuilt)
 }
