@@ -7,7 +7,7 @@
 //! - Bulk bytes (a shard, a manifest) are streamed, never buffered whole by
 //!   this layer: a small header frame announces the body's exact length, and
 //!   the body follows as raw bytes, read and written in pieces of
-//!   [`PIECE`] (64 KiB). A node's [`crate::Handler`] takes a PUT's body
+//!   [`PIECE`] (256 KiB). A node's [`crate::Handler`] takes a PUT's body
 //!   piece by piece ([`BodySink`]: the node writes it straight to disk) and
 //!   answers a GET from a [`BodySource`] (the node reads the file in
 //!   pieces). Memory per transfer in this layer is a piece.
@@ -139,8 +139,12 @@ pub const MAX_RECORD_VALUE: usize = 1024 * 1024;
 /// Largest frame (everything but a body): the largest record plus 64 KiB
 /// of headroom.
 pub const MAX_FRAME: usize = MAX_RECORD_VALUE + 64 * 1024;
-/// Bodies are read and written in pieces of this size.
-pub const PIECE: usize = 64 * 1024;
+/// Bodies are read and written in pieces of this size. Each piece is one
+/// hop to a blocking thread (a file read or write): at 64 KiB, the thread
+/// hand-offs (futex wakes and context switches) cost a shard transfer about
+/// as much CPU as its Noise encryption, and a repair, which moves four
+/// shards per shard it rebuilds, paid them four times over.
+pub const PIECE: usize = 256 * 1024;
 /// Most CIDs in one `ShardExists`.
 pub const MAX_EXISTS_CIDS: usize = 1024;
 /// Largest `DeleteShard` authorization (opaque to the network layer).
@@ -914,7 +918,13 @@ async fn stream_into_sink<T: AsyncRead + Unpin + Send>(
     let mut buf = vec![0u8; PIECE.min(len.max(1))];
     let mut left = len;
     while left > 0 {
-        let n = read_piece(io, &mut buf, left).await?;
+        // A whole piece (or the rest of the body) per hop to the blocking
+        // thread: the stream yields bytes a frame at a time.
+        let want = buf.len().min(left);
+        let mut n = 0;
+        while n < want {
+            n += read_piece(io, &mut buf[n..want], left - n).await?;
+        }
         left -= n;
         let (s, b, r) = tokio::task::spawn_blocking(move || {
             let r = sink.write(&buf[..n]);
@@ -1509,9 +1519,24 @@ mod tests {
         }
     }
 
+    /// Yields at most 10,000 bytes per read, as a stream yields a frame at
+    /// a time.
+    struct Trickle(futures::io::Cursor<Vec<u8>>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(10_000);
+            std::pin::Pin::new(&mut self.0).poll_read(cx, &mut buf[..n])
+        }
+    }
+
     async fn inbound(h: &Arc<Recorder>, wire: Vec<u8>) -> io::Result<Inbound> {
         let mut codec = ShardCodec::new(InboundBudget::new(0), h.clone(), 4);
-        codec.read_request(&PROTOCOL, &mut cursor(wire)).await
+        codec.read_request(&PROTOCOL, &mut Trickle(cursor(wire))).await
     }
 
     #[tokio::test]
@@ -1525,7 +1550,9 @@ mod tests {
         assert!(matches!(r, Inbound::Answered(Response::Ok, None)), "{r:?}");
         assert_eq!(h.kept.lock().unwrap().as_slice(), &[(cid, data.clone())]);
         let pieces = h.pieces.lock().unwrap().clone();
-        assert!(pieces.iter().all(|&n| n <= PIECE), "pieces of at most {PIECE}: {pieces:?}");
+        // Whole pieces but the last: one hop to a blocking thread each.
+        let (last, whole) = pieces.split_last().unwrap();
+        assert!(whole.iter().all(|&n| n == PIECE) && *last <= PIECE, "pieces of {PIECE}: {pieces:?}");
         assert_eq!(pieces.iter().sum::<usize>(), data.len());
 
         // Cut short: the sink is dropped unfinished, and nothing is kept.
