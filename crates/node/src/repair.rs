@@ -429,7 +429,23 @@ impl Node {
         let shard_bytes = rebuilt.first().map(|(_, b)| b.len() as u64).unwrap_or(0);
         let keep: HashSet<Vec<u8>> =
             (0..live.len()).filter(|&i| live[i]).filter_map(|i| rec.holder(chunk, i).map(|h| h.to_vec())).collect();
-        let targets = self.place_among(&entry.cid, rebuilt.len(), shard_bytes, &keep, self.peers().await).await?;
+        // This node first, when it may take one: the rebuilt bytes are
+        // already here, and sending them would be a fifth shard transfer
+        // for a chunk this node holds nothing of (four fetched, one sent).
+        let mut targets = Vec::new();
+        let mut avoid = keep;
+        if !avoid.contains(me_b.as_slice())
+            && !self.draining()
+            && self.heartbeat().await.free_bytes >= shard_bytes
+            && !rebuilt.is_empty()
+        {
+            targets.push(Holder::Local);
+            avoid.insert(me_b.clone());
+        }
+        if rebuilt.len() > targets.len() {
+            let rest = rebuilt.len() - targets.len();
+            targets.extend(self.place_among(&entry.cid, rest, shard_bytes, &avoid, self.peers().await).await?);
+        }
         let mut placed = Vec::new();
         let mut puts = FuturesUnordered::new();
         for ((i, bytes), target) in rebuilt.into_iter().zip(targets) {
