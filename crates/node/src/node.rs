@@ -221,8 +221,10 @@ const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 const DISCOVERY_LOOKUPS: usize = 32;
 const DISCOVERY_TIME: Duration = Duration::from_secs(10);
 const DISCOVERY_COOLDOWN: Duration = Duration::from_secs(30);
-/// How long discovery waits for the peers it connected to to turn ONLINE.
-const DISCOVERY_SETTLE: Duration = Duration::from_secs(5);
+/// Longest a placement waits for connected peers to turn ONLINE (see
+/// `Node::settle_peers`): five seconds left two of 80 nodes short on a
+/// loaded machine.
+const DISCOVERY_SETTLE: Duration = Duration::from_secs(15);
 
 /// How far a delete request's timestamp may be from the node's clock.
 const DELETE_CLOCK_SKEW: u64 = 300;
@@ -478,6 +480,10 @@ impl Node {
         let Some(net) = self.net().cloned() else { return };
         let mut last = self.inner.discovered.lock().await;
         if last.is_some_and(|t| t.elapsed() < DISCOVERY_COOLDOWN) {
+            // Another placement just looked; the peers it found may still
+            // be turning ONLINE.
+            drop(last);
+            self.settle_peers(&net, want).await;
             return;
         }
         *last = Some(Instant::now());
@@ -521,14 +527,28 @@ impl Node {
                 .collect();
             dials.collect::<Vec<_>>().await;
         }
-        // Connections opened by the lookups turn ONLINE once identified and
-        // heartbeated, which a loaded node may take seconds to do.
+        drop(last);
+        let after = self.settle_peers(&net, want).await;
+        tracing::info!(want, before, after, "looked for more peers to place shards on");
+    }
+
+    /// Waits, up to `DISCOVERY_SETTLE`, while fewer than `want` nodes can
+    /// take shards and some connected peer is not ONLINE yet: connections
+    /// opened by discovery (or by peers still joining) turn ONLINE once
+    /// identified and heartbeated, which a loaded node may take seconds to
+    /// do. Returns the ONLINE peers. With nobody on the way, it returns at
+    /// once: a network that is too small fails its puts fast.
+    async fn settle_peers(&self, net: &NetClient, want: usize) -> usize {
         let settle = Instant::now() + DISCOVERY_SETTLE;
-        while Instant::now() < settle && online(&net.peers().await) + 1 < want {
+        loop {
+            let peers = net.peers().await;
+            let online = peers.iter().filter(|p| p.connected && network::can_receive(p.state)).count();
+            let coming = peers.iter().any(|p| p.connected && !network::can_receive(p.state));
+            if online + 1 >= want || !coming || Instant::now() >= settle {
+                return online;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let after = online(&net.peers().await);
-        tracing::info!(want, before, after, "looked for more peers to place shards on");
     }
 
     /// The configuration the node runs with.
