@@ -226,6 +226,11 @@ const DISCOVERY_COOLDOWN: Duration = Duration::from_secs(30);
 /// loaded machine.
 const DISCOVERY_SETTLE: Duration = Duration::from_secs(15);
 
+/// Connected peers that are ONLINE (can take new shards).
+fn online(peers: &[PeerInfo]) -> usize {
+    peers.iter().filter(|p| p.connected && network::can_receive(p.state)).count()
+}
+
 /// How far a delete request's timestamp may be from the node's clock.
 const DELETE_CLOCK_SKEW: u64 = 300;
 
@@ -437,7 +442,7 @@ impl Node {
     /// This node (unless avoided or draining) and the `peers` that may take
     /// new shards: connected, ONLINE, not draining, not avoided, above the
     /// reputation floor.
-    async fn candidates(
+    pub(crate) async fn candidates(
         &self,
         avoid: &HashSet<Vec<u8>>,
         peers: Vec<PeerInfo>,
@@ -473,8 +478,8 @@ impl Node {
     /// lookups of random keys find the nodes closest to each (a node keeps
     /// connections only to its routing table's neighbours and to whom it
     /// talked), each one found is dialed, and every new connection is
-    /// identified and heartbeated into the health table. Waits briefly for the new peers to turn ONLINE.
-    /// At most once per `DISCOVERY_COOLDOWN`, so a network that really is too
+    /// identified and heartbeated into the health table; then waits for
+    /// connected peers to turn ONLINE (`settle_peers`). Lookups at most once per `DISCOVERY_COOLDOWN`, so a network that really is too
     /// small fails its puts fast.
     async fn discover_peers(&self, want: usize) {
         let Some(net) = self.net().cloned() else { return };
@@ -487,7 +492,6 @@ impl Node {
             return;
         }
         *last = Some(Instant::now());
-        let online = |peers: &[PeerInfo]| peers.iter().filter(|p| p.connected && network::can_receive(p.state)).count();
         let before = online(&net.peers().await);
         let deadline = Instant::now() + DISCOVERY_TIME;
         // Rounds of four lookups at once (Kademlia's α is per lookup).
@@ -542,7 +546,7 @@ impl Node {
         let settle = Instant::now() + DISCOVERY_SETTLE;
         loop {
             let peers = net.peers().await;
-            let online = peers.iter().filter(|p| p.connected && network::can_receive(p.state)).count();
+            let online = online(&peers);
             let coming = peers.iter().any(|p| p.connected && !network::can_receive(p.state));
             if online + 1 >= want || !coming || Instant::now() >= settle {
                 return online;

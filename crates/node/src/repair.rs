@@ -434,10 +434,8 @@ impl Node {
         // for a chunk this node holds nothing of (four fetched, one sent).
         let mut targets = Vec::new();
         let mut avoid = keep;
-        if !avoid.contains(me_b.as_slice())
-            && !self.draining()
-            && self.heartbeat().await.free_bytes >= shard_bytes
-            && !rebuilt.is_empty()
+        // `candidates` with no peers: this node alone, if it may take shards.
+        if !rebuilt.is_empty() && self.candidates(&avoid, Vec::new()).await?.iter().any(|c| c.free_bytes >= shard_bytes)
         {
             targets.push(Holder::Local);
             avoid.insert(me_b.clone());
