@@ -252,6 +252,21 @@ impl NetClient {
         }
     }
 
+    /// Asks `peer` to rebuild shard `want` of a chunk from any `k` of the
+    /// others (`shards`: every shard's CID and a holder, see
+    /// `Request::RebuildShard`) and keep it. `Ok` only when the peer
+    /// answered `Ok`: the rebuilt shard is durable there.
+    pub async fn rebuild_shard(
+        &self,
+        peer: PeerId,
+        chunk: Cid,
+        (k, m): (u16, u16),
+        want: u16,
+        shards: Vec<(Cid, Option<PeerId>)>,
+    ) -> Result<(), NetError> {
+        expect_ok(self.request(peer, Request::RebuildShard { chunk, k, m, want, shards }).await?, "REBUILD_SHARD")
+    }
+
     /// Stores a node-defined record on `peer`.
     pub async fn put_record(&self, peer: PeerId, key: Vec<u8>, value: Vec<u8>) -> Result<(), NetError> {
         expect_ok(self.request(peer, Request::PutRecord { key, value }).await?, "PUT_RECORD")

@@ -59,6 +59,7 @@
 //! | 0x08 | `GetRecord`    | key:bytes16                               | key ≤ [`MAX_RECORD_KEY`] |
 //! | 0x09 | `Heartbeat`    | free_bytes:u64, shards:u64, uptime_secs:u64, [flags:u8] | flags: see below |
 //! | 0x0a | `Audit`        | cid, start:u64, len:u32                   | 1 ≤ len ≤ `core::proof::MAX_SEGMENT` |
+//! | 0x0b | `RebuildShard` | chunk:cid, k:u16, m:u16, want:u16, n:u16, n × (cid, holder:bytes16) | n = k+m ≤ `MAX_TOTAL_SHARDS`, k ≥ 1, want < n, holder empty or a peer id ≤ [`MAX_PEER_ID`] |
 //!
 //! # Responses
 //! | tag  | message     | fields |
@@ -81,8 +82,20 @@
 //! node is then not heard from by them, which also keeps them from placing
 //! on it.)
 //!
+//! ## RebuildShard
+//! Asks a node to rebuild one shard of a chunk and keep it: it fetches any
+//! k of the listed shards from their holders (each verified against its
+//! CID), decodes, checks the rebuilt shard against `shards[want]`'s CID,
+//! stores it durably and answers `Ok` (or `Refused` with the reason). The
+//! repair worker sends it to the new holder it picked, so the k shards flow
+//! into the node that keeps the result instead of through the repairer: a
+//! repair then uses every survivor's link, not the repairer's alone. The
+//! holders are hints (everything fetched is verified), and the result is
+//! content addressed, so a peer can make a node store nothing but a shard
+//! that really is the one named, as with `PutShard`.
+//!
 //! # Why hand-rolled and not serde + CBOR
-//! Ten small messages, three of which announce one body. A hand-written
+//! Eleven small messages, three of which announce one body. A hand-written
 //! decoder is short enough to audit line by line, checks each length against
 //! its bound *and* against the bytes left before slicing (no library
 //! pre-allocating from a declared length), never panics, and lets a body go
@@ -125,7 +138,7 @@ use std::sync::Arc;
 use datamesh_core::Cid;
 use datamesh_core::limits::{MAX_MANIFEST_SIZE, MAX_STORED_CHUNK_SIZE};
 use futures::prelude::*;
-use libp2p::StreamProtocol;
+use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Handler;
@@ -153,6 +166,21 @@ pub const MAX_AUTHORIZATION: usize = 4 * 1024;
 pub const MAX_RECORD_KEY: usize = 1024;
 /// Largest `Refused` reason (longer reasons are cut when sent).
 pub const MAX_REASON: usize = 1024;
+/// Largest peer id in a `RebuildShard` (an Ed25519 peer id is 38 bytes).
+pub const MAX_PEER_ID: usize = 64;
+
+/// The bounds of a `RebuildShard`: a code of `n = k + m` shards, at most
+/// `MAX_TOTAL_SHARDS`, at least one data shard, and a wanted index in it.
+fn check_rebuild(k: u16, m: u16, want: u16, n: usize) -> Result<(), String> {
+    let max = datamesh_core::limits::MAX_TOTAL_SHARDS;
+    if k == 0 || k as usize + m as usize != n || n > max || want as usize >= n {
+        return Err(format!(
+            "REBUILD_SHARD of shard {want} of a {k}+{m} code with {n} shards listed: \
+             it needs k >= 1, k+m shards (at most {max}) and a wanted index below k+m"
+        ));
+    }
+    Ok(())
+}
 /// Largest binary CID accepted on the wire.
 const MAX_CID_BYTES: usize = 64;
 /// First allocation for a frame or a buffered body; it grows as bytes arrive.
@@ -288,6 +316,21 @@ pub enum Request {
         /// Segment length, 1 ..= `core::proof::MAX_SEGMENT`.
         len: u32,
     },
+    /// Rebuild shard `want` of a chunk from any `k` of the others and keep
+    /// it (answer: `Ok` once it is durable here, or `Refused`).
+    RebuildShard {
+        /// The chunk the shards belong to.
+        chunk: Cid,
+        /// Data shards of the chunk's code.
+        k: u16,
+        /// Parity shards of the chunk's code.
+        m: u16,
+        /// The index of the shard to rebuild, `< k + m`.
+        want: u16,
+        /// Every shard of the chunk in order (`k + m` of them): its CID and
+        /// a peer that holds it, if one is known.
+        shards: Vec<(Cid, Option<PeerId>)>,
+    },
 }
 
 /// A response of the shard protocol.
@@ -342,6 +385,7 @@ impl Request {
             Request::GetRecord { .. } => "GET_RECORD",
             Request::Heartbeat(_) => "HEARTBEAT",
             Request::Audit { .. } => "AUDIT",
+            Request::RebuildShard { .. } => "REBUILD_SHARD",
         }
     }
 
@@ -374,6 +418,7 @@ impl Request {
             Request::GetRecord { key } if key.len() > MAX_RECORD_KEY => {
                 Err(format!("record key of {} bytes; the limit is {MAX_RECORD_KEY}", key.len()))
             }
+            Request::RebuildShard { k, m, want, shards, .. } => check_rebuild(*k, *m, *want, shards.len()),
             _ => Ok(()),
         }
     }
@@ -447,6 +492,7 @@ pub(crate) fn encode_request(req: &Request) -> io::Result<Encoded<'_>> {
         Request::GetRecord { .. } => 0x08,
         Request::Heartbeat(_) => 0x09,
         Request::Audit { .. } => 0x0a,
+        Request::RebuildShard { .. } => 0x0b,
     };
     let mut h = start(tag);
     let mut body: &[u8] = &[];
@@ -477,6 +523,16 @@ pub(crate) fn encode_request(req: &Request) -> io::Result<Encoded<'_>> {
             put_cid(&mut h, cid);
             h.extend_from_slice(&start.to_be_bytes());
             h.extend_from_slice(&len.to_be_bytes());
+        }
+        Request::RebuildShard { chunk, k, m, want, shards } => {
+            put_cid(&mut h, chunk);
+            for v in [*k, *m, *want, shards.len() as u16] {
+                h.extend_from_slice(&v.to_be_bytes());
+            }
+            for (cid, holder) in shards {
+                put_cid(&mut h, cid);
+                put_bytes16(&mut h, &holder.map(|p| p.to_bytes()).unwrap_or_default());
+            }
         }
     }
     finish(h, body)
@@ -751,6 +807,24 @@ pub fn decode_request_head(frame: Vec<u8>) -> io::Result<RequestHead> {
                 return Err(invalid(format!("audit segment of {len} bytes")));
             }
             Request::Audit { cid, start, len: len as u32 }
+        }
+        0x0b => {
+            let chunk = r.cid()?;
+            let (k, m) = (r.u16("k")?, r.u16("m")?);
+            let (want, n) = (r.u16("wanted shard")?, r.u16("shard count")?);
+            // Checked before the list is read: `n` bounds the allocation.
+            check_rebuild(k as u16, m as u16, want as u16, n).map_err(invalid)?;
+            let mut shards = Vec::with_capacity(n);
+            for _ in 0..n {
+                let cid = r.cid()?;
+                let holder = r.bytes16(MAX_PEER_ID, "holder")?;
+                let holder = match holder.is_empty() {
+                    true => None,
+                    false => Some(PeerId::from_bytes(&holder).map_err(|_| invalid("holder is not a peer id"))?),
+                };
+                shards.push((cid, holder));
+            }
+            Request::RebuildShard { chunk, k: k as u16, m: m as u16, want: want as u16, shards }
         }
         t => return Err(invalid(format!("unknown request tag {t:#04x}"))),
     };
@@ -1227,6 +1301,20 @@ mod tests {
             Request::Heartbeat(Heartbeat { free_bytes: 0, shards: 5, uptime_secs: 3, draining: true }),
             Request::Audit { cid: c, start: u64::MAX, len: 1 },
             Request::Audit { cid: c, start: 0, len: datamesh_core::proof::MAX_SEGMENT },
+            Request::RebuildShard {
+                chunk: c,
+                k: 4,
+                m: 2,
+                want: 5,
+                shards: (0..6u8).map(|i| (Cid::raw_blake3(&[i]), (i % 2 == 0).then(PeerId::random))).collect(),
+            },
+            Request::RebuildShard {
+                chunk: c,
+                k: 1,
+                m: datamesh_core::limits::MAX_TOTAL_SHARDS as u16 - 1,
+                want: 0,
+                shards: vec![(c, Some(PeerId::random())); datamesh_core::limits::MAX_TOTAL_SHARDS],
+            },
         ]
     }
 
@@ -1385,6 +1473,44 @@ mod tests {
         assert!(decode_request_head(body).is_err());
         assert!(decode_request_head(vec![1, 0x02]).is_err(), "version 1");
         assert!(decode_request_head(vec![WIRE_VERSION, 0x42]).is_err(), "unknown tag");
+    }
+
+    #[test]
+    fn a_rebuild_outside_its_code_is_refused_before_its_list_is_read() {
+        let c = Cid::raw_blake3(b"x");
+        let rebuild = |k: u16, m: u16, want: u16, n: usize| Request::RebuildShard {
+            chunk: c,
+            k,
+            m,
+            want,
+            shards: vec![(c, None); n],
+        };
+        let max = datamesh_core::limits::MAX_TOTAL_SHARDS;
+        for (k, m, want, n) in [(0, 2, 0, 2), (4, 2, 6, 6), (4, 2, 0, 5), (1, max as u16, 0, max + 1)] {
+            assert!(encode_request(&rebuild(k, m, want, n)).is_err(), "{k}+{m}, want {want}, {n} listed");
+            // Hand-built: a count far beyond the code, with no list behind
+            // it, fails on the count (not on running out of bytes).
+            let mut body = vec![WIRE_VERSION, 0x0b];
+            let cb = c.to_bytes();
+            body.push(cb.len() as u8);
+            body.extend_from_slice(&cb);
+            for v in [k, m, want, n as u16] {
+                body.extend_from_slice(&v.to_be_bytes());
+            }
+            let e = decode_request_head(body).unwrap_err();
+            assert!(e.to_string().contains("REBUILD_SHARD"), "{e}");
+        }
+        // A holder that is not a peer id.
+        let mut wire = encode_request_frame(&rebuild(1, 0, 0, 1)).unwrap();
+        let n = wire.len();
+        wire[n - 2..].copy_from_slice(&0u16.to_be_bytes());
+        wire.truncate(n);
+        assert_eq!(read_req(wire.clone()).unwrap(), rebuild(1, 0, 0, 1));
+        let mut bad = wire[..n - 2].to_vec();
+        bad.extend_from_slice(&[0, 3, 1, 2, 3]);
+        let len = (bad.len() - 4) as u32;
+        bad[..4].copy_from_slice(&len.to_be_bytes());
+        assert!(read_req(bad).unwrap_err().to_string().contains("peer id"));
     }
 
     #[test]

@@ -94,6 +94,8 @@ impl Handler for MapHandler {
                     None => Response::NotFound,
                 }
             }
+            // Rebuilding is the node's business (erasure coding, its store).
+            Request::RebuildShard { .. } => Response::Refused("this test handler rebuilds nothing".into()),
         }
     }
 
