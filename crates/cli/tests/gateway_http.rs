@@ -61,6 +61,7 @@ fn metrics_are_public_and_pass_promtool() {
         "datamesh_erasure_decode_duration_seconds_bucket",
         "datamesh_dht_lookup_duration_seconds_bucket",
         "datamesh_repair_shards_rebuilt_total",
+        "datamesh_repair_rebuilt_for_peers_total",
         "datamesh_repair_passes_total",
         "datamesh_repair_chunks_unrecoverable",
         "datamesh_http_rate_limited_total",

@@ -327,6 +327,16 @@ fn a_dead_holder_is_repaired_around_back_to_k_plus_m() {
         get_via(&net.nodes[0], n, &cid, &data);
     }
     assert!(rebuilt >= lost, "the dead holders had {lost} shards; only {rebuilt} were rebuilt");
+    // New holders rebuilt shards themselves (REBUILD_SHARD) rather than
+    // taking them from the maintainer: with one shard lost per chunk, a
+    // chunk the maintainer holds a shard of can only go to another node.
+    let for_peers: u64 = net
+        .nodes
+        .iter()
+        .filter(|n| n.child.is_some())
+        .map(|n| json(&n.ok(&["status", "--json"]))["repair"]["rebuilt_for_peers"].as_u64().unwrap())
+        .sum();
+    assert!(for_peers >= 1, "no shard was rebuilt by its new holder");
 }
 
 #[test]

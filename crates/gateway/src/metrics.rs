@@ -17,7 +17,7 @@
 //! | `datamesh_gateway_objects`, `_object_bytes`, `_access_keys` | gauge | |
 //! | `datamesh_erasure_encode_duration_seconds`, `_decode_duration_seconds` | histogram | (one chunk) |
 //! | `datamesh_dht_lookup_duration_seconds` | histogram | (provider lookups) |
-//! | `datamesh_repair_passes_total`, `_shards_rebuilt_total`, `_rebuilt_bytes_total` | counter | |
+//! | `datamesh_repair_passes_total`, `_shards_rebuilt_total`, `_rebuilt_bytes_total`, `_rebuilt_for_peers_total` | counter | |
 //! | `datamesh_repair_chunks_degraded`, `_chunks_unrecoverable` | gauge | (last pass) |
 //! | `datamesh_share_downloads_total` | counter | outcome (`served`, `refused`) |
 //! | `datamesh_events_subscribers` | gauge | |
@@ -133,7 +133,8 @@ struct Inner {
     repair_bytes: Counter,
     repair_degraded: Gauge,
     repair_unrecoverable: Gauge,
-    repair_seen: std::sync::Mutex<(u64, u64, u64)>,
+    repair_for_peers: Counter,
+    repair_seen: std::sync::Mutex<(u64, u64, u64, u64)>,
     share_downloads: Family<OutcomeLabels, Counter>,
     subscribers: Gauge,
     published: Family<TypeLabels, Counter>,
@@ -203,6 +204,12 @@ impl Metrics {
         r.register("repair_passes", "Repair passes run", repair_passes.clone());
         let repair_shards = Counter::default();
         r.register("repair_shards_rebuilt", "Shards rebuilt by the repair worker", repair_shards.clone());
+        let repair_for_peers = Counter::default();
+        r.register(
+            "repair_rebuilt_for_peers",
+            "Shards this node rebuilt and kept at another node's request (REBUILD_SHARD)",
+            repair_for_peers.clone(),
+        );
         let repair_bytes = Counter::default();
         r.register_with_unit("repair_rebuilt", "Bytes of shards rebuilt", Unit::Bytes, repair_bytes.clone());
         let repair_degraded =
@@ -258,7 +265,8 @@ impl Metrics {
                 repair_bytes,
                 repair_degraded,
                 repair_unrecoverable,
-                repair_seen: std::sync::Mutex::new((0, 0, 0)),
+                repair_for_peers,
+                repair_seen: std::sync::Mutex::new((0, 0, 0, 0)),
                 share_downloads,
                 subscribers,
                 published,
@@ -331,7 +339,13 @@ impl Metrics {
         i.repair_passes.inc_by(t.passes.saturating_sub(seen.0));
         i.repair_shards.inc_by(t.shards_rebuilt.saturating_sub(seen.1));
         i.repair_bytes.inc_by(t.bytes_rebuilt.saturating_sub(seen.2));
-        *seen = (seen.0.max(t.passes), seen.1.max(t.shards_rebuilt), seen.2.max(t.bytes_rebuilt));
+        i.repair_for_peers.inc_by(t.rebuilt_for_peers.saturating_sub(seen.3));
+        *seen = (
+            seen.0.max(t.passes),
+            seen.1.max(t.shards_rebuilt),
+            seen.2.max(t.bytes_rebuilt),
+            seen.3.max(t.rebuilt_for_peers),
+        );
         i.repair_degraded.set(t.chunks_degraded_last as i64);
         i.repair_unrecoverable.set(t.chunks_unrecoverable_last as i64);
     }

@@ -198,6 +198,10 @@ pub(crate) fn newest_vouched(ours: &LocationRecord, answers: &[(Vec<u8>, Locatio
     current
 }
 
+/// How long a `REBUILD_SHARD` waits for one of the node's rebuild slots
+/// before it is answered busy.
+const REBUILD_SLOT_WAIT: Duration = Duration::from_secs(10);
+
 /// Serves inbound peer requests from the local store.
 pub struct NodeHandler {
     pub(crate) store: Store,
@@ -210,6 +214,12 @@ pub struct NodeHandler {
     /// period ends.
     pub(crate) pending: std::sync::Mutex<(Arc<UploadGuard>, Instant)>,
     pub(crate) on_manifest: Arc<dyn Fn(Cid) + Send + Sync>,
+    /// The node, for a `REBUILD_SHARD` (it fetches shards like a read).
+    /// Weak: the node holds the network, whose actor holds this handler.
+    pub(crate) node: std::sync::Weak<crate::node::Inner>,
+    /// Peers' `REBUILD_SHARD`s running at once (see
+    /// `repair::REBUILDS_IN_FLIGHT`); beyond, the answer is busy.
+    pub(crate) rebuilds: Arc<tokio::sync::Semaphore>,
 }
 
 impl NodeHandler {
@@ -459,6 +469,21 @@ impl Handler for NodeHandler {
                 }
             }
             Request::Heartbeat(_) => Response::Ok,
+            Request::RebuildShard { chunk, k, m, want, shards } => {
+                // Wait a while for a slot (a repair sends a few at once),
+                // well inside the requester's timeout.
+                let slot = tokio::time::timeout(REBUILD_SLOT_WAIT, self.rebuilds.clone().acquire_owned()).await;
+                let Ok(Ok(_slot)) = slot else {
+                    return Response::Refused("busy: rebuilding as many shards as it may at once; retry later".into());
+                };
+                let Some(inner) = self.node.upgrade() else { return refused("the node is shutting down") };
+                let node = crate::Node { inner };
+                let e = datamesh_core::Erasure { k, m };
+                match node.rebuild_for_peer(self.guard(), chunk, e, want as usize, shards).await {
+                    Ok(()) => Response::Ok,
+                    Err(e) => refused(e),
+                }
+            }
         }
     }
 

@@ -201,6 +201,11 @@ pub(crate) struct Inner {
     discovered: tokio::sync::Mutex<Option<Instant>>,
 }
 
+/// The recorded holder of each of chunk `index`'s `n` shards.
+pub(crate) fn holders_of(loc: &LocationRecord, index: usize, n: usize) -> Vec<Option<Vec<u8>>> {
+    (0..n).map(|i| loc.holder(index, i).map(<[u8]>::to_vec)).collect()
+}
+
 /// Who holds a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Holder {
@@ -290,6 +295,8 @@ impl Node {
     pub fn handler(&self) -> Arc<NodeHandler> {
         let net = self.inner.net.clone();
         Arc::new(NodeHandler {
+            node: Arc::downgrade(&self.inner),
+            rebuilds: Arc::new(tokio::sync::Semaphore::new(crate::repair::REBUILDS_IN_FLIGHT)),
             store: self.inner.store.clone(),
             locations: self.inner.locations.clone(),
             tombstones: self.inner.tombstones.clone(),
@@ -1111,7 +1118,9 @@ impl Node {
             };
             (rank, i)
         });
-        let (slots, got, failures) = self.fetch_k_shards(k, entry, index, loc, &order, &me, true).await;
+        let holders = holders_of(loc, index, total);
+        let (slots, got, failures) =
+            self.fetch_k_shards(k, &entry.cid, &entry.shards, &holders, &order, &me, true).await;
         if got < k {
             return Err(NodeError::Unavailable(format!(
                 "chunk {} has only {got} reachable shards of the {k} needed ({}); more nodes must come back before it can be read",
@@ -1130,8 +1139,8 @@ impl Node {
         .await
     }
 
-    /// Fetches shards of chunk `index`, trying them in `order`, until `k`
-    /// have arrived (each verified against its CID). A failed holder is
+    /// Fetches shards of `chunk` (`cids`, held by `holders`), trying them in
+    /// `order`, until `k` have arrived (each verified against its CID). A failed holder is
     /// replaced by the next; a slow one gets a spare request to the next
     /// (hedging) after `hedge_after`, or, when `adaptive`, after four times
     /// the first remote answer's time if that is shorter. Returns the shard
@@ -1140,14 +1149,14 @@ impl Node {
     pub(crate) async fn fetch_k_shards(
         &self,
         k: usize,
-        entry: &ChunkEntry,
-        index: usize,
-        loc: &LocationRecord,
+        chunk: &Cid,
+        cids: &[Cid],
+        holders: &[Option<Vec<u8>>],
         order: &[usize],
         me: &[u8],
         adaptive: bool,
     ) -> (Vec<Option<Vec<u8>>>, usize, Vec<String>) {
-        let mut slots: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
+        let mut slots: Vec<Option<Vec<u8>>> = vec![None; cids.len()];
         let mut next = 0;
         let mut got = 0;
         let mut inflight = FuturesUnordered::new();
@@ -1168,7 +1177,7 @@ impl Node {
             while inflight.len() < k - got + spares && next < order.len() {
                 let i = order[next];
                 next += 1;
-                let fut = self.fetch_shard(entry.shards[i], loc.holder(index, i).map(|h| h.to_vec()), me.to_vec());
+                let fut = self.fetch_shard(cids[i], holders[i].clone(), me.to_vec());
                 inflight.push(async move { (i, fut.await) });
             }
             let timer = tokio::time::sleep(hedge_wait);
@@ -1179,13 +1188,13 @@ impl Node {
                 },
                 () = timer, if hedging && next < order.len() => {
                     spares += 1;
-                    tracing::debug!(chunk = %entry.cid, spares, "slow shard holders; hedging with another");
+                    tracing::debug!(%chunk, spares, "slow shard holders; hedging with another");
                     continue;
                 }
             };
             match r {
                 Ok(b) => {
-                    if adaptive && !tuned && loc.holder(index, i) != Some(me) {
+                    if adaptive && !tuned && holders[i].as_deref() != Some(me) {
                         tuned = true;
                         let first = started.elapsed();
                         hedge_wait = hedge_wait.min((first * 4).max(Duration::from_millis(20)));

@@ -32,10 +32,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use datamesh_core::{Cid, LocationRecord, Manifest};
+use datamesh_core::{Cid, Erasure, LocationRecord, Manifest};
 use datamesh_net::{PeerId, PeerState};
 use datamesh_pipeline::erasure;
-use datamesh_store::{ScrubReport, ShardMeta};
+use datamesh_store::{ScrubReport, ShardMeta, UploadGuard};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
@@ -75,6 +75,10 @@ pub struct RepairTotals {
     pub chunks_degraded_last: usize,
     /// Chunks below k live shards in the last pass.
     pub chunks_unrecoverable_last: usize,
+    /// Shards this node rebuilt and kept when another node's repair asked
+    /// it to (`REBUILD_SHARD`); that node counts them in its
+    /// `shards_rebuilt`.
+    pub rebuilt_for_peers: u64,
 }
 
 /// The worker's state inside the node.
@@ -83,14 +87,24 @@ pub(crate) struct RepairState {
     totals: Mutex<RepairTotals>,
     /// Serialises passes (the timer and an OFFLINE trigger may overlap).
     running: tokio::sync::Mutex<()>,
+    /// `RepairTotals::rebuilt_for_peers`.
+    for_peers: AtomicU64,
 }
 
-/// Chunks a repair pass rebuilds at once. One at a time leaves the pass
+/// Chunks a repair pass works on at once. One at a time leaves the pass
 /// waiting on round trips (fetch k shards, then place the rebuilt ones)
-/// with the links and cores mostly idle; a few in flight keep them busy.
-/// Memory is bounded by this many chunks' shards (k fetched plus the
-/// rebuilt ones each).
-const REPAIR_CHUNKS_IN_FLIGHT: usize = 6;
+/// with the links and cores mostly idle; several in flight keep them busy.
+/// Most are rebuilt by their new holders (`REBUILD_SHARD`), which takes no
+/// memory here, so this many can be out across the network.
+const REPAIR_CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Of those, chunks rebuilt on this node at once: memory is bounded by this
+/// many chunks' shards (k fetched plus the rebuilt ones each).
+const LOCAL_REBUILDS: usize = 6;
+
+/// Peers' `REBUILD_SHARD`s a node serves at once; each holds k fetched
+/// shards and the rebuilt one in memory.
+pub(crate) const REBUILDS_IN_FLIGHT: usize = 4;
 
 /// Paces rebuilt bytes: at most `rate` bytes per second on average, bursts
 /// of one second's worth. `rate == 0` means unlimited. Shared by the chunks
@@ -127,9 +141,67 @@ struct Degraded {
 }
 
 impl Node {
+    /// Serves a peer's `REBUILD_SHARD`: fetches any k of the chunk's listed
+    /// shards like a read does (this node's own from its store, the others
+    /// from their holders, each verified, a failed one replaced by the
+    /// next), rebuilds shard `want`, checks it against its CID and stores it
+    /// durably, kept from GC by `guard` like a `PUT_SHARD`'s shard until its
+    /// file's manifest or lease covers it. Already holding it is success (a
+    /// retried request).
+    pub(crate) async fn rebuild_for_peer(
+        &self,
+        guard: std::sync::Arc<UploadGuard>,
+        chunk: Cid,
+        e: Erasure,
+        want: usize,
+        shards: Vec<(Cid, Option<PeerId>)>,
+    ) -> Result<(), NodeError> {
+        erasure::validate(e).map_err(|err| NodeError::BadRequest(format!("REBUILD_SHARD with a bad code: {err}")))?;
+        let target = shards[want].0;
+        let store = self.inner.store.clone();
+        if blocking(move || Ok(store.has_shard(&target)?)).await? {
+            return Ok(());
+        }
+        let me = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?.local_peer_id().to_bytes();
+        let (cids, holders): (Vec<Cid>, Vec<Option<Vec<u8>>>) =
+            shards.into_iter().map(|(c, h)| (c, h.map(|p| p.to_bytes()))).unzip();
+        // This node's own shards first (no transfer), then the listed order.
+        let mut order: Vec<usize> = (0..cids.len()).filter(|&i| i != want && holders[i].is_some()).collect();
+        order.sort_by_key(|&i| holders[i].as_deref() != Some(me.as_slice()));
+        let k = e.k as usize;
+        let (slots, got, failures) = self.fetch_k_shards(k, &chunk, &cids, &holders, &order, &me, false).await;
+        if got < k {
+            return Err(NodeError::Unavailable(format!(
+                "only {got} of the {k} shards needed to rebuild shard {want} of chunk {chunk} could be fetched ({})",
+                failures.join("; ")
+            )));
+        }
+        let store = self.inner.store.clone();
+        blocking(move || {
+            let (_, bytes) = erasure::rebuild_only(e, &slots, &[want])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| NodeError::Storage(format!("shard {want} was not rebuilt")))?;
+            drop(slots);
+            if Cid::raw_blake3(&bytes) != target {
+                return Err(NodeError::BadRequest(format!(
+                    "the rebuilt shard {want} does not match the CID {target} it was asked for: \
+                     the listed shards are not one chunk's"
+                )));
+            }
+            let meta = ShardMeta { chunk, index: want as u16 };
+            Ok(store.put_shards(&[(target, bytes.as_slice(), meta)], Some(&guard))?)
+        })
+        .await?;
+        self.inner.repair.for_peers.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Repair totals since start.
     pub fn repair_totals(&self) -> RepairTotals {
-        self.inner.repair.totals.lock().map(|t| t.clone()).unwrap_or_default()
+        let mut t = self.inner.repair.totals.lock().map(|t| t.clone()).unwrap_or_default();
+        t.rebuilt_for_peers = self.inner.repair.for_peers.load(Ordering::Relaxed);
+        t
     }
 
     /// One repair pass over every file this node maintains.
@@ -205,6 +277,7 @@ impl Node {
         degraded.sort_by_key(|d| d.live.iter().filter(|l| **l).count());
 
         let pacer = Pacer::new(self.inner.cfg.repair_rate.as_u64());
+        let local = tokio::sync::Semaphore::new(LOCAL_REBUILDS);
         let mut changed: HashMap<Cid, Vec<(usize, usize, Vec<u8>)>> = HashMap::new();
         let mut ready = Vec::new();
         for d in degraded {
@@ -215,18 +288,20 @@ impl Node {
                 ready.push(d);
             }
         }
-        // `buffered` starts chunks in the order sorted above (closest to
-        // loss first) and keeps a few in flight.
+        // Chunks start in the order sorted above (closest to loss first),
+        // several in flight; they finish in any order (`buffered` would
+        // start no new chunk while the oldest one is still running, so one
+        // slow chunk would hold up the others).
         let mut rebuilt = futures::stream::iter(ready)
             .map(|d| {
                 let (rec, m) = &files[&d.file];
-                let pacer = &pacer;
+                let (pacer, local) = (&pacer, &local);
                 async move {
-                    let r = self.repair_chunk(m, rec, d.chunk, &d.live, me, pacer).await;
+                    let r = self.repair_chunk(m, rec, d.chunk, &d.live, me, pacer, local).await;
                     (d.file, d.chunk, r)
                 }
             })
-            .buffered(REPAIR_CHUNKS_IN_FLIGHT);
+            .buffer_unordered(REPAIR_CHUNKS_IN_FLIGHT);
         while let Some((file, chunk, r)) = rebuilt.next().await {
             match r {
                 Ok(placed) => {
@@ -385,6 +460,16 @@ impl Node {
 
     /// Rebuilds the missing shards of one chunk and stores them on new
     /// holders. Returns (shard index, new holder id, bytes) per shard placed.
+    ///
+    /// A chunk that lost one shard (one node died: the common case) is
+    /// rebuilt by its new holder: this node picks it and sends it
+    /// `REBUILD_SHARD`, and the k shards go from their holders straight to
+    /// it. Rebuilding here would pull all of them through this node's link
+    /// and push the result out again, so a repair would run at the speed of
+    /// one link; spread over the new holders it uses every survivor's. A
+    /// chunk that lost more, a new holder that turns out to be this node,
+    /// or one that fails the request is rebuilt here.
+    #[allow(clippy::too_many_arguments)]
     async fn repair_chunk(
         &self,
         m: &Manifest,
@@ -393,10 +478,41 @@ impl Node {
         live: &[bool],
         me: PeerId,
         pacer: &Pacer,
+        local: &tokio::sync::Semaphore,
     ) -> Result<Vec<(usize, Vec<u8>, u64)>, NodeError> {
         let entry = &m.chunks[chunk];
         let e = m.erasure;
         let k = e.k as usize;
+        let missing: Vec<usize> = (0..live.len()).filter(|&i| !live[i]).collect();
+        let holders_of_live: HashSet<Vec<u8>> =
+            (0..live.len()).filter(|&i| live[i]).filter_map(|i| rec.holder(chunk, i).map(|h| h.to_vec())).collect();
+        if let [want] = missing[..] {
+            let shard_bytes = e.shard_size(entry.stored_size as usize) as u64;
+            let target = self.place_among(&entry.cid, 1, shard_bytes, &holders_of_live, self.peers().await).await?;
+            if let (Some(Holder::Peer(p)), Some(net)) = (target.first(), self.net().cloned()) {
+                let shards = entry
+                    .shards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let h = rec.holder(chunk, i).filter(|_| live[i]).and_then(|h| PeerId::from_bytes(h).ok());
+                        (*c, h)
+                    })
+                    .collect();
+                match net.rebuild_shard(*p, entry.cid, (e.k, e.m), want as u16, shards).await {
+                    Ok(()) => {
+                        // Paced once done, so a failure that falls back to
+                        // rebuilding here is not charged twice.
+                        pacer.take(shard_bytes).await;
+                        return Ok(vec![(want, p.to_bytes(), shard_bytes)]);
+                    }
+                    Err(err) => {
+                        tracing::warn!(peer = %p, chunk = %entry.cid, error = %err, "a new holder could not rebuild a shard; rebuilding it here")
+                    }
+                }
+            }
+        }
+        let _slot = local.acquire().await.map_err(|_| NodeError::Storage("repair stopped".into()))?;
         // Fetch k live shards, local first, replacing failures.
         let me_b = me.to_bytes();
         let mut order: Vec<usize> = (0..live.len()).filter(|&i| live[i]).collect();
@@ -404,11 +520,11 @@ impl Node {
         // No adaptive hedging: a read hedges to cut a user's wait, a repair
         // to get around a frozen holder. Spares fired by a wait tuned to
         // one quick answer would move a fifth shard per chunk under load.
-        let (slots, got, _) = self.fetch_k_shards(k, entry, chunk, rec, &order, &me_b, false).await;
+        let holders = crate::node::holders_of(rec, chunk, live.len());
+        let (slots, got, _) = self.fetch_k_shards(k, &entry.cid, &entry.shards, &holders, &order, &me_b, false).await;
         if got < k {
             return Err(NodeError::Unavailable(format!("only {got} of the {k} shards needed could be fetched")));
         }
-        let missing: Vec<usize> = (0..live.len()).filter(|&i| !live[i]).collect();
         let cids = entry.shards.clone();
         let rebuilt = blocking(move || {
             let mut out = Vec::new();
@@ -427,8 +543,7 @@ impl Node {
 
         // New holders: ONLINE, with room, holding no live shard of this chunk.
         let shard_bytes = rebuilt.first().map(|(_, b)| b.len() as u64).unwrap_or(0);
-        let keep: HashSet<Vec<u8>> =
-            (0..live.len()).filter(|&i| live[i]).filter_map(|i| rec.holder(chunk, i).map(|h| h.to_vec())).collect();
+        let keep = holders_of_live;
         // This node first, when it may take one: the rebuilt bytes are
         // already here, and sending them would be a fifth shard transfer
         // for a chunk this node holds nothing of (four fetched, one sent).

@@ -5,46 +5,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
-
 use datamesh_core::manifest::{MANIFEST_VERSION, merkle_root};
 use datamesh_core::{ChunkEntry, Chunking, Cid, Compression, Erasure, Manifest};
-use datamesh_net::{HealthTimers, Multiaddr, NetClient, NetConfig, PeerState};
-use datamesh_node::{Node, NodeConfig, NodeIdentity};
 
-struct TestNode {
-    node: Node,
-    net: NetClient,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(bootstrap: Vec<Multiaddr>) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig { data_dir: dir.path().join("node"), ..NodeConfig::default() };
-    let data_dir = cfg.data_dir.clone();
-    let node = tokio::task::spawn_blocking(move || Node::open(cfg)).await.unwrap().unwrap();
-    let identity = NodeIdentity::load_or_create(&data_dir).unwrap();
-    let net_cfg = NetConfig {
-        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
-        bootstrap,
-        timers: HealthTimers {
-            heartbeat_interval: Duration::from_millis(200),
-            warning_after: Duration::from_secs(5),
-            offline_after: Duration::from_secs(10),
-        },
-        heartbeat: node.heartbeat().await,
-        request_timeout: Duration::from_secs(60),
-        ..NetConfig::new(identity.secret_seed())
-    };
-    let net = datamesh_net::start(net_cfg, node.handler()).await.unwrap();
-    node.attach_net(net.clone());
-    TestNode { node, net, _dir: dir }
-}
-
-async fn p2p_addr(n: &NetClient) -> Multiaddr {
-    let a = n.listen_addrs().await.into_iter().next().unwrap();
-    format!("{a}/p2p/{}", n.local_peer_id()).parse().unwrap()
-}
+mod common;
+use common::{all_online, p2p_addr, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_beyond_16_mib_replicates_and_is_read_from_another_node() {
@@ -52,17 +17,7 @@ async fn a_manifest_beyond_16_mib_replicates_and_is_read_from_another_node() {
     let boot = vec![p2p_addr(&a.net).await];
     let b = start(boot.clone()).await;
     let c = start(boot).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for n in [&a, &b, &c] {
-        loop {
-            let online = n.net.peers().await.iter().filter(|p| p.state == PeerState::Online && p.connected).count();
-            if online >= 2 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "nodes did not all see each other");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    all_online(&[&a, &b, &c]).await;
 
     // One public chunk, placed 2+1 on the three nodes...
     let erasure = Erasure { k: 2, m: 1 };
