@@ -219,6 +219,10 @@ pub struct Node {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// How long a read waits before asking live holders that failed once again.
+const READ_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Holders asked at once whether they still hold their shards (`stat`).
+const HOLDER_ASKS_IN_FLIGHT: usize = 32;
 /// How long a provider lookup may take before the file counts as unknown.
 const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Peer discovery for wide placements: random-key lookups, at most this
@@ -1119,8 +1123,37 @@ impl Node {
             (rank, i)
         });
         let holders = holders_of(loc, index, total);
-        let (slots, got, failures) =
+        let (mut slots, mut got, mut failures) =
             self.fetch_k_shards(k, &entry.cid, &entry.shards, &holders, &order, &me, true).await;
+        if got < k {
+            // Every holder was tried. Those still connected and ONLINE get
+            // one more try after a pause: a timeout or a busy answer from a
+            // loaded node is not a lost shard, and a chunk with exactly k
+            // live shards needs every one of them.
+            let alive: std::collections::HashSet<Vec<u8>> = self
+                .peers()
+                .await
+                .into_iter()
+                .filter(|p| p.connected && network::can_receive(p.state))
+                .map(|p| p.peer.to_bytes())
+                .collect();
+            let again: Vec<usize> = (0..total)
+                .filter(|&i| slots[i].is_none() && holders[i].as_ref().is_some_and(|h| *h == me || alive.contains(h)))
+                .collect();
+            if again.len() >= k - got {
+                tracing::debug!(chunk = %entry.cid, got, retrying = again.len(), "too few shards arrived; asking the live holders again");
+                tokio::time::sleep(READ_RETRY_PAUSE).await;
+                let (more, n, f) =
+                    self.fetch_k_shards(k - got, &entry.cid, &entry.shards, &holders, &again, &me, false).await;
+                for (slot, m) in slots.iter_mut().zip(more) {
+                    if m.is_some() {
+                        *slot = m;
+                    }
+                }
+                got += n;
+                failures.extend(f);
+            }
+        }
         if got < k {
             return Err(NodeError::Unavailable(format!(
                 "chunk {} has only {got} reachable shards of the {k} needed ({}); more nodes must come back before it can be read",
@@ -1275,13 +1308,18 @@ impl Node {
         .await?;
         if let (Some(loc), Some(net)) = (loc, self.net().cloned()) {
             let me = net.local_peer_id().to_bytes();
-            for (h, slots) in positions_by_holder(m, loc) {
-                if h == me {
-                    continue;
-                }
-                let Ok(peer) = PeerId::from_bytes(&h) else { continue };
+            // All holders at once (a bounded number in flight): one after
+            // another, a 29+51 file's stat took 79 round trips, over a
+            // minute on a loaded node.
+            let asks = positions_by_holder(m, loc).into_iter().filter(|(h, _)| *h != me).filter_map(|(h, slots)| {
+                let peer = PeerId::from_bytes(&h).ok()?;
                 let cids: Vec<Cid> = slots.iter().map(|&(ci, si)| m.chunks[ci].shards[si]).collect();
-                for (&(ci, si), held) in slots.iter().zip(shards_held(&net, peer, &cids).await) {
+                let net = net.clone();
+                Some(async move { (slots, shards_held(&net, peer, &cids).await) })
+            });
+            let mut answers = futures::stream::iter(asks).buffer_unordered(HOLDER_ASKS_IN_FLIGHT);
+            while let Some((slots, held)) = answers.next().await {
+                for ((ci, si), held) in slots.into_iter().zip(held) {
                     live[ci][si] = held.unwrap_or(false);
                 }
             }
