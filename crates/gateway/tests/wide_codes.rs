@@ -110,7 +110,16 @@ async fn read_all(p: &Pipeline, cid: Cid, who: &Arc<Principal>) -> Vec<u8> {
     out
 }
 
+/// The nodes' own account of discovery and placement (nextest shows it
+/// only when a test fails): `RUST_LOG` overrides.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("datamesh_node=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 async fn wide_code(k: u16, m: u16, size: usize) {
+    init_tracing();
     let n = (k + m) as usize;
     let t = Instant::now();
     let mut peers = network().await;
