@@ -484,8 +484,13 @@ impl Node {
         let e = m.erasure;
         let k = e.k as usize;
         let missing: Vec<usize> = (0..live.len()).filter(|&i| !live[i]).collect();
-        let holders_of_live: HashSet<Vec<u8>> =
-            (0..live.len()).filter(|&i| live[i]).filter_map(|i| rec.holder(chunk, i).map(|h| h.to_vec())).collect();
+        // Each live shard's holder; none for a lost one.
+        let holders: Vec<Option<Vec<u8>>> = crate::node::holders_of(rec, chunk, live.len())
+            .into_iter()
+            .zip(live)
+            .map(|(h, &l)| h.filter(|_| l))
+            .collect();
+        let holders_of_live: HashSet<Vec<u8>> = holders.iter().flatten().cloned().collect();
         if let [want] = missing[..] {
             let shard_bytes = e.shard_size(entry.stored_size as usize) as u64;
             let target = self.place_among(&entry.cid, 1, shard_bytes, &holders_of_live, self.peers().await).await?;
@@ -493,11 +498,8 @@ impl Node {
                 let shards = entry
                     .shards
                     .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let h = rec.holder(chunk, i).filter(|_| live[i]).and_then(|h| PeerId::from_bytes(h).ok());
-                        (*c, h)
-                    })
+                    .zip(&holders)
+                    .map(|(c, h)| (*c, h.as_deref().and_then(|h| PeerId::from_bytes(h).ok())))
                     .collect();
                 match net.rebuild_shard(*p, entry.cid, (e.k, e.m), want as u16, shards).await {
                     Ok(()) => {
@@ -520,7 +522,6 @@ impl Node {
         // No adaptive hedging: a read hedges to cut a user's wait, a repair
         // to get around a frozen holder. Spares fired by a wait tuned to
         // one quick answer would move a fifth shard per chunk under load.
-        let holders = crate::node::holders_of(rec, chunk, live.len());
         let (slots, got, _) = self.fetch_k_shards(k, &entry.cid, &entry.shards, &holders, &order, &me_b, false).await;
         if got < k {
             return Err(NodeError::Unavailable(format!("only {got} of the {k} shards needed could be fetched")));
