@@ -161,16 +161,7 @@ pub(crate) async fn build(
         .map_err(|e| NetError::Config(format!("identity seed: {e}")))?;
     let local = keypair.public().to_peer_id();
 
-    let mut store = PersistentStore::new(
-        local,
-        kad::store::MemoryStoreConfig {
-            max_records: tuning.max_dht_records,
-            max_provided_keys: tuning.max_provider_keys,
-            max_providers_per_key: K,
-            // The store refuses values of `max_value_bytes` or more.
-            max_value_bytes: MAX_DHT_VALUE + 1,
-        },
-    );
+    let mut store = PersistentStore::new(local, kad_store::store_config(&tuning));
     let store_path = cfg.state_dir.as_deref().map(kad_store::store_path);
     if let Some(path) = &store_path {
         let p = path.clone();

@@ -22,6 +22,9 @@ use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize};
 
+use crate::Tuning;
+use crate::actor::{K, MAX_DHT_VALUE};
+
 /// Name of the persisted store inside `state_dir`.
 pub const STORE_FILE: &str = "kad-store.cbor";
 /// Version of [`StoreFile`].
@@ -34,6 +37,18 @@ const MAX_STORE_FILE: u64 = 1 << 30;
 pub(crate) struct PersistentStore {
     inner: MemoryStore,
     provider_keys: HashSet<RecordKey>,
+}
+
+/// The limits of the node's store: as many records and provider keys as
+/// `tuning` allows, `K` providers per key, values of at most `MAX_DHT_VALUE`.
+pub(crate) fn store_config(tuning: &Tuning) -> MemoryStoreConfig {
+    MemoryStoreConfig {
+        max_records: tuning.max_dht_records,
+        max_provided_keys: tuning.max_provider_keys,
+        max_providers_per_key: K,
+        // The store refuses values of `max_value_bytes` or more.
+        max_value_bytes: MAX_DHT_VALUE + 1,
+    }
 }
 
 impl PersistentStore {
@@ -152,8 +167,9 @@ impl RecordStore for PersistentStore {
 }
 
 /// The persisted store (see the module doc).
+#[doc(hidden)]
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub(crate) struct StoreFile {
+pub struct StoreFile {
     version: u32,
     records: Vec<DiskRecord>,
     providers: Vec<DiskProvider>,
@@ -189,6 +205,20 @@ pub(crate) fn store_path(state_dir: &Path) -> PathBuf {
     state_dir.join(STORE_FILE)
 }
 
+/// Decodes a store file's bytes, its version checked.
+fn decode(bytes: &[u8]) -> Result<StoreFile, String> {
+    match serde_ipld_dagcbor::from_slice::<StoreFile>(bytes) {
+        Ok(f) if f.version == STORE_VERSION => Ok(f),
+        Ok(f) => Err(format!("store version {} (this build reads {STORE_VERSION})", f.version)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The bytes of a store file.
+fn encode(file: &StoreFile) -> std::io::Result<Vec<u8>> {
+    serde_ipld_dagcbor::to_vec(file).map_err(std::io::Error::other)
+}
+
 /// Reads the store file. `Ok(None)` when there is none yet.
 pub(crate) fn load(path: &Path) -> std::io::Result<Option<StoreFile>> {
     use std::io::{Error, ErrorKind};
@@ -200,12 +230,7 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<StoreFile>> {
     let decoded = if meta.len() > MAX_STORE_FILE {
         Err(format!("{} bytes is larger than any store this node writes", meta.len()))
     } else {
-        let bytes = std::fs::read(path)?;
-        match serde_ipld_dagcbor::from_slice::<StoreFile>(&bytes) {
-            Ok(f) if f.version == STORE_VERSION => Ok(f),
-            Ok(f) => Err(format!("store version {} (this build reads {STORE_VERSION})", f.version)),
-            Err(e) => Err(e.to_string()),
-        }
+        decode(&std::fs::read(path)?)
     };
     match decoded {
         Ok(f) => Ok(Some(f)),
@@ -220,7 +245,7 @@ pub(crate) fn load(path: &Path) -> std::io::Result<Option<StoreFile>> {
 
 /// Writes the store file atomically (temp, fsync, rename, fsync dir).
 pub(crate) fn save(path: &Path, file: &StoreFile) -> std::io::Result<()> {
-    let bytes = serde_ipld_dagcbor::to_vec(file).map_err(std::io::Error::other)?;
+    let bytes = encode(file)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("cbor.tmp");
@@ -232,6 +257,99 @@ pub(crate) fn save(path: &Path, file: &StoreFile) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// What the fuzz target `fuzz/fuzz_targets/kad_store.rs` drives: the store
+/// file's decoder, and a store with the node's limits that takes what peers
+/// ask it to keep. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Decodes store file bytes as [`load`] does.
+    pub fn decode(bytes: &[u8]) -> Result<StoreFile, String> {
+        super::decode(bytes)
+    }
+
+    /// Encodes a store file as [`save`] does.
+    pub fn encode(file: &StoreFile) -> Vec<u8> {
+        super::encode(file).expect("a store file encodes")
+    }
+
+    /// A record: key, value, publisher.
+    pub type RecordEntry = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+    /// A provider record: key, provider, addresses.
+    pub type ProviderEntry = (Vec<u8>, Vec<u8>, Vec<Vec<u8>>);
+
+    /// A node's DHT store, with the default tuning's limits.
+    pub struct Store(PersistentStore);
+
+    impl Store {
+        /// An empty store of node `local`.
+        pub fn new(local: PeerId) -> Self {
+            Self(PersistentStore::new(local, store_config(&Tuning::default())))
+        }
+
+        /// A record a peer asks us to keep (`ttl` `None`: it never expires).
+        pub fn put(&mut self, key: &[u8], value: Vec<u8>, publisher: Option<PeerId>, ttl: Option<Duration>) -> bool {
+            let expires = ttl.map(|t| Instant::now() + t);
+            self.0.put(Record { key: RecordKey::from(key.to_vec()), value, publisher, expires }).is_ok()
+        }
+
+        /// A provider record a peer announces.
+        pub fn add_provider(
+            &mut self,
+            key: &[u8],
+            provider: PeerId,
+            addrs: Vec<Multiaddr>,
+            ttl: Option<Duration>,
+        ) -> bool {
+            let expires = ttl.map(|t| Instant::now() + t);
+            self.0
+                .add_provider(ProviderRecord {
+                    key: RecordKey::from(key.to_vec()),
+                    provider,
+                    expires,
+                    addresses: addrs,
+                })
+                .is_ok()
+        }
+
+        /// Drops a record.
+        pub fn remove(&mut self, key: &[u8]) {
+            self.0.remove(&RecordKey::from(key.to_vec()))
+        }
+
+        /// Drops a provider record.
+        pub fn remove_provider(&mut self, key: &[u8], provider: &PeerId) {
+            self.0.remove_provider(&RecordKey::from(key.to_vec()), provider)
+        }
+
+        /// What the store holds and would save (expiry left out: it moves
+        /// with the clock), sorted.
+        pub fn contents(&self) -> (Vec<RecordEntry>, Vec<ProviderEntry>) {
+            let file = self.0.snapshot();
+            let mut r: Vec<RecordEntry> = file.records.into_iter().map(|r| (r.key, r.value, r.publisher)).collect();
+            let mut p: Vec<ProviderEntry> = file
+                .providers
+                .into_iter()
+                .map(|p| (p.key, p.provider, p.addrs.into_iter().map(|a| a.into_vec()).collect()))
+                .collect();
+            r.sort();
+            p.sort();
+            (r, p)
+        }
+
+        /// The store file's bytes, as [`save`] writes them.
+        pub fn save(&self) -> Vec<u8> {
+            encode(&self.0.snapshot())
+        }
+
+        /// Restores a decoded store file, as a node does on start.
+        pub fn restore(&mut self, file: StoreFile) -> (usize, usize) {
+            self.0.restore(file)
+        }
+    }
 }
 
 #[cfg(test)]
