@@ -164,12 +164,17 @@ impl Cid {
         self.0.to_bytes()
     }
 
-    /// Parses the binary form, with the same checks as the text form.
+    /// Parses the binary form, with the same checks as the text form. The
+    /// bytes must be exactly one CID: `cid` reads a CID off the front of a
+    /// buffer and ignores what follows, which would give one CID many
+    /// encodings (a CID field with bytes past its end would decode).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CidError> {
-        let c = cid::Cid::try_from(bytes).map_err(|e| CidError::Malformed {
-            input: hex::encode(&bytes[..bytes.len().min(48)]),
-            reason: e.to_string(),
-        })?;
+        let malformed =
+            |reason: String| CidError::Malformed { input: hex::encode(&bytes[..bytes.len().min(48)]), reason };
+        let c = cid::Cid::try_from(bytes).map_err(|e| malformed(e.to_string()))?;
+        if c.encoded_len() != bytes.len() {
+            return Err(malformed(format!("{} bytes past the CID's end", bytes.len() - c.encoded_len())));
+        }
         Self::try_from(c)
     }
 
@@ -251,8 +256,18 @@ impl FromStr for Cid {
         if s.starts_with("Qm") && s.len() == 46 {
             return Err(CidError::Version0(shown));
         }
-        let c = cid::Cid::try_from(s).map_err(|e| CidError::Malformed { input: shown, reason: e.to_string() })?;
-        Self::try_from(c)
+        let malformed = |reason: String| CidError::Malformed { input: shown.clone(), reason };
+        let c = cid::Cid::try_from(s).map_err(|e| malformed(e.to_string()))?;
+        let c = Self::try_from(c)?;
+        // As for the binary form: the text is exactly one CID.
+        let (_, bytes) = multibase::decode(s).map_err(|e| malformed(e.to_string()))?;
+        if bytes.len() != c.0.encoded_len() {
+            return Err(malformed(format!(
+                "{} bytes past the CID's end",
+                bytes.len().saturating_sub(c.0.encoded_len())
+            )));
+        }
+        Ok(c)
     }
 }
 
@@ -312,6 +327,20 @@ mod tests {
         assert!(matches!("not-a-cid".parse::<Cid>(), Err(CidError::Malformed { .. })));
         assert!(matches!("QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG".parse::<Cid>(), Err(CidError::Version0(_))));
         assert!(matches!(Cid::from_bytes(&[1, 2, 3]), Err(CidError::Malformed { .. })));
+    }
+
+    #[test]
+    fn bytes_past_the_end_of_a_cid_are_refused() {
+        // Found by fuzzing (the tombstone target): a CID field with a byte
+        // past the CID's end decoded, so one CID had many encodings.
+        let c = Cid::dag_cbor_blake3(b"m");
+        let mut b = c.to_bytes();
+        b.push(0);
+        assert!(matches!(Cid::from_bytes(&b), Err(CidError::Malformed { .. })));
+        assert!(matches!(Cid::from_bytes(&b[..b.len() - 2]), Err(CidError::Malformed { .. })));
+        let text = multibase::encode(multibase::Base::Base32Lower, &b);
+        assert!(matches!(text.parse::<Cid>(), Err(CidError::Malformed { .. })), "{text}");
+        assert_eq!(multibase::encode(multibase::Base::Base32Lower, c.to_bytes()).parse::<Cid>().unwrap(), c);
     }
 
     #[test]

@@ -132,6 +132,14 @@ mod tests {
         let mut v2 = t.clone();
         v2[0] = 2;
         assert!(Tombstone::decode(&v2).is_err());
+        // A CID length one past the CID (the byte after it taken for part
+        // of it): found by fuzzing; one tombstone has one encoding.
+        let mut padded = t[..2].to_vec();
+        padded[1] += 1;
+        padded.extend_from_slice(&t[2..2 + t[1] as usize]);
+        padded.push(0);
+        padded.extend_from_slice(&t[2 + t[1] as usize..]);
+        assert!(Tombstone::decode(&padded).is_err());
     }
 
     proptest::proptest! {
