@@ -6,7 +6,7 @@
 //! publisher, expiry as Unix seconds) and `providers` (key, provider peer id,
 //! expiry, addresses). Expiry instants are monotonic in memory, so they are
 //! converted to wall-clock seconds on save and back on load; anything already
-//! expired on load is dropped. The file is written atomically: a temporary
+//! expired on load, or expiring more than 100 years ahead, is dropped. The file is written atomically: a temporary
 //! file in the same directory, fsync, rename over the old file, fsync of the
 //! directory. A file that fails to decode is moved aside (`.corrupt`) and the
 //! node starts with an empty store rather than refusing to start.
@@ -31,6 +31,11 @@ pub const STORE_FILE: &str = "kad-store.cbor";
 const STORE_VERSION: u32 = 1;
 /// A store file larger than this is not read (it cannot be ours).
 const MAX_STORE_FILE: u64 = 1 << 30;
+/// An expiry further ahead than this (100 years) is not one this node
+/// wrote (TTLs are hours): the entry is dropped like a malformed one. Kept
+/// as it was, it would overflow `Instant` on load, or `SystemTime` on the
+/// next save.
+const MAX_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;
 
 /// `MemoryStore` that also remembers which keys have provider records, so
 /// that all of them (not only our own) can be saved.
@@ -90,11 +95,12 @@ impl PersistentStore {
     pub(crate) fn restore(&mut self, file: StoreFile) -> (usize, usize) {
         let now_i = Instant::now();
         let now_u = unix_secs(SystemTime::now());
-        // None = never expires; Some(None) = already expired.
+        // Some(None) = never expires; None = dropped (already expired, or
+        // further ahead than any entry this node writes).
         let to_instant = |e: Option<u64>| -> Option<Option<Instant>> {
             match e {
                 None => Some(None),
-                Some(t) if t <= now_u => None,
+                Some(t) if t <= now_u || t - now_u > MAX_LIFETIME_SECS => None,
                 Some(t) => Some(Some(now_i + Duration::from_secs(t - now_u))),
             }
         };
@@ -395,6 +401,33 @@ mod tests {
         assert_eq!(t.providers(&RecordKey::new(b"q"))[0].addresses.len(), 1);
         t.remove_provider(&RecordKey::new(b"q"), &other);
         assert_eq!(t.snapshot().providers.len(), 1);
+    }
+
+    #[test]
+    fn an_expiry_beyond_any_clock_is_dropped_not_panicked_on() {
+        // Found while fuzzing the store file: an expiry near u64::MAX
+        // overflowed `Instant` on load, one just past i64::MAX seconds
+        // overflowed `SystemTime` on the next save.
+        let mut s = PersistentStore::new(PeerId::random(), MemoryStoreConfig::default());
+        let rec = |key: &[u8], expires| DiskRecord { key: key.to_vec(), value: vec![], publisher: None, expires };
+        let soon = unix_secs(SystemTime::now()) + 3600;
+        let file = StoreFile {
+            version: STORE_VERSION,
+            records: vec![
+                rec(b"max", Some(u64::MAX)),
+                rec(b"past-i64", Some(i64::MAX as u64 + 1000)),
+                rec(b"soon", Some(soon)),
+                rec(b"never", None),
+            ],
+            providers: vec![DiskProvider {
+                key: b"p".to_vec(),
+                provider: PeerId::random().to_bytes(),
+                expires: Some(u64::MAX),
+                addrs: vec![],
+            }],
+        };
+        assert_eq!(s.restore(file), (2, 0));
+        assert_eq!(s.snapshot().records.len(), 2);
     }
 
     #[test]
