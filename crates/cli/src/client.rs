@@ -7,9 +7,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
+use datamesh_api::{BeginUpload, ChunkReceipt, CompleteQuery, Completed, ErrorBody, ErrorCode, UploadSession};
 use datamesh_core::Cid;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 /// A handle on one node's API. Cheap to clone.
 #[derive(Clone)]
@@ -17,21 +18,6 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
-}
-
-/// A chunk receipt from the node.
-#[derive(Debug, Deserialize)]
-pub struct Receipt {
-    /// CID of the chunk's stored form.
-    pub cid: Cid,
-    /// Shard CIDs.
-    pub shards: Vec<Cid>,
-}
-
-#[derive(Deserialize)]
-struct ApiErr {
-    code: String,
-    message: String,
 }
 
 /// Normalises `HOST:PORT` to `http://HOST:PORT`.
@@ -98,43 +84,41 @@ impl Client {
         }
         let status = resp.status();
         let body = resp.bytes().await.unwrap_or_default();
-        match serde_json::from_slice::<ApiErr>(&body) {
+        match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(e) => bail!(ApiError { status, code: e.code, message: e.message }),
             Err(_) => bail!("node answered {status}: {}", String::from_utf8_lossy(&body)),
         }
     }
 
-    /// GET a JSON document.
-    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        Ok(self.send(self.request(Method::GET, path)).await?.json().await?)
+    /// Sends `rb` and reads the answer as `T`.
+    pub async fn call<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
+        let resp = self.send(rb).await?;
+        let body = resp.bytes().await.context("the node's answer was cut short")?;
+        serde_json::from_slice(&body).with_context(|| {
+            format!("the node's answer is not what this client expects: {}", String::from_utf8_lossy(&body))
+        })
     }
 
-    /// POST with an empty body, JSON answer.
-    pub async fn post_json(&self, path: &str) -> Result<serde_json::Value> {
-        Ok(self.send(self.request(Method::POST, path)).await?.json().await?)
+    /// GET `path`, answered as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(self.request(Method::GET, path)).await
+    }
+
+    /// POST to `path` with an empty body, answered as `T`.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(self.request(Method::POST, path)).await
     }
 
     /// Opens an upload session; returns its id and the erasure code the
     /// node will apply (its default where none was asked for).
     pub async fn begin_upload(&self, k: Option<u16>, m: Option<u16>) -> Result<(String, datamesh_core::Erasure)> {
-        let v: serde_json::Value = self
-            .send(self.request(Method::POST, "/v1/uploads").json(&serde_json::json!({"k": k, "m": m})))
-            .await?
-            .json()
-            .await?;
-        let id = v["upload_id"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("node sent no upload id"))?;
-        let field =
-            |f: &str| v[f].as_u64().and_then(|x| u16::try_from(x).ok()).ok_or_else(|| anyhow!("node sent no `{f}`"));
-        Ok((id, datamesh_core::Erasure { k: field("k")?, m: field("m")? }))
+        let s: UploadSession = self.call(self.request(Method::POST, "/v1/uploads").json(&BeginUpload { k, m })).await?;
+        Ok((s.upload_id, datamesh_core::Erasure { k: s.k, m: s.m }))
     }
 
     /// Sends one chunk's stored form.
-    pub async fn put_chunk(&self, upload: &str, stored: Vec<u8>) -> Result<Receipt> {
-        Ok(self
-            .send(self.request(Method::PUT, &format!("/v1/uploads/{upload}/chunks")).body(stored))
-            .await?
-            .json()
-            .await?)
+    pub async fn put_chunk(&self, upload: &str, stored: Vec<u8>) -> Result<ChunkReceipt> {
+        self.call(self.request(Method::PUT, &format!("/v1/uploads/{upload}/chunks")).body(stored)).await
     }
 
     /// Sends the manifest; returns the CID the node stored it under.
@@ -144,10 +128,10 @@ impl Client {
             .header("content-type", "application/cbor")
             .body(manifest);
         if let Some(n) = name {
-            rb = rb.query(&[("name", n)]);
+            rb = rb.query(&CompleteQuery { name: Some(n.to_string()) });
         }
-        let v: serde_json::Value = self.send(rb).await?.json().await?;
-        v["cid"].as_str().ok_or_else(|| anyhow!("node sent no CID"))?.parse().context("node sent a bad CID")
+        let done: Completed = self.call(rb).await?;
+        Ok(done.cid)
     }
 
     /// Aborts an upload (best effort).
@@ -179,7 +163,7 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Machine-readable code.
-    pub code: String,
+    pub code: ErrorCode,
     /// What the node said.
     pub message: String,
 }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use datamesh_api as api;
 use datamesh_core::{Chunking, Cid, Cipher, Compression, Erasure};
 use datamesh_node::NodeConfig;
 use datamesh_pipeline::chunker::DEFAULT_CHUNK_SIZE;
@@ -544,9 +545,9 @@ fn parse_cid(s: &str) -> Result<Cid> {
     Ok(s.parse::<Cid>()?)
 }
 
-fn print(json_mode: bool, value: serde_json::Value, plain: impl FnOnce() -> String) {
+fn print(json_mode: bool, value: &impl serde::Serialize, plain: impl FnOnce() -> String) {
     if json_mode {
-        println!("{value}");
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
     } else {
         let text = plain();
         if !text.is_empty() {
@@ -584,7 +585,7 @@ async fn run(cli: Cli) -> Result<()> {
             let r = transfer::put(&client, &user, &file, &opts).await?;
             print(
                 c.json,
-                json!({"cid": r.cid, "manifest": r.manifest, "size": r.size, "chunks": r.chunks, "encrypted": opts.cipher.is_some()}),
+                &json!({"cid": r.cid, "manifest": r.manifest, "size": r.size, "chunks": r.chunks, "encrypted": opts.cipher.is_some()}),
                 || format!("{}", r.cid),
             );
             Ok(())
@@ -598,7 +599,7 @@ async fn run(cli: Cli) -> Result<()> {
             if out != Path::new("-") {
                 print(
                     c.json,
-                    json!({"cid": cid, "bytes": r.bytes, "resumed_from": r.resumed_from, "output": out}),
+                    &json!({"cid": cid, "bytes": r.bytes, "resumed_from": r.resumed_from, "output": out}),
                     String::new,
                 );
             }
@@ -606,23 +607,20 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Cid { file, public: _, json } => {
             let cid = transfer::cid_only(&file)?;
-            print(json, json!({"cid": cid}), || cid.to_string());
+            print(json, &json!({"cid": cid}), || cid.to_string());
             Ok(())
         }
         Cmd::Ls(c) => {
-            let v = c.client()?.get_json("/v1/files").await?;
-            print(c.json, v.clone(), || {
-                let empty = vec![];
-                v["files"]
-                    .as_array()
-                    .unwrap_or(&empty)
+            let v: api::FileList = c.client()?.get("/v1/files").await?;
+            print(c.json, &v, || {
+                v.files
                     .iter()
                     .map(|f| {
                         format!(
                             "{}\t{}\t{}",
-                            f["cid"].as_str().unwrap_or(""),
-                            ByteSize::b(f["size"].as_u64().unwrap_or(0)).display().iec(),
-                            f["name"].as_str().unwrap_or("-")
+                            f.cid,
+                            ByteSize::b(f.size).display().iec(),
+                            f.name.as_deref().unwrap_or("-")
                         )
                     })
                     .collect::<Vec<_>>()
@@ -632,25 +630,21 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Stat { cid, c } => {
             let cid = parse_cid(&cid)?;
-            let v = c.client()?.get_json(&format!("/v1/files/{cid}")).await?;
-            print(c.json, v.clone(), || {
-                let live: Vec<u64> = v["live_shards"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
-                    .unwrap_or_default();
-                let total = v["k"].as_u64().unwrap_or(0) + v["m"].as_u64().unwrap_or(0);
-                let full = live.iter().filter(|&&n| n == total).count();
+            let v: api::FileStat = c.client()?.get(&format!("/v1/files/{cid}")).await?;
+            print(c.json, &v, || {
+                let total = u32::from(v.k) + u32::from(v.m);
+                let full = v.live_shards.iter().filter(|&&n| u32::from(n) == total).count();
                 format!(
                     "cid        {}\nunixfs     {}\nsize       {}\nencrypted  {}\nerasure    {}+{}\npinned     {}\nname       {}\nchunks     {} ({} with all {} shards live)",
-                    v["cid"].as_str().unwrap_or(""),
-                    v["unixfs"].as_str().unwrap_or("-"),
-                    v["size"],
-                    v["encrypted"],
-                    v["k"],
-                    v["m"],
-                    v["pinned"],
-                    v["name"].as_str().unwrap_or("-"),
-                    live.len(),
+                    v.cid,
+                    v.unixfs.map_or("-".to_string(), |u| u.to_string()),
+                    v.size,
+                    v.encrypted,
+                    v.k,
+                    v.m,
+                    v.pinned,
+                    v.name.as_deref().unwrap_or("-"),
+                    v.live_shards.len(),
                     full,
                     total
                 )
@@ -664,96 +658,84 @@ async fn run(cli: Cli) -> Result<()> {
             let user = c.user()?;
             let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
             let sig = user.signing_key().sign(&datamesh_node::delete_message(&mcid, ts));
-            let v: serde_json::Value = client
-                .send(
+            let v: api::Removed = client
+                .call(
                     client
                         .request(Method::DELETE, &format!("/v1/files/{mcid}"))
                         .header("x-datamesh-timestamp", ts.to_string())
                         .header("x-datamesh-signature", hex::encode(sig.to_bytes())),
                 )
-                .await?
-                .json()
                 .await?;
-            print(c.json, v, || format!("removed {cid}"));
+            print(c.json, &v, || format!("removed {cid}"));
             Ok(())
         }
         Cmd::Pin { cid, c } => {
             let cid = parse_cid(&cid)?;
-            let v = c.client()?.post_json(&format!("/v1/pins/{cid}")).await?;
-            print(c.json, v, || format!("pinned {cid}"));
+            let v: api::Pinned = c.client()?.post(&format!("/v1/pins/{cid}")).await?;
+            print(c.json, &v, || format!("pinned {cid}"));
             Ok(())
         }
         Cmd::Unpin { cid, c } => {
             let cid = parse_cid(&cid)?;
             let client = c.client()?;
-            let v: serde_json::Value =
-                client.send(client.request(Method::DELETE, &format!("/v1/pins/{cid}"))).await?.json().await?;
-            print(c.json, v, || format!("unpinned {cid}"));
+            let v: api::Unpinned = client.call(client.request(Method::DELETE, &format!("/v1/pins/{cid}"))).await?;
+            print(c.json, &v, || format!("unpinned {cid}"));
             Ok(())
         }
         Cmd::Gc(c) => {
-            let v = c.client()?.post_json("/v1/gc").await?;
-            print(c.json, v.clone(), || {
+            let v: api::GcReport = c.client()?.post("/v1/gc").await?;
+            print(c.json, &v, || {
                 format!(
                     "removed {} shards and {} manifests, freed {}",
-                    v["shards_removed"],
-                    v["manifests_removed"],
-                    ByteSize::b(v["bytes_freed"].as_u64().unwrap_or(0)).display().iec()
+                    v.shards_removed,
+                    v.manifests_removed,
+                    ByteSize::b(v.bytes_freed).display().iec()
                 )
             });
             Ok(())
         }
         Cmd::Status(c) => {
-            let v = c.client()?.get_json("/v1/status").await?;
-            print(c.json, v.clone(), || {
-                let s = &v["store"];
+            let v: api::NodeStatus = c.client()?.get("/v1/status").await?;
+            print(c.json, &v, || {
+                let s = &v.store;
                 format!(
                     "node       {}\nversion    {}\ndata dir   {}\npeers      {}\nfiles      {}\nshards     {} ({})\nused       {} of {}\nprotection {}",
-                    v["node_id"].as_str().unwrap_or(""),
-                    v["version"].as_str().unwrap_or(""),
-                    v["data_dir"].as_str().unwrap_or(""),
-                    v["peers"],
-                    s["pins"],
-                    s["shards"],
-                    ByteSize::b(s["shard_bytes"].as_u64().unwrap_or(0)).display().iec(),
-                    ByteSize::b(s["used_bytes"].as_u64().unwrap_or(0)).display().iec(),
-                    ByteSize::b(s["capacity_bytes"].as_u64().unwrap_or(0)).display().iec(),
-                    v["protection"].as_str().unwrap_or("")
+                    v.node_id,
+                    v.version,
+                    v.data_dir,
+                    v.peers,
+                    s.pins,
+                    s.shards,
+                    ByteSize::b(s.shard_bytes).display().iec(),
+                    ByteSize::b(s.used_bytes).display().iec(),
+                    ByteSize::b(s.capacity_bytes).display().iec(),
+                    v.protection
                 )
             });
             Ok(())
         }
         Cmd::Peers(c) => {
-            let v = c.client()?.get_json("/v1/peers").await?;
-            print(c.json, v.clone(), || {
-                let empty = vec![];
-                let mut lines: Vec<String> = v["peers"]
-                    .as_array()
-                    .unwrap_or(&empty)
+            let v: api::Peers = c.client()?.get("/v1/peers").await?;
+            print(c.json, &v, || {
+                let mut lines: Vec<String> = v
+                    .peers
                     .iter()
                     .map(|p| {
                         format!(
                             "{}\t{}\t{}\tlast seen {:.1}s ago\t{} free\treputation {:.0} ({} audits passed, {} failed)",
-                            p["peer"].as_str().unwrap_or(""),
-                            p["state"].as_str().unwrap_or(""),
-                            if p["connected"].as_bool().unwrap_or(false) { "connected" } else { "disconnected" },
-                            p["since_last_seen_secs"].as_f64().unwrap_or(0.0),
-                            p["free_bytes"]
-                                .as_u64()
-                                .map(|b| ByteSize::b(b).display().iec().to_string())
-                                .unwrap_or("?".into()),
-                            p["reputation"]["score"].as_f64().unwrap_or(0.0),
-                            p["reputation"]["passed"].as_u64().unwrap_or(0),
-                            p["reputation"]["failed"].as_u64().unwrap_or(0),
+                            p.peer,
+                            p.state,
+                            if p.connected { "connected" } else { "disconnected" },
+                            p.since_last_seen_secs,
+                            p.free_bytes.map(|b| ByteSize::b(b).display().iec().to_string()).unwrap_or("?".into()),
+                            p.reputation.score,
+                            p.reputation.passed,
+                            p.reputation.failed,
                         )
                     })
                     .collect();
-                let buckets: Vec<String> = v["routing_table"]
-                    .as_array()
-                    .unwrap_or(&empty)
-                    .iter()
-                    .map(|b| format!("{}:{}", b["bucket"], b["entries"]))
-                    .collect();
+                let buckets: Vec<String> =
+                    v.routing_table.iter().map(|b| format!("{}:{}", b.bucket, b.entries)).collect();
                 lines.push(format!(
                     "k-buckets (index:entries) {}",
                     if buckets.is_empty() { "none".into() } else { buckets.join(" ") }
@@ -764,12 +746,11 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Drain { no_wait, c } => drain(&c, no_wait).await,
         Cmd::Key { cmd: KeyCmd::Create(c) } => {
-            let v = c.client()?.post_json("/v1/keys").await?;
-            print(c.json, v.clone(), || {
+            let v: api::AccessKey = c.client()?.post("/v1/keys").await?;
+            print(c.json, &v, || {
                 format!(
                     "access key id      {}\nsecret access key  {}\n# usable now on this node's S3 API; the secret is not shown again",
-                    v["access_key_id"].as_str().unwrap_or(""),
-                    v["secret_access_key"].as_str().unwrap_or("")
+                    v.access_key_id, v.secret_access_key
                 )
             });
             Ok(())
@@ -867,50 +848,50 @@ fn key_cmd(cmd: KeyCmd) -> Result<()> {
 /// progress until the node says it is safe to stop.
 async fn drain(c: &ClientOpts, no_wait: bool) -> Result<()> {
     let client = c.client()?;
-    let mut v = client.post_json("/v1/drain").await?;
-    let line = |v: &serde_json::Value| {
-        if v["rounds"].as_u64().unwrap_or(0) == 0 {
+    let mut v: api::DrainProgress = client.post("/v1/drain").await?;
+    let line = |v: &api::DrainProgress| {
+        if v.rounds == 0 {
             return "draining: looking for the shards to move".to_string();
         }
         format!(
             "draining: {} of {} shards moved ({} left, {} failed verification and go to repair), {} chunks short of k+m elsewhere, {} files still need manifest copies{}",
-            v["shards_moved"],
-            v["shards_moved"].as_u64().unwrap_or(0) + v["shards_to_move"].as_u64().unwrap_or(0),
-            v["shards_to_move"],
-            v["shards_failed"],
-            v["chunks_short"],
-            v["files_needing_replicas"],
-            match v["files_local_only"].as_u64().unwrap_or(0) {
+            v.shards_moved,
+            v.shards_moved + v.shards_to_move as u64,
+            v.shards_to_move,
+            v.shards_failed,
+            v.chunks_short,
+            v.files_needing_replicas,
+            match v.files_local_only {
                 0 => String::new(),
                 n => format!(", {n} files stored before the node had peers cannot be drained"),
             }
         )
     };
     if no_wait {
-        print(c.json, v.clone(), || {
+        print(c.json, &v, || {
             "draining started; run `datamesh drain` to wait until it is safe to stop the node".to_string()
         });
         return Ok(());
     }
     let mut last = String::new();
     // One full round after the start is needed before the answer means anything.
-    while !(v["safe_to_stop"].as_bool().unwrap_or(false) && v["rounds"].as_u64().unwrap_or(0) > 0) {
+    while !(v.safe_to_stop && v.rounds > 0) {
         let now = line(&v);
         if !c.quiet && now != last {
             eprintln!("{now}");
-            if let Some(errs) = v["errors"].as_array().filter(|e| !e.is_empty()) {
-                eprintln!("  retrying: {}", errs[0].as_str().unwrap_or(""));
+            if let Some(err) = v.errors.first() {
+                eprintln!("  retrying: {err}");
             }
             last = now;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        v = client.get_json("/v1/drain").await?;
+        v = client.get("/v1/drain").await?;
     }
-    print(c.json, v.clone(), || {
+    print(c.json, &v, || {
         format!(
             "{} shards moved to other nodes ({}); every file keeps k+m shards and its replicas without this node.\nsafe to stop the node",
-            v["shards_moved"],
-            ByteSize::b(v["bytes_moved"].as_u64().unwrap_or(0)).display().iec()
+            v.shards_moved,
+            ByteSize::b(v.bytes_moved).display().iec()
         )
     });
     Ok(())
@@ -918,11 +899,11 @@ async fn drain(c: &ClientOpts, no_wait: bool) -> Result<()> {
 
 fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<client::ApiError>() {
-        Some(api) => match (api.status.as_u16(), api.code.as_str()) {
+        Some(e) => match (e.status.as_u16(), e.code) {
             (404, _) => 3,
             (401 | 403, _) => 4,
             (507, _) => 5,
-            (_, "data_unavailable") => 6,
+            (_, api::ErrorCode::DataUnavailable) => 6,
             _ => 1,
         },
         None => 1,

@@ -1,8 +1,11 @@
 //! The node's gateway: everything that speaks HTTP.
 //!
-//! - [`rest`]: the JSON API v1 on the node's API port (bearer token), with
-//!   [`files`] (one-request upload, ranged download, metadata) and
-//!   [`shares`] (share links).
+//! - [`rest`]: the JSON API v1 on the node's API port (bearer token): the
+//!   router, with [`files`] (one-request upload, metadata) and [`shares`]
+//!   (share links), both serving plaintext through [`download`]. Every
+//!   body is a type of `datamesh-api`; [`error`] maps its error codes to
+//!   HTTP statuses, and [`state`] is what the handlers share. Modules point
+//!   one way: `rest` -> `files`, `shares` -> `download` -> `error`, `state`.
 //! - [`events`]: the WebSocket event stream (`/v1/events`) and its bus.
 //! - [`s3`]: the S3-compatible API on its own port (SigV4 access keys).
 //! - [`objects`]: the content pipeline run server-side for clients that
@@ -13,6 +16,9 @@
 //! [`Gateway`] composes them over one [`Node`]; the `datamesh node` daemon
 //! opens it and serves both ports.
 
+mod bodies;
+pub mod download;
+pub mod error;
 pub mod events;
 pub mod files;
 pub mod index;
@@ -22,13 +28,15 @@ pub mod objects;
 pub mod rest;
 pub mod s3;
 pub mod shares;
+pub(crate) mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use datamesh_node::Node;
-pub use rest::{ApiError, PUBLIC_ROUTES, router};
+pub use error::ApiError;
+pub use rest::{PUBLIC_ROUTES, router};
 
 /// How the gateway runs.
 #[derive(Debug, Clone)]

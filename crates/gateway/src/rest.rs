@@ -2,9 +2,13 @@
 //!
 //! **Architecture invariant:** every route needs the node's API token
 //! (`Authorization: Bearer <token>`) except those listed in
-//! [`PUBLIC_ROUTES`]. Requests are parsed into typed handlers; errors map to
-//! HTTP status codes in one place ([`ApiError`]) and are JSON
-//! `{"code": ..., "message": ...}`.
+//! [`PUBLIC_ROUTES`]. Requests are parsed into typed handlers; every body,
+//! in or out, is a type of [`datamesh_api`], from which the OpenAPI document
+//! is generated. Errors map to HTTP status codes in one place
+//! ([`crate::error`]) and are JSON `{"code": ..., "message": ...}`.
+//!
+//! Modules point one way: this router -> [`crate::files`], [`crate::shares`]
+//! -> [`crate::download`] -> [`crate::error`], [`crate::state`].
 //!
 //! Routes (all under `/v1`):
 //!
@@ -47,16 +51,21 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use datamesh_api::{
+    AccessKey, BeginUpload, Bucket, ChunkReceipt, CompleteQuery, Completed, DrainProgress, ErrorBody, ErrorCode,
+    EventsQuery, FileEntry, FileList, FileStat, GcReport, Health, NodeStatus, NotReady, Peers, Pinned, Ready, Removed,
+    Unpinned, UploadSession,
+};
 use datamesh_core::{Cid, Erasure, limits};
-use datamesh_node::{Node, NodeError};
-use serde::Deserialize;
-use serde_json::json;
+use datamesh_node::Node;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::events::Event;
-use crate::{files, shares};
+use crate::state::AppState;
+use crate::{bodies, files, shares};
 
 /// Routes reachable without the API token.
 pub const PUBLIC_ROUTES: &[&str] = &["/v1/health", "/v1/ready", "/metrics", "/v1/openapi.json", "/v1/s/{id}"];
@@ -67,23 +76,6 @@ pub const QUERY_TOKEN_ROUTE: &str = "/v1/events";
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
-
-pub(crate) struct AppState {
-    pub(crate) node: Node,
-    pub(crate) token: String,
-    pub(crate) gateway: Option<crate::Gateway>,
-    pub(crate) metrics: crate::metrics::Metrics,
-    pub(crate) openapi: std::sync::OnceLock<String>,
-}
-
-/// The error body every route answers with.
-#[derive(utoipa::ToSchema, serde::Serialize)]
-pub struct ErrorBody {
-    /// Machine-readable code (`not_found`, `unauthorized`, ...).
-    pub code: String,
-    /// What happened and what to do about it.
-    pub message: String,
-}
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -162,42 +154,27 @@ pub fn router(node: Node, token: String, gateway: Option<crate::Gateway>) -> Rou
     let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(public).merge(private).split_for_parts();
     router
         .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route; the routes are listed at /v1/openapi.json",
-            )
+            ApiError::new(ErrorCode::NotFound, "no such route; the routes are listed at /v1/openapi.json")
         })
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
 }
 
-#[utoipa::path(get, path = "/v1/health", tag = "node", security(()), responses((status = 200, description = "`{status: \"ok\"}`", body = Object)))]
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/v1/health", tag = "node", security(()), responses((status = 200, description = "`{status: \"ok\"}`", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into() })
 }
 
 /// Readiness, as [`crate::readiness`] decides it.
-#[utoipa::path(get, path = "/v1/ready", tag = "node", security(()), responses((status = 200, description = "`{status: \"ready\", mode}`", body = Object), (status = 503, description = "`{status: \"not_ready\", code, message}`: why a file cannot be taken now", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/ready", tag = "node", security(()), responses((status = 200, description = "`{status: \"ready\", mode}`", body = Ready), (status = 503, description = "`{status: \"not_ready\", code, message}`: why a file cannot be taken now", body = NotReady)))]
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
     match crate::readiness(&st.node).await {
-        Ok(mode) => Json(json!({"status": "ready", "mode": mode})).into_response(),
+        Ok(mode) => Json(Ready { status: "ready".into(), mode }).into_response(),
         Err(why) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "code": "not_ready", "message": why})))
-                .into_response()
+            let body = NotReady { status: "not_ready".into(), code: ErrorCode::NotReady, message: why };
+            (crate::error::status(ErrorCode::NotReady), Json(body)).into_response()
         }
     }
-}
-
-/// Query of `GET /v1/events`.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct EventsQuery {
-    /// Comma-separated event types to receive (all when absent).
-    types: Option<String>,
-    /// The API token, for clients that cannot send the Authorization header.
-    #[allow(dead_code)]
-    token: Option<String>,
 }
 
 /// The event stream (WebSocket). See [`crate::events`].
@@ -220,13 +197,10 @@ async fn events_stream(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let filter = crate::events::Filter::parse(q.types.as_deref()).map_err(ApiError::bad)?;
-    let gw = st.gateway.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", "this node runs without the gateway")
-    })?;
+    let gw = st.gateway()?.clone();
     let ws = ws.map_err(|e| {
         ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "websocket_required",
+            ErrorCode::WebsocketRequired,
             format!("/v1/events is a WebSocket: connect with a WebSocket client ({})", e.body_text()),
         )
     })?;
@@ -291,8 +265,7 @@ async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next
     let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), st.token.as_bytes()).into();
     if !ok || given.is_empty() {
         return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "missing or wrong API token: send `Authorization: Bearer <token>` with the token from the node's data dir (api.token)",
         )
         .into_response();
@@ -300,83 +273,12 @@ async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next
     next.run(req).await
 }
 
-/// An error answer: status plus JSON `{code, message}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "Node status and store usage", body = NodeStatus), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn status(State(st): State<Arc<AppState>>) -> ApiResult<Json<NodeStatus>> {
+    Ok(Json(bodies::status(st.node.status().await?)))
 }
 
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
-    }
-    pub(crate) fn bad(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-    pub(crate) fn internal(message: impl Into<String>) -> Self {
-        let message = message.into();
-        tracing::error!(error = %message, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-    }
-    pub(crate) fn index(e: crate::index::IndexError) -> Self {
-        Self::internal(e.to_string())
-    }
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-}
-
-impl From<NodeError> for ApiError {
-    fn from(e: NodeError) -> Self {
-        let (status, code) = match &e {
-            NodeError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            NodeError::Deleted(_) => (StatusCode::GONE, "deleted"),
-            NodeError::UploadNotFound(_) => (StatusCode::NOT_FOUND, "upload_not_found"),
-            NodeError::TooManyUploads(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_uploads"),
-            NodeError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            NodeError::Manifest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_manifest"),
-            NodeError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            NodeError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
-            NodeError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "data_unavailable"),
-            NodeError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
-            NodeError::Network(_) => (StatusCode::SERVICE_UNAVAILABLE, "network_unavailable"),
-            NodeError::Draining(_) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-        };
-        if status.is_server_error() {
-            tracing::error!(error = %e, "request failed");
-        }
-        Self::new(status, code, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response()
-    }
-}
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
-
-pub(crate) fn parse_cid(s: &str) -> ApiResult<Cid> {
-    s.parse::<Cid>().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_cid", e.to_string()))
-}
-
-#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "Node status and store usage", body = Object), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn status(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.status().await?))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct BeginUpload {
-    k: Option<u16>,
-    m: Option<u16>,
-}
-
-#[utoipa::path(post, path = "/v1/uploads", tag = "uploads", request_body(content = Object, description = "`{k?, m?}` erasure code", content_type = "application/json"), responses((status = 201, description = "Session opened: `{upload_id, k, m}`", body = Object), (status = 429, description = "Too many uploads", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/uploads", tag = "uploads", request_body(content = BeginUpload, description = "`{k?, m?}` erasure code", content_type = "application/json"), responses((status = 201, description = "Session opened: `{upload_id, k, m}`", body = UploadSession), (status = 429, description = "Too many uploads", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn begin_upload(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<impl IntoResponse> {
     let req: BeginUpload = if body.is_empty() {
         BeginUpload::default()
@@ -386,24 +288,19 @@ async fn begin_upload(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
     let d = st.node.config().erasure();
     let erasure = Erasure { k: req.k.unwrap_or(d.k), m: req.m.unwrap_or(d.m) };
     let id = st.node.begin_upload(Some(erasure))?;
-    Ok((StatusCode::CREATED, Json(json!({"upload_id": id, "k": erasure.k, "m": erasure.m}))))
+    Ok((StatusCode::CREATED, Json(UploadSession { upload_id: id, k: erasure.k, m: erasure.m })))
 }
 
-#[utoipa::path(put, path = "/v1/uploads/{id}/chunks", tag = "uploads", params(("id" = String, Path, description = "Upload session id")), request_body(content = Vec<u8>, description = "One chunk's stored form", content_type = "application/octet-stream"), responses((status = 200, description = "Chunk receipt `{cid, shards}`", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/uploads/{id}/chunks", tag = "uploads", params(("id" = String, Path, description = "Upload session id")), request_body(content = Vec<u8>, description = "One chunk's stored form", content_type = "application/octet-stream"), responses((status = 200, description = "Chunk receipt `{cid, shards}`", body = ChunkReceipt), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn put_chunk(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.put_chunk(&id, body).await?))
+) -> ApiResult<Json<ChunkReceipt>> {
+    Ok(Json(bodies::receipt(st.node.put_chunk(&id, body).await?)))
 }
 
-#[derive(Deserialize)]
-struct CompleteQuery {
-    name: Option<String>,
-}
-
-#[utoipa::path(post, path = "/v1/uploads/{id}/complete", tag = "uploads", params(("id" = String, Path, description = "Upload session id"), ("name" = Option<String>, Query, description = "Name recorded with the pin")), request_body(content = Vec<u8>, description = "The manifest (DAG-CBOR bytes)", content_type = "application/octet-stream"), responses((status = 201, description = "`{cid}`", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid manifest", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/uploads/{id}/complete", tag = "uploads", params(("id" = String, Path, description = "Upload session id"), CompleteQuery), request_body(content = Vec<u8>, description = "The manifest (DAG-CBOR bytes)", content_type = "application/octet-stream"), responses((status = 201, description = "`{cid}`", body = Completed), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid manifest", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn complete_upload(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -418,7 +315,7 @@ async fn complete_upload(
         let size = gw.node().manifest(cid).await.map(|(_, m)| m.size).unwrap_or(0);
         gw.events().publish(Event::FileAdded { cid: cid.to_string(), size, name: q.name, source: "api".into() });
     }
-    Ok((StatusCode::CREATED, Json(json!({"cid": cid}))))
+    Ok((StatusCode::CREATED, Json(Completed { cid })))
 }
 
 #[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "Upload session id")), responses((status = 204, description = "Aborted"), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
@@ -427,8 +324,8 @@ async fn abort_upload(State(st): State<Arc<AppState>>, Path(id): Path<String>) -
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/v1/files", tag = "files", responses((status = 200, description = "`{files: [...]}`", body = Object), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn list_files(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
+#[utoipa::path(get, path = "/v1/files", tag = "files", responses((status = 200, description = "`{files: [...]}`", body = FileList), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn list_files(State(st): State<Arc<AppState>>) -> ApiResult<Json<FileList>> {
     let files: Vec<_> = st
         .node
         .list()
@@ -436,23 +333,29 @@ async fn list_files(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoRespo
         .into_iter()
         .map(|(cid, p, unixfs)| {
             // A public file is known by its UnixFS CID; `manifest` is always given.
-            json!({"cid": unixfs.unwrap_or(cid), "manifest": cid, "name": p.name, "size": p.size, "created_at": p.created_at})
+            FileEntry {
+                cid: unixfs.unwrap_or(cid),
+                manifest: cid,
+                name: p.name,
+                size: p.size,
+                created_at: p.created_at,
+            }
         })
         .collect();
-    Ok(Json(json!({ "files": files })))
+    Ok(Json(FileList { files }))
 }
 
-#[utoipa::path(get, path = "/v1/files/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "File stat", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn stat_file(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.stat(parse_cid(&cid)?).await?))
+#[utoipa::path(get, path = "/v1/files/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "File stat", body = FileStat), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn stat_file(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<Json<FileStat>> {
+    Ok(Json(bodies::stat(st.node.stat(parse_cid(&cid)?).await?)))
 }
 
-#[utoipa::path(delete, path = "/v1/files/{cid}", tag = "files", params(("cid" = String, Path, description = "File CID"), ("x-datamesh-timestamp" = Option<String>, Header, description = "Unix time of the owner's signature"), ("x-datamesh-signature" = Option<String>, Header, description = "Owner's Ed25519 signature, hex")), responses((status = 200, description = "Removed", body = Object), (status = 403, description = "Signature missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/files/{cid}", tag = "files", params(("cid" = String, Path, description = "File CID"), ("x-datamesh-timestamp" = Option<String>, Header, description = "Unix time of the owner's signature"), ("x-datamesh-signature" = Option<String>, Header, description = "Owner's Ed25519 signature, hex")), responses((status = 200, description = "Removed", body = Removed), (status = 403, description = "Signature missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn remove_file(
     State(st): State<Arc<AppState>>,
     Path(cid): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Json<Removed>> {
     let cid = parse_cid(&cid)?;
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let signed = match (h("x-datamesh-timestamp"), h("x-datamesh-signature")) {
@@ -478,7 +381,7 @@ async fn remove_file(
         }
         gw.events().publish(Event::FileRemoved { cid: cid.to_string(), reason: "deleted".into() });
     }
-    Ok(Json(json!({"removed": cid, "gc": report})))
+    Ok(Json(Removed { removed: cid, gc: bodies::gc(report) }))
 }
 
 /// The owner's delete signature, made by the gateway for a file uploaded
@@ -518,107 +421,57 @@ async fn get_chunk(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data))
 }
 
-#[utoipa::path(post, path = "/v1/pins/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "`{pinned}`", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn pin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(json!({"pinned": st.node.pin(parse_cid(&cid)?).await?})))
+#[utoipa::path(post, path = "/v1/pins/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "`{pinned}`", body = Pinned), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn pin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<Json<Pinned>> {
+    Ok(Json(Pinned { pinned: st.node.pin(parse_cid(&cid)?).await? }))
 }
 
-#[utoipa::path(delete, path = "/v1/pins/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "`{unpinned}`", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn unpin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
+#[utoipa::path(delete, path = "/v1/pins/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "`{unpinned}`", body = Unpinned), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn unpin(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<Json<Unpinned>> {
     let unpinned = st.node.unpin(parse_cid(&cid)?).await?;
     if let Some(gw) = &st.gateway {
         gw.events().publish(Event::FileRemoved { cid: unpinned.to_string(), reason: "unpinned".into() });
     }
-    Ok(Json(json!({"unpinned": unpinned})))
+    Ok(Json(Unpinned { unpinned }))
 }
 
-#[utoipa::path(post, path = "/v1/gc", tag = "node", responses((status = 200, description = "GC report", body = Object), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn gc(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.gc().await?))
+#[utoipa::path(post, path = "/v1/gc", tag = "node", responses((status = 200, description = "GC report", body = GcReport), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn gc(State(st): State<Arc<AppState>>) -> ApiResult<Json<GcReport>> {
+    Ok(Json(bodies::gc(st.node.gc().await?)))
 }
 
-#[utoipa::path(get, path = "/v1/peers", tag = "network", responses((status = 200, description = "Peers with health state; k-bucket fill", body = Object), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn peers(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let peers: Vec<_> = st
-        .node
-        .peers()
-        .await
-        .into_iter()
-        .map(|p| {
-            json!({
-                "peer": p.peer.to_string(),
-                "state": format!("{:?}", p.state).to_uppercase(),
-                "connected": p.connected,
-                "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "since_last_seen_secs": p.since_last_seen.as_secs_f64(),
-                "free_bytes": p.last_heartbeat.as_ref().map(|h| h.free_bytes),
-                "shards": p.last_heartbeat.as_ref().map(|h| h.shards),
-                "strikes": p.strikes,
-                "draining": datamesh_node::network::is_draining(&p),
-                "reputation": st.node.reputation(&p.peer),
-            })
-        })
-        .collect();
-    let buckets: Vec<_> =
-        st.node.routing_table().await.into_iter().map(|(b, n)| json!({"bucket": b, "entries": n})).collect();
-    Ok(Json(json!({"peers": peers, "routing_table": buckets})))
-}
-
-/// Drain progress, as `GET /v1/drain` and `POST /v1/drain` answer it.
-#[derive(utoipa::ToSchema, serde::Serialize)]
-#[allow(dead_code)] // Documents the shape; the handlers serialize `DrainProgress`.
-struct DrainBody {
-    /// Whether the node is draining.
-    draining: bool,
-    /// When the drain started (Unix seconds).
-    started_at: Option<u64>,
-    /// Rounds over the node's files since then.
-    rounds: u64,
-    /// Files whose location record this node keeps.
-    files: usize,
-    /// Shard positions location records still give to this node.
-    shards_to_move: usize,
-    /// Shards copied to other nodes by this drain.
-    shards_moved: u64,
-    /// Bytes of those shards.
-    bytes_moved: u64,
-    /// Shards that failed verification here: not copied, rebuilt by repair.
-    shards_failed: u64,
-    /// Chunks this node held shards of still short of k+m live shards on other nodes.
-    chunks_short: usize,
-    /// Files whose manifest and location record still need copies on other nodes.
-    files_needing_replicas: usize,
-    /// Files stored while the node had no peers: they cannot be drained.
-    files_local_only: usize,
-    /// Whether the node can be stopped now without losing redundancy.
-    safe_to_stop: bool,
-    /// What went wrong in the last round (retried in the next).
-    errors: Vec<String>,
+#[utoipa::path(get, path = "/v1/peers", tag = "network", responses((status = 200, description = "Peers with health state; k-bucket fill", body = Peers), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn peers(State(st): State<Arc<AppState>>) -> Json<Peers> {
+    let peers = st.node.peers().await.into_iter().map(|p| {
+        let reputation = st.node.reputation(&p.peer);
+        bodies::peer(p, reputation)
+    });
+    let routing_table =
+        st.node.routing_table().await.into_iter().map(|(bucket, entries)| Bucket { bucket, entries }).collect();
+    Json(Peers { peers: peers.collect(), routing_table })
 }
 
 /// Starts draining this node: peers stop placing shards on it and it moves
 /// its shards, manifests and location records to other nodes. Idempotent.
-#[utoipa::path(post, path = "/v1/drain", tag = "network", responses((status = 202, description = "Draining; the progress so far", body = DrainBody), (status = 400, description = "The node runs without the network: nowhere to drain to", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/drain", tag = "network", responses((status = 202, description = "Draining; the progress so far", body = DrainProgress), (status = 400, description = "The node runs without the network: nowhere to drain to", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn start_drain(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    Ok((StatusCode::ACCEPTED, Json(st.node.start_drain().await?)))
+    Ok((StatusCode::ACCEPTED, Json(bodies::drain(st.node.start_drain().await?))))
 }
 
 /// How the drain is going; `safe_to_stop` says when the node may be stopped.
-#[utoipa::path(get, path = "/v1/drain", tag = "network", responses((status = 200, description = "Drain progress (all zero when not draining)", body = DrainBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn drain_progress(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(st.node.drain_progress()))
+#[utoipa::path(get, path = "/v1/drain", tag = "network", responses((status = 200, description = "Drain progress (all zero when not draining)", body = DrainProgress), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+async fn drain_progress(State(st): State<Arc<AppState>>) -> Json<DrainProgress> {
+    Json(bodies::drain(st.node.drain_progress()))
 }
 
-#[utoipa::path(post, path = "/v1/keys", tag = "s3", responses((status = 201, description = "`{access_key_id, secret_access_key}`", body = Object), (status = 503, description = "No S3 gateway on this node", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/keys", tag = "s3", responses((status = 201, description = "`{access_key_id, secret_access_key}`", body = AccessKey), (status = 503, description = "No S3 gateway on this node", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn create_key(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let keys = st.gateway.as_ref().map(|g| g.keys().clone()).ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", "this node runs without the S3 gateway")
-    })?;
+    let keys = st.gateway.as_ref().map(|g| g.keys().clone()).ok_or_else(|| ApiError::no_gateway("S3 gateway"))?;
     let p = tokio::task::spawn_blocking(move || keys.create())
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "key_store_error", e.to_string()))?;
-    Ok((StatusCode::CREATED, Json(json!({"access_key_id": p.id, "secret_access_key": p.secret}))))
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| ApiError::new(ErrorCode::KeyStoreError, e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(AccessKey { access_key_id: p.id.clone(), secret_access_key: p.secret.clone() })))
 }
 
 #[cfg(test)]

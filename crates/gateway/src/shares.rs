@@ -31,11 +31,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use datamesh_api::{ErrorBody, ErrorCode, NewShare, Share, ShareList, ShareQuery, ShareState};
 
-use crate::files::{Via, open, serve};
+use crate::download::{Via, open, serve};
+use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::index::{ShareRefusal, ShareRow};
-use crate::rest::{ApiError, ApiResult, AppState, ErrorBody, parse_cid};
+use crate::state::{AppState, now_secs};
 
 /// Longest link lifetime: ten years.
 pub const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
@@ -46,78 +47,24 @@ pub const MAX_PASSWORD: usize = 1024;
 /// The header a password may come in.
 pub const PASSWORD_HEADER: &str = "x-datamesh-share-password";
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// `POST /v1/shares`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewShare {
-    /// The file (manifest or UnixFS CID).
-    cid: String,
-    /// Seconds until the link dies (1 to ten years); never when absent.
-    expires_in_secs: Option<u64>,
-    /// Downloads allowed (1 to 10⁹); unlimited when absent.
-    max_downloads: Option<u64>,
-    /// A password the downloader must give (1 to 1024 bytes).
-    password: Option<String>,
-}
-
-/// A share link as the API shows it (never its password).
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Share {
-    /// The link's id.
-    pub id: String,
-    /// The link (public URL).
-    pub url: String,
-    /// The path on this node (`/v1/s/{id}`).
-    pub path: String,
-    /// The file's manifest CID.
-    pub cid: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds after which the link is dead.
-    pub expires_at: Option<i64>,
-    /// Downloads allowed.
-    pub max_downloads: Option<u64>,
-    /// Downloads so far.
-    pub downloads: u64,
-    /// Whether a password is needed.
-    pub has_password: bool,
-    /// `active`, `expired`, `exhausted` or `revoked`.
-    pub state: String,
-}
-
-/// `GET /v1/shares`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct ShareList {
-    /// Newest first, at most 10 000.
-    pub shares: Vec<Share>,
-}
-
-fn state_name(r: Option<ShareRefusal>) -> &'static str {
+fn state(r: Option<ShareRefusal>) -> ShareState {
     match r {
-        None => "active",
-        Some(ShareRefusal::Expired) => "expired",
-        Some(ShareRefusal::Exhausted) => "exhausted",
-        Some(ShareRefusal::Revoked) => "revoked",
-        Some(ShareRefusal::Unknown) => "unknown",
+        None => ShareState::Active,
+        Some(ShareRefusal::Expired) => ShareState::Expired,
+        Some(ShareRefusal::Exhausted) => ShareState::Exhausted,
+        Some(ShareRefusal::Revoked) => ShareState::Revoked,
+        Some(ShareRefusal::Unknown) => ShareState::Unknown,
     }
 }
 
 fn refused(r: ShareRefusal) -> ApiError {
     match r {
-        ShareRefusal::Unknown => ApiError::new(StatusCode::NOT_FOUND, "share_not_found", "no such share link"),
-        ShareRefusal::Revoked => {
-            ApiError::new(StatusCode::GONE, "share_revoked", "this share link was revoked by its owner")
+        ShareRefusal::Unknown => ApiError::new(ErrorCode::ShareNotFound, "no such share link"),
+        ShareRefusal::Revoked => ApiError::new(ErrorCode::ShareRevoked, "this share link was revoked by its owner"),
+        ShareRefusal::Expired => ApiError::new(ErrorCode::ShareExpired, "this share link has expired"),
+        ShareRefusal::Exhausted => {
+            ApiError::new(ErrorCode::ShareExhausted, "this share link has been downloaded as many times as it allows")
         }
-        ShareRefusal::Expired => ApiError::new(StatusCode::GONE, "share_expired", "this share link has expired"),
-        ShareRefusal::Exhausted => ApiError::new(
-            StatusCode::GONE,
-            "share_exhausted",
-            "this share link has been downloaded as many times as it allows",
-        ),
     }
 }
 
@@ -140,7 +87,7 @@ fn view(r: ShareRow, base: &str) -> Share {
     Share {
         url: format!("{base}{path}"),
         path,
-        state: state_name(r.refusal(now_secs())).into(),
+        state: state(r.refusal(now_secs())),
         has_password: r.password_hash.is_some(),
         id: r.id,
         cid: r.cid,
@@ -149,12 +96,6 @@ fn view(r: ShareRow, base: &str) -> Share {
         max_downloads: r.max_downloads,
         downloads: r.downloads,
     }
-}
-
-fn gateway(st: &AppState) -> ApiResult<&crate::Gateway> {
-    st.gateway.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gateway_unavailable", "this node runs without the gateway")
-    })
 }
 
 #[utoipa::path(
@@ -175,7 +116,7 @@ pub(crate) async fn create_share(
     headers: HeaderMap,
     body: Result<Json<NewShare>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let gw = gateway(&st)?;
+    let gw = st.gateway()?;
     let Json(req) = body.map_err(|e| ApiError::bad(format!("share request: {}", e.body_text())))?;
     let cid = parse_cid(&req.cid)?;
     if let Some(e) = req.expires_in_secs
@@ -238,7 +179,7 @@ pub(crate) async fn create_share(
     )
 )]
 pub(crate) async fn list_shares(State(st): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
-    let gw = gateway(&st)?;
+    let gw = st.gateway()?;
     let rows = gw.index().run(|ix| ix.shares(10_000)).await.map_err(ApiError::index)?;
     let base = base_url(gw, &headers);
     Ok(Json(ShareList { shares: rows.into_iter().map(|r| view(r, &base)).collect() }).into_response())
@@ -256,20 +197,12 @@ pub(crate) async fn list_shares(State(st): State<Arc<AppState>>, headers: Header
     )
 )]
 pub(crate) async fn revoke_share(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
-    let gw = gateway(&st)?;
+    let gw = st.gateway()?;
     if gw.index().run(move |ix| ix.revoke_share(&id)).await.map_err(ApiError::index)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(refused(ShareRefusal::Unknown))
     }
-}
-
-/// Query of `GET /v1/s/{id}`.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ShareQuery {
-    /// The link's password (or send it in `x-datamesh-share-password`).
-    password: Option<String>,
 }
 
 #[utoipa::path(
@@ -299,7 +232,7 @@ pub(crate) async fn download_share(
     query: Result<Query<ShareQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let gw = gateway(&st)?;
+    let gw = st.gateway()?;
     let r = download(gw, id, query, headers).await;
     if let Err(e) = &r
         && e.status() != StatusCode::NOT_FOUND
@@ -327,8 +260,7 @@ async fn download(
             headers.get(PASSWORD_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.password).ok_or_else(
                 || {
                     ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "password_required",
+                        ErrorCode::PasswordRequired,
                         format!("this share link needs its password: send it in {PASSWORD_HEADER} or as ?password="),
                     )
                 },
@@ -341,7 +273,7 @@ async fn download(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
         if !ok {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "wrong_password", "wrong password for this share link"));
+            return Err(ApiError::new(ErrorCode::WrongPassword, "wrong password for this share link"));
         }
     }
     let cid = parse_cid(&row.cid)?;

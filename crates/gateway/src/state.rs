@@ -1,0 +1,32 @@
+//! What every handler of the API v1 shares: the node, the token, the
+//! gateway when the node runs one, metrics, and the OpenAPI document once
+//! rendered.
+
+use crate::error::{ApiError, ApiResult};
+
+/// The state behind the API router.
+pub(crate) struct AppState {
+    /// The node every route works on.
+    pub(crate) node: datamesh_node::Node,
+    /// The API token private routes need.
+    pub(crate) token: String,
+    /// The gateway, for the routes that need one (files over HTTP, shares,
+    /// events, S3 keys); None on a node without it.
+    pub(crate) gateway: Option<crate::Gateway>,
+    /// Request counts and timings.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// `/v1/openapi.json`, rendered on first request.
+    pub(crate) openapi: std::sync::OnceLock<String>,
+}
+
+impl AppState {
+    /// The gateway, or 503 `gateway_unavailable`.
+    pub(crate) fn gateway(&self) -> ApiResult<&crate::Gateway> {
+        self.gateway.as_ref().ok_or_else(|| ApiError::no_gateway("gateway"))
+    }
+}
+
+/// Unix seconds, as the gateway's index records them.
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
