@@ -129,6 +129,17 @@ pub enum StoreError {
         /// "shard" or "manifest".
         what: &'static str,
     },
+    /// A state record's kind or key is not a plain file name, or its value
+    /// is too large (see [`crate::MAX_STATE_VALUE`]).
+    #[error("state record {kind}/{key} cannot be stored: {reason}")]
+    BadState {
+        /// The record's kind.
+        kind: String,
+        /// The record's key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A pin name longer than [`crate::MAX_PIN_NAME`] bytes.
     #[error("pin name is {len} bytes; shorten it to at most {max}")]
     PinNameTooLong {

@@ -11,6 +11,7 @@
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::error::StoreError;
 
@@ -47,12 +48,21 @@ pub(crate) trait Io: Send + Sync + 'static {
     fn create_dir(&self, path: &Path) -> io::Result<bool>;
     /// Creates a new file that must not exist yet.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn IoFile>>;
+    /// [`Io::create_new`], readable by its owner only (mode 0600 on Unix)
+    /// from the moment it exists: for secrets.
+    fn create_private(&self, path: &Path) -> io::Result<Box<dyn IoFile>> {
+        self.create_new(path)
+    }
     /// Atomically replaces `to` with `from` (same file system).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// fsyncs a directory, making creations, renames and removals in it durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes an empty directory.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+    /// When a file was last modified, if the file system says.
+    fn modified(&self, path: &Path) -> io::Result<Option<SystemTime>>;
     /// Reads at most `limit` bytes of a file.
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>>;
     /// Opens a file for reading in pieces.
@@ -105,6 +115,17 @@ impl Io for RealIo {
         Ok(Box::new(RealFile(f)))
     }
 
+    fn create_private(&self, path: &Path) -> io::Result<Box<dyn IoFile>> {
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        Ok(Box::new(RealFile(o.open(path)?)))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
     }
@@ -115,6 +136,14 @@ impl Io for RealIo {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(path)
+    }
+
+    fn modified(&self, path: &Path) -> io::Result<Option<SystemTime>> {
+        Ok(fs::symlink_metadata(path)?.modified().ok())
     }
 
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
@@ -188,4 +217,65 @@ impl Io for RealIo {
         writeln!(f, "{}", std::process::id()).map_err(|e| io_err("write", e))?;
         Ok(Box::new(LockFile(f)))
     }
+}
+
+/// How far [`write_file`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// Up to the rename: the caller fsyncs the directory, once for a batch.
+    Renamed,
+    /// Up to the fsync of the directory: durable when `write_file` returns.
+    Durable,
+}
+
+/// The one atomic file write of the node and the store: `tmp` is created
+/// (readable by its owner only if `private`), written, fsynced and renamed
+/// over `dst`, so `dst` holds either its old contents or all of `data`,
+/// never a mix; with [`Commit::Durable`] `dst`'s directory is fsynced too,
+/// which makes the rename survive a crash. On failure no temp file is left
+/// and the error names the step.
+pub(crate) fn write_file(
+    io: &dyn Io,
+    (tmp, dst): (&Path, &Path),
+    data: &[u8],
+    private: bool,
+    commit: Commit,
+) -> Result<(), (&'static str, io::Error)> {
+    let r = (|| {
+        let mut f = if private { io.create_private(tmp) } else { io.create_new(tmp) }.map_err(|e| ("create", e))?;
+        f.write_all(data).map_err(|e| ("write", e))?;
+        f.sync().map_err(|e| ("fsync", e))?;
+        drop(f);
+        io.rename(tmp, dst).map_err(|e| ("rename", e))
+    })();
+    if r.is_err() {
+        let _ = io.remove_file(tmp);
+    }
+    r?;
+    if commit == Commit::Durable {
+        let dir = match dst.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        io.sync_dir(dir).map_err(|e| ("fsync", e))?;
+    }
+    Ok(())
+}
+
+/// Writes a file outside any store durably and atomically (temp file
+/// `<name>.tmp` beside it, fsync, rename, fsync of the directory): for the
+/// node's own files in its data dir, such as its identity key. With
+/// `private` the file is readable by its owner only (mode 0600 on Unix)
+/// from the moment it exists. A leftover temp file of an earlier attempt is
+/// replaced.
+pub fn write_file_atomically(path: &Path, data: &[u8], private: bool) -> io::Result<()> {
+    let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    write_file(&RealIo, (&tmp, path), data, private, Commit::Durable).map_err(|(_, e)| e)
 }

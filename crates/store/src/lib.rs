@@ -14,6 +14,7 @@
 //! ├── index.redb        shards, manifests, pins, aliases (see `record`)
 //! ├── shards/<hh>/<cid> one file per shard; hh = first digest byte in hex
 //! ├── manifests/<hh>/<cid>
+//! ├── state/<kind>/<key> the node's own records (see `state`), replaced atomically
 //! ├── tmp/              files being written; emptied at open
 //! └── quarantine/       corrupt files, kept for inspection
 //! ```
@@ -87,6 +88,7 @@ mod gc;
 mod guard;
 mod io;
 pub mod record;
+mod state;
 mod store;
 mod stream;
 
@@ -100,7 +102,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 pub use crate::error::StoreError;
 pub use crate::gc::GcReport;
 pub use crate::guard::UploadGuard;
+pub use crate::io::write_file_atomically;
 pub use crate::record::{RecordError, ShardRecord};
+pub use crate::state::{MAX_STATE_NAME, MAX_STATE_VALUE, STATE_RECORD_VERSION, StateRecord};
 pub use crate::store::{OpenReport, PinInfo, ScrubReport, ShardMeta, Store, StoreConfig, StoreStats};
 pub use crate::stream::{ObjectReader, ObjectWriter};
 

@@ -498,6 +498,30 @@ impl Io for SimFs {
         }
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.ctl.tick()?;
+        let mut st = lock(&self.st);
+        if st.dirs.get(path).is_some_and(|d| !d.live.is_empty()) {
+            return Err(io::Error::other("directory not empty"));
+        }
+        let (d, n) = split(path)?;
+        let parent = st.dirs.get_mut(&d).ok_or_else(not_found)?;
+        match parent.live.get(&n) {
+            Some(Entry::Dir) => {
+                parent.live.remove(&n);
+                Ok(())
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    fn modified(&self, path: &Path) -> io::Result<Option<std::time::SystemTime>> {
+        self.ctl.tick()?;
+        let mut st = lock(&self.st);
+        st.file_mut(&self.root, path)?;
+        Ok(None)
+    }
+
     fn read(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         self.ctl.tick()?;
         let mut st = lock(&self.st);
@@ -516,6 +540,10 @@ impl Io for SimFs {
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
         self.ctl.tick()?;
         let st = lock(&self.st);
+        // A removed directory keeps its node (a crash may bring it back).
+        if st.entry(&self.root, dir) != Some(Entry::Dir) {
+            return Err(not_found());
+        }
         let d = st.dirs.get(dir).ok_or_else(not_found)?;
         Ok(d.live
             .iter()

@@ -17,7 +17,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 use crate::cache::{ChunkCache, new_cache};
 use crate::error::{StoreError, index_error, io_error};
 use crate::guard::{GuardSet, UploadGuard};
-use crate::io::{HeldLock, Io, RealIo};
+use crate::io::{Commit, HeldLock, Io, RealIo, write_file};
 use crate::record::{ManifestRecord, RecordError, ShardRecord};
 use crate::{FORMAT_VERSION, MAX_PIN_NAME, lock, read_lock, write_lock};
 
@@ -37,6 +37,8 @@ pub(crate) const MANIFESTS_DIR: &str = "manifests";
 pub(crate) const TMP_DIR: &str = "tmp";
 /// Corrupt files are moved here for inspection.
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+/// The node's own state records live under here (see `state.rs`).
+pub(crate) const STATE_DIR: &str = "state";
 
 /// Shard CID bytes → [`ShardRecord`] encoding.
 pub(crate) const SHARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("shards");
@@ -273,6 +275,8 @@ pub(crate) struct Inner {
     /// next open, so no file that it may reference is removed before then.
     commit_failed: AtomicBool,
     pub(crate) pending_access: Mutex<HashMap<Cid, u64>>,
+    /// Kinds of state record whose directory exists durably (see `state.rs`).
+    pub(crate) state_dirs: Mutex<HashSet<String>>,
     access_interval: u64,
     cache: Option<ChunkCache>,
     seq: AtomicU64,
@@ -482,7 +486,7 @@ impl Store {
         // file is renamed into it; puts never create directories, so they
         // never need to fsync a parent they did not write to.
         let mut created = false;
-        for sub in [SHARDS_DIR, MANIFESTS_DIR, TMP_DIR, QUARANTINE_DIR] {
+        for sub in [SHARDS_DIR, MANIFESTS_DIR, TMP_DIR, QUARANTINE_DIR, STATE_DIR] {
             let p = dir.join(sub);
             created |= io.create_dir(&p).map_err(ioe("create", &p))?;
         }
@@ -536,6 +540,7 @@ impl Store {
             gc_lock: Mutex::new(()),
             commit_failed: AtomicBool::new(false),
             pending_access: Mutex::new(HashMap::new()),
+            state_dirs: Mutex::new(HashSet::new()),
             access_interval: opts.access_interval_secs,
             cache: new_cache(cfg.cache_bytes),
             seq: AtomicU64::new(0),
@@ -982,19 +987,9 @@ impl Store {
         let inner = &*self.inner;
         let tmp = self.tmp_path(kind.what());
         let dst = object_path(&inner.dir, kind, cid);
-        let r = (|| -> std::result::Result<(), (&'static str, io::Error)> {
-            let mut f = inner.io.create_new(&tmp).map_err(|e| ("create", e))?;
-            f.write_all(data).map_err(|e| ("write", e))?;
-            f.sync().map_err(|e| ("fsync", e))?;
-            drop(f);
-            inner.io.rename(&tmp, &dst).map_err(|e| ("rename", e))
-        })();
-        match r {
+        match write_file(&*inner.io, (&tmp, &dst), data, false, Commit::Renamed) {
             Ok(()) => Ok(dst),
-            Err((op, e)) => {
-                let _ = inner.io.remove_file(&tmp);
-                Err(io_error(&inner.dir, op, if op == "rename" { &dst } else { &tmp }, e))
-            }
+            Err((op, e)) => Err(io_error(&inner.dir, op, if op == "rename" { &dst } else { &tmp }, e)),
         }
     }
 
@@ -1273,18 +1268,9 @@ fn check_format(io: &dyn Io, dir: &Path) -> Result<usize> {
                 io.sync_dir(dir).map_err(|e| ioe("fsync", dir, e))?;
             }
             let tmp = tmpdir.join(FORMAT_TMP);
-            let r = (|| {
-                let mut f = io.create_new(&tmp)?;
-                f.write_all(format!("datamesh-store {FORMAT_VERSION}\n").as_bytes())?;
-                f.sync()?;
-                drop(f);
-                io.rename(&tmp, &path)?;
-                io.sync_dir(dir)
-            })();
-            r.map_err(|e| {
-                let _ = io.remove_file(&tmp);
-                ioe("write", &path, e)
-            })?;
+            let text = format!("datamesh-store {FORMAT_VERSION}\n");
+            write_file(io, (&tmp, &path), text.as_bytes(), false, Commit::Durable)
+                .map_err(|(_, e)| ioe("write", &path, e))?;
             Ok(removed)
         }
         Err(e) => Err(ioe("read", &path, e)),

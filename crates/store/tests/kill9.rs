@@ -13,7 +13,9 @@
 //!   pin is there, every acknowledged delete or collection stayed done;
 //! - open found no index entry without its file and no torn file;
 //! - the files on disk are exactly the indexed ones, `tmp/` is empty, and a
-//!   scrub finds nothing corrupt.
+//!   scrub finds nothing corrupt;
+//! - the state record the child overwrites after every file (`put_state`)
+//!   holds the last acknowledged value or the one being written, whole.
 //!
 //! `DATAMESH_KILL9_ITERATIONS` sets the number of kills (default 25 in release,
 //! 10 in debug builds).
@@ -56,6 +58,16 @@ fn shard_bytes(seed: u64, i: u64, j: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The one state record every child overwrites, once per file.
+const STATE_KIND: &str = "kill9";
+const STATE_KEY: &str = "latest";
+
+/// Deterministic contents of the state record written after file `i` of
+/// child `seed` (up to 48 KB: many pages, so a torn write would show).
+fn state_value(seed: u64, i: u64) -> Vec<u8> {
+    shard_bytes(seed, i, 77)
 }
 
 fn file_shards(seed: u64, i: u64) -> Vec<(Cid, Vec<u8>)> {
@@ -134,6 +146,10 @@ fn kill9_child_writer() {
         drop(guard);
         pinned.push(i);
 
+        say(format!("STATING {seed} {i}"));
+        store.put_state(STATE_KIND, STATE_KEY, &state_value(seed, i)).unwrap();
+        say(format!("STATE {seed} {i}"));
+
         if i % 3 == 1 {
             let (c, b) = loose_shard(seed, i);
             store.put_shards(&[(c, &b, ShardMeta { chunk: c, index: 0 })], None).unwrap();
@@ -188,6 +204,10 @@ struct Model {
     gc_pending: Vec<(u64, u64)>,
     /// A GC started and was not acknowledged yet.
     gc_running: bool,
+    /// The state record's last acknowledged value, as (child, file).
+    state: Option<(u64, u64)>,
+    /// The value a state write was writing when it was not acknowledged yet.
+    state_pending: Option<(u64, u64)>,
     acks: usize,
 }
 
@@ -210,6 +230,13 @@ impl Model {
             }
             "UNPIN" => {
                 self.files.insert(id(), File::Unpinned);
+            }
+            "STATING" => {
+                self.state_pending = Some(id());
+            }
+            "STATE" => {
+                self.state = Some(id());
+                self.state_pending = None;
             }
             "LOOSE" => {
                 self.loose.insert(id(), Loose::Present);
@@ -332,6 +359,28 @@ fn check(dir: &Path, m: &Model, ctx: &str) {
     assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0, "{ctx}: tmp/ not empty");
 }
 
+/// The state record holds its last acknowledged value or the one being
+/// written when the child was killed, whole: never torn, never lost. The
+/// model takes what survived.
+fn check_state(dir: &Path, m: &mut Model, ctx: &str) {
+    let (s, _) = Store::open(dir, cfg()).unwrap_or_else(|e| panic!("{ctx}: open after kill failed: {e}"));
+    let got = s
+        .get_state(STATE_KIND, STATE_KEY)
+        .unwrap_or_else(|e| panic!("{ctx}: the state record is unreadable (torn?): {e}"))
+        .map(|r| r.value);
+    let is = |id: Option<(u64, u64)>| got == id.map(|(seed, i)| state_value(seed, i));
+    if is(m.state) {
+        m.state_pending = None;
+    } else if m.state_pending.is_some() && is(m.state_pending) {
+        m.state = m.state_pending.take();
+    } else {
+        panic!(
+            "{ctx}: the state record is neither the acknowledged value {:?} nor the one being written {:?}",
+            m.state, m.state_pending
+        );
+    }
+}
+
 /// Reads the child's stdout on a thread, so the parent can wait on lines
 /// with a timeout. Only complete lines (ending in '\n') are passed on.
 fn spawn_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
@@ -427,9 +476,12 @@ fn kill9_loop_loses_no_acknowledged_write() {
             lines.join("\n")
         );
         model.after_kill();
-        check(dir.path(), &model, &format!("after kill {seed} (mode {mode}, {} acks)", model.acks));
+        let ctx = format!("after kill {seed} (mode {mode}, {} acks)", model.acks);
+        check(dir.path(), &model, &ctx);
+        check_state(dir.path(), &mut model, &ctx);
     }
     assert!(model.acks > 0, "the children acknowledged nothing");
     assert!(model.files.values().any(|f| *f == File::Collected), "no GC was ever acknowledged");
+    assert!(model.state.is_some(), "no state record write was ever acknowledged");
     eprintln!("kill9: {iterations} kills, {} acks, {:?}", model.acks, started.elapsed());
 }

@@ -726,3 +726,103 @@ fn streamed_reads_verify_before_the_last_piece() {
     assert!(s.shard_reader(&cid).unwrap().read_to_end(&mut out).is_err());
     assert!(!s.has_shard(&cid).unwrap());
 }
+
+/// State records: put, replace, get, list, remove, across a reopen; names
+/// that are not plain file names, oversized values and damaged files are
+/// refused or reported, never served; GC leaves them alone.
+#[test]
+fn state_records_round_trip_and_refuse_what_they_cannot_hold() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    assert_eq!(s.get_state("locations", "a").unwrap(), None);
+    assert!(s.list_state("locations").unwrap().is_empty());
+    assert!(!s.remove_state("locations", "a").unwrap());
+    s.put_state("locations", "a", b"one").unwrap();
+    s.put_state("locations", "a", &bytes(3, 30_000)).unwrap();
+    s.put_state("locations", "b", b"").unwrap();
+    s.put_state_at("tombstones", "a", b"t", 1234).unwrap();
+    assert_eq!(s.get_state("locations", "a").unwrap().unwrap().value, bytes(3, 30_000));
+    assert_eq!(s.get_state("tombstones", "a").unwrap().unwrap().written_at, 1234);
+    let written = s.get_state("locations", "b").unwrap().unwrap();
+    assert!(written.value.is_empty() && written.written_at > 1_600_000_000_000);
+    let mut keys = s.list_state("locations").unwrap();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+    s.gc().unwrap();
+    drop(s);
+
+    let s = open(d.path());
+    assert_eq!(s.get_state("locations", "a").unwrap().unwrap().value, bytes(3, 30_000));
+    assert!(s.remove_state("locations", "a").unwrap());
+    assert_eq!(s.get_state("locations", "a").unwrap(), None);
+    assert_eq!(s.list_state("locations").unwrap(), ["b"]);
+    assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+
+    for (kind, key) in [("locations", "../x"), ("../shards", "x"), ("locations", ""), ("locations", ".tmp")] {
+        assert!(matches!(s.put_state(kind, key, b"v"), Err(StoreError::BadState { .. })), "{kind}/{key}");
+        assert!(matches!(s.get_state(kind, key), Err(StoreError::BadState { .. })), "{kind}/{key}");
+    }
+    let big = vec![0; datamesh_store::MAX_STATE_VALUE + 1];
+    assert!(matches!(s.put_state("locations", "big", &big), Err(StoreError::BadState { .. })));
+
+    std::fs::write(d.path().join("state/locations/b"), b"\x01garbage that is long enough to hold a checksum").unwrap();
+    assert!(matches!(s.get_state("locations", "b"), Err(StoreError::BadRecord { .. })));
+    // A good put replaces a damaged record.
+    s.put_state("locations", "b", b"fine").unwrap();
+    assert_eq!(s.get_state("locations", "b").unwrap().unwrap().value, b"fine");
+}
+
+/// Files of an older layout move into state records once: their bytes as
+/// `convert` gives them, their modification time as `written_at`; dropped
+/// files and the emptied directory are removed.
+#[test]
+fn old_state_files_are_imported_once() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(&d.path().join("store"));
+    let old = d.path().join("locations");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("a"), b"record a").unwrap();
+    std::fs::write(old.join("b"), b"record b").unwrap();
+    std::fs::write(old.join("a.tmp"), b"half").unwrap();
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_650_000_000_250);
+    std::fs::File::options().append(true).open(old.join("a")).unwrap().set_modified(mtime).unwrap();
+    let n = s
+        .import_state_dir("locations", &old, |name, b| {
+            (!name.ends_with(".tmp")).then(|| [b"v1:".as_slice(), &b].concat())
+        })
+        .unwrap();
+    assert_eq!(n, 2);
+    let a = s.get_state("locations", "a").unwrap().unwrap();
+    assert_eq!((a.value.as_slice(), a.written_at), (b"v1:record a".as_slice(), 1_650_000_000_250));
+    assert_eq!(s.get_state("locations", "b").unwrap().unwrap().value, b"v1:record b");
+    assert_eq!(s.get_state("locations", "a.tmp").unwrap(), None);
+    assert!(!old.exists(), "the old directory is gone");
+    // Nothing left to import: a second start changes nothing.
+    assert_eq!(s.import_state_dir("locations", &old, |_, b| Some(b)).unwrap(), 0);
+
+    let file = d.path().join("reputation.json");
+    std::fs::write(&file, b"{}").unwrap();
+    assert!(s.import_state_file("reputation", "peers", &file, Some).unwrap());
+    assert!(!file.exists());
+    assert_eq!(s.get_state("reputation", "peers").unwrap().unwrap().value, b"{}");
+    assert!(!s.import_state_file("reputation", "peers", &file, Some).unwrap());
+}
+
+/// The node's own files outside the store are written whole, and a private
+/// one is readable by its owner only.
+#[test]
+fn files_are_written_atomically_and_privately() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("node.key");
+    std::fs::write(d.path().join("node.key.tmp"), b"left over").unwrap();
+    datamesh_store::write_file_atomically(&p, b"secret", true).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+    assert!(!d.path().join("node.key.tmp").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    datamesh_store::write_file_atomically(&p, b"other", false).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"other");
+}
