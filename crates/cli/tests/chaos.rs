@@ -740,8 +740,7 @@ impl Chaos<'_> {
     /// The `seq` of node `n`'s copy of `a`'s location record (read from its
     /// data dir), if it has one.
     fn record_seq(&self, n: usize, a: &Acked) -> Option<u64> {
-        let b = std::fs::read(self.c.nodes[n].dir.join("locations").join(&a.cid)).ok()?;
-        datamesh_core::LocationRecord::decode(&b).ok().map(|r| r.seq)
+        stored_location(&self.c.nodes[n].dir, &a.cid).map(|r| r.seq)
     }
 
     /// Whether every chunk of `a` has k+m live shards. `stat` asks each
@@ -883,9 +882,7 @@ impl Chaos<'_> {
         };
         eprintln!("{} (put via node {} in round {}), as each node sees it:", a.cid, a.via, a.round);
         for n in &self.c.nodes {
-            let rec = std::fs::read(n.dir.join("locations").join(&a.cid))
-                .ok()
-                .and_then(|b| datamesh_core::LocationRecord::decode(&b).ok());
+            let rec = stored_location(&n.dir, &a.cid);
             let rec = match rec {
                 None => "no record".to_string(),
                 Some(r) => {
@@ -956,6 +953,14 @@ impl Chaos<'_> {
         );
         assert!(self.report.lost.is_empty(), "acknowledged puts lost: {:#?}", self.report.lost);
     }
+}
+
+/// Node `dir`'s copy of the location record of the file `cid`, read from
+/// its store's state records while it runs.
+fn stored_location(dir: &std::path::Path, cid: &str) -> Option<datamesh_core::LocationRecord> {
+    let b = std::fs::read(dir.join("store/state/locations").join(cid)).ok()?;
+    let rec = datamesh_store::StateRecord::decode(&b).ok()?;
+    datamesh_core::LocationRecord::decode(&rec.value).ok()
 }
 
 fn name(p: &std::path::Path) -> String {

@@ -19,16 +19,17 @@
 //! seen ONLINE, loses [`FAIL_POINTS`] per failed audit and
 //! [`SILENT_POINTS`] per unanswered one, within `0..=`[`MAX`]. A peer below
 //! [`FLOOR`] gets no new shards. Scores are this node's own view (there is
-//! no global ledger to trust), kept in `reputation.json` in the data dir so a
-//! restart does not wipe a bad record.
+//! no global ledger to trust), kept in the store (the state record
+//! `reputation/peers`) so a restart does not wipe a bad record.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datamesh_core::Cid;
 use datamesh_net::{NetError, PeerId, PeerState};
+use datamesh_store::{Store, StoreError};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +128,7 @@ pub struct AuditTotals {
 
 /// The audit state inside the node.
 pub(crate) struct AuditState {
-    path: PathBuf,
+    store: Store,
     scores: Mutex<HashMap<PeerId, Reputation>>,
     /// (shard, holder id bytes) that failed an audit: lost for repair.
     failed: Mutex<HashSet<(Cid, Vec<u8>)>>,
@@ -143,38 +144,71 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// State-record kind and key of the reputations (one record for all peers).
+const REPUTATION: (&str, &str) = ("reputation", "peers");
+/// Version byte of the reputation record: `[1]` then a JSON object from
+/// peer id (base58) to [`Reputation`].
+const REPUTATION_VERSION: u8 = 1;
+
+/// Decodes a reputation record's value; `None` if it is not one.
+fn decode_scores(value: &[u8]) -> Option<HashMap<String, Reputation>> {
+    match value.split_first() {
+        Some((&REPUTATION_VERSION, json)) => serde_json::from_slice(json).ok(),
+        _ => None,
+    }
+}
+
 impl AuditState {
-    /// Loads `reputation.json` from `dir` (a missing or unreadable file
-    /// starts everyone afresh, with a warning for the latter).
-    pub(crate) fn open(dir: &Path) -> Self {
-        let path = dir.join("reputation.json");
-        let scores: HashMap<PeerId, Reputation> = match std::fs::read(&path) {
-            Ok(b) => match serde_json::from_slice::<HashMap<String, Reputation>>(&b) {
-                Ok(m) => m.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect(),
+    /// Loads the reputations from `store`, after moving in the
+    /// `reputation.json` an older build kept in `legacy_dir` (the data dir).
+    /// A missing record starts everyone afresh, an unreadable one too, with
+    /// a warning.
+    // `StoreError` carries CIDs inline; this runs once, at open.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn open(store: &Store, legacy_dir: &Path) -> Result<Self, StoreError> {
+        let (kind, key) = REPUTATION;
+        let legacy = legacy_dir.join("reputation.json");
+        store.import_state_file(kind, key, &legacy, |json| {
+            match serde_json::from_slice::<HashMap<String, Reputation>>(&json) {
+                Ok(_) => Some([&[REPUTATION_VERSION], json.as_slice()].concat()),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "reputation file unreadable; starting afresh");
+                    tracing::warn!(path = %legacy.display(), error = %e, "reputation file unreadable; starting afresh");
+                    None
+                }
+            }
+        })?;
+        // What an interrupted save of an older build left behind.
+        store.import_state_file(kind, key, &legacy_dir.join("reputation.json.tmp"), |_| None)?;
+        let scores = match store.get_state(kind, key) {
+            Ok(None) => HashMap::new(),
+            Ok(Some(rec)) => match decode_scores(&rec.value) {
+                Some(m) => m.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect(),
+                None => {
+                    tracing::warn!("reputation record unreadable; starting afresh");
                     HashMap::new()
                 }
             },
-            Err(_) => HashMap::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reputation record unreadable; starting afresh");
+                HashMap::new()
+            }
         };
-        Self {
-            path,
+        Ok(Self {
+            store: store.clone(),
             scores: Mutex::new(scores),
             failed: Mutex::new(HashSet::new()),
             totals: Mutex::new(AuditTotals::default()),
             last_uptime_credit: Mutex::new(Instant::now()),
-        }
+        })
     }
 
     fn save(&self) {
         let snapshot: HashMap<String, Reputation> =
             lock(&self.scores).iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        let Ok(bytes) = serde_json::to_vec_pretty(&snapshot) else { return };
-        let tmp = self.path.with_extension("json.tmp");
-        let r = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = r {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not save reputations");
+        let Ok(json) = serde_json::to_vec(&snapshot) else { return };
+        let (kind, key) = REPUTATION;
+        if let Err(e) = self.store.put_state(kind, key, &[&[REPUTATION_VERSION], json.as_slice()].concat()) {
+            tracing::warn!(error = %e, "could not save reputations");
         }
     }
 
@@ -398,24 +432,47 @@ mod tests {
     fn reputations_survive_a_restart_and_a_bad_file_starts_afresh() {
         let dir = tempfile::tempdir().unwrap();
         let p = PeerId::random();
-        let a = AuditState::open(dir.path());
+        let a = AuditState::open(&store(dir.path()), dir.path()).unwrap();
         assert!(a.eligible(&p));
         for _ in 0..6 {
             a.record(p, Outcome::Failed);
         }
         assert!(!a.eligible(&p));
         a.save();
-        let b = AuditState::open(dir.path());
-        assert_eq!(b.reputation(&p), a.reputation(&p));
+        let before = a.reputation(&p);
+        drop(a);
+        let b = AuditState::open(&store(dir.path()), dir.path()).unwrap();
+        assert_eq!(b.reputation(&p), before);
         assert!(!b.eligible(&p));
-        std::fs::write(dir.path().join("reputation.json"), b"{not json").unwrap();
-        assert!(AuditState::open(dir.path()).eligible(&p));
+        drop(b);
+        std::fs::write(dir.path().join("store/state/reputation/peers"), b"{not json").unwrap();
+        assert!(AuditState::open(&store(dir.path()), dir.path()).unwrap().eligible(&p));
+    }
+
+    /// The `reputation.json` of an older build is moved into the store once.
+    #[test]
+    fn an_older_reputation_file_is_moved_into_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PeerId::random();
+        let old = Reputation { score: 420.0, passed: 1, failed: 6, unanswered: 2, last_audit: Some(7) };
+        let json = serde_json::to_vec(&HashMap::from([(p.to_string(), old.clone())])).unwrap();
+        std::fs::write(dir.path().join("reputation.json"), json).unwrap();
+        std::fs::write(dir.path().join("reputation.json.tmp"), b"{").unwrap();
+        let a = AuditState::open(&store(dir.path()), dir.path()).unwrap();
+        assert_eq!(a.reputation(&p), old);
+        assert!(!dir.path().join("reputation.json").exists() && !dir.path().join("reputation.json.tmp").exists());
+        drop(a);
+        assert_eq!(AuditState::open(&store(dir.path()), dir.path()).unwrap().reputation(&p), old);
+    }
+
+    fn store(dir: &Path) -> Store {
+        Store::open(&dir.join("store"), Default::default()).unwrap().0
     }
 
     #[test]
     fn failures_are_remembered_per_holder_until_cleared() {
         let dir = tempfile::tempdir().unwrap();
-        let a = AuditState::open(dir.path());
+        let a = AuditState::open(&store(dir.path()), dir.path()).unwrap();
         let c = Cid::raw_blake3(b"s");
         a.mark_failed(c, vec![1]);
         assert!(a.failed(&c, &[1]));

@@ -17,7 +17,8 @@
 //! **Leases.** A holder keeps another node's file (a *replica* pin) only
 //! while the file's maintainer renews its lease: the maintainer re-sends the
 //! location record to every holder and replica every quarter `lease`, which
-//! touches the record's file. A record untouched for a whole `lease` has
+//! writes the stored record again (its `written_at` in the store is the
+//! lease clock). A record not renewed for a whole `lease` has
 //! lapsed: its replica pin and the record go, and GC reclaims the shards.
 //! Nothing lapses on the node whose user pinned the file. So data outlives
 //! its owner's node (repair keeps a maintainer), but not the network's
@@ -31,9 +32,9 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use datamesh_core::tombstone::Tombstone;
 use datamesh_core::{Cid, LocationRecord, Manifest};
@@ -53,42 +54,41 @@ pub fn tombstone_key(manifest: &Cid) -> Vec<u8> {
 /// What a holder answers to a lease renewal of a deleted file.
 pub(crate) const DELETED: &str = "deleted by its owner";
 
-/// Tombstones on disk: `<dir>/<manifest CID>`, written atomically.
+/// Tombstones, kept as the store's state records of kind [`TOMBSTONES`],
+/// keyed by manifest CID.
 #[derive(Clone)]
 pub struct TombstoneStore {
-    dir: PathBuf,
+    store: Store,
 }
 
-impl TombstoneStore {
-    /// Opens (creates) the directory.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_owned() })
-    }
+/// State-record kind of tombstones.
+const TOMBSTONES: &str = "tombstones";
 
-    fn path(&self, manifest: &Cid) -> PathBuf {
-        self.dir.join(manifest.to_string())
+impl TombstoneStore {
+    /// Tombstones in `store`, after moving in those an older build kept in
+    /// `legacy_dir` (`<data-dir>/tombstones/<manifest CID>`).
+    pub fn open(store: &Store, legacy_dir: &Path) -> Result<Self, StoreError> {
+        network::import_by_cid(store, TOMBSTONES, legacy_dir, |cid, b| {
+            Tombstone::decode(b).is_ok_and(|t| t.manifest == *cid)
+        })?;
+        Ok(Self { store: store.clone() })
     }
 
     /// The tombstone of `manifest`, if any.
     pub fn get(&self, manifest: &Cid) -> Option<Tombstone> {
-        let b = std::fs::read(self.path(manifest)).ok()?;
-        Tombstone::decode(&b).ok().filter(|t| t.manifest == *manifest)
+        let rec = self.store.get_state(TOMBSTONES, &manifest.to_string()).ok()??;
+        Tombstone::decode(&rec.value).ok().filter(|t| t.manifest == *manifest)
     }
 
-    fn put(&self, t: &Tombstone) -> std::io::Result<()> {
-        let path = self.path(&t.manifest);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &t.encode())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()
+    fn put(&self, t: &Tombstone) -> Result<(), StoreError> {
+        self.store.put_state(TOMBSTONES, &t.manifest.to_string(), &t.encode())
     }
 
     /// Forgets a tombstone (the file was uploaded again).
     pub fn remove(&self, manifest: &Cid) {
-        let _ = std::fs::remove_file(self.path(manifest));
+        if let Err(e) = self.store.remove_state(TOMBSTONES, &manifest.to_string()) {
+            tracing::warn!(file = %manifest, error = %e, "could not remove a tombstone");
+        }
     }
 }
 
@@ -276,20 +276,5 @@ pub async fn run_leases(node: Node) {
         if let Err(e) = node.sweep_leases().await {
             tracing::warn!(error = %e, "lease sweep failed");
         }
-    }
-}
-
-impl LocationStore {
-    /// Marks the file's lease renewed now.
-    pub fn touch(&self, manifest: &Cid) {
-        if let Ok(f) = std::fs::File::options().append(true).open(self.path_of(manifest)) {
-            let _ = f.set_modified(SystemTime::now());
-        }
-    }
-
-    /// Time since the file's lease was last renewed (or its record written).
-    pub fn age(&self, manifest: &Cid) -> Option<Duration> {
-        let m = std::fs::metadata(self.path_of(manifest)).ok()?.modified().ok()?;
-        Some(SystemTime::now().duration_since(m).unwrap_or_default())
     }
 }

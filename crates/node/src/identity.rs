@@ -1,7 +1,6 @@
 //! The node's Ed25519 identity, persisted in its data dir so it survives
 //! restarts. (The network layer derives its libp2p peer id from it.)
 
-use std::io::Write;
 use std::path::Path;
 
 use ed25519_dalek::SigningKey;
@@ -29,12 +28,8 @@ impl NodeIdentity {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = SigningKey::generate(&mut rand::rngs::OsRng);
-                let tmp = dir.join(format!("{FILE}.tmp"));
-                let mut f = private_file(&tmp)?;
-                f.write_all(format!("{HEADER}{}\n", hex::encode(key.to_bytes())).as_bytes())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(dir)?.sync_all()?;
+                let text = format!("{HEADER}{}\n", hex::encode(key.to_bytes()));
+                datamesh_store::write_file_atomically(&path, text.as_bytes(), true)?;
                 Ok(Self { key })
             }
             Err(e) => Err(e),

@@ -24,9 +24,9 @@
 // this path would buy nothing.
 #![allow(clippy::result_large_err)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datamesh_core::tombstone::Tombstone;
 use datamesh_core::{Cid, LocationRecord, Manifest};
@@ -48,85 +48,119 @@ pub fn dht_key(cid: &Cid) -> Vec<u8> {
     cid.to_bytes()
 }
 
-/// Location records on disk: `<dir>/<manifest CID>`, written atomically.
+/// Location records, kept as the store's state records of kind
+/// [`LOCATIONS`], keyed by manifest CID. A record's `written_at` is also its
+/// lease clock (see `deletion.rs`).
 #[derive(Clone)]
 pub struct LocationStore {
-    dir: PathBuf,
+    store: Store,
     /// Serialises `put`: two records of one file arriving together (a
-    /// repair's and a replica's) shared one temp file, so one rename failed,
-    /// and the seq check and the write could interleave so that the lower
-    /// record landed last.
+    /// repair's and a replica's) could interleave the seq check and the
+    /// write so that the lower record landed last.
     writing: Arc<std::sync::Mutex<()>>,
 }
 
+/// State-record kind of location records.
+const LOCATIONS: &str = "locations";
+
 impl LocationStore {
-    /// Opens (creates) the directory.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_owned(), writing: Arc::default() })
+    /// Location records in `store`, after moving in those an older build
+    /// kept in `legacy_dir` (`<data-dir>/locations/<manifest CID>`, the
+    /// record's encoding, renewed by the file's modification time).
+    pub fn open(store: &Store, legacy_dir: &Path) -> Result<Self, StoreError> {
+        import_by_cid(store, LOCATIONS, legacy_dir, |cid, b| {
+            LocationRecord::decode(b).is_ok_and(|r| r.manifest == *cid)
+        })?;
+        Ok(Self { store: store.clone(), writing: Arc::default() })
     }
 
-    fn path(&self, manifest: &Cid) -> PathBuf {
-        self.dir.join(manifest.to_string())
-    }
-
-    pub(crate) fn path_of(&self, manifest: &Cid) -> PathBuf {
-        self.path(manifest)
+    /// The stored record and when it was written or renewed (unix ms).
+    fn read(&self, manifest: &Cid) -> Option<(LocationRecord, u64)> {
+        let rec = self.store.get_state(LOCATIONS, &manifest.to_string()).ok()??;
+        let r = LocationRecord::decode(&rec.value).ok().filter(|r| r.manifest == *manifest)?;
+        Some((r, rec.written_at))
     }
 
     /// The stored record, if any and valid.
     pub fn get(&self, manifest: &Cid) -> Option<LocationRecord> {
-        let bytes = std::fs::read(self.path(manifest)).ok()?;
-        LocationRecord::decode(&bytes).ok().filter(|r| r.manifest == *manifest)
+        self.read(manifest).map(|(r, _)| r)
     }
 
     /// Stores `r` durably unless a record with a higher or equal `seq` is
     /// already there. Returns whether it was stored.
-    pub fn put(&self, r: &LocationRecord) -> std::io::Result<bool> {
+    pub fn put(&self, r: &LocationRecord) -> Result<bool, StoreError> {
         self.put_unless(r, |old| old.seq >= r.seq)
     }
 
     /// Stores `r` unless a record with a higher `seq` is already there:
     /// how a node gives up its own line of a forked record for the one the
     /// file's other replicas hold at the same `seq` (see [`newest_vouched`]).
-    pub(crate) fn take_over(&self, r: &LocationRecord) -> std::io::Result<bool> {
+    pub(crate) fn take_over(&self, r: &LocationRecord) -> Result<bool, StoreError> {
         self.put_unless(r, |old| old.seq > r.seq || old.signature == r.signature)
     }
 
     /// Stores `r` durably unless the stored record `keep`s its place; one
     /// writer at a time, so the check and the write are one step.
-    fn put_unless(&self, r: &LocationRecord, keep: impl Fn(&LocationRecord) -> bool) -> std::io::Result<bool> {
+    fn put_unless(&self, r: &LocationRecord, keep: impl Fn(&LocationRecord) -> bool) -> Result<bool, StoreError> {
         let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(&r.manifest).is_some_and(|old| keep(&old)) {
             return Ok(false);
         }
-        self.write(r)?;
+        self.store.put_state(LOCATIONS, &r.manifest.to_string(), &r.encode())?;
         Ok(true)
-    }
-
-    fn write(&self, r: &LocationRecord) -> std::io::Result<()> {
-        let path = self.path(&r.manifest);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &r.encode())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.dir)?.sync_all()
     }
 
     /// Every valid record stored here.
     pub fn list(&self) -> Vec<LocationRecord> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        dir.flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<Cid>().ok()))
-            .filter_map(|cid| self.get(&cid))
-            .collect()
+        let keys = self.store.list_state(LOCATIONS).unwrap_or_default();
+        keys.iter().filter_map(|k| k.parse::<Cid>().ok()).filter_map(|cid| self.get(&cid)).collect()
     }
 
     /// Removes a record.
     pub fn remove(&self, manifest: &Cid) {
-        let _ = std::fs::remove_file(self.path(manifest));
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.store.remove_state(LOCATIONS, &manifest.to_string()) {
+            tracing::warn!(file = %manifest, error = %e, "could not remove a location record");
+        }
     }
+
+    /// Marks the file's lease renewed now: the record is written again as
+    /// it is, with a fresh `written_at`.
+    pub fn touch(&self, manifest: &Cid) {
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((r, _)) = self.read(manifest)
+            && let Err(e) = self.store.put_state(LOCATIONS, &manifest.to_string(), &r.encode())
+        {
+            tracing::warn!(file = %manifest, error = %e, "could not renew a lease");
+        }
+    }
+
+    /// Time since the file's lease was last renewed (or its record written).
+    pub fn age(&self, manifest: &Cid) -> Option<Duration> {
+        let (_, at) = self.read(manifest)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Some(now.saturating_sub(Duration::from_millis(at)))
+    }
+}
+
+/// Moves a directory of an older build's records, one file per file named
+/// by its manifest CID, into the store's state records of `kind`; a file
+/// `valid` refuses (not a record of that file) is dropped, as it was never
+/// read before either.
+pub(crate) fn import_by_cid(
+    store: &Store,
+    kind: &str,
+    legacy_dir: &Path,
+    valid: impl Fn(&Cid, &[u8]) -> bool,
+) -> Result<(), StoreError> {
+    let moved = store.import_state_dir(kind, legacy_dir, |name, bytes| {
+        let cid = name.parse::<Cid>().ok()?;
+        valid(&cid, &bytes).then_some(bytes)
+    })?;
+    if moved > 0 {
+        tracing::info!(moved, kind, from = %legacy_dir.display(), "records of an older build moved into the store");
+    }
+    Ok(())
 }
 
 /// How long shards received ahead of their manifest are protected from GC.
@@ -542,7 +576,8 @@ mod tests {
     #[test]
     fn concurrent_location_records_keep_the_highest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocationStore::open(dir.path()).unwrap();
+        let (store, _) = Store::open(&dir.path().join("store"), Default::default()).unwrap();
+        let store = LocationStore::open(&store, &dir.path().join("locations")).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
         let file = Cid::dag_cbor_blake3(b"a manifest");
         for _ in 0..20 {
@@ -558,6 +593,46 @@ mod tests {
             assert_eq!(store.get(&file).unwrap().seq, 8);
             store.remove(&file);
         }
+    }
+
+    /// A data dir of an older build keeps working: its `locations/` and
+    /// `tombstones/` files move into the store, a record keeps its lease
+    /// clock (the file's modification time), and what never decoded is
+    /// dropped with the old directories.
+    #[test]
+    fn records_of_an_older_build_are_moved_into_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old_locs, old_tombs) = (dir.path().join("locations"), dir.path().join("tombstones"));
+        std::fs::create_dir(&old_locs).unwrap();
+        std::fs::create_dir(&old_tombs).unwrap();
+        let file = Cid::dag_cbor_blake3(b"a manifest");
+        let rec = LocationRecord::sign(file, 3, &[vec![[1u8; 8]]], &key(1));
+        std::fs::write(old_locs.join(file.to_string()), rec.encode()).unwrap();
+        let renewed = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .append(true)
+            .open(old_locs.join(file.to_string()))
+            .unwrap()
+            .set_modified(renewed)
+            .unwrap();
+        let other = Cid::dag_cbor_blake3(b"another manifest");
+        std::fs::write(old_locs.join(other.to_string()), rec.encode()).unwrap(); // names another file
+        std::fs::write(old_locs.join(format!("{file}.tmp")), b"half").unwrap();
+        let tomb = Tombstone { manifest: file, deleted_at: 9, signature: [3; 64] };
+        std::fs::write(old_tombs.join(file.to_string()), tomb.encode()).unwrap();
+
+        let (store, _) = Store::open(&dir.path().join("store"), Default::default()).unwrap();
+        let locations = LocationStore::open(&store, &old_locs).unwrap();
+        let tombstones = crate::deletion::TombstoneStore::open(&store, &old_tombs).unwrap();
+        assert_eq!(locations.list(), vec![rec.clone()]);
+        let age = locations.age(&file).unwrap();
+        assert!(age >= Duration::from_secs(3599) && age < Duration::from_secs(3700), "{age:?}");
+        assert_eq!(tombstones.get(&file), Some(tomb));
+        assert!(!old_locs.exists() && !old_tombs.exists());
+        // Renewed and written anew like any record.
+        locations.touch(&file);
+        assert!(locations.age(&file).unwrap() < Duration::from_secs(60));
+        assert!(!locations.put(&rec).unwrap());
     }
 
     fn key(n: u8) -> ed25519_dalek::SigningKey {

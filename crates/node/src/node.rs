@@ -267,12 +267,15 @@ impl Node {
             StoreConfig { capacity_bytes: cfg.capacity.as_u64(), cache_bytes: cfg.cache.as_u64() as usize },
         )?;
         tracing::info!(?report, node_id = %identity.id(), "store opened");
-        let locations = LocationStore::open(&cfg.data_dir.join("locations"))
+        // The node's own state lives in the store; older builds kept it in
+        // files of the data dir, which these move in.
+        let locations = LocationStore::open(&store, &cfg.data_dir.join("locations"))
             .map_err(|e| NodeError::Storage(format!("cannot open the location records: {e}")))?;
         let signing = SigningKey::from_bytes(&identity.secret_seed());
-        let cfg_dir = cfg.data_dir.clone();
-        let tombstones = crate::deletion::TombstoneStore::open(&cfg.data_dir.join("tombstones"))
+        let tombstones = crate::deletion::TombstoneStore::open(&store, &cfg.data_dir.join("tombstones"))
             .map_err(|e| NodeError::Storage(format!("cannot open the tombstones: {e}")))?;
+        let audit = crate::audit::AuditState::open(&store, &cfg.data_dir)
+            .map_err(|e| NodeError::Storage(format!("cannot open the reputations: {e}")))?;
         Ok(Node {
             inner: Arc::new(Inner {
                 cfg,
@@ -285,7 +288,7 @@ impl Node {
                 net: Arc::new(OnceLock::new()),
                 started: Instant::now(),
                 repair: Default::default(),
-                audit: crate::audit::AuditState::open(&cfg_dir),
+                audit,
                 tombstones,
                 leases: Default::default(),
                 observer: OnceLock::new(),
