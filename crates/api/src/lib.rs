@@ -25,6 +25,6 @@ pub use files::{
 };
 pub use node::{
     AccessKey, AuditTotals, Bucket, DrainProgress, EventsQuery, GcReport, Health, NodeStatus, NotReady, Peer,
-    PeerState, Peers, Ready, RepairTotals, Reputation, StoreStats,
+    PeerState, Peers, Ready, RepairTotals, Reputation, StoreStats, WorkerInfo, WorkerState,
 };
 pub use shares::{NewShare, Share, ShareList, ShareQuery, ShareState};

@@ -59,6 +59,52 @@ pub struct NodeStatus {
     pub audit: AuditTotals,
     /// Whether the node is draining (`datamesh drain`).
     pub draining: bool,
+    /// The background workers (the node's and the gateway's), in the
+    /// order they started, and what each is doing.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// One background worker in `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WorkerInfo {
+    /// Its name (`repair`, `audit`, `scrub`, ...).
+    pub name: String,
+    /// Its state.
+    pub state: WorkerState,
+    /// What it last said it is doing.
+    pub doing: String,
+    /// Seconds since it said so.
+    pub since_secs: u64,
+    /// How many times it panicked and was restarted.
+    pub restarts: u32,
+    /// The last panic's message.
+    pub last_panic: Option<String>,
+}
+
+/// A worker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Inside its loop, working or waiting for its next step.
+    Running,
+    /// Paused after a panic; it starts again shortly.
+    Restarting,
+    /// Asked to stop, finishing its step.
+    Stopping,
+    /// Returned.
+    Stopped,
+}
+
+impl WorkerState {
+    /// The state as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Running => "running",
+            WorkerState::Restarting => "restarting",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Stopped => "stopped",
+        }
+    }
 }
 
 /// Counts and sizes of what the node's store holds.

@@ -1,4 +1,7 @@
-//! `datamesh node`: runs a node until SIGINT or SIGTERM.
+//! `datamesh node`: runs a node until SIGINT or SIGTERM. This is the
+//! composition root's outer shell: it reads the configuration, opens the
+//! node and the gateway, binds the ports and wires them; the node and the
+//! gateway start and stop their own workers.
 //!
 //! Start-up order matters for scripts: the store is opened (and recovered)
 //! first, then the API port is bound, and only then is `api.url` written, so
@@ -35,7 +38,9 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || Node::open(cfg)).await??
     };
-    let net = if cfg.offline { None } else { Some(start_network(&cfg, &node).await?) };
+    if !cfg.offline {
+        start_network(&cfg, &node).await?;
+    }
     let token = load_or_create_token(&data_dir)?;
     let listener = tokio::net::TcpListener::bind(api).await.with_context(|| {
         format!("cannot listen on {api}: is another node using it? choose another with --api 127.0.0.1:PORT")
@@ -57,11 +62,6 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
             gcfg.events.client_timeout = d;
         }
         tokio::task::spawn_blocking(move || datamesh_gateway::Gateway::open(node, gcfg)).await??
-    };
-    // One shutdown signal for both servers.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
     };
     let _ = std::fs::remove_file(data_dir.join("s3.url"));
     let s3_listener = match cfg.s3 {
@@ -86,91 +86,20 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
     println!("node-id {}", status.node_id);
     std::io::stdout().flush()?;
 
-    // The repair worker: periodic passes, and one as soon as a peer turns
-    // OFFLINE.
-    let repairer = net.clone().map(|_| {
-        let poll = (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
-        tokio::spawn(datamesh_node::repair::run(node.clone(), cfg.repair_interval, poll))
-    });
-    // Audits: the maintainer of each file challenges its holders.
-    let auditor = net
-        .clone()
-        .filter(|_| !cfg.audit_interval.is_zero())
-        .map(|_| tokio::spawn(datamesh_node::audit::run(node.clone(), cfg.audit_interval, cfg.audit_samples)));
-    // Draining (`datamesh drain`): idle until asked, then moves this node's
-    // shards and replicas to other nodes.
-    let drainer = net.clone().map(|_| {
-        let poll = (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(200), Duration::from_secs(1));
-        tokio::spawn(datamesh_node::drain::run(node.clone(), poll))
-    });
-    // Replicas whose lease nobody renews are dropped.
-    let leases = net.clone().map(|_| tokio::spawn(datamesh_node::deletion::run_leases(node.clone())));
-    let scrubber = tokio::spawn(datamesh_node::repair::run_scrub(
-        node.clone(),
-        cfg.scrub_interval.max(Duration::from_millis(100)),
-        cfg.scrub_rate.as_u64(),
-    ));
-
-    // Upload sessions idle past their timeout release their shards to GC.
-    let reaper = {
-        let node = node.clone();
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                t.tick().await;
-                let n = node.expire_uploads();
-                if n > 0 {
-                    tracing::info!(expired = n, "dropped idle upload sessions");
-                }
-            }
-        })
-    };
-
-    let s3 = s3_listener.map(|(l, _)| {
-        let g = gateway.clone();
-        let rx = stop_rx.clone();
-        tokio::spawn(async move { g.serve_s3(l, stopped(rx)).await })
-    });
-    // The event stream's peer watcher and metrics/alert ticker.
-    let gateway_workers = gateway.spawn_workers();
-    {
-        let events = gateway.events().clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            // Event-stream clients get a close frame; their connections do
-            // not hold up the shutdown.
-            events.shutdown();
-            let _ = stop_tx.send(true);
-        });
+    // The composition: the node's workers (repair, audit, scrub, leases,
+    // drain, upload expiry; the heartbeat worker came with the network),
+    // then the gateway's servers and workers, until SIGINT or SIGTERM.
+    node.spawn_workers();
+    let served = gateway.serve(listener, s3_listener.map(|(l, _)| l), token, shutdown_signal()).await;
+    // Workers stop in the reverse order they started (the gateway's first),
+    // then the network, then the store writes what it holds in memory.
+    node.shutdown().await;
+    drop(gateway);
+    drop(node);
+    for f in ["s3.url", "api.url", "p2p.addrs"] {
+        let _ = std::fs::remove_file(data_dir.join(f));
     }
-    let app = gateway.rest_router(token);
-    axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx)).await?;
-    if let Some(s3) = s3 {
-        s3.await??;
-    }
-    let _ = std::fs::remove_file(data_dir.join("s3.url"));
-    reaper.abort();
-    for w in gateway_workers {
-        w.abort();
-    }
-    if let Some(r) = repairer {
-        r.abort();
-    }
-    scrubber.abort();
-    if let Some(a) = auditor {
-        a.abort();
-    }
-    if let Some(l) = leases {
-        l.abort();
-    }
-    if let Some(d) = drainer {
-        d.abort();
-    }
-    if let Some(net) = net {
-        net.shutdown().await;
-    }
-    let _ = std::fs::remove_file(data_dir.join("api.url"));
-    let _ = std::fs::remove_file(data_dir.join("p2p.addrs"));
+    served?;
     tracing::info!("node stopped");
     Ok(())
 }
@@ -178,7 +107,7 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
 /// Starts the libp2p node and writes its dialable addresses (with
 /// `/p2p/<peer id>`) to `<data-dir>/p2p.addrs`, one per line, for scripts
 /// and the devnet to bootstrap from.
-async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<datamesh_net::NetClient> {
+async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<()> {
     let net = node.start_network().await?;
     let me = net.local_peer_id();
     let addrs: Vec<String> = net.listen_addrs().await.iter().map(|a| format!("{a}/p2p/{me}")).collect();
@@ -186,7 +115,7 @@ async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<datamesh_net::Ne
     for a in &addrs {
         tracing::info!(addr = %a, "listening for peers");
     }
-    Ok(net)
+    Ok(())
 }
 
 async fn shutdown_signal() {

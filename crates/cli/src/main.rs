@@ -710,7 +710,7 @@ async fn run(cli: Cli) -> Result<()> {
                     ByteSize::b(s.used_bytes).display().iec(),
                     ByteSize::b(s.capacity_bytes).display().iec(),
                     v.protection
-                )
+                ) + &workers_lines(&v.workers)
             });
             Ok(())
         }
@@ -908,6 +908,25 @@ fn exit_code(e: &anyhow::Error) -> i32 {
         },
         None => 1,
     }
+}
+
+/// The `workers` section of `datamesh status`: one line per worker.
+fn workers_lines(ws: &[api::WorkerInfo]) -> String {
+    let mut out = String::from("\nworkers");
+    for w in ws {
+        out.push_str(&format!(
+            "\n  {:<20} {:<10} {}{}",
+            w.name,
+            w.state.as_str(),
+            w.doing,
+            if w.restarts > 0 {
+                format!(" (restarted {} times after a panic: {})", w.restarts, w.last_panic.as_deref().unwrap_or(""))
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out
 }
 
 fn main() {

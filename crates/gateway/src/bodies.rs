@@ -18,6 +18,7 @@ pub(crate) fn status(s: datamesh_node::NodeStatus) -> api::NodeStatus {
         repair,
         audit,
         draining,
+        workers,
     } = s;
     let datamesh_store::StoreStats { shards, shard_bytes, manifests, pins, capacity_bytes, used_bytes, manifest_bytes } =
         store;
@@ -50,6 +51,25 @@ pub(crate) fn status(s: datamesh_node::NodeStatus) -> api::NodeStatus {
         repair,
         audit: api::AuditTotals { passes, passed, failed, unanswered },
         draining,
+        workers: workers.into_iter().map(worker).collect(),
+    }
+}
+
+fn worker(w: datamesh_node::workers::WorkerInfo) -> api::WorkerInfo {
+    use datamesh_node::workers::WorkerState as S;
+    let datamesh_node::workers::WorkerInfo { name, state, doing, since_secs, restarts, last_panic } = w;
+    api::WorkerInfo {
+        name: name.to_string(),
+        state: match state {
+            S::Running => api::WorkerState::Running,
+            S::Restarting => api::WorkerState::Restarting,
+            S::Stopping => api::WorkerState::Stopping,
+            S::Stopped => api::WorkerState::Stopped,
+        },
+        doing,
+        since_secs,
+        restarts,
+        last_panic,
     }
 }
 

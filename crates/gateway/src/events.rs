@@ -48,6 +48,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use datamesh_node::workers::{Worker, WorkerCtx};
+
 use crate::metrics::Metrics;
 
 /// How the event stream runs.
@@ -531,14 +533,19 @@ pub fn peer_changes(old: &PeerView, new: &PeerView) -> Vec<Event> {
 
 /// Publishes peer events by comparing the health table every `poll`, and
 /// raises a `peer_offline` alert when a peer that was up turns OFFLINE
-/// (resolved when it is ONLINE again). Runs until aborted.
-pub(crate) async fn watch_peers(node: datamesh_node::Node, bus: EventBus) {
+/// (resolved when it is ONLINE again). Runs until its worker is stopped.
+async fn watch_peers(node: &datamesh_node::Node, bus: &EventBus, ctx: &WorkerCtx) {
     let mut seen = PeerView::new();
     let mut alerted = std::collections::HashSet::new();
-    let mut t = tokio::time::interval(bus.config().peer_poll.max(Duration::from_millis(10)));
+    let every = bus.config().peer_poll.max(Duration::from_millis(10));
+    ctx.set(format!("diffing the health table every {} ms into peer events", every.as_millis()));
+    let mut t = tokio::time::interval(every);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        t.tick().await;
+        tokio::select! {
+            () = ctx.stopped() => return,
+            _ = t.tick() => {}
+        }
         let now: PeerView = node
             .peers()
             .await
@@ -615,20 +622,25 @@ pub(crate) async fn summary(node: &datamesh_node::Node, bus: &EventBus) -> (Metr
 
 /// Publishes a `metrics` event every `metrics_interval` while anyone
 /// listens, and raises the store, placement and repair alerts. Runs until
-/// aborted.
-pub(crate) async fn tick(node: datamesh_node::Node, bus: EventBus) {
-    let mut t = tokio::time::interval(bus.config().metrics_interval.max(Duration::from_millis(10)));
+/// its worker is stopped.
+async fn tick(node: &datamesh_node::Node, bus: &EventBus, ctx: &WorkerCtx) {
+    let every = bus.config().metrics_interval.max(Duration::from_millis(10));
+    ctx.set(format!("metrics events and alerts every {} ms", every.as_millis()));
+    let mut t = tokio::time::interval(every);
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut full, mut place, mut lost) = (Condition::default(), Condition::default(), Condition::default());
     loop {
-        t.tick().await;
-        let (s, ready) = summary(&node, &bus).await;
+        tokio::select! {
+            () = ctx.stopped() => return,
+            _ = t.tick() => {}
+        }
+        let (s, ready) = summary(node, bus).await;
         let repair = node.repair_totals();
         if bus.subscribers() > 0 {
             bus.publish(Event::Metrics(s.clone()));
         }
         let used = if s.capacity_bytes == 0 { 0.0 } else { s.used_bytes as f64 / s.capacity_bytes as f64 };
-        full.update(&bus, used >= 0.9, "warning", "store_nearly_full", || {
+        full.update(bus, used >= 0.9, "warning", "store_nearly_full", || {
             format!(
                 "the store is {:.0}% full ({} of {} bytes): raise --capacity or free space (datamesh gc)",
                 used * 100.0,
@@ -637,13 +649,49 @@ pub(crate) async fn tick(node: datamesh_node::Node, bus: EventBus) {
             )
         });
         let why = ready.as_ref().err().cloned().unwrap_or_default();
-        place.update(&bus, ready.is_err(), "critical", "cannot_place", || why);
-        lost.update(&bus, repair.chunks_unrecoverable_last > 0, "critical", "chunks_unrecoverable", || {
+        place.update(bus, ready.is_err(), "critical", "cannot_place", || why);
+        lost.update(bus, repair.chunks_unrecoverable_last > 0, "critical", "chunks_unrecoverable", || {
             format!(
                 "the last repair pass found {} chunks with fewer than k live shards: their files cannot be read until holders come back",
                 repair.chunks_unrecoverable_last
             )
         });
+    }
+}
+
+/// The event stream's peer watcher: turns changes in the network's health
+/// table into `peer.*` events and `peer_offline` alerts.
+pub struct PeerWatcher {
+    pub(crate) node: datamesh_node::Node,
+    pub(crate) bus: EventBus,
+}
+
+#[async_trait::async_trait]
+impl Worker for PeerWatcher {
+    fn name(&self) -> &'static str {
+        "events-peers"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        watch_peers(&self.node, &self.bus, ctx).await
+    }
+}
+
+/// The event stream's ticker: `metrics` events and the store, placement and
+/// repair alerts.
+pub struct MetricsTicker {
+    pub(crate) node: datamesh_node::Node,
+    pub(crate) bus: EventBus,
+}
+
+#[async_trait::async_trait]
+impl Worker for MetricsTicker {
+    fn name(&self) -> &'static str {
+        "events-metrics"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        tick(&self.node, &self.bus, ctx).await
     }
 }
 

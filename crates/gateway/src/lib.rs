@@ -166,16 +166,6 @@ impl Gateway {
         &self.password_checks
     }
 
-    /// Starts the gateway's workers: the peer watcher and the metrics and
-    /// alert ticker of the event stream. The caller aborts them at shutdown
-    /// (they hold no state worth saving).
-    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
-            tokio::spawn(events::watch_peers(self.node.clone(), self.events.clone())),
-            tokio::spawn(events::tick(self.node.clone(), self.events.clone())),
-        ]
-    }
-
     /// The access keys.
     pub fn keys(&self) -> &keys::AccessKeys {
         &self.keys
@@ -204,28 +194,62 @@ impl Gateway {
         b.build()
     }
 
-    /// Serves S3 on `listener` until `shutdown` resolves. Also aborts idle
-    /// multipart uploads.
-    pub async fn serve_s3(
+    /// Serves the REST API (and the web of routes under it) on `api` and,
+    /// when given, S3 on `s3`, until `shutdown` resolves; starts the
+    /// gateway's workers (the event stream's peer watcher and metrics
+    /// ticker, and with S3 the expiry of idle multipart uploads) in the
+    /// node's registry, where [`Node::shutdown`] stops them. At shutdown
+    /// event-stream clients get a close frame, both servers stop accepting,
+    /// and in-flight requests get a grace period.
+    pub async fn serve(
+        &self,
+        api: tokio::net::TcpListener,
+        s3: Option<tokio::net::TcpListener>,
+        token: String,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), GatewayError> {
+        let workers = self.node.workers();
+        workers.spawn(events::PeerWatcher { node: self.node.clone(), bus: self.events.clone() });
+        workers.spawn(events::MetricsTicker { node: self.node.clone(), bus: self.events.clone() });
+        // One shutdown signal for both servers.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        {
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                // Event-stream clients get a close frame; their connections
+                // do not hold up the shutdown.
+                events.shutdown();
+                let _ = stop_tx.send(true);
+            });
+        }
+        let s3 = s3.map(|l| {
+            workers.spawn(s3::UploadExpiry { s3: self.s3.clone(), idle: self.cfg.multipart_idle_timeout });
+            let g = self.clone();
+            let rx = stop_rx.clone();
+            tokio::spawn(async move { g.serve_s3(l, stopped(rx)).await })
+        });
+        let app = self.rest_router(token);
+        axum::serve(api, app)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await
+            .map_err(|e| GatewayError::Io(format!("the API server failed: {e}")))?;
+        if let Some(s3) = s3 {
+            s3.await.map_err(|e| GatewayError::Io(format!("the S3 server task failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    /// Serves S3 on `listener` until `shutdown` resolves.
+    async fn serve_s3(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let service = self.s3_service();
-        let reaper = {
-            let s3 = self.s3.clone();
-            let idle = self.cfg.multipart_idle_timeout;
-            tokio::spawn(async move {
-                let mut t = tokio::time::interval(Duration::from_secs(60).min(idle.max(Duration::from_secs(1))));
-                loop {
-                    t.tick().await;
-                    let n = s3.expire_uploads(idle).await;
-                    if n > 0 {
-                        tracing::info!(aborted = n, "aborted idle multipart uploads");
-                    }
-                }
-            })
-        };
         let mut shutdown = std::pin::pin!(shutdown);
         let conns = tokio_util::task::TaskTracker::new();
         loop {
@@ -270,7 +294,6 @@ impl Gateway {
                 }
             }
         }
-        reaper.abort();
         conns.close();
         // In-flight requests get a grace period, then are dropped (their
         // uploads abort and leave nothing behind).

@@ -972,6 +972,30 @@ impl S3Gateway {
     }
 }
 
+/// Aborts multipart uploads idle longer than `idle`, releasing their parts,
+/// once a minute (or every `idle`, if shorter).
+pub(crate) struct UploadExpiry {
+    pub(crate) s3: S3Gateway,
+    pub(crate) idle: Duration,
+}
+
+#[async_trait::async_trait]
+impl datamesh_node::workers::Worker for UploadExpiry {
+    fn name(&self) -> &'static str {
+        "s3-multipart-expiry"
+    }
+
+    async fn run(&self, ctx: &datamesh_node::workers::WorkerCtx) {
+        let every = Duration::from_secs(60).min(self.idle.max(Duration::from_secs(1)));
+        while ctx.idle(every).await {
+            let n = self.s3.expire_uploads(self.idle).await;
+            if n > 0 {
+                tracing::info!(aborted = n, "aborted idle multipart uploads");
+            }
+        }
+    }
+}
+
 /// Virtual-host addressing under `domain` (`BUCKET.domain[:port]`); any
 /// other Host (an IP, `localhost`) is path-style.
 pub struct VirtualHosts {

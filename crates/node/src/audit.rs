@@ -34,6 +34,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::node::{Node, blocking};
+use crate::workers::{Worker, WorkerCtx};
 
 /// Points of a peer never audited.
 pub const START: f64 = 1000.0;
@@ -386,13 +387,32 @@ impl Node {
 
 /// Runs an audit pass every `interval` (with ±25% jitter, so that nodes
 /// started together do not audit in lockstep).
-pub async fn run(node: Node, interval: Duration, samples: usize) {
-    loop {
-        let jitter = rand::thread_rng().gen_range(0.75..1.25);
-        tokio::time::sleep(interval.mul_f64(jitter)).await;
-        let r = node.audit_pass(samples).await;
-        if r.audited > 0 {
-            tracing::debug!(audited = r.audited, passed = r.passed, failed = r.failed, "audit pass");
+pub struct AuditWorker {
+    /// The node whose files' holders it challenges.
+    pub node: Node,
+    /// Mean time between passes (each wait is jittered by ±25 %).
+    pub interval: Duration,
+    /// Shards challenged per pass.
+    pub samples: usize,
+}
+
+#[async_trait::async_trait]
+impl Worker for AuditWorker {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        loop {
+            let jitter = rand::thread_rng().gen_range(0.75..1.25);
+            if !ctx.idle(self.interval.mul_f64(jitter)).await {
+                return;
+            }
+            ctx.set(format!("challenging up to {} shards", self.samples));
+            let r = self.node.audit_pass(self.samples).await;
+            if r.audited > 0 {
+                tracing::debug!(audited = r.audited, passed = r.passed, failed = r.failed, "audit pass");
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::network::{self, LocationStore};
 use crate::node::{Node, NodeError, blocking};
+use crate::workers::{Worker, WorkerCtx};
 
 /// Key of a file's tombstone record.
 pub fn tombstone_key(manifest: &Cid) -> Vec<u8> {
@@ -269,12 +270,24 @@ impl Node {
 }
 
 /// Sweeps lapsed leases every quarter lease.
-pub async fn run_leases(node: Node) {
-    let every = (node.inner.cfg.lease / 4).max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = node.sweep_leases().await {
-            tracing::warn!(error = %e, "lease sweep failed");
+pub struct LeaseWorker {
+    /// The node whose replicas' leases it sweeps.
+    pub node: Node,
+}
+
+#[async_trait::async_trait]
+impl Worker for LeaseWorker {
+    fn name(&self) -> &'static str {
+        "leases"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        let every = (self.node.inner.cfg.lease / 4).max(Duration::from_millis(100));
+        while ctx.idle(every).await {
+            ctx.set("renewing leases and dropping lapsed replicas");
+            if let Err(e) = self.node.sweep_leases().await {
+                tracing::warn!(error = %e, "lease sweep failed");
+            }
         }
     }
 }

@@ -57,6 +57,7 @@ use serde::Serialize;
 
 use crate::node::{Holder, Node, NodeError, blocking, now_secs, replica_count};
 use crate::repair::Pacer;
+use crate::workers::{Worker, WorkerCtx};
 
 /// How a drain is going, as `GET /v1/drain` reports it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -408,10 +409,33 @@ impl Node {
 /// The drain worker: idle until [`Node::start_drain`], then a round every
 /// `poll` until safe to stop, and every `poll × 10` after that (shards that
 /// arrive late are still moved).
-pub async fn run(node: Node, poll: Duration) {
-    node.inner.drain.started.notified().await;
+pub struct DrainWorker {
+    /// The node to drain when asked.
+    pub node: Node,
+    /// Pause between rounds.
+    pub poll: Duration,
+}
+
+#[async_trait::async_trait]
+impl Worker for DrainWorker {
+    fn name(&self) -> &'static str {
+        "drain"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        ctx.set("idle: not draining");
+        tokio::select! {
+            () = ctx.stopped() => return,
+            () = self.node.inner.drain.started.notified() => {}
+        }
+        drain_rounds(&self.node, self.poll, ctx).await
+    }
+}
+
+async fn drain_rounds(node: &Node, poll: Duration, ctx: &WorkerCtx) {
     let mut mem = Memory::default();
     loop {
+        ctx.set("draining: moving shards and replicas to other nodes");
         let p = node.drain_round(&mut mem).await;
         let became_safe = p.safe_to_stop && !node.drain_progress().safe_to_stop;
         let failed_before = node.drain_progress().shards_failed;
@@ -429,6 +453,14 @@ pub async fn run(node: Node, poll: Duration) {
         if new_failures {
             node.repair_pass().await;
         }
-        tokio::time::sleep(if p.safe_to_stop { poll * 10 } else { poll }).await;
+        ctx.set(if p.safe_to_stop {
+            "drained: safe to stop this node".to_string()
+        } else {
+            format!("draining: {} shards left to move", p.shards_to_move)
+        });
+        tokio::select! {
+            () = ctx.stopped() => return,
+            () = tokio::time::sleep(if p.safe_to_stop { poll * 10 } else { poll }) => {}
+        }
     }
 }

@@ -16,6 +16,7 @@ mod node;
 pub mod observe;
 pub mod placement;
 pub mod repair;
+pub mod workers;
 
 pub use config::{ConfigError, NodeConfig};
 pub use drain::DrainProgress;

@@ -91,6 +91,8 @@ pub struct NodeStatus {
     pub audit: crate::audit::AuditTotals,
     /// Whether the node is draining (`datamesh drain`).
     pub draining: bool,
+    /// The background workers and what each is doing.
+    pub workers: Vec<crate::workers::WorkerInfo>,
 }
 
 /// What went wrong, in terms a client can act on.
@@ -195,6 +197,8 @@ pub(crate) struct Inner {
     pub(crate) leases: crate::deletion::LeaseState,
     pub(crate) observer: OnceLock<crate::observe::Observer>,
     pub(crate) drain: crate::drain::DrainState,
+    /// The node's (and its gateway's) background workers.
+    pub(crate) workers: crate::workers::Workers,
     /// When peer discovery for a wide placement last ran; held for a whole
     /// run, so chunks placed at once wait for one discovery instead of
     /// failing on its cooldown.
@@ -294,6 +298,7 @@ impl Node {
                 observer: OnceLock::new(),
                 discovered: tokio::sync::Mutex::new(None),
                 drain: Default::default(),
+                workers: Default::default(),
             }),
         })
     }
@@ -363,16 +368,10 @@ impl Node {
             .await
             .map_err(|e| NodeError::Network(format!("cannot start the peer-to-peer network: {e}")))?;
         self.attach_net(net.clone());
-        let (node, n) = (self.clone(), net.clone());
-        let every = (cfg.heartbeat_interval / 2).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    () = n.stopped() => return,
-                    _ = t.tick() => n.set_local_heartbeat(node.heartbeat().await),
-                }
-            }
+        self.workers().spawn(crate::workers::HeartbeatWorker {
+            node: self.clone(),
+            net: net.clone(),
+            every: (cfg.heartbeat_interval / 2).max(Duration::from_millis(100)),
         });
         Ok(net)
     }
@@ -1448,6 +1447,7 @@ impl Node {
             repair: self.repair_totals(),
             audit: self.audit_totals(),
             draining: self.draining(),
+            workers: self.workers().list(),
         })
     }
 }

@@ -42,6 +42,7 @@ use serde::Serialize;
 
 use crate::node::{Holder, Node, NodeError, blocking, kad_key, positions_by_holder, shards_held};
 use crate::placement;
+use crate::workers::{Worker, WorkerCtx};
 
 /// What one repair pass did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -591,25 +592,54 @@ impl Node {
 
 /// Runs repair passes every `interval`, and at once when a peer turns
 /// OFFLINE (checked every `poll`).
-pub async fn run(node: Node, interval: Duration, poll: Duration) {
-    let mut offline: HashSet<PeerId> = HashSet::new();
-    let mut last = Instant::now();
-    loop {
-        tokio::time::sleep(poll).await;
-        let now_offline: HashSet<PeerId> = match node.net() {
-            Some(net) => {
-                net.peers().await.into_iter().filter(|p| p.state == PeerState::Offline).map(|p| p.peer).collect()
+pub struct RepairWorker {
+    /// The node whose files it maintains.
+    pub node: Node,
+    /// Time between scheduled passes.
+    pub interval: Duration,
+    /// How often the health table is checked for newly OFFLINE peers.
+    pub poll: Duration,
+}
+
+#[async_trait::async_trait]
+impl Worker for RepairWorker {
+    fn name(&self) -> &'static str {
+        "repair"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        let node = &self.node;
+        let mut offline: HashSet<PeerId> = HashSet::new();
+        let mut last = Instant::now();
+        ctx.set("waiting for the first pass");
+        loop {
+            tokio::select! {
+                () = ctx.stopped() => return,
+                () = tokio::time::sleep(self.poll) => {}
             }
-            None => return,
-        };
-        let newly = now_offline.difference(&offline).count();
-        offline = now_offline;
-        if newly > 0 || last.elapsed() >= interval {
-            if newly > 0 {
-                tracing::info!(newly_offline = newly, "peers went OFFLINE; repairing");
+            let now_offline: HashSet<PeerId> = match node.net() {
+                Some(net) => {
+                    net.peers().await.into_iter().filter(|p| p.state == PeerState::Offline).map(|p| p.peer).collect()
+                }
+                None => return,
+            };
+            let newly = now_offline.difference(&offline).count();
+            offline = now_offline;
+            if newly > 0 || last.elapsed() >= self.interval {
+                if newly > 0 {
+                    tracing::info!(newly_offline = newly, "peers went OFFLINE; repairing");
+                    ctx.set(format!("repair pass: {newly} peers went OFFLINE"));
+                } else {
+                    ctx.set("scheduled repair pass");
+                }
+                node.repair_pass().await;
+                last = Instant::now();
+                let t = node.repair_totals();
+                ctx.set(format!(
+                    "idle: {} passes, {} shards rebuilt, {} chunks degraded in the last pass",
+                    t.passes, t.shards_rebuilt, t.chunks_degraded_last
+                ));
             }
-            node.repair_pass().await;
-            last = Instant::now();
         }
     }
 }
@@ -631,13 +661,31 @@ impl Node {
     }
 }
 
-/// Runs a scrub pass every `interval`.
-pub async fn run_scrub(node: Node, interval: Duration, rate: u64) {
-    loop {
-        tokio::time::sleep(interval).await;
-        match node.scrub_pass(rate).await {
-            Ok(p) => tracing::debug!(checked = p.checked, bytes = p.bytes, corrupt = p.corrupt.len(), "scrub pass"),
-            Err(e) => tracing::warn!(error = %e, "scrub pass failed"),
+/// Runs a scrub pass every `interval`, at most `rate` bytes per second.
+pub struct ScrubWorker {
+    /// The node whose store it verifies.
+    pub node: Node,
+    /// Time between passes.
+    pub interval: Duration,
+    /// Bytes per second (0: unpaced).
+    pub rate: u64,
+}
+
+#[async_trait::async_trait]
+impl Worker for ScrubWorker {
+    fn name(&self) -> &'static str {
+        "scrub"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        while ctx.idle(self.interval).await {
+            ctx.set("verifying every stored shard and manifest");
+            match self.node.scrub_pass(self.rate).await {
+                Ok(p) => {
+                    tracing::debug!(checked = p.checked, bytes = p.bytes, corrupt = p.corrupt.len(), "scrub pass");
+                }
+                Err(e) => tracing::warn!(error = %e, "scrub pass failed"),
+            }
         }
     }
 }
