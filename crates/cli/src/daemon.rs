@@ -32,6 +32,7 @@ pub struct GatewayOptions {
 
 /// Runs the node to completion.
 pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
+    let shutdown = shutdown_signal()?;
     let data_dir = cfg.data_dir.clone();
     let api = cfg.api;
     let node = {
@@ -90,7 +91,7 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
     // drain, upload expiry; the heartbeat worker came with the network),
     // then the gateway's servers and workers, until SIGINT or SIGTERM.
     node.spawn_workers();
-    let served = gateway.serve(listener, s3_listener.map(|(l, _)| l), token, shutdown_signal()).await;
+    let served = gateway.serve(listener, s3_listener.map(|(l, _)| l), token, shutdown).await;
     // Workers stop in the reverse order they started (the gateway's first),
     // then the network, then the store writes what it holds in memory.
     node.shutdown().await;
@@ -118,17 +119,20 @@ async fn start_network(cfg: &NodeConfig, node: &Node) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives
+/// while the node is still starting stops it cleanly too.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }
 
 /// The API token: created once (mode 0600) and kept, so clients configured
