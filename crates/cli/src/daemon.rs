@@ -149,12 +149,8 @@ fn load_or_create_token(dir: &Path) -> Result<String> {
     }
 }
 
+/// Writes one of the node's own files (mode 0600) through the store's one
+/// atomic write.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f =
-        datamesh_node::identity::private_file(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    datamesh_store::write_file_atomically(path, bytes, true).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -5,7 +5,7 @@
 //! dir: nodes must not hold users' keys. Created on first use, with a plain
 //! warning that losing it loses the data.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -84,12 +84,7 @@ pub fn write_key_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let tmp = path.with_extension("key.tmp");
-    let mut f =
-        datamesh_node::identity::private_file(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
+    datamesh_store::write_file_atomically(path, bytes, true)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
