@@ -375,6 +375,37 @@ async fn oversized_uploads_are_refused_with_413_and_507_leaving_nothing() {
     .await;
 }
 
+/// A file unpinned and collected is gone for its share link and its
+/// content route alike: a clean 404 before any byte, not a 200 whose body
+/// breaks off when the shards turn out to be gone (the node's manifest
+/// cache used to outlive GC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collected_file_answers_404_not_a_broken_200() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let up = api.upload_ok(pseudo_random(300_000, 11), "", None).await;
+    let cid = up["cid"].as_str().unwrap().to_string();
+    let (s, share) = api.json(reqwest::Method::POST, "/v1/shares", Some(json!({ "cid": cid }))).await;
+    assert_eq!(s, 201, "{share}");
+    let link = format!("/v1/s/{}", share["id"].as_str().unwrap());
+    // Read once, so the manifest is in the node's cache.
+    let r = api.public(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 300_000);
+    let (s, v) = api.json(reqwest::Method::DELETE, &format!("/v1/pins/{cid}"), None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, gc) = api.json(reqwest::Method::POST, "/v1/gc", None).await;
+    assert_eq!((s, gc["manifests_removed"].as_u64()), (200, Some(1)), "{gc}");
+    for (what, r) in [
+        ("share link", api.public(&link).send().await.unwrap()),
+        ("content", api.get(&format!("/v1/files/{cid}/content")).send().await.unwrap()),
+    ] {
+        let status = r.status().as_u16();
+        let body = r.text().await;
+        assert_eq!(status, 404, "{what} after GC: {body:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_links_enforce_password_limit_expiry_and_revocation() {
     let node = TestNode::start(&["--offline"]);

@@ -175,7 +175,10 @@ impl Node {
         self.inner.manifests.remove(&t.manifest);
         let (store, locations, tombstones) =
             (self.inner.store.clone(), self.inner.locations.clone(), self.inner.tombstones.clone());
-        blocking(move || apply_tombstone(&store, &locations, &tombstones, &t, drop_user_pin)).await
+        blocking(move || apply_tombstone(&store, &locations, &tombstones, &t, drop_user_pin)).await?;
+        // Its GC may have collected other unpinned manifests too.
+        self.inner.manifests.clear();
+        Ok(())
     }
 
     /// Renews the lease of a file this node maintains, if a quarter of the
@@ -263,6 +266,7 @@ impl Node {
         })
         .await?;
         if lapsed > 0 {
+            self.inner.manifests.clear();
             tracing::info!(lapsed, "leases lapsed: replicas dropped and their space reclaimed");
         }
         Ok(lapsed)

@@ -408,7 +408,8 @@ impl Handler for NodeHandler {
                     return Response::Refused("DELETE_SHARD needs the file owner's tombstone".into());
                 };
                 let (locations, tombstones) = (self.locations.clone(), self.tombstones.clone());
-                self.manifests.remove(&t.manifest);
+                // Its GC may collect other unpinned manifests too.
+                self.manifests.clear();
                 let r = blocking(move || {
                     let bytes = store.get_manifest(&t.manifest).map_err(|e| e.to_string())?;
                     let m = Manifest::decode_verified(&t.manifest, &bytes).map_err(|e| e.to_string())?;
@@ -445,7 +446,8 @@ impl Handler for NodeHandler {
                         _ => return Response::Refused("invalid tombstone".into()),
                     };
                     let (locations, tombstones) = (self.locations.clone(), self.tombstones.clone());
-                    self.manifests.remove(&t.manifest);
+                    // Its GC may collect other unpinned manifests too.
+                    self.manifests.clear();
                     match blocking(move || crate::deletion::apply_tombstone(&store, &locations, &tombstones, &t, false))
                     {
                         Ok(()) => Response::Ok,

@@ -1413,17 +1413,20 @@ impl Node {
         self.inner.manifests.remove(&cid);
         self.inner.locations.remove(&cid);
         let store = self.inner.store.clone();
-        blocking(move || {
-            store.unpin(&cid)?;
-            Ok(store.gc()?)
-        })
-        .await
+        blocking(move || Ok(store.unpin(&cid)?)).await?;
+        self.gc().await
     }
 
     /// Collects unpinned data.
     pub async fn gc(&self) -> Result<GcReport, NodeError> {
         let store = self.inner.store.clone();
-        blocking(move || Ok(store.gc()?)).await
+        let report = blocking(move || Ok(store.gc()?)).await?;
+        // A manifest GC removed must not keep opening from the cache: a
+        // read of it would answer 200 and then find no shards mid-stream.
+        if report.manifests_removed > 0 {
+            self.inner.manifests.clear();
+        }
+        Ok(report)
     }
 
     /// Health and usage.

@@ -127,11 +127,7 @@ impl WorkerCtx {
 }
 
 fn humantime_short(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+    if d >= Duration::from_secs(1) { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 struct Entry {

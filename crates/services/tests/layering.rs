@@ -14,11 +14,8 @@ fn crates() -> BTreeMap<String, Vec<String>> {
         let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else { continue };
         let doc: toml::Table = text.parse().expect("Cargo.toml parses");
         let name = doc["package"]["name"].as_str().expect("package name").to_string();
-        let deps = doc
-            .get("dependencies")
-            .and_then(|d| d.as_table())
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
+        let deps =
+            doc.get("dependencies").and_then(|d| d.as_table()).map(|t| t.keys().cloned().collect()).unwrap_or_default();
         out.insert(name, deps);
     }
     out
