@@ -58,6 +58,11 @@ struct Args {
     threads: Option<usize>,
 }
 
+/// The binary's allocator, as the `datamesh` binary sets it
+/// (`crates/cli/src/alloc.rs` says why), so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == spawner::HELPER_ARG) {
         if let Err(e) = spawner::serve() {

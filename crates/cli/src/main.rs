@@ -6,6 +6,7 @@
 //! output of `put` and `cid` ends with the CID alone on the last line.
 //! Errors print `error: ...` on stderr and exit non-zero.
 
+mod alloc;
 mod client;
 mod daemon;
 mod devnet;

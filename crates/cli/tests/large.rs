@@ -79,7 +79,7 @@ fn several_gib_stream_through_with_bounded_memory() {
     eprintln!("peak RSS: put CLI {put_rss} KiB, get CLI {get_rss} KiB, node {node_rss} KiB");
     // A fixed bound, far below the file: memory must not follow its size.
     // The allocator keeps freed buffers for reuse, so the floor is ~200 MB
-    // for the node (see `datamesh_node::alloc`); 1, 3 and 6 GiB peak within
+    // for the node (see `crates/cli/src/alloc.rs`); 1, 3 and 6 GiB peak within
     // a few MB of each other.
     for (what, kib) in [("put CLI", put_rss), ("get CLI", get_rss), ("node", node_rss)] {
         assert!(

@@ -17,6 +17,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The `datamesh` binary's allocator (`crates/cli/src/alloc.rs`): 80 nodes
+/// in one process measure what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

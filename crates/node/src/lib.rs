@@ -5,7 +5,6 @@
 //! chunk forms (sealed on the user's machine); the node erasure-codes them,
 //! keeps the shards and serves chunks back, verified.
 
-pub mod alloc;
 pub mod audit;
 pub mod config;
 pub mod deletion;

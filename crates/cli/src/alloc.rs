@@ -1,6 +1,6 @@
-//! The process-wide allocator, shared by everything that links the node
-//! (the `datamesh` binary, the benchmarks, the tests), so all of them
-//! measure and ship the same allocator behaviour.
+//! The process-wide allocator of the `datamesh` binary. A library does not
+//! choose it: the binaries do (this one, `datamesh-bench` and the
+//! in-process 80-node test set the same one, so they measure what ships).
 //!
 //! Chunks and shards are multi-MiB buffers allocated and freed many times a
 //! second. glibc cannot serve that well either way: with its defaults it
