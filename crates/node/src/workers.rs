@@ -113,7 +113,7 @@ impl WorkerCtx {
     /// Waits `d`, saying `idle` meanwhile. Returns false if the worker was
     /// asked to stop first (the caller returns).
     pub async fn idle(&self, d: Duration) -> bool {
-        self.set(format!("idle: next step in {}", humantime_short(d)));
+        self.set(format!("idle: next step in {}", humantime::format_duration(d)));
         tokio::select! {
             () = self.stop.cancelled() => false,
             () = tokio::time::sleep(d) => true,
@@ -124,10 +124,6 @@ impl WorkerCtx {
     pub fn name(&self) -> &'static str {
         self.name
     }
-}
-
-fn humantime_short(d: Duration) -> String {
-    if d >= Duration::from_secs(1) { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 struct Entry {
@@ -335,7 +331,7 @@ impl Worker for HeartbeatWorker {
     }
 
     async fn run(&self, ctx: &WorkerCtx) {
-        ctx.set(format!("refreshing heartbeat figures every {}", humantime_short(self.every)));
+        ctx.set(format!("refreshing heartbeat figures every {}", humantime::format_duration(self.every)));
         let mut t = tokio::time::interval(self.every);
         loop {
             tokio::select! {
@@ -397,10 +393,8 @@ impl Node {
             net.shutdown().await;
         }
         let store = self.inner.store.clone();
-        match tokio::task::spawn_blocking(move || store.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not write pending access times at shutdown"),
-            Err(e) => tracing::warn!(error = %e, "store flush at shutdown did not finish"),
+        if let Err(e) = crate::node::blocking(move || Ok(store.flush()?)).await {
+            tracing::warn!(error = %e, "could not write pending access times at shutdown");
         }
     }
 }
