@@ -7,6 +7,7 @@
 //! protocol module that owns it) and carries a version.
 
 pub mod cid;
+pub mod clock;
 pub mod durability;
 pub mod limits;
 pub mod location;
