@@ -1,10 +1,8 @@
 //! DataMesh services: the layer that knows **who** is asking and what they
 //! may do. Accounts, API and S3 keys, permissions, quotas and tiers, rate
-//! limits, the audit log, storage economics and governance live here, over
-//! SQL (SQLite in the data dir by default, PostgreSQL when configured).
-//!
-//! The crate is empty for now: it is the place those layers are built in,
-//! with its rules fixed before the first line of them.
+//! limits and the audit log live here, over SQL (SQLite in the data dir by
+//! default, PostgreSQL when configured); storage economics and governance
+//! will join them.
 //!
 //! **Architecture invariant:** services know SQL and business rules, and
 //! never the network or the store: this crate depends on `datamesh-core`
@@ -19,3 +17,49 @@
 //! and the crates below it depend on no SQL driver and not on this crate.
 //! Both rules are checked by `tests/layering.rs` over every crate's
 //! `Cargo.toml`.
+//!
+//! # Shape
+//! One [`Services`] value (cheap to clone) is opened on a database URL
+//! ([`Services::open`]) and answers every question; each module adds its
+//! own `impl Services` block and its own error enum:
+//!
+//! - [`users`]: sign-up, roles, Argon2id passwords, the login limiter,
+//!   disable and delete.
+//! - [`sessions`]: opaque access and refresh tokens, browser sessions with
+//!   a CSRF token, and [`Services::authenticate_bearer`], the one call a
+//!   request makes to learn its [`Principal`].
+//! - [`keylogin`]: login by an Ed25519 signature over a server challenge.
+//! - [`keys`]: scoped API keys and S3 access keys (secrets sealed).
+//! - [`perms`]: resource ownership, grants, public read, and
+//!   [`Services::check`].
+//! - [`quota`]: the tier table, usage, and reservations taken before an
+//!   upload is accepted.
+//! - [`ratelimit`]: GCRA buckets in memory, per user and route class, and
+//!   per source address.
+//! - [`audit`]: the append-only, hash-chained audit log.
+//!
+//! Every operation that changes something writes its audit row in the same
+//! transaction, so the log never misses an action that happened nor records
+//! one that did not.
+
+mod db;
+mod login_limit;
+mod secret;
+
+pub mod audit;
+pub mod keylogin;
+pub mod keys;
+pub mod perms;
+pub mod quota;
+pub mod ratelimit;
+pub mod sessions;
+pub mod users;
+
+mod principal;
+mod services;
+
+pub use crate::db::{DbError, OpenError};
+pub use crate::principal::{Principal, Via};
+pub use crate::secret::SealingKey;
+pub use crate::services::{Clock, Config, LoginLimits, Services, SystemClock};
+pub use crate::users::{Role, UserId};

@@ -1,0 +1,142 @@
+//! The database: one pool over SQLite or PostgreSQL, chosen by URL, with
+//! the migrations of its dialect applied at open.
+//!
+//! **Why sqlx and its `Any` driver.** One code path serves both databases:
+//! queries are written once with `$1`-style placeholders (PostgreSQL's, which
+//! sqlx's SQLite driver also reads as positional), integers are `BIGINT`
+//! (SQLite's `INTEGER` is 64-bit anyway) and bytes are `BYTEA`/`BLOB`. sqlx
+//! is async on tokio (the gateway's runtime), pools connections, runs
+//! versioned migrations, and only accepts `&'static str` SQL without an
+//! explicit opt-out, so user input can only ever reach a query as a bound
+//! parameter. Its compile-time macros are not used: they would need a live
+//! database or checked-in query metadata for two dialects.
+//!
+//! SQLite specifics: WAL (readers do not block the writer), a busy timeout,
+//! foreign keys on, and write transactions opened with `BEGIN IMMEDIATE`
+//! so that two writers queue on the lock instead of one failing when it
+//! upgrades a read lock.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, Executor, SqlSafeStr, Transaction};
+
+/// A transaction on either database.
+pub(crate) type Tx = Transaction<'static, Any>;
+
+/// Which SQL dialect the pool speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The pool and its dialect.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
+}
+
+/// Opening the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL names neither SQLite nor PostgreSQL.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    /// The server or file could not be reached or opened.
+    #[error("cannot open the accounts database: {0}; check the URL, that the server is up, and the credentials")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed or the database is newer than this program.
+    #[error("cannot migrate the accounts database: {0}; a database written by a newer DataMesh needs that version")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// Preparing the service's own state failed.
+    #[error("cannot prepare the accounts service: {0}")]
+    Setup(String),
+}
+
+/// The database failed while answering: a transient outage or a bug, never
+/// the caller's input (input is validated before any SQL runs).
+#[derive(Debug, thiserror::Error)]
+#[error("the accounts database failed: {0}; retry, and check the database if it persists")]
+pub struct DbError(#[from] pub sqlx::Error);
+
+impl DbError {
+    /// Whether this is a uniqueness violation (a name already taken).
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        matches!(&self.0, sqlx::Error::Database(e) if e.is_unique_violation())
+    }
+}
+
+fn migrations(dialect: Dialect) -> Migrator {
+    let (v1,) = match dialect {
+        Dialect::Sqlite => (include_str!("../migrations/sqlite/0001_accounts.sql"),),
+        Dialect::Postgres => (include_str!("../migrations/postgres/0001_accounts.sql"),),
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("accounts"),
+        MigrationType::Simple,
+        v1.into_sql_str(),
+        false,
+    )])
+}
+
+impl Db {
+    /// Opens `url` (`sqlite://PATH`, created if missing, or
+    /// `postgres://...`) and applies the pending migrations of its dialect.
+    pub(crate) async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            // Create the file when missing, as the node creates its data dir.
+            let sep = if rest.contains('?') { '&' } else { '?' };
+            let url = if rest.contains("mode=") { url.to_string() } else { format!("{url}{sep}mode=rwc") };
+            (Dialect::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_string())
+        } else {
+            return Err(OpenError::UnsupportedUrl(url.chars().take(64).collect()));
+        };
+        let opts = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = opts.connect(&url).await.map_err(OpenError::Connect)?;
+        migrations(dialect).run(&pool).await.map_err(OpenError::Migrate)?;
+        Ok(Db { pool, dialect })
+    }
+
+    /// Starts a write transaction (SQLite: `BEGIN IMMEDIATE`, see the
+    /// module doc).
+    pub(crate) async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// A `u64` as the database's `BIGINT`; values beyond `i64::MAX` (no real
+/// size or time reaches them) saturate.
+pub(crate) fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A `BIGINT` read back as a `u64` (negative values, which we never write,
+/// read as 0).
+pub(crate) fn uint(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

@@ -1,0 +1,80 @@
+//! Who is asking: the result of authenticating a request, and what every
+//! other service takes as its caller.
+
+use crate::keys::{Op, Scope};
+use crate::users::{Role, UserId};
+
+/// How a principal proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A bearer access token (from a password or key-signature login).
+    AccessToken,
+    /// A browser session cookie (with its CSRF token for unsafe methods).
+    Session,
+    /// An API key, by its public id.
+    ApiKey(String),
+    /// An S3 access key, by its access key id.
+    S3Key(String),
+    /// The node's own bootstrap credential (the node token), acting as the
+    /// admin it names.
+    Bootstrap,
+}
+
+/// An authenticated caller: a user, their role, and the scope of the
+/// credential they used.
+///
+/// A principal is only ever built by this crate (every field is read-only
+/// outside it), from a credential it checked, so holding one is proof of
+/// authentication at the time it was made. It is meant to live for one
+/// request: revocation takes effect on the next request because the next
+/// request authenticates again.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub(crate) user: UserId,
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) scope: Scope,
+    pub(crate) via: Via,
+    /// When the credential expires, for keys: a key minted by a key may not
+    /// outlive it.
+    pub(crate) expires_at: Option<u64>,
+}
+
+impl Principal {
+    /// The user.
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The user's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// What the credential allows (everything, for a session or token).
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// How the caller authenticated.
+    pub fn via(&self) -> &Via {
+        &self.via
+    }
+
+    /// Whether the caller may act as the node's administrator: the admin
+    /// role *and* a credential whose scope includes `admin` (an admin's
+    /// read-only backup key administers nothing).
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin && self.scope.ops.contains(Op::Admin)
+    }
+
+    /// The audit log's name for this caller.
+    pub(crate) fn actor(&self) -> (Option<i64>, String) {
+        (Some(self.user.0), self.name.clone())
+    }
+}

@@ -1,0 +1,18 @@
+//! The services suite. Every test body runs twice: against SQLite in a
+//! temp dir and against a real PostgreSQL (its own fresh database on the
+//! server `DATAMESH_TEST_POSTGRES` names). Without that variable the
+//! PostgreSQL cases print a loud skip, unless `DATAMESH_REQUIRE_POSTGRES=1`
+//! (as `scripts/test` sets), where they fail.
+
+mod common;
+
+mod audit;
+mod bad_input;
+mod keylogin;
+mod keys;
+mod perms;
+mod quota;
+mod ratelimit;
+mod sessions;
+mod shared;
+mod users;

@@ -1,0 +1,44 @@
+//! Rate limits: per user and route class at the tier's rate, per source
+//! address for anonymous routes.
+
+use std::net::IpAddr;
+
+use datamesh_services::ratelimit::{RateLimitError, RouteClass};
+
+use crate::common::Env;
+
+crate::both!(users_are_limited_at_their_tiers_rate, anonymous_callers_are_limited_per_address);
+
+async fn users_are_limited_at_their_tiers_rate(env: &Env) {
+    let p = env.user("alice").await;
+    // Free: 100 calls an hour, per route class.
+    for i in 0..100 {
+        env.svc.rate_limit(&p, RouteClass::Read).await.unwrap_or_else(|e| panic!("call {i}: {e}"));
+    }
+    let Err(RateLimitError::Limited(limited)) = env.svc.rate_limit(&p, RouteClass::Read).await else {
+        panic!("the 101st call passed")
+    };
+    // One call an hour refills every 36 s.
+    assert!(limited.retry_after.as_secs() > 30 && limited.retry_after.as_secs() <= 36, "{limited:?}");
+    env.svc.rate_limit(&p, RouteClass::Write).await.expect("another class has its own bucket");
+    let q = env.user("bob").await;
+    env.svc.rate_limit(&q, RouteClass::Read).await.expect("another user has their own bucket");
+    // Enterprise is unlimited.
+    let admin = env.admin().await;
+    env.svc.set_user_tier(&admin, p.user(), "enterprise").await.expect("upgrade");
+    for _ in 0..1000 {
+        env.svc.rate_limit(&p, RouteClass::Read).await.expect("unlimited");
+    }
+}
+
+async fn anonymous_callers_are_limited_per_address(env: &Env) {
+    let a: IpAddr = "198.51.100.1".parse().expect("ip");
+    let b: IpAddr = "198.51.100.2".parse().expect("ip");
+    for _ in 0..env.config.anonymous_per_minute {
+        env.svc.rate_limit_address(a, RouteClass::Auth).expect("within the rate");
+    }
+    let limited = env.svc.rate_limit_address(a, RouteClass::Auth).expect_err("over the rate");
+    assert!(limited.retry_after.as_millis() > 0 && limited.retry_after.as_secs() <= 1, "{limited:?}");
+    env.svc.rate_limit_address(b, RouteClass::Auth).expect("another address");
+    env.svc.rate_limit_address(a, RouteClass::Read).expect("another class");
+}
