@@ -71,18 +71,26 @@ impl DbError {
     }
 }
 
+/// The migrations of `dialect`, in order. A migration, once released, is
+/// never edited (sqlx checks each applied one's checksum at open): a change
+/// is a new version, written for both dialects.
 fn migrations(dialect: Dialect) -> Migrator {
-    let (v1,) = match dialect {
-        Dialect::Sqlite => (include_str!("../migrations/sqlite/0001_accounts.sql"),),
-        Dialect::Postgres => (include_str!("../migrations/postgres/0001_accounts.sql"),),
+    let files: [(i64, &'static str, &'static str); 2] = match dialect {
+        Dialect::Sqlite => [
+            (1, "accounts", include_str!("../migrations/sqlite/0001_accounts.sql")),
+            (2, "encryption keys", include_str!("../migrations/sqlite/0002_encryption_keys.sql")),
+        ],
+        Dialect::Postgres => [
+            (1, "accounts", include_str!("../migrations/postgres/0001_accounts.sql")),
+            (2, "encryption keys", include_str!("../migrations/postgres/0002_encryption_keys.sql")),
+        ],
     };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("accounts"),
-        MigrationType::Simple,
-        v1.into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(
+        files
+            .into_iter()
+            .map(|(v, d, sql)| Migration::new(v, Cow::Borrowed(d), MigrationType::Simple, sql.into_sql_str(), false))
+            .collect(),
+    )
 }
 
 impl Db {

@@ -29,6 +29,7 @@
 //!   a CSRF token, and [`Services::authenticate_bearer`], the one call a
 //!   request makes to learn its [`Principal`].
 //! - [`keylogin`]: login by an Ed25519 signature over a server challenge.
+//! - [`enckeys`]: the public encryption keys a user publishes for sharing.
 //! - [`keys`]: scoped API keys and S3 access keys (secrets sealed).
 //! - [`perms`]: resource ownership, grants, public read, and
 //!   [`Services::check`].
@@ -47,6 +48,7 @@ mod login_limit;
 mod secret;
 
 pub mod audit;
+pub mod enckeys;
 pub mod keylogin;
 pub mod keys;
 pub mod perms;

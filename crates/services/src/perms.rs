@@ -399,6 +399,40 @@ impl Services {
         Ok(())
     }
 
+    /// Registers `res` as owned by `owner` if it has no record yet, and says
+    /// whether it did. Admin only: this is how data put before accounts
+    /// existed gets an owner (the gateway, at its first start with
+    /// accounts, adopts every existing bucket and file for the user it maps
+    /// the old credential to).
+    pub async fn adopt_resource(&self, admin: &Principal, res: &ResourceRef, owner: UserId) -> Result<bool, PermError> {
+        if !admin.is_admin() {
+            return Err(PermError::Denied);
+        }
+        self.get_user(owner).await?.ok_or(PermError::NoSuchUser)?;
+        let now = self.now();
+        let mut tx = self.db().begin().await?;
+        let bucket = if res.kind.in_bucket() { res.bucket_name().map(str::to_string) } else { None };
+        let n = sqlx::query(
+            "INSERT INTO resources (kind, name, bucket, owner_id, public_read, created_at) VALUES ($1, $2, $3, $4, 0, $5) \
+             ON CONFLICT (kind, name) DO NOTHING",
+        )
+        .bind(res.kind.as_str())
+        .bind(res.name.clone())
+        .bind(bucket)
+        .bind(owner.0)
+        .bind(int(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        let detail = format!("adopted for {owner}");
+        audit::append(&mut tx, now, Entry::by(admin, AuditAction::ResourceCreated, res.to_string(), detail)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The id of `res`'s record; a resource in a bucket without one gets a
     /// record owned by the bucket's owner (so it can carry its own grants).
     async fn record_id(&self, tx: &mut crate::db::Tx, res: &ResourceRef) -> Result<Option<i64>, PermError> {

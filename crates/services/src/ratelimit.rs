@@ -58,6 +58,20 @@ pub(crate) struct Limiters {
     users: Mutex<HashMap<u32, Arc<UserLimiter>>>,
     anonymous: DefaultKeyedRateLimiter<(IpAddr, RouteClass)>,
     checks: AtomicU64,
+    limited_users: AtomicU64,
+    limited_addresses: AtomicU64,
+}
+
+/// Counters for `/metrics`: requests refused since the process started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimitStats {
+    /// Requests counted against a bucket (allowed or not; unlimited tiers
+    /// are not counted).
+    pub checked: u64,
+    /// Authenticated requests refused.
+    pub limited_users: u64,
+    /// Unauthenticated requests refused.
+    pub limited_addresses: u64,
 }
 
 impl Limiters {
@@ -67,6 +81,8 @@ impl Limiters {
             users: Mutex::new(HashMap::new()),
             anonymous: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute)),
             checks: AtomicU64::new(0),
+            limited_users: AtomicU64::new(0),
+            limited_addresses: AtomicU64::new(0),
         }
     }
 
@@ -107,7 +123,11 @@ impl Services {
         let l = &self.inner.limiters;
         l.sweep();
         let limiter = l.user_limiter(rate);
-        verdict(limiter.check_key(&(user, class)), limiter.clock().now())
+        let v = verdict(limiter.check_key(&(user, class)), limiter.clock().now());
+        if v.is_err() {
+            l.limited_users.fetch_add(1, Ordering::Relaxed);
+        }
+        v
     }
 
     /// [`Services::rate_limit_user`] for a principal, reading their tier.
@@ -120,7 +140,21 @@ impl Services {
     pub fn rate_limit_address(&self, addr: IpAddr, class: RouteClass) -> Result<(), RateLimited> {
         let l = &self.inner.limiters;
         l.sweep();
-        verdict(l.anonymous.check_key(&(addr, class)), l.anonymous.clock().now())
+        let v = verdict(l.anonymous.check_key(&(addr, class)), l.anonymous.clock().now());
+        if v.is_err() {
+            l.limited_addresses.fetch_add(1, Ordering::Relaxed);
+        }
+        v
+    }
+
+    /// This process's rate-limit counters.
+    pub fn rate_limit_stats(&self) -> RateLimitStats {
+        let l = &self.inner.limiters;
+        RateLimitStats {
+            checked: l.checks.load(Ordering::Relaxed),
+            limited_users: l.limited_users.load(Ordering::Relaxed),
+            limited_addresses: l.limited_addresses.load(Ordering::Relaxed),
+        }
     }
 }
 

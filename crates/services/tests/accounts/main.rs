@@ -8,8 +8,10 @@ mod common;
 
 mod audit;
 mod bad_input;
+mod enckeys;
 mod keylogin;
 mod keys;
+mod migrations;
 mod perms;
 mod quota;
 mod ratelimit;

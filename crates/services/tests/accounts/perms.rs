@@ -10,6 +10,7 @@ crate::both!(
     public_read_and_transfer,
     prefix_grants_cover_their_objects_only,
     scopes_narrow_everyone_even_the_admin,
+    data_from_before_accounts_is_adopted,
 );
 
 fn b(name: &str) -> ResourceRef {
@@ -142,4 +143,20 @@ async fn scopes_narrow_everyone_even_the_admin(env: &Env) {
     assert!(!backup.is_admin());
     assert_eq!(env.svc.check(Some(&backup), Action::Delete, &o("one", "x")).await.expect("c"), Decision::Deny);
     assert!(env.svc.list_users(&backup).await.is_err());
+}
+
+async fn data_from_before_accounts_is_adopted(env: &Env) {
+    let admin = env.admin().await;
+    let alice = env.user("hana").await;
+    let bob = env.user("ivan").await;
+    let old = b("from-before");
+    let file = ResourceRef::file("bafkreiold").expect("id");
+    assert!(matches!(env.svc.adopt_resource(&alice, &old, alice.user()).await, Err(PermError::Denied)));
+    assert!(env.svc.adopt_resource(&admin, &old, alice.user()).await.expect("adopt"));
+    assert!(env.svc.adopt_resource(&admin, &file, alice.user()).await.expect("adopt"));
+    // Adopting twice changes nothing (a restart runs it again).
+    assert!(!env.svc.adopt_resource(&admin, &old, bob.user()).await.expect("again"));
+    assert_eq!(env.svc.check(Some(&alice), Action::Delete, &o("from-before", "k")).await.expect("c"), Decision::Allow);
+    assert_eq!(env.svc.check(Some(&bob), Action::Read, &file).await.expect("c"), Decision::Deny);
+    assert_eq!(env.svc.list_owned(&alice, alice.user()).await.expect("owned").len(), 2);
 }

@@ -20,6 +20,7 @@ async fn users_are_limited_at_their_tiers_rate(env: &Env) {
     };
     // One call an hour refills every 36 s.
     assert!(limited.retry_after.as_secs() > 30 && limited.retry_after.as_secs() <= 36, "{limited:?}");
+    assert_eq!(env.svc.rate_limit_stats().limited_users, 1);
     env.svc.rate_limit(&p, RouteClass::Write).await.expect("another class has its own bucket");
     let q = env.user("bob").await;
     env.svc.rate_limit(&q, RouteClass::Read).await.expect("another user has their own bucket");
@@ -39,6 +40,7 @@ async fn anonymous_callers_are_limited_per_address(env: &Env) {
     }
     let limited = env.svc.rate_limit_address(a, RouteClass::Auth).expect_err("over the rate");
     assert!(limited.retry_after.as_millis() > 0 && limited.retry_after.as_secs() <= 1, "{limited:?}");
+    assert_eq!(env.svc.rate_limit_stats().limited_addresses, 1);
     env.svc.rate_limit_address(b, RouteClass::Auth).expect("another address");
     env.svc.rate_limit_address(a, RouteClass::Read).expect("another class");
 }
