@@ -8,7 +8,7 @@
 //! into a broad one.
 //!
 //! Storage: an API key (`dmak_...`) is stored as its SHA-256 hash
-//! ([`crate::secret`]). An S3 secret must be available in clear to verify
+//! (`secret.rs`). An S3 secret must be available in clear to verify
 //! SigV4 signatures, so it is stored *sealed* with the caller's
 //! [`crate::SealingKey`] (XChaCha20-Poly1305, bound to the access key id).
 //! Every lookup reads the row, so a revoked key fails on the next request.

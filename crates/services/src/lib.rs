@@ -42,6 +42,38 @@
 //! Every operation that changes something writes its audit row in the same
 //! transaction, so the log never misses an action that happened nor records
 //! one that did not.
+//!
+//! # For the HTTP wiring
+//! What a gateway request does, in order, and how the answers map:
+//!
+//! 1. Unauthenticated routes: [`Services::rate_limit_address`].
+//! 2. Authenticate: [`Services::authenticate_bearer`] (access token or API
+//!    key), [`Services::authenticate_session`] (cookie + CSRF header for
+//!    unsafe methods), or [`Services::s3_credentials`] (the secret to check
+//!    SigV4 with). The node token maps to [`Services::bootstrap_admin`].
+//!    [`sessions::AuthError`] is 401 (S3: `InvalidAccessKeyId` /
+//!    `SignatureDoesNotMatch`), except `CsrfMismatch` (403).
+//! 3. [`Services::rate_limit`] with the route's [`ratelimit::RouteClass`]:
+//!    [`ratelimit::RateLimited`] is 429 with `Retry-After` (S3: 503
+//!    `SlowDown`).
+//! 4. [`Services::check`] on the resource: `Deny` is 403 (S3:
+//!    `AccessDenied`), whether or not it exists.
+//! 5. Uploads: [`Services::reserve`] before reading the body (and
+//!    [`Services::extend`] per multipart part), then [`Services::commit`] or
+//!    [`Services::release`]; downloads: [`Services::charge_download`].
+//!    [`quota::QuotaError::Exceeded`] is 403 `quota_exceeded` naming the
+//!    quota (S3: 403 `QuotaExceeded`); warnings raise the 80 % event.
+//! 6. New buckets, files, share links, uploads:
+//!    [`Services::create_resource`] (`NameTaken` is 409, S3
+//!    `BucketAlreadyExists`); deletions: [`Services::delete_resource`],
+//!    [`Services::record_deleted`].
+//!
+//! Login routes: [`Services::login_password`] or
+//! [`Services::login_challenge`] + [`Services::login_signature`], then
+//! [`Services::issue_tokens`] or [`Services::start_session`];
+//! [`users::LoginError`] is 401, `TooManyAttempts` 429. Any [`DbError`] is
+//! 503: the database, not the caller, failed. Housekeeping for a worker:
+//! [`Services::purge_expired`], [`Services::expire_reservations`].
 
 mod db;
 mod login_limit;

@@ -15,7 +15,7 @@
 //!   outlives a change of it.
 //!
 //! The price, one read per request, is what the gateway pays already to
-//! check permissions. Only SHA-256 hashes are stored ([`crate::secret`]).
+//! check permissions. Only SHA-256 hashes are stored (`secret.rs`).
 //!
 //! # Programs: access and refresh tokens
 //! A login issues a short-lived access token (15 min) and a refresh token

@@ -7,7 +7,8 @@
 //! compares in constant time (the `password-hash` crate), and a login for a
 //! name that does not exist verifies against a dummy hash, so the time
 //! taken does not tell whether the user exists. Guessing is slowed by the
-//! login limiter ([`crate::LoginLimits`]).
+//! login limiter ([`crate::LoginLimits`]), and at most two hashes per core
+//! run at once, so a flood of logins queues rather than exhausting memory.
 //!
 //! **Roles**: `admin` is the node's operator: it creates, disables and
 //! deletes users, edits tiers, reads the audit log, and passes every
@@ -258,10 +259,26 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Argon2 work running at once, process-wide. Each hash holds 19 MiB for
+/// tens of milliseconds: unbounded, a flood of logins would queue hundreds
+/// of blocking threads and gigabytes; bounded, it queues requests instead
+/// (the login limiter and rate limits shed them).
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        tokio::sync::Semaphore::new(cores * 2)
+    })
+}
+
 /// Hashes `pw` off the async threads.
 pub(crate) async fn hash_password(pw: &str) -> Result<String, String> {
     let pw = Zeroizing::new(pw.to_string());
+    // The permit moves into the blocking task: held until the work ends,
+    // even if the caller stops waiting.
+    let permit = hashing_permits().acquire().await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         argon2().hash_password(pw.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
     })
@@ -273,7 +290,9 @@ pub(crate) async fn hash_password(pw: &str) -> Result<String, String> {
 /// time for a given hash.
 pub(crate) async fn verify_password(hash: String, pw: &str) -> Result<bool, String> {
     let pw = Zeroizing::new(pw.to_string());
+    let permit = hashing_permits().acquire().await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let parsed = PasswordHash::new(&hash).map_err(|e| e.to_string())?;
         Ok(argon2().verify_password(pw.as_bytes(), &parsed).is_ok())
     })

@@ -47,6 +47,24 @@ async fn tokens_expire_and_logout_revokes(env: &Env) {
     // A refresh token is not an access token, nor the reverse.
     assert!(matches!(env.svc.authenticate_bearer(&pair.refresh_token).await, Err(AuthError::Malformed)));
     assert!(matches!(env.svc.refresh(&pair.access_token).await, Err(AuthError::Malformed)));
+    // Log out everywhere: every token and session of the user, and no one else's.
+    env.svc.sign_up("bea", PW).await.expect("sign up");
+    let other = env.svc.issue_tokens(env.svc.login_password("bea", PW, None).await.expect("login")).await.expect("t");
+    let t = env.svc.issue_tokens(env.svc.login_password("bob", PW, None).await.expect("login")).await.expect("t");
+    let s = env.svc.start_session(env.svc.login_password("bob", PW, None).await.expect("login")).await.expect("s");
+    let bob = env.svc.authenticate_bearer(&t.access_token).await.expect("auth");
+    let bea = env.svc.authenticate_bearer(&other.access_token).await.expect("auth");
+    assert!(matches!(env.svc.revoke_all_sessions(&bea, bob.user()).await, Err(AuthError::Invalid)));
+    assert!(env.svc.revoke_all_sessions(&bob, bob.user()).await.expect("everywhere") >= 3);
+    assert!(matches!(env.svc.authenticate_bearer(&t.access_token).await, Err(AuthError::Invalid)));
+    assert!(matches!(env.svc.refresh(&t.refresh_token).await, Err(AuthError::Invalid)));
+    assert!(matches!(env.svc.authenticate_session(&s.session_token, Csrf::SafeMethod).await, Err(AuthError::Invalid)));
+    env.svc.authenticate_bearer(&other.access_token).await.expect("another user's login lives");
+    // Housekeeping removes what has expired, and only that.
+    env.advance(env.config.access_ttl.as_secs() + 1);
+    assert!(env.svc.purge_expired().await.expect("purge") >= 2);
+    assert!(matches!(env.svc.authenticate_bearer(&other.access_token).await, Err(AuthError::Invalid)));
+    env.svc.refresh(&other.refresh_token).await.expect("the refresh token outlives the purge");
 }
 
 async fn sessions_need_their_csrf_token(env: &Env) {
