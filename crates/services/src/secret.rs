@@ -101,7 +101,10 @@ pub(crate) fn random_id(len: usize, alphabet: &[u8]) -> String {
 /// database): a copy of the database alone reveals no S3 secret.
 ///
 /// Its `id` names the key so that a later key rotation can tell which key
-/// sealed a row.
+/// sealed a row. Gateways sharing one database must share the sealing key
+/// (an S3 secret sealed by another key does not open, and its key is then
+/// refused as invalid); losing it invalidates every S3 key, not the
+/// accounts.
 pub struct SealingKey {
     id: String,
     key: Zeroizing<[u8; 32]>,

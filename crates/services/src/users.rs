@@ -19,7 +19,8 @@
 //!
 //! **Deleting a user** removes, in one transaction, the account, its
 //! sessions, tokens, keys, public keys, grants given to it, quota usage,
-//! and the ownership records of what it owned. The data itself lives in the
+//! and the ownership records of what it owned (a bucket's with everything
+//! registered inside it, whoever owned that). The data itself lives in the
 //! store, which this crate never touches: [`DeletedUser::owned`] lists the
 //! resources the caller (the gateway) must delete there. The audit log
 //! keeps the user's history under their id and name.
@@ -664,6 +665,15 @@ impl Services {
                 owned.push(res);
             }
         }
+        // What others registered inside the user's buckets goes with the
+        // buckets: a later owner of the same bucket name must not find
+        // someone else's records (and grants) waiting in it.
+        sqlx::query(
+            "DELETE FROM resources WHERE bucket IN (SELECT name FROM resources WHERE kind = 'bucket' AND owner_id = $1)",
+        )
+        .bind(user.0)
+        .execute(&mut *tx)
+        .await?;
         // Foreign keys cascade to tokens, keys, grants, usage, reservations
         // and owned resources (with their grants).
         sqlx::query("DELETE FROM users WHERE id = $1").bind(user.0).execute(&mut *tx).await?;

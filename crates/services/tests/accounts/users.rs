@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use datamesh_services::Role;
 use datamesh_services::keys::NewKey;
-use datamesh_services::perms::ResourceRef;
+use datamesh_services::perms::{Action, Decision, Level, ResourceRef};
 use datamesh_services::sessions::AuthError;
 use datamesh_services::users::{AccountError, LoginError, NewUser};
 
@@ -141,6 +141,11 @@ async fn deleting_a_user_returns_what_they_owned(env: &Env) {
     env.svc.create_resource(&p, &file).await.expect("file");
     let key =
         env.svc.create_api_key(&p, p.user(), NewKey { name: "k", scope: full(), expires_at: None }).await.expect("k");
+    // Ivy registers an object in hank's bucket, with his leave.
+    env.svc.grant(&p, &bucket, other.user(), Level::Write).await.expect("grant");
+    let obj = ResourceRef::object("hanks-bucket", "ivys.txt").expect("name");
+    env.svc.create_resource(&other, &obj).await.expect("object");
+    assert_eq!(env.svc.list_owned(&other, other.user()).await.expect("owned"), vec![obj.clone()]);
     let r = env.svc.delete_user(&other, p.user()).await;
     assert!(matches!(r, Err(AccountError::NotPermitted)), "{r:?}");
     let gone = env.svc.delete_user(&p, p.user()).await.expect("delete self");
@@ -151,7 +156,12 @@ async fn deleting_a_user_returns_what_they_owned(env: &Env) {
     assert!(env.svc.get_user(id(&p)).await.expect("get").is_none());
     // The name and the bucket name are free again.
     env.svc.sign_up("hank", PW).await.expect("the name is free");
-    env.svc.create_resource(&other, &bucket).await.expect("the bucket name is free");
+    // Ivy's record went with the bucket: a later owner of the bucket name
+    // finds no one else's records (or grants) waiting in it.
+    assert!(env.svc.list_owned(&other, other.user()).await.expect("owned").is_empty());
+    let mallory = env.user("mallory").await;
+    env.svc.create_resource(&mallory, &bucket).await.expect("the bucket name is free");
+    assert_eq!(env.svc.check(Some(&other), Action::Read, &obj).await.expect("check"), Decision::Deny);
 }
 
 async fn only_the_admin_administers(env: &Env) {
