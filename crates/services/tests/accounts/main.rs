@@ -8,6 +8,7 @@ mod common;
 
 mod audit;
 mod bad_input;
+mod concurrency;
 mod enckeys;
 mod keylogin;
 mod keys;
