@@ -10,6 +10,7 @@ mod audit;
 mod bad_input;
 mod concurrency;
 mod enckeys;
+mod figures;
 mod keylogin;
 mod keys;
 mod migrations;
