@@ -75,7 +75,7 @@ impl Services {
         algorithm: EncryptionAlgorithm,
         public_key: &[u8],
     ) -> Result<EncryptionKeyInfo, PublicKeyError> {
-        if by.user != user && !by.is_admin() {
+        if !by.may_manage_account(user) {
             return Err(PublicKeyError::NotPermitted);
         }
         if public_key.len() != algorithm.public_key_len() || public_key.iter().all(|b| *b == 0) {
@@ -130,7 +130,7 @@ impl Services {
 
     /// Withdraws a published encryption key (the user, or the admin).
     pub async fn remove_encryption_key(&self, by: &Principal, user: UserId, id: i64) -> Result<(), PublicKeyError> {
-        if by.user != user && !by.is_admin() {
+        if !by.may_manage_account(user) {
             return Err(PublicKeyError::NotPermitted);
         }
         let now = self.now();

@@ -142,7 +142,7 @@ impl Services {
         name: &str,
         public_key: [u8; 32],
     ) -> Result<PublicKeyInfo, PublicKeyError> {
-        if by.user != user && !by.is_admin() {
+        if !by.may_manage_account(user) {
             return Err(PublicKeyError::NotPermitted);
         }
         if !valid_label(name) {
@@ -199,7 +199,7 @@ impl Services {
 
     /// Removes a login public key from `user`'s account.
     pub async fn remove_public_key(&self, by: &Principal, user: UserId, id: i64) -> Result<(), PublicKeyError> {
-        if by.user != user && !by.is_admin() {
+        if !by.may_manage_account(user) {
             return Err(PublicKeyError::NotPermitted);
         }
         let now = self.now();

@@ -531,14 +531,15 @@ impl Services {
         Ok(rows.iter().map(key_info).collect::<Result<_, _>>()?)
     }
 
-    /// Revokes a key by its public id: refused from the next lookup on.
+    /// Revokes a key by its public id: refused from the next lookup on. A
+    /// scoped key revokes only keys within its scope.
     pub async fn revoke_key(&self, by: &Principal, key_id: &str) -> Result<(), KeyError> {
         if key_id.len() > 64 {
             return Err(KeyError::NotFound);
         }
         let now = self.now();
         let mut tx = self.db().begin().await?;
-        let row = sqlx::query("SELECT user_id FROM api_keys WHERE key_id = $1")
+        let row = sqlx::query("SELECT user_id, ops, targets FROM api_keys WHERE key_id = $1")
             .bind(key_id.to_string())
             .fetch_optional(&mut *tx)
             .await?
@@ -547,6 +548,12 @@ impl Services {
         if owner != by.user && !by.is_admin() {
             // Someone else's key: answer as if it did not exist.
             return Err(KeyError::NotFound);
+        }
+        // A key revokes only keys within its own scope: a leaked narrow key
+        // cannot take its user's broader keys away.
+        let scope = Scope::decode(row.try_get("ops")?, row.try_get("targets")?);
+        if !by.is_admin() && !by.scope.covers(&scope) {
+            return Err(KeyError::Broader);
         }
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE key_id = $2 AND revoked_at IS NULL")
             .bind(int(now))

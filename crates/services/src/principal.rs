@@ -73,6 +73,20 @@ impl Principal {
         self.role == Role::Admin && self.scope.ops.contains(Op::Admin)
     }
 
+    /// Whether the credential is unscoped (a login's token or session, or
+    /// a key with every operation on everything).
+    pub fn is_unscoped(&self) -> bool {
+        self.scope.covers(&Scope::full())
+    }
+
+    /// Whether the caller may change `user`'s account itself (password,
+    /// login and encryption keys, sessions, deletion): the admin, or the
+    /// user with an unscoped credential. A scoped key may not: adding a
+    /// login key or setting a password would turn it into a full login.
+    pub fn may_manage_account(&self, user: UserId) -> bool {
+        self.is_admin() || (self.user == user && self.is_unscoped())
+    }
+
     /// The audit log's name for this caller.
     pub(crate) fn actor(&self) -> (Option<i64>, String) {
         (Some(self.user.0), self.name.clone())

@@ -381,7 +381,7 @@ impl Services {
     /// Revokes every session and token of `user` (the user themselves, or
     /// the admin): "log out everywhere".
     pub async fn revoke_all_sessions(&self, by: &Principal, user: UserId) -> Result<u64, AuthError> {
-        if by.user != user && !by.is_admin() {
+        if !by.may_manage_account(user) {
             return Err(AuthError::Invalid);
         }
         let now = self.now();

@@ -289,13 +289,13 @@ pub(crate) async fn hash_password(pw: &str) -> Result<String, String> {
 
 /// Verifies `pw` against a PHC `hash` off the async threads, in constant
 /// time for a given hash.
-pub(crate) async fn verify_password(hash: String, pw: &str) -> Result<bool, String> {
-    let pw = Zeroizing::new(pw.to_string());
+pub(crate) async fn verify_password(hash: String, pw: &[u8]) -> Result<bool, String> {
+    let pw = Zeroizing::new(pw.to_vec());
     let permit = hashing_permits().acquire().await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let parsed = PasswordHash::new(&hash).map_err(|e| e.to_string())?;
-        Ok(argon2().verify_password(pw.as_bytes(), &parsed).is_ok())
+        Ok(argon2().verify_password(&pw, &parsed).is_ok())
     })
     .await
     .map_err(|e| e.to_string())?
@@ -502,10 +502,12 @@ impl Services {
             Some(r) => (Some(user_from_row(r)?), r.try_get::<Option<String>, _>("password_hash")?),
             None => (None, None),
         };
-        // Oversized passwords are refused after the same work, not before,
-        // so that their answer takes as long as any other.
+        // Oversized passwords are refused after the same work (on their
+        // first bytes), not before, so that their answer takes as long as
+        // any other.
         let hash_known = hash.is_some();
-        let verified = verify_password(hash.unwrap_or_else(|| self.inner.dummy_hash.clone()), password)
+        let head = &password.as_bytes()[..password.len().min(MAX_PASSWORD)];
+        let verified = verify_password(hash.unwrap_or_else(|| self.inner.dummy_hash.clone()), head)
             .await
             .map_err(LoginError::Hashing)?
             && hash_known
@@ -542,8 +544,8 @@ impl Services {
         }
     }
 
-    /// Changes `user`'s password. The user gives the current one; the admin
-    /// resets anyone's without it. Every session and token of the user is
+    /// Changes `user`'s password. The user gives the current one (with an
+    /// unscoped credential); the admin resets anyone else's without it. Every session and token of the user is
     /// revoked (a changed password logs out everywhere); API and S3 keys
     /// stay valid, being separate credentials the user revokes on their own.
     pub async fn change_password(
@@ -555,14 +557,20 @@ impl Services {
     ) -> Result<(), AccountError> {
         validate_password(new)?;
         let target = self.get_user(user).await?.ok_or(AccountError::NoSuchUser)?;
-        if by.user == user && !by.is_admin() {
+        if by.user == user {
+            // One's own password needs the current one (if set), even for
+            // the admin, and an unscoped credential: a scoped key must not
+            // become a password.
+            if !by.is_unscoped() {
+                return Err(AccountError::NotPermitted);
+            }
             let hash = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
                 .bind(user.0)
                 .fetch_one(&self.db().pool)
                 .await?
                 .try_get::<Option<String>, _>("password_hash")?;
             let ok = match (hash, current) {
-                (Some(h), Some(c)) => verify_password(h, c).await.map_err(AccountError::Hashing)?,
+                (Some(h), Some(c)) => verify_password(h, c.as_bytes()).await.map_err(AccountError::Hashing)?,
                 (None, _) => true,
                 (Some(_), None) => false,
             };
@@ -643,10 +651,11 @@ impl Services {
         if others == 0 { Err(AccountError::LastAdmin) } else { Ok(()) }
     }
 
-    /// Deletes a user (themselves, or anyone by the admin): see the module
-    /// doc for what goes and what the caller must delete from the store.
+    /// Deletes a user (themselves with an unscoped credential, or anyone by
+    /// the admin): see the module doc for what goes and what the caller must
+    /// delete from the store.
     pub async fn delete_user(&self, by: &Principal, user: UserId) -> Result<DeletedUser, AccountError> {
-        if by.user != user && !by.is_admin() {
+        if !by.may_manage_account(user) {
             return Err(AccountError::NotPermitted);
         }
         let target = self.get_user(user).await?.ok_or(AccountError::NoSuchUser)?;

@@ -1,13 +1,22 @@
 //! API keys and S3 keys: creation, listing, revocation, expiry, scopes
 //! that never widen, and sealed S3 secrets.
 
+use datamesh_services::Role;
+use datamesh_services::enckeys::EncryptionAlgorithm;
+use datamesh_services::keylogin::PublicKeyError;
 use datamesh_services::keys::{KeyError, KeyKind, NewKey, Op, Ops, Scope, ScopeTarget};
 use datamesh_services::sessions::AuthError;
+use datamesh_services::users::{AccountError, NewUser};
 use sqlx::{Executor, Row};
 
 use crate::common::{Env, full};
 
-crate::both!(api_keys_live_until_revoked_or_expired, a_key_never_mints_a_broader_one, s3_secrets_are_sealed_and_bound);
+crate::both!(
+    api_keys_live_until_revoked_or_expired,
+    a_key_never_mints_a_broader_one,
+    s3_secrets_are_sealed_and_bound,
+    a_scoped_key_cannot_take_over_its_account,
+);
 
 fn bucket_scope(ops: &[Op], bucket: &str, prefix: Option<&str>) -> Scope {
     Scope {
@@ -144,4 +153,38 @@ async fn s3_secrets_are_sealed_and_bound(env: &Env) {
         assert!(matches!(env.svc.s3_credentials(bad).await, Err(AuthError::Malformed)));
     }
     assert!(matches!(env.svc.s3_credentials("DMAAAAAAAAAAAAAAAAAA").await, Err(AuthError::Invalid)));
+}
+
+async fn a_scoped_key_cannot_take_over_its_account(env: &Env) {
+    let admin = env.admin().await;
+    let nu = NewUser { name: "keyonly", password: None, role: Role::User, tier: None };
+    let user = env.svc.create_user(&admin, nu).await.expect("a key-only account");
+    let full_key = env
+        .svc
+        .create_api_key(&admin, user.id, NewKey { name: "full", scope: full(), expires_at: None })
+        .await
+        .expect("full key");
+    let ro = NewKey { name: "ro", scope: Scope::ops(&[Op::Read, Op::List]), expires_at: None };
+    let ro = env.svc.create_api_key(&admin, user.id, ro).await.expect("read-only key");
+    let k = env.svc.authenticate_bearer(&ro.token).await.expect("auth");
+    assert!(!k.is_unscoped());
+    // Every way a key could become a full login is closed.
+    let pk = ed25519_dalek::SigningKey::from_bytes(&[11; 32]).verifying_key().to_bytes();
+    let r = env.svc.add_public_key(&k, user.id, "mine", pk).await;
+    assert!(matches!(r, Err(PublicKeyError::NotPermitted)), "{r:?}");
+    let r = env.svc.change_password(&k, user.id, None, "a password of my own").await;
+    assert!(matches!(r, Err(AccountError::NotPermitted)), "{r:?}");
+    let r = env.svc.publish_encryption_key(&k, user.id, EncryptionAlgorithm::X25519, &[3; 32]).await;
+    assert!(matches!(r, Err(PublicKeyError::NotPermitted)), "{r:?}");
+    // Nor does it delete the account, log it out everywhere, or revoke broader keys.
+    assert!(matches!(env.svc.delete_user(&k, user.id).await, Err(AccountError::NotPermitted)));
+    assert!(matches!(env.svc.revoke_all_sessions(&k, user.id).await, Err(AuthError::Invalid)));
+    assert!(matches!(env.svc.revoke_key(&k, &full_key.info.key_id).await, Err(KeyError::Broader)));
+    env.svc.authenticate_bearer(&full_key.token).await.expect("the full key lives");
+    // It revokes itself, or narrower keys.
+    env.svc.revoke_key(&k, &ro.info.key_id).await.expect("a key revokes itself");
+    assert!(matches!(env.svc.authenticate_bearer(&ro.token).await, Err(AuthError::Invalid)));
+    // The full key (unscoped) manages the account.
+    let f = env.svc.authenticate_bearer(&full_key.token).await.expect("auth");
+    env.svc.add_public_key(&f, user.id, "mine", pk).await.expect("an unscoped credential adds a login key");
 }
