@@ -99,6 +99,7 @@ impl Db {
     pub(crate) async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
         sqlx::any::install_default_drivers();
         let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            create_private(rest).map_err(|e| OpenError::Setup(format!("cannot create the database file: {e}")))?;
             // Create the file when missing, as the node creates its data dir.
             let sep = if rest.contains('?') { '&' } else { '?' };
             let url = if rest.contains("mode=") { url.to_string() } else { format!("{url}{sep}mode=rwc") };
@@ -134,6 +135,27 @@ impl Db {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
+    }
+}
+
+/// Creates the SQLite file of `rest` (the URL after `sqlite:`) readable by
+/// its owner only, if it does not exist: it holds password hashes and
+/// sealed secrets. SQLite gives its `-wal` and `-shm` files the database
+/// file's permissions.
+fn create_private(rest: &str) -> std::io::Result<()> {
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || std::path::Path::new(path).exists() {
+        return Ok(());
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -22,6 +22,15 @@ async fn migrations_are_versioned_and_applied_once(env: &Env) {
     env.svc.sign_up("alice", "correct horse battery").await.expect("sign up");
     let again = env.second().await;
     assert!(again.find_user("alice").await.expect("find").is_some());
+    // The SQLite file holds password hashes: its owner's only.
+    #[cfg(unix)]
+    if let Some(path) = env.url.strip_prefix("sqlite://") {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mode = std::fs::metadata(format!("{path}{suffix}")).expect("db file").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{path}{suffix} is readable by others: {mode:o}");
+        }
+    }
     // A migration this program does not know: a newer DataMesh wrote it.
     let future = if env.url.starts_with("sqlite:") {
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
