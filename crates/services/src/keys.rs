@@ -376,6 +376,9 @@ pub enum KeyError {
     /// The new key would allow more than the credential creating it.
     #[error("a key can only create keys within its own scope and expiry: use a broader credential")]
     Broader,
+    /// The key to revoke is broader than the key revoking it.
+    #[error("a key can only revoke keys within its own scope: use a login or a broader key")]
+    OutOfScope,
     /// Not the caller's key or user (and the caller is not the admin).
     #[error("not permitted: keys are managed by their user or the administrator")]
     NotPermitted,
@@ -553,7 +556,7 @@ impl Services {
         // cannot take its user's broader keys away.
         let scope = Scope::decode(row.try_get("ops")?, row.try_get("targets")?);
         if !by.is_admin() && !by.scope.covers(&scope) {
-            return Err(KeyError::Broader);
+            return Err(KeyError::OutOfScope);
         }
         sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE key_id = $2 AND revoked_at IS NULL")
             .bind(int(now))

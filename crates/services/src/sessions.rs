@@ -137,6 +137,10 @@ pub enum AuthError {
         "this refresh token was already used, so it may have been copied: every token of this login is revoked; log in again"
     )]
     RefreshReused,
+    /// The caller may not end another user's sessions, or used a scoped
+    /// key for it.
+    #[error("not permitted: only the user (with a login, not a scoped key) or the administrator")]
+    NotPermitted,
     /// The database failed.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -382,7 +386,7 @@ impl Services {
     /// the admin): "log out everywhere".
     pub async fn revoke_all_sessions(&self, by: &Principal, user: UserId) -> Result<u64, AuthError> {
         if !by.may_manage_account(user) {
-            return Err(AuthError::Invalid);
+            return Err(AuthError::NotPermitted);
         }
         let now = self.now();
         let mut tx = self.db().begin().await?;
