@@ -18,8 +18,9 @@ async fn users_are_limited_at_their_tiers_rate(env: &Env) {
     let Err(RateLimitError::Limited(limited)) = env.svc.rate_limit(&p, RouteClass::Read).await else {
         panic!("the 101st call passed")
     };
-    // One call an hour refills every 36 s.
-    assert!(limited.retry_after.as_secs() > 30 && limited.retry_after.as_secs() <= 36, "{limited:?}");
+    // One call an hour refills every 36 s (less the time the burst took,
+    // which a loaded machine stretches).
+    assert!(!limited.retry_after.is_zero() && limited.retry_after.as_secs() <= 36, "{limited:?}");
     assert_eq!(env.svc.rate_limit_stats().limited_users, 1);
     env.svc.rate_limit(&p, RouteClass::Write).await.expect("another class has its own bucket");
     let q = env.user("bob").await;
