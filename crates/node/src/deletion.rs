@@ -31,67 +31,22 @@
 // Store calls return `StoreError`, which carries CIDs inline.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use datamesh_core::tombstone::Tombstone;
-use datamesh_core::{Cid, LocationRecord, Manifest};
+use datamesh_core::{LocationRecord, Manifest};
 use datamesh_net::{NetClient, PeerId, Request, Response};
 use datamesh_store::{Store, StoreError};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::network::{self, LocationStore};
-use crate::node::{Node, NodeError, blocking};
+use crate::context::{Node, blocking};
+use crate::error::NodeError;
+use crate::records::{LocationStore, TombstoneStore, location_key, tombstone_key};
 use crate::workers::{Worker, WorkerCtx};
-
-/// Key of a file's tombstone record.
-pub fn tombstone_key(manifest: &Cid) -> Vec<u8> {
-    [b"tomb/".as_slice(), &manifest.to_bytes()].concat()
-}
 
 /// What a holder answers to a lease renewal of a deleted file.
 pub(crate) const DELETED: &str = "deleted by its owner";
-
-/// Tombstones, kept as the store's state records of kind [`TOMBSTONES`],
-/// keyed by manifest CID.
-#[derive(Clone)]
-pub struct TombstoneStore {
-    store: Store,
-}
-
-/// State-record kind of tombstones.
-const TOMBSTONES: &str = "tombstones";
-
-impl TombstoneStore {
-    /// Tombstones in `store`, after moving in those an older build kept in
-    /// `legacy_dir` (`<data-dir>/tombstones/<manifest CID>`).
-    pub fn open(store: &Store, legacy_dir: &Path) -> Result<Self, StoreError> {
-        network::import_by_cid(store, TOMBSTONES, legacy_dir, |cid, b| {
-            Tombstone::decode(b).is_ok_and(|t| t.manifest == *cid)
-        })?;
-        Ok(Self { store: store.clone() })
-    }
-
-    /// The tombstone of `manifest`, if any.
-    pub fn get(&self, manifest: &Cid) -> Option<Tombstone> {
-        let rec = self.store.get_state(TOMBSTONES, &manifest.to_string()).ok()??;
-        Tombstone::decode(&rec.value).ok().filter(|t| t.manifest == *manifest)
-    }
-
-    fn put(&self, t: &Tombstone) -> Result<(), StoreError> {
-        self.store.put_state(TOMBSTONES, &t.manifest.to_string(), &t.encode())
-    }
-
-    /// Forgets a tombstone (the file was uploaded again).
-    pub fn remove(&self, manifest: &Cid) {
-        if let Err(e) = self.store.remove_state(TOMBSTONES, &manifest.to_string()) {
-            tracing::warn!(file = %manifest, error = %e, "could not remove a tombstone");
-        }
-    }
-}
 
 /// Checks `t` against the owner in the locally stored manifest, then deletes
 /// the file here: tombstone kept, location record dropped, the replica pin
@@ -123,12 +78,6 @@ pub(crate) fn apply_tombstone(
     }
     store.gc()?;
     Ok(())
-}
-
-/// When this node last renewed each maintained file's lease.
-#[derive(Default)]
-pub(crate) struct LeaseState {
-    renewed: Mutex<HashMap<Cid, Instant>>,
 }
 
 impl Node {
@@ -203,7 +152,7 @@ impl Node {
             .into_iter()
             .map(|p| {
                 let (net, value) = (net.clone(), value.clone());
-                let key = network::location_key(&rec.manifest);
+                let key = location_key(&rec.manifest);
                 async move { (p, net.request(p, Request::PutRecord { key, value }).await) }
             })
             .collect();

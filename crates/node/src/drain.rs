@@ -37,15 +37,14 @@
 //! A repair on another node that rewrites a file's record at the same `seq`
 //! as the drain's rewrite forks the record. A node on the losing line takes
 //! the one more replicas hold when it next refreshes the record (`stat`, a
-//! repair pass, a failed read: `network::newest_vouched`); until then the
+//! repair pass, a failed read: `records::newest_vouched`); until then the
 //! next round moves again whatever the record this node keeps names here.
 
 // Store calls return `StoreError`, which carries CIDs inline.
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use datamesh_core::{Cid, LocationRecord, Manifest};
@@ -53,56 +52,14 @@ use datamesh_net::{PeerId, PeerInfo, PeerState, Request, Response};
 use datamesh_store::StoreError;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use serde::Serialize;
 
-use crate::node::{Holder, Node, NodeError, blocking, now_secs, replica_count};
+use crate::context::{Node, blocking};
+use crate::error::NodeError;
+use crate::locate::replica_count;
+use crate::placement::Holder;
 use crate::repair::Pacer;
+pub use crate::state::DrainProgress;
 use crate::workers::{Worker, WorkerCtx};
-
-/// How a drain is going, as `GET /v1/drain` reports it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct DrainProgress {
-    /// Whether the node is draining.
-    pub draining: bool,
-    /// When the drain started (Unix seconds).
-    pub started_at: Option<u64>,
-    /// Rounds over the node's files completed since then.
-    pub rounds: u64,
-    /// Files whose location record this node keeps.
-    pub files: usize,
-    /// Shard positions that location records still give to this node.
-    pub shards_to_move: usize,
-    /// Shards copied to other nodes (and recorded there) by this drain.
-    pub shards_moved: u64,
-    /// Bytes of those shards.
-    pub bytes_moved: u64,
-    /// Shards whose bytes here failed verification: not copied, left to the
-    /// file's maintainer to rebuild from the others.
-    pub shards_failed: u64,
-    /// Chunks this node held shards of that do not yet have k+m live shards
-    /// on other nodes.
-    pub chunks_short: usize,
-    /// Files whose manifest and location record are not yet held by
-    /// max(m+1, 3) other nodes.
-    pub files_needing_replicas: usize,
-    /// Files stored here while the node had no peers: no location record,
-    /// every shard here. They cannot be drained; put them again through a
-    /// networked node.
-    pub files_local_only: usize,
-    /// Whether the node can be stopped without losing redundancy.
-    pub safe_to_stop: bool,
-    /// What went wrong in the last round (retried in the next).
-    pub errors: Vec<String>,
-}
-
-/// The drain's state inside the node.
-#[derive(Default)]
-pub(crate) struct DrainState {
-    active: AtomicBool,
-    progress: Mutex<DrainProgress>,
-    started: tokio::sync::Notify,
-    since: Mutex<Option<std::time::Instant>>,
-}
 
 /// What the worker remembers between rounds.
 #[derive(Default)]
@@ -121,11 +78,6 @@ struct Memory {
 const MAX_ERRORS: usize = 20;
 
 impl Node {
-    /// Whether this node is draining.
-    pub fn draining(&self) -> bool {
-        self.inner.drain.active.load(Ordering::Relaxed)
-    }
-
     /// Starts draining (idempotent) and returns the progress so far.
     pub async fn start_drain(&self) -> Result<DrainProgress, NodeError> {
         let Some(net) = self.net().cloned() else {
@@ -135,7 +87,11 @@ impl Node {
         };
         if !self.inner.drain.active.swap(true, Ordering::SeqCst) {
             if let Ok(mut p) = self.inner.drain.progress.lock() {
-                *p = DrainProgress { draining: true, started_at: Some(now_secs()), ..Default::default() };
+                *p = DrainProgress {
+                    draining: true,
+                    started_at: Some(datamesh_core::clock::unix_secs()),
+                    ..Default::default()
+                };
             }
             if let Ok(mut t) = self.inner.drain.since.lock() {
                 *t = Some(std::time::Instant::now());
@@ -376,7 +332,7 @@ impl Node {
             return;
         }
         let Some(net) = self.net() else { return };
-        let req = Request::PutRecord { key: crate::network::location_key(&rec.manifest), value: rec.encode() };
+        let req = Request::PutRecord { key: crate::records::location_key(&rec.manifest), value: rec.encode() };
         match net.request(p, req).await {
             Ok(Response::Ok) => {}
             other => {

@@ -7,17 +7,30 @@
 
 pub mod audit;
 pub mod config;
+mod context;
 pub mod deletion;
 pub mod drain;
+mod error;
+mod files;
 pub mod identity;
+mod intake;
+mod lifecycle;
+mod locate;
 pub mod network;
-mod node;
 pub mod observe;
 pub mod placement;
+mod read;
+mod records;
 pub mod repair;
+pub mod reputation;
+mod state;
 pub mod workers;
 
 pub use config::{ConfigError, NodeConfig};
+pub use context::Node;
+pub use datamesh_core::tombstone::delete_message;
 pub use drain::DrainProgress;
+pub use error::NodeError;
+pub use files::{FileStat, NodeStatus};
 pub use identity::NodeIdentity;
-pub use node::{ChunkReceipt, FileStat, Node, NodeError, NodeStatus, UploadId, delete_message};
+pub use intake::{ChunkReceipt, UploadId};

@@ -1,12 +1,6 @@
 //! The node's side of the network: serving peers' requests from the local
-//! store, and placing and fetching shards, manifests and location records on
-//! other nodes.
-//!
-//! Keys of the small records nodes exchange with `PutRecord`/`GetRecord`:
-//! - `loc/<manifest CID bytes>`: the file's signed [`LocationRecord`];
-//! - `alias/<UnixFS CID bytes>`: the manifest CID of a public file;
-//! - `tomb/<manifest CID bytes>`: the owner's tombstone of a deleted file
-//!   (see `deletion.rs`).
+//! store ([`NodeHandler`]), and starting the peer-to-peer network with the
+//! node's identity ([`Node::start_network`]).
 //!
 //! Shards and manifests peers send go to disk as they arrive (a
 //! [`BodySink`] over the store's streaming writer), and those peers ask for
@@ -15,222 +9,30 @@
 //!
 //! **Architecture invariant:** everything received is verified before use:
 //! shards and manifests against their CIDs (hashed as they are written,
-//! committed only on a match), location records by signature, and a stored
-//! record is only replaced by a valid one with a higher `seq` (or, when the
-//! node itself resolves a fork in [`newest_vouched`], by the other line at
-//! the same `seq`).
+//! committed only on a match), location records by signature and by
+//! [`may_replace`] (see `records.rs` for the rules a stored record follows).
 
 // Store calls return `StoreError`, which carries CIDs inline; boxing it on
 // this path would buy nothing.
 #![allow(clippy::result_large_err)]
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datamesh_core::tombstone::Tombstone;
 use datamesh_core::{Cid, LocationRecord, Manifest};
-use datamesh_net::{BodyError, BodyKind, BodySink, BodySource, Handler, PeerId, PeerState, Request, Response};
+use datamesh_net::{BodyError, BodyKind, BodySink, BodySource, Handler, NetClient, PeerId, Request, Response};
 use datamesh_store::{ObjectWriter, PinInfo, ShardMeta, Store, StoreError, UploadGuard};
+use tokio::task::block_in_place;
 
-/// Key of a file's location record.
-pub fn location_key(manifest: &Cid) -> Vec<u8> {
-    [b"loc/".as_slice(), &manifest.to_bytes()].concat()
-}
-
-/// Key of a public file's alias record.
-pub fn alias_key(unixfs: &Cid) -> Vec<u8> {
-    [b"alias/".as_slice(), &unixfs.to_bytes()].concat()
-}
-
-/// The DHT key of a CID (what providers are announced under).
-pub fn dht_key(cid: &Cid) -> Vec<u8> {
-    cid.to_bytes()
-}
-
-/// Location records, kept as the store's state records of kind
-/// [`LOCATIONS`], keyed by manifest CID. A record's `written_at` is also its
-/// lease clock (see `deletion.rs`).
-#[derive(Clone)]
-pub struct LocationStore {
-    store: Store,
-    /// Serialises `put`: two records of one file arriving together (a
-    /// repair's and a replica's) could interleave the seq check and the
-    /// write so that the lower record landed last.
-    writing: Arc<std::sync::Mutex<()>>,
-}
-
-/// State-record kind of location records.
-const LOCATIONS: &str = "locations";
-
-impl LocationStore {
-    /// Location records in `store`, after moving in those an older build
-    /// kept in `legacy_dir` (`<data-dir>/locations/<manifest CID>`, the
-    /// record's encoding, renewed by the file's modification time).
-    pub fn open(store: &Store, legacy_dir: &Path) -> Result<Self, StoreError> {
-        import_by_cid(store, LOCATIONS, legacy_dir, |cid, b| {
-            LocationRecord::decode(b).is_ok_and(|r| r.manifest == *cid)
-        })?;
-        Ok(Self { store: store.clone(), writing: Arc::default() })
-    }
-
-    /// The stored record and when it was written or renewed (unix ms).
-    fn read(&self, manifest: &Cid) -> Option<(LocationRecord, u64)> {
-        let rec = self.store.get_state(LOCATIONS, &manifest.to_string()).ok()??;
-        let r = LocationRecord::decode(&rec.value).ok().filter(|r| r.manifest == *manifest)?;
-        Some((r, rec.written_at))
-    }
-
-    /// The stored record, if any and valid.
-    pub fn get(&self, manifest: &Cid) -> Option<LocationRecord> {
-        self.read(manifest).map(|(r, _)| r)
-    }
-
-    /// Stores `r` durably unless a record with a higher or equal `seq` is
-    /// already there. Returns whether it was stored.
-    pub fn put(&self, r: &LocationRecord) -> Result<bool, StoreError> {
-        self.put_unless(r, |old| old.seq >= r.seq)
-    }
-
-    /// Stores `r` unless a record with a higher `seq` is already there:
-    /// how a node gives up its own line of a forked record for the one the
-    /// file's other replicas hold at the same `seq` (see [`newest_vouched`]).
-    pub(crate) fn take_over(&self, r: &LocationRecord) -> Result<bool, StoreError> {
-        self.put_unless(r, |old| old.seq > r.seq || old.signature == r.signature)
-    }
-
-    /// Stores `r` durably unless the stored record `keep`s its place; one
-    /// writer at a time, so the check and the write are one step.
-    fn put_unless(&self, r: &LocationRecord, keep: impl Fn(&LocationRecord) -> bool) -> Result<bool, StoreError> {
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if self.get(&r.manifest).is_some_and(|old| keep(&old)) {
-            return Ok(false);
-        }
-        self.store.put_state(LOCATIONS, &r.manifest.to_string(), &r.encode())?;
-        Ok(true)
-    }
-
-    /// Every valid record stored here.
-    pub fn list(&self) -> Vec<LocationRecord> {
-        let keys = self.store.list_state(LOCATIONS).unwrap_or_default();
-        keys.iter().filter_map(|k| k.parse::<Cid>().ok()).filter_map(|cid| self.get(&cid)).collect()
-    }
-
-    /// Removes a record.
-    pub fn remove(&self, manifest: &Cid) {
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = self.store.remove_state(LOCATIONS, &manifest.to_string()) {
-            tracing::warn!(file = %manifest, error = %e, "could not remove a location record");
-        }
-    }
-
-    /// Marks the file's lease renewed now: the record is written again as
-    /// it is, with a fresh `written_at`.
-    pub fn touch(&self, manifest: &Cid) {
-        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((r, _)) = self.read(manifest)
-            && let Err(e) = self.store.put_state(LOCATIONS, &manifest.to_string(), &r.encode())
-        {
-            tracing::warn!(file = %manifest, error = %e, "could not renew a lease");
-        }
-    }
-
-    /// Time since the file's lease was last renewed (or its record written).
-    pub fn age(&self, manifest: &Cid) -> Option<Duration> {
-        let (_, at) = self.read(manifest)?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Some(now.saturating_sub(Duration::from_millis(at)))
-    }
-}
-
-/// Moves a directory of an older build's records, one file per file named
-/// by its manifest CID, into the store's state records of `kind`; a file
-/// `valid` refuses (not a record of that file) is dropped, as it was never
-/// read before either.
-pub(crate) fn import_by_cid(
-    store: &Store,
-    kind: &str,
-    legacy_dir: &Path,
-    valid: impl Fn(&Cid, &[u8]) -> bool,
-) -> Result<(), StoreError> {
-    let moved = store.import_state_dir(kind, legacy_dir, |name, bytes| {
-        let cid = name.parse::<Cid>().ok()?;
-        valid(&cid, &bytes).then_some(bytes)
-    })?;
-    if moved > 0 {
-        tracing::info!(moved, kind, from = %legacy_dir.display(), "records of an older build moved into the store");
-    }
-    Ok(())
-}
+use crate::context::{Inner, Node};
+use crate::error::NodeError;
+pub use crate::placement::{can_receive, is_draining};
+use crate::records::{LocationStore, TombstoneStore, dht_key, location_key, may_replace};
+use crate::workers::{Worker, WorkerCtx};
 
 /// How long shards received ahead of their manifest are protected from GC.
 const REMOTE_SHARD_GRACE: Duration = Duration::from_secs(24 * 3600);
-
-/// Whether `new` may replace `old`: the first record of a file is taken as
-/// is (the manifest it names is content addressed), but a rewrite must be
-/// signed by the previous writer or one of the previous holders (the
-/// repairers); otherwise any peer could point a file at nodes of its
-/// choosing.
-pub fn may_replace(old: Option<&LocationRecord>, new: &LocationRecord) -> bool {
-    let Some(old) = old else { return true };
-    if old.signer == new.signer {
-        return true;
-    }
-    match datamesh_net::peer_id_of_ed25519(&new.signer) {
-        Some(p) => old.holders.iter().any(|h| h.as_slice() == p.to_bytes().as_slice()),
-        None => false,
-    }
-}
-
-/// The record a node should hold for a file, given its own (`ours`) and
-/// the ones the file's replicas and holders answered with (`(peer id
-/// bytes, record)`).
-///
-/// **Forward:** a higher `seq` is taken when a peer already trusted with
-/// the file vouches for it (a holder named in the current record, or its
-/// signer, any of whom could sign a rewrite itself) or when it may replace
-/// the current one outright; the walk goes on from the record taken.
-///
-/// **Forks:** two nodes whose views of who is online differ (one just back
-/// from a partition, say) can both repair a file and each sign the next
-/// `seq`. Peers take only the line whose signer their record names, so the
-/// other signer would keep its own line for good, a line nobody maintains,
-/// and report (and read) from holders that may be gone. At the same `seq`
-/// the line more of the answering peers hold is taken, if a trusted peer
-/// vouches for it; a tie keeps the current one. Every switch either raises
-/// `seq` or strictly raises the number of peers agreeing, so the walk ends.
-pub(crate) fn newest_vouched(ours: &LocationRecord, answers: &[(Vec<u8>, LocationRecord)]) -> LocationRecord {
-    let same = |a: &LocationRecord, b: &LocationRecord| a.signature == b.signature;
-    let mut current = ours.clone();
-    // Bounded anyway: each step raises seq or agreement, both finite.
-    for _ in 0..=answers.len() * 2 + 1 {
-        let trusted = |r: &LocationRecord, from: &[u8]| {
-            may_replace(Some(&current), r)
-                || current.holders.iter().any(|h| h.as_slice() == from)
-                || datamesh_net::peer_id_of_ed25519(&current.signer).is_some_and(|s| s.to_bytes() == from)
-        };
-        let newer =
-            answers.iter().filter(|(from, r)| r.seq > current.seq && trusted(r, from)).max_by_key(|(_, r)| r.seq);
-        if let Some((_, r)) = newer {
-            current = r.clone();
-            continue;
-        }
-        let agree =
-            |r: &LocationRecord| answers.iter().filter(|(_, a)| same(a, r)).count() + usize::from(same(r, ours));
-        let here = agree(&current);
-        let fork = answers
-            .iter()
-            .filter(|(from, r)| r.seq == current.seq && !same(r, &current) && trusted(r, from))
-            .map(|(_, r)| (agree(r), r))
-            .filter(|&(n, _)| n > here)
-            .max_by_key(|&(n, _)| n);
-        match fork {
-            Some((_, r)) => current = r.clone(),
-            None => break,
-        }
-    }
-    current
-}
 
 /// How long a `REBUILD_SHARD` waits for one of the node's rebuild slots
 /// before it is answered busy.
@@ -240,17 +42,17 @@ const REBUILD_SLOT_WAIT: Duration = Duration::from_secs(10);
 pub struct NodeHandler {
     pub(crate) store: Store,
     pub(crate) locations: LocationStore,
-    pub(crate) tombstones: crate::deletion::TombstoneStore,
+    pub(crate) tombstones: TombstoneStore,
     /// The node's manifest cache, to forget deleted files.
     pub(crate) manifests: Arc<quick_cache::sync::Cache<Cid, Arc<Manifest>>>,
     /// Shards received from peers whose manifest has not arrived yet: kept
     /// from GC until it does (then the replica pin keeps them) or the grace
     /// period ends.
-    pub(crate) pending: std::sync::Mutex<(Arc<UploadGuard>, Instant)>,
+    pub(crate) pending: Mutex<(Arc<UploadGuard>, Instant)>,
     pub(crate) on_manifest: Arc<dyn Fn(Cid) + Send + Sync>,
     /// The node, for a `REBUILD_SHARD` (it fetches shards like a read).
     /// Weak: the node holds the network, whose actor holds this handler.
-    pub(crate) node: std::sync::Weak<crate::node::Inner>,
+    pub(crate) node: std::sync::Weak<Inner>,
     /// Peers' `REBUILD_SHARD`s running at once (see
     /// `repair::REBUILDS_IN_FLIGHT`); beyond, the answer is busy.
     pub(crate) rebuilds: Arc<tokio::sync::Semaphore>,
@@ -287,7 +89,7 @@ impl NodeHandler {
 /// as a replica. Blocking.
 struct Adopter {
     store: Store,
-    tombstones: crate::deletion::TombstoneStore,
+    tombstones: TombstoneStore,
     grace: Arc<UploadGuard>,
     on_manifest: Arc<dyn Fn(Cid) + Send + Sync>,
 }
@@ -304,8 +106,10 @@ impl Adopter {
         // A replica pin: this node keeps the manifest and the shards of it
         // that it holds.
         if store.pin_info(&cid)?.is_none() {
-            store
-                .pin(&cid, PinInfo { name: None, size: m.size, created_at: crate::node::now_secs(), replica: true })?;
+            store.pin(
+                &cid,
+                PinInfo { name: None, size: m.size, created_at: datamesh_core::clock::unix_secs(), replica: true },
+            )?;
         }
         // The replica pin keeps its shards now; the grace guard lets go of
         // them, so a tombstone or a lapsed lease can reclaim them.
@@ -373,12 +177,12 @@ impl Handler for NodeHandler {
                 // `net` has checked the bytes against the CID.
                 let g = self.guard();
                 let meta = ShardMeta { chunk: cid, index: 0 };
-                match blocking(move || store.put_shards(&[(cid, &data, meta)], Some(&g))) {
+                match block_in_place(move || store.put_shards(&[(cid, &data, meta)], Some(&g))) {
                     Ok(()) => Response::Ok,
                     Err(e) => refused(e),
                 }
             }
-            Request::GetShard { cid } => match blocking(move || store.get_shard(&cid)) {
+            Request::GetShard { cid } => match block_in_place(move || store.get_shard(&cid)) {
                 Ok(d) => Response::Data(d),
                 Err(StoreError::NotFound { .. }) | Err(StoreError::Corrupt { .. }) => Response::NotFound,
                 Err(e) => refused(e),
@@ -386,7 +190,7 @@ impl Handler for NodeHandler {
             Request::Audit { cid, start, len } => {
                 // A verified read (a rotten shard is quarantined and so not
                 // held), then the proof: one more pass over the bytes.
-                match blocking(move || store.get_shard(&cid)) {
+                match block_in_place(move || store.get_shard(&cid)) {
                     Ok(d) => match datamesh_core::proof::prove(&d, start, len) {
                         Ok(p) => Response::Data(p),
                         Err(e) => refused(e),
@@ -396,7 +200,7 @@ impl Handler for NodeHandler {
                 }
             }
             Request::ShardExists { cids } => {
-                match blocking(move || cids.iter().map(|c| store.has_shard(c)).collect::<Result<Vec<_>, _>>()) {
+                match block_in_place(move || cids.iter().map(|c| store.has_shard(c)).collect::<Result<Vec<_>, _>>()) {
                     Ok(v) => Response::Exists(v),
                     Err(e) => refused(e),
                 }
@@ -410,7 +214,7 @@ impl Handler for NodeHandler {
                 let (locations, tombstones) = (self.locations.clone(), self.tombstones.clone());
                 // Its GC may collect other unpinned manifests too.
                 self.manifests.clear();
-                let r = blocking(move || {
+                let r = block_in_place(move || {
                     let bytes = store.get_manifest(&t.manifest).map_err(|e| e.to_string())?;
                     let m = Manifest::decode_verified(&t.manifest, &bytes).map_err(|e| e.to_string())?;
                     if !m.chunks.iter().any(|c| c.shards.contains(&cid)) {
@@ -429,12 +233,12 @@ impl Handler for NodeHandler {
                     return Response::Refused("not a valid manifest for this CID".into());
                 };
                 let adopt = self.adopter();
-                match blocking(move || store.put_manifest(&cid, &data).and_then(|()| adopt.adopt(cid, m))) {
+                match block_in_place(move || store.put_manifest(&cid, &data).and_then(|()| adopt.adopt(cid, m))) {
                     Ok(()) => Response::Ok,
                     Err(e) => refused(e),
                 }
             }
-            Request::GetManifest { cid } => match blocking(move || store.get_manifest(&cid)) {
+            Request::GetManifest { cid } => match block_in_place(move || store.get_manifest(&cid)) {
                 Ok(d) => Response::Data(d),
                 Err(StoreError::NotFound { .. }) => Response::NotFound,
                 Err(e) => refused(e),
@@ -448,11 +252,12 @@ impl Handler for NodeHandler {
                     let (locations, tombstones) = (self.locations.clone(), self.tombstones.clone());
                     // Its GC may collect other unpinned manifests too.
                     self.manifests.clear();
-                    match blocking(move || crate::deletion::apply_tombstone(&store, &locations, &tombstones, &t, false))
-                    {
+                    match block_in_place(move || {
+                        crate::deletion::apply_tombstone(&store, &locations, &tombstones, &t, false)
+                    }) {
                         Ok(()) => Response::Ok,
                         // Nothing of it here: nothing to delete.
-                        Err(crate::NodeError::NotFound(_)) => Response::NotFound,
+                        Err(NodeError::NotFound(_)) => Response::NotFound,
                         Err(e) => refused(e),
                     }
                 } else if key.starts_with(b"loc/") {
@@ -496,7 +301,7 @@ impl Handler for NodeHandler {
                     Response::Record(self.tombstones.get(&cid).map(|t| t.encode()))
                 } else if let Some(rest) = key.strip_prefix(b"alias/") {
                     let Ok(cid) = Cid::from_bytes(rest) else { return Response::Refused("bad key".into()) };
-                    match blocking(move || store.resolve_alias(&cid)) {
+                    match block_in_place(move || store.resolve_alias(&cid)) {
                         Ok(v) => Response::Record(v.map(|c| c.to_bytes())),
                         Err(e) => refused(e),
                     }
@@ -513,7 +318,7 @@ impl Handler for NodeHandler {
                     return Response::Refused("busy: rebuilding as many shards as it may at once; retry later".into());
                 };
                 let Some(inner) = self.node.upgrade() else { return refused("the node is shutting down") };
-                let node = crate::Node { inner };
+                let node = Node { inner };
                 let e = datamesh_core::Erasure { k, m };
                 match node.rebuild_for_peer(self.guard(), chunk, e, want as usize, shards).await {
                     Ok(()) => Response::Ok,
@@ -552,146 +357,107 @@ impl Handler for NodeHandler {
     }
 }
 
-/// Runs store IO on the blocking pool from an async handler.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
+impl Node {
+    /// The handler that serves peers from this node's store.
+    pub fn handler(&self) -> Arc<NodeHandler> {
+        let net = self.inner.net.clone();
+        Arc::new(NodeHandler {
+            node: Arc::downgrade(&self.inner),
+            rebuilds: Arc::new(tokio::sync::Semaphore::new(crate::repair::REBUILDS_IN_FLIGHT)),
+            store: self.inner.store.clone(),
+            locations: self.inner.locations.clone(),
+            tombstones: self.inner.tombstones.clone(),
+            manifests: self.inner.manifests.clone(),
+            pending: Mutex::new((Arc::new(self.inner.store.protect()), Instant::now())),
+            on_manifest: Arc::new(move |cid: Cid| {
+                // A replica announces itself as a provider of the file.
+                if let Some(n) = net.get() {
+                    let n = n.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = n.provide(&dht_key(&cid)).await {
+                            tracing::debug!(%cid, error = %e, "could not announce a replica");
+                        }
+                    });
+                }
+            }),
+        })
+    }
 
-/// Whether a peer may receive new shards.
-pub fn can_receive(state: PeerState) -> bool {
-    matches!(state, PeerState::Online)
-}
-
-/// Whether a peer said in its last heartbeat that it is draining: it gets
-/// no new shards and no new replicas.
-pub fn is_draining(p: &datamesh_net::PeerInfo) -> bool {
-    p.last_heartbeat.as_ref().is_some_and(|h| h.draining)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    /// Records of one file arriving at once (a repair's, a replica's) are
-    /// all taken or declined cleanly, and the highest `seq` is what stays.
-    #[test]
-    fn concurrent_location_records_keep_the_highest() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("store"), Default::default()).unwrap();
-        let store = LocationStore::open(&store, &dir.path().join("locations")).unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-        let file = Cid::dag_cbor_blake3(b"a manifest");
-        for _ in 0..20 {
-            let threads: Vec<_> = (1..=8u64)
-                .map(|seq| {
-                    let (store, rec) = (store.clone(), LocationRecord::sign(file, seq, &[vec![[seq as u8; 8]]], &key));
-                    std::thread::spawn(move || store.put(&rec))
+    /// Starts the peer-to-peer network this node's config describes
+    /// (listen, bootstrap and announce addresses, mDNS, health timers) with
+    /// the node's own identity, attaches it, and keeps what its heartbeats
+    /// say (free space, shard count, draining) current for as long as it
+    /// runs. The daemon and in-process test networks both come up this way.
+    pub async fn start_network(&self) -> Result<NetClient, NodeError> {
+        let cfg = &self.inner.cfg;
+        let parse = |list: &[String], what: &str| -> Result<Vec<datamesh_net::Multiaddr>, NodeError> {
+            list.iter()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        NodeError::BadRequest(format!(
+                            "{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)"
+                        ))
+                    })
                 })
-                .collect();
-            for t in threads {
-                t.join().unwrap().unwrap();
+                .collect()
+        };
+        let seed = self.inner.identity.secret_seed();
+        let net_cfg = datamesh_net::NetConfig {
+            identity_seed: seed,
+            listen: parse(&cfg.listen, "listen")?,
+            bootstrap: parse(&cfg.bootstrap, "bootstrap")?,
+            announce: parse(&cfg.announce, "announce")?,
+            mdns: cfg.mdns,
+            timers: datamesh_net::HealthTimers {
+                heartbeat_interval: cfg.heartbeat_interval,
+                warning_after: cfg.warning_after,
+                offline_after: cfg.offline_after,
+            },
+            state_dir: Some(cfg.data_dir.join("net")),
+            // Peers place shards by the free space in our heartbeats: say it
+            // from the first exchange, not after the first refresh.
+            heartbeat: self.heartbeat().await,
+            ..datamesh_net::NetConfig::new(seed)
+        };
+        let net = datamesh_net::start(net_cfg, self.handler())
+            .await
+            .map_err(|e| NodeError::Network(format!("cannot start the peer-to-peer network: {e}")))?;
+        self.attach_net(net.clone());
+        self.workers().spawn(HeartbeatWorker {
+            node: self.clone(),
+            net: net.clone(),
+            every: (cfg.heartbeat_interval / 2).max(Duration::from_millis(100)),
+        });
+        Ok(net)
+    }
+}
+
+/// Keeps what the node's heartbeats tell peers (free space, shard count,
+/// draining) current while the network runs.
+pub struct HeartbeatWorker {
+    /// The node whose figures it reports.
+    pub node: Node,
+    /// The network the figures go to.
+    pub net: NetClient,
+    /// How often they are refreshed.
+    pub every: Duration,
+}
+
+#[async_trait::async_trait]
+impl Worker for HeartbeatWorker {
+    fn name(&self) -> &'static str {
+        "heartbeat"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        ctx.set(format!("refreshing heartbeat figures every {}", humantime::format_duration(self.every)));
+        let mut t = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                () = ctx.stopped() => return,
+                () = self.net.stopped() => return,
+                _ = t.tick() => self.net.set_local_heartbeat(self.node.heartbeat().await),
             }
-            assert_eq!(store.get(&file).unwrap().seq, 8);
-            store.remove(&file);
         }
-    }
-
-    /// A data dir of an older build keeps working: its `locations/` and
-    /// `tombstones/` files move into the store, a record keeps its lease
-    /// clock (the file's modification time), and what never decoded is
-    /// dropped with the old directories.
-    #[test]
-    fn records_of_an_older_build_are_moved_into_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let (old_locs, old_tombs) = (dir.path().join("locations"), dir.path().join("tombstones"));
-        std::fs::create_dir(&old_locs).unwrap();
-        std::fs::create_dir(&old_tombs).unwrap();
-        let file = Cid::dag_cbor_blake3(b"a manifest");
-        let rec = LocationRecord::sign(file, 3, &[vec![[1u8; 8]]], &key(1));
-        std::fs::write(old_locs.join(file.to_string()), rec.encode()).unwrap();
-        let renewed = std::time::SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options()
-            .append(true)
-            .open(old_locs.join(file.to_string()))
-            .unwrap()
-            .set_modified(renewed)
-            .unwrap();
-        let other = Cid::dag_cbor_blake3(b"another manifest");
-        std::fs::write(old_locs.join(other.to_string()), rec.encode()).unwrap(); // names another file
-        std::fs::write(old_locs.join(format!("{file}.tmp")), b"half").unwrap();
-        let tomb = Tombstone { manifest: file, deleted_at: 9, signature: [3; 64] };
-        std::fs::write(old_tombs.join(file.to_string()), tomb.encode()).unwrap();
-
-        let (store, _) = Store::open(&dir.path().join("store"), Default::default()).unwrap();
-        let locations = LocationStore::open(&store, &old_locs).unwrap();
-        let tombstones = crate::deletion::TombstoneStore::open(&store, &old_tombs).unwrap();
-        assert_eq!(locations.list(), vec![rec.clone()]);
-        let age = locations.age(&file).unwrap();
-        assert!(age >= Duration::from_secs(3599) && age < Duration::from_secs(3700), "{age:?}");
-        assert_eq!(tombstones.get(&file), Some(tomb));
-        assert!(!old_locs.exists() && !old_tombs.exists());
-        // Renewed and written anew like any record.
-        locations.touch(&file);
-        assert!(locations.age(&file).unwrap() < Duration::from_secs(60));
-        assert!(!locations.put(&rec).unwrap());
-    }
-
-    fn key(n: u8) -> ed25519_dalek::SigningKey {
-        ed25519_dalek::SigningKey::from_bytes(&[n; 32])
-    }
-
-    fn peer(n: u8) -> Vec<u8> {
-        datamesh_net::peer_id_of_ed25519(&key(n).verifying_key().to_bytes()).unwrap().to_bytes()
-    }
-
-    /// A one-chunk record of `seq` naming `holders` (key numbers), signed by `by`.
-    fn rec(seq: u64, holders: &[u8], by: u8) -> LocationRecord {
-        let file = Cid::dag_cbor_blake3(b"a manifest");
-        LocationRecord::sign(file, seq, &[holders.iter().map(|&h| peer(h)).collect::<Vec<_>>()], &key(by))
-    }
-
-    fn from(n: u8, r: &LocationRecord) -> (Vec<u8>, LocationRecord) {
-        (peer(n), r.clone())
-    }
-
-    /// A node that missed repairs walks forward to the newest record its
-    /// trusted peers vouch for, and not to one only a stranger holds.
-    #[test]
-    fn a_stale_record_walks_forward_through_trusted_peers_only() {
-        let ours = rec(1, &[1, 2, 3], 1);
-        let second = rec(2, &[2, 3, 4], 2);
-        let third = rec(3, &[4, 5, 6], 4);
-        let forged = rec(9, &[7, 8, 9], 7);
-        let answers = [from(7, &forged), from(2, &second), from(4, &third)];
-        assert_eq!(newest_vouched(&ours, &answers), third);
-        // Without the holder of the second record, the third is out of reach.
-        assert_eq!(newest_vouched(&ours, &[from(7, &forged), from(4, &third)]), ours);
-    }
-
-    /// Two repairers signed the same `seq`: the node on the line fewer
-    /// replicas hold takes the other one; one on the line more hold keeps
-    /// it, and a tie keeps what the node has.
-    #[test]
-    fn a_forked_record_settles_on_the_line_more_replicas_hold() {
-        // Node 9 (not a holder) re-signed seq 2 from its own view; holder 2
-        // re-signed seq 2 as well, and replicas 3, 4 and 5 took holder 2's.
-        let mine = rec(2, &[1, 2, 3, 4, 5, 7], 9);
-        let theirs = rec(2, &[8, 2, 3, 4, 5, 6], 2);
-        let answers = [from(2, &theirs), from(3, &theirs), from(4, &theirs), from(5, &theirs), from(6, &mine)];
-        assert_eq!(newest_vouched(&mine, &answers), theirs, "the minority line gives up its record");
-        assert_eq!(newest_vouched(&theirs, &answers), theirs, "the majority line keeps its record");
-        // A tie keeps the current record.
-        let tie = [from(2, &theirs), from(3, &mine)];
-        assert_eq!(newest_vouched(&mine, &tie), mine);
-        // A line vouched for only by strangers is not taken however many hold it.
-        let alien = rec(2, &[10, 11, 12, 13, 14, 15], 10);
-        let strangers = [from(10, &alien), from(11, &alien), from(12, &alien)];
-        assert_eq!(newest_vouched(&mine, &strangers), mine);
-        // And the walk goes on past the fork to the newest record.
-        let next = rec(3, &[8, 2, 3, 4, 5, 10], 8);
-        let mut more = answers.to_vec();
-        more.push(from(8, &next));
-        assert_eq!(newest_vouched(&mine, &more), next);
     }
 }

@@ -8,8 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Node;
-
 /// What was timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timing {
@@ -24,19 +22,6 @@ pub enum Timing {
 
 /// Receives timings. Cheap to clone.
 pub type Observer = Arc<dyn Fn(Timing, Duration) + Send + Sync>;
-
-impl Node {
-    /// Sets the observer that receives this node's timings. Only the first
-    /// call has an effect; returns whether this one did.
-    pub fn set_observer(&self, observer: Observer) -> bool {
-        self.inner.observer.set(observer).is_ok()
-    }
-
-    /// The observer, if one is set.
-    pub(crate) fn observer(&self) -> Option<Observer> {
-        self.inner.observer.get().cloned()
-    }
-}
 
 /// Reports `elapsed` to `observer`, if any.
 pub(crate) fn report(observer: &Option<Observer>, what: Timing, elapsed: Duration) {

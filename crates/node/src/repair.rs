@@ -28,7 +28,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,8 +39,11 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
-use crate::node::{Holder, Node, NodeError, blocking, kad_key, positions_by_holder, shards_held};
-use crate::placement;
+use crate::context::{Node, blocking};
+use crate::error::NodeError;
+use crate::locate::{holders_of, positions_by_holder, shards_held};
+use crate::placement::{Holder, distance, kad_key};
+pub use crate::state::RepairTotals;
 use crate::workers::{Worker, WorkerCtx};
 
 /// What one repair pass did.
@@ -61,35 +63,6 @@ pub struct RepairReport {
     pub chunks_unrecoverable: usize,
     /// What went wrong, per file (the pass goes on with the others).
     pub errors: Vec<String>,
-}
-
-/// Totals since the node started, for status and metrics.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RepairTotals {
-    /// Passes run.
-    pub passes: u64,
-    /// Shards rebuilt.
-    pub shards_rebuilt: u64,
-    /// Bytes rebuilt.
-    pub bytes_rebuilt: u64,
-    /// Chunks degraded in the last pass.
-    pub chunks_degraded_last: usize,
-    /// Chunks below k live shards in the last pass.
-    pub chunks_unrecoverable_last: usize,
-    /// Shards this node rebuilt and kept when another node's repair asked
-    /// it to (`REBUILD_SHARD`); that node counts them in its
-    /// `shards_rebuilt`.
-    pub rebuilt_for_peers: u64,
-}
-
-/// The worker's state inside the node.
-#[derive(Default)]
-pub(crate) struct RepairState {
-    totals: Mutex<RepairTotals>,
-    /// Serialises passes (the timer and an OFFLINE trigger may overlap).
-    running: tokio::sync::Mutex<()>,
-    /// `RepairTotals::rebuilt_for_peers`.
-    for_peers: AtomicU64,
 }
 
 /// Chunks a repair pass works on at once. One at a time leaves the pass
@@ -384,11 +357,9 @@ impl Node {
     /// hold the record, and so is a candidate itself).
     pub(crate) fn maintains(&self, rec: &LocationRecord, me: PeerId, online: &impl Fn(&[u8]) -> bool) -> bool {
         let key = kad_key(&rec.manifest.to_bytes());
-        let mine = placement::distance(&key, &kad_key(&me.to_bytes()));
+        let mine = distance(&key, &kad_key(&me.to_bytes()));
         let me = me.to_bytes();
-        !rec.holders
-            .iter()
-            .any(|h| h.as_slice() != me.as_slice() && online(h) && placement::distance(&key, &kad_key(h)) < mine)
+        !rec.holders.iter().any(|h| h.as_slice() != me.as_slice() && online(h) && distance(&key, &kad_key(h)) < mine)
     }
 
     /// Live shards per chunk: local ones from the store, remote ones by
@@ -486,11 +457,8 @@ impl Node {
         let k = e.k as usize;
         let missing: Vec<usize> = (0..live.len()).filter(|&i| !live[i]).collect();
         // Each live shard's holder; none for a lost one.
-        let holders: Vec<Option<Vec<u8>>> = crate::node::holders_of(rec, chunk, live.len())
-            .into_iter()
-            .zip(live)
-            .map(|(h, &l)| h.filter(|_| l))
-            .collect();
+        let holders: Vec<Option<Vec<u8>>> =
+            holders_of(rec, chunk, live.len()).into_iter().zip(live).map(|(h, &l)| h.filter(|_| l)).collect();
         let holders_of_live: HashSet<Vec<u8>> = holders.iter().flatten().cloned().collect();
         if let [want] = missing[..] {
             let shard_bytes = e.shard_size(entry.stored_size as usize) as u64;

@@ -22,11 +22,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datamesh_net::NetClient;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-
-use crate::Node;
 
 /// A long-running piece of background work.
 #[async_trait::async_trait]
@@ -287,115 +284,6 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "a panic without a message".to_string()
-    }
-}
-
-/// Drops upload sessions idle past `upload_idle_timeout_secs`, so their
-/// shards fall to GC.
-pub struct UploadExpiryWorker {
-    /// The node whose sessions it expires.
-    pub node: Node,
-}
-
-#[async_trait::async_trait]
-impl Worker for UploadExpiryWorker {
-    fn name(&self) -> &'static str {
-        "upload-expiry"
-    }
-
-    async fn run(&self, ctx: &WorkerCtx) {
-        while ctx.idle(Duration::from_secs(60)).await {
-            let n = self.node.expire_uploads();
-            if n > 0 {
-                tracing::info!(expired = n, "dropped idle upload sessions");
-            }
-        }
-    }
-}
-
-/// Keeps what the node's heartbeats tell peers (free space, shard count,
-/// draining) current while the network runs.
-pub struct HeartbeatWorker {
-    /// The node whose figures it reports.
-    pub node: Node,
-    /// The network the figures go to.
-    pub net: NetClient,
-    /// How often they are refreshed.
-    pub every: Duration,
-}
-
-#[async_trait::async_trait]
-impl Worker for HeartbeatWorker {
-    fn name(&self) -> &'static str {
-        "heartbeat"
-    }
-
-    async fn run(&self, ctx: &WorkerCtx) {
-        ctx.set(format!("refreshing heartbeat figures every {}", humantime::format_duration(self.every)));
-        let mut t = tokio::time::interval(self.every);
-        loop {
-            tokio::select! {
-                () = ctx.stopped() => return,
-                () = self.net.stopped() => return,
-                _ = t.tick() => self.net.set_local_heartbeat(self.node.heartbeat().await),
-            }
-        }
-    }
-}
-
-impl Node {
-    /// The registry of this node's workers (the gateway adds its own).
-    pub fn workers(&self) -> &Workers {
-        &self.inner.workers
-    }
-
-    /// Starts the node's background work, as its configuration says:
-    /// upload expiry and scrub always; with a network, repair, audits (unless
-    /// `audit_interval` is zero), lease sweeps and the drain worker. The
-    /// heartbeat worker is started by [`Node::start_network`]. Stop them with
-    /// [`Node::shutdown`].
-    pub fn spawn_workers(&self) {
-        let cfg = &self.inner.cfg;
-        let ws = self.workers();
-        ws.spawn(UploadExpiryWorker { node: self.clone() });
-        ws.spawn(crate::repair::ScrubWorker {
-            node: self.clone(),
-            interval: cfg.scrub_interval.max(Duration::from_millis(100)),
-            rate: cfg.scrub_rate.as_u64(),
-        });
-        if self.net().is_none() {
-            return;
-        }
-        let poll = |lo: u64| (cfg.heartbeat_interval / 2).clamp(Duration::from_millis(lo), Duration::from_secs(1));
-        // Repair: periodic passes, and one as soon as a peer turns OFFLINE.
-        ws.spawn(crate::repair::RepairWorker { node: self.clone(), interval: cfg.repair_interval, poll: poll(100) });
-        // Audits: the maintainer of each file challenges its holders.
-        if !cfg.audit_interval.is_zero() {
-            ws.spawn(crate::audit::AuditWorker {
-                node: self.clone(),
-                interval: cfg.audit_interval,
-                samples: cfg.audit_samples,
-            });
-        }
-        // Replicas whose lease nobody renews are dropped.
-        ws.spawn(crate::deletion::LeaseWorker { node: self.clone() });
-        // Draining (`datamesh drain`): idle until asked.
-        ws.spawn(crate::drain::DrainWorker { node: self.clone(), poll: poll(200) });
-    }
-
-    /// Stops every worker (the last started first, each finishing its
-    /// step), then the network, then writes the store's pending access
-    /// times. The node answers nothing afterwards; drop it to close the
-    /// store.
-    pub async fn shutdown(&self) {
-        self.workers().shutdown(SHUTDOWN_GRACE).await;
-        if let Some(net) = self.net() {
-            net.shutdown().await;
-        }
-        let store = self.inner.store.clone();
-        if let Err(e) = crate::node::blocking(move || Ok(store.flush()?)).await {
-            tracing::warn!(error = %e, "could not write pending access times at shutdown");
-        }
     }
 }
 

@@ -1,0 +1,254 @@
+//! Uploads: sessions, chunk intake (erasure coding and durable shard
+//! writes, local or on the placed holders) and completion.
+//!
+//! **Architecture invariant:** a put is acknowledged (its CID returned by
+//! [`Node::complete_upload`]) only after every shard, its index entry, the
+//! manifest and the pin are durable. Shards written by an unfinished upload
+//! are protected from GC by the session's guard and become garbage when the
+//! session is aborted or expires.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datamesh_core::clock::unix_secs;
+use datamesh_core::{Cid, Erasure, LocationRecord, Manifest, limits};
+use datamesh_pipeline::erasure;
+use datamesh_store::{PinInfo, ShardMeta};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+
+use crate::context::{Node, blocking};
+use crate::error::NodeError;
+use crate::observe::{self, Timing};
+use crate::placement::Holder;
+pub use crate::state::UploadId;
+use crate::state::{Placed, Session};
+
+/// What a node tells the client about a stored chunk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkReceipt {
+    /// CID of the chunk's stored form.
+    pub cid: Cid,
+    /// CIDs of its k+m shards.
+    pub shards: Vec<Cid>,
+}
+
+impl Node {
+    /// Opens an upload session for a file coded with `erasure` (the node's
+    /// default when None).
+    pub fn begin_upload(&self, erasure: Option<Erasure>) -> Result<UploadId, NodeError> {
+        if self.draining() {
+            return Err(NodeError::Draining(
+                "this node is draining (leaving the network) and takes no new uploads; put the file through another node"
+                    .into(),
+            ));
+        }
+        let erasure = erasure.unwrap_or(self.inner.cfg.erasure());
+        if erasure.k == 0 || erasure.total() > limits::MAX_TOTAL_SHARDS {
+            return Err(NodeError::BadRequest(format!(
+                "erasure {}+{} is not supported: k must be ≥ 1 and k+m ≤ {}",
+                erasure.k,
+                erasure.m,
+                limits::MAX_TOTAL_SHARDS
+            )));
+        }
+        let mut uploads = self.uploads();
+        if uploads.len() >= self.inner.cfg.max_uploads {
+            return Err(NodeError::TooManyUploads(uploads.len()));
+        }
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        uploads.insert(
+            id.clone(),
+            Session {
+                erasure,
+                guard: Arc::new(self.inner.store.protect()),
+                last_active: Instant::now(),
+                chunks: HashMap::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Takes one chunk's stored form: erasure-codes it and writes its shards
+    /// durably. Idempotent: re-sending a chunk rewrites nothing.
+    pub async fn put_chunk<B>(&self, upload: &str, stored: B) -> Result<ChunkReceipt, NodeError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        if stored.as_ref().len() > limits::MAX_STORED_CHUNK_SIZE {
+            return Err(NodeError::BadRequest(format!(
+                "chunk of {} bytes exceeds the {} byte limit",
+                stored.as_ref().len(),
+                limits::MAX_STORED_CHUNK_SIZE
+            )));
+        }
+        let (erasure, guard) = {
+            let mut uploads = self.uploads();
+            let s = uploads.get_mut(upload).ok_or_else(|| NodeError::UploadNotFound(upload.into()))?;
+            s.last_active = Instant::now();
+            (s.erasure, s.guard.clone())
+        };
+        let guard = guard.clone();
+        let store = self.inner.store.clone();
+        let observer = self.observer();
+        let (cid, shards) = blocking(move || {
+            let stored = stored.as_ref();
+            let cid = Cid::raw_blake3(stored);
+            let started = Instant::now();
+            let shards = erasure::encode(erasure, stored)?;
+            observe::report(&observer, Timing::ErasureEncode, started.elapsed());
+            Ok((cid, shards))
+        })
+        .await?;
+        let cids = erasure::shard_cids(&shards);
+        let holders = self.place(&cid, shards.len(), shards.first().map(|s| s.len() as u64).unwrap_or(0)).await?;
+        // Local shards in one batch (one index commit); remote ones in parallel.
+        let mut local = Vec::new();
+        let mut remote = FuturesUnordered::new();
+        for (i, (bytes, h)) in shards.into_iter().zip(&holders).enumerate() {
+            match h {
+                Holder::Local => local.push((cids[i], bytes, ShardMeta { chunk: cid, index: i as u16 })),
+                Holder::Peer(p) => {
+                    let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+                    let (p, c) = (*p, cids[i]);
+                    remote.push(async move { net.put_shard(p, c, bytes).await.map_err(|e| (p, e)) });
+                }
+            }
+        }
+        let local_write = blocking(move || {
+            let batch: Vec<(Cid, &[u8], ShardMeta)> = local.iter().map(|(c, b, m)| (*c, b.as_slice(), *m)).collect();
+            if !batch.is_empty() {
+                store.put_shards(&batch, Some(&guard))?;
+            }
+            Ok(())
+        });
+        let remote_writes = async {
+            while let Some(r) = remote.next().await {
+                if let Err((p, e)) = r {
+                    return Err(NodeError::Network(format!("storing a shard on {p} failed: {e}")));
+                }
+            }
+            Ok(())
+        };
+        let (a, b) = tokio::join!(local_write, remote_writes);
+        a?;
+        b?;
+        let me = self.net().map(|n| n.local_peer_id().to_bytes());
+        let holder_ids: Vec<Vec<u8>> = match &me {
+            Some(me) if holders.iter().any(|h| *h != Holder::Local) => holders
+                .iter()
+                .map(|h| match h {
+                    Holder::Local => me.clone(),
+                    Holder::Peer(p) => p.to_bytes(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let receipt = ChunkReceipt { cid, shards: cids };
+        let mut uploads = self.uploads();
+        let s = uploads.get_mut(upload).ok_or_else(|| NodeError::UploadNotFound(upload.into()))?;
+        s.chunks.insert(receipt.cid, Placed { shards: receipt.shards.clone(), holders: holder_ids });
+        Ok(receipt)
+    }
+
+    /// Finishes an upload: checks the manifest against what was stored,
+    /// writes it durably and pins it. Returns the file's CID.
+    pub async fn complete_upload(
+        &self,
+        upload: &str,
+        manifest_bytes: Vec<u8>,
+        name: Option<String>,
+    ) -> Result<Cid, NodeError> {
+        let manifest = Manifest::decode(&manifest_bytes)?;
+        let cid = Cid::dag_cbor_blake3(&manifest_bytes);
+        let session = self.uploads().remove(upload).ok_or_else(|| NodeError::UploadNotFound(upload.into()))?;
+        if manifest.erasure != session.erasure {
+            return Err(NodeError::BadRequest(format!(
+                "manifest says erasure {}+{} but the upload was opened with {}+{}",
+                manifest.erasure.k, manifest.erasure.m, session.erasure.k, session.erasure.m
+            )));
+        }
+        // Every shard the manifest names must be durable, and must be the
+        // shards this node computed for that chunk: a client cannot make the
+        // node vouch for data it never received.
+        let mut holders: Vec<Vec<Vec<u8>>> = Vec::with_capacity(manifest.chunks.len());
+        let mut check_local = Vec::new();
+        for (i, c) in manifest.chunks.iter().enumerate() {
+            match session.chunks.get(&c.cid) {
+                Some(p) if p.shards != c.shards => {
+                    return Err(NodeError::BadRequest(format!(
+                        "chunk {i}: shard list differs from what the node computed"
+                    )));
+                }
+                Some(p) => holders.push(p.holders.clone()),
+                None => {
+                    check_local.push(i);
+                    holders.push(Vec::new());
+                }
+            }
+        }
+        let mut networked = holders.iter().any(|h| !h.is_empty());
+        // A file with no chunks (an empty file) has no shard holders, but with
+        // peers its manifest must still be replicated and announced, or it
+        // lives on this node alone and no other node can serve it.
+        if manifest.chunks.is_empty()
+            && let Some(net) = self.net()
+        {
+            networked = !net.peers().await.is_empty();
+        }
+        let store = self.inner.store.clone();
+        let m = manifest.clone();
+        let bytes = manifest_bytes.clone();
+        let name2 = name.clone();
+        blocking(move || {
+            for &i in &check_local {
+                let c = &m.chunks[i];
+                for s in &c.shards {
+                    if !store.has_shard(s)? {
+                        return Err(NodeError::BadRequest(format!("chunk {i} ({}) was never uploaded", c.cid)));
+                    }
+                }
+            }
+            store.put_manifest(&cid, &bytes)?;
+            if let Some(u) = m.unixfs {
+                store.set_alias(&u, &cid)?;
+            }
+            store.pin(&cid, PinInfo { name: name2, size: m.size, created_at: unix_secs(), replica: false })?;
+            Ok(())
+        })
+        .await?;
+        if networked {
+            // Chunks found already stored here (deduplicated) are held locally.
+            let me = self.net().map(|n| n.local_peer_id().to_bytes()).unwrap_or_default();
+            for (i, h) in holders.iter_mut().enumerate() {
+                if h.is_empty() {
+                    *h = vec![me.clone(); manifest.chunks[i].shards.len()];
+                }
+            }
+            let record = LocationRecord::sign(cid, 1, &holders, &self.inner.signing);
+            let locations = self.inner.locations.clone();
+            let r2 = record.clone();
+            blocking(move || locations.put(&r2).map(|_| ()).map_err(|e| NodeError::Storage(e.to_string()))).await?;
+            self.replicate(&manifest, cid, &manifest_bytes, &record).await?;
+        }
+        drop(session);
+        self.inner.manifests.insert(cid, Arc::new(manifest));
+        Ok(cid)
+    }
+
+    /// Aborts an upload; its shards become garbage.
+    pub fn abort_upload(&self, upload: &str) -> Result<(), NodeError> {
+        self.uploads().remove(upload).map(|_| ()).ok_or_else(|| NodeError::UploadNotFound(upload.into()))
+    }
+
+    /// Drops sessions idle longer than the configured timeout; returns how many.
+    pub fn expire_uploads(&self) -> usize {
+        let timeout = Duration::from_secs(self.inner.cfg.upload_idle_timeout_secs);
+        let mut uploads = self.uploads();
+        let before = uploads.len();
+        uploads.retain(|_, s| s.last_active.elapsed() < timeout);
+        before - uploads.len()
+    }
+}
