@@ -657,7 +657,7 @@ async fn run(cli: Cli) -> Result<()> {
             let client = c.client()?;
             let (mcid, _) = client.manifest(&cid).await?;
             let user = c.user()?;
-            let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let ts = datamesh_core::clock::unix_secs();
             let sig = user.signing_key().sign(&datamesh_node::delete_message(&mcid, ts));
             let v: api::Removed = client
                 .call(

@@ -420,7 +420,7 @@ impl Pipeline {
                     users.iter().find_map(|u| keys::unwrap_for(&wrapped, &u.user).ok())
                 })
                 .await
-                .map_err(|e| NodeError::Storage(format!("worker failed: {e}")))?;
+                .map_err(NodeError::from)?;
                 Some(Arc::new((enc.cipher, found.ok_or(OpenError::NotOurs(mcid))?)))
             }
         };

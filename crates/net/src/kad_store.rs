@@ -15,8 +15,9 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
+use datamesh_core::clock::{unix_secs, unix_secs_at};
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore, Result as StoreResult};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
@@ -65,7 +66,7 @@ impl PersistentStore {
     pub(crate) fn snapshot(&self) -> StoreFile {
         let now_i = Instant::now();
         let now_s = SystemTime::now();
-        let to_unix = |e: Option<Instant>| e.map(|e| unix_secs(now_s + e.saturating_duration_since(now_i)));
+        let to_unix = |e: Option<Instant>| e.map(|e| unix_secs_at(now_s + e.saturating_duration_since(now_i)));
         let records = self
             .inner
             .records()
@@ -94,7 +95,7 @@ impl PersistentStore {
     /// many records and provider records were restored.
     pub(crate) fn restore(&mut self, file: StoreFile) -> (usize, usize) {
         let now_i = Instant::now();
-        let now_u = unix_secs(SystemTime::now());
+        let now_u = unix_secs();
         // Some(None) = never expires; None = dropped (already expired, or
         // further ahead than any entry this node writes).
         let to_instant = |e: Option<u64>| -> Option<Option<Instant>> {
@@ -200,10 +201,6 @@ struct DiskProvider {
     provider: Vec<u8>,
     expires: Option<u64>,
     addrs: Vec<serde_bytes::ByteBuf>,
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Where the store lives in `state_dir`.
@@ -410,7 +407,7 @@ mod tests {
         // overflowed `SystemTime` on the next save.
         let mut s = PersistentStore::new(PeerId::random(), MemoryStoreConfig::default());
         let rec = |key: &[u8], expires| DiskRecord { key: key.to_vec(), value: vec![], publisher: None, expires };
-        let soon = unix_secs(SystemTime::now()) + 3600;
+        let soon = unix_secs() + 3600;
         let file = StoreFile {
             version: STORE_VERSION,
             records: vec![

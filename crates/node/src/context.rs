@@ -80,7 +80,7 @@ pub(crate) struct Inner {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, NodeError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| NodeError::Storage(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(f).await?
 }
 
 impl Node {

@@ -41,7 +41,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
-use crate::error::NodeError;
+use crate::error::{NodeError, StorageError};
 use crate::records::{LocationStore, TombstoneStore, location_key, tombstone_key};
 use crate::workers::{Worker, WorkerCtx};
 
@@ -67,9 +67,9 @@ pub(crate) fn apply_tombstone(
         }
         Err(e) => return Err(e.into()),
     };
-    let m = Manifest::decode_verified(&cid, &bytes).map_err(|e| NodeError::Storage(e.to_string()))?;
-    t.verify(m.owner.as_deref()).map_err(|e| NodeError::Forbidden(e.to_string()))?;
-    tombstones.put(t).map_err(|e| NodeError::Storage(format!("saving the tombstone of {cid}: {e}")))?;
+    let m = Manifest::decode_verified(&cid, &bytes).map_err(StorageError::Manifest)?;
+    t.verify(m.owner.as_deref())?;
+    tombstones.put(t).map_err(|source| StorageError::SaveTombstone { cid, source })?;
     locations.remove(&cid);
     if let Some(pin) = store.pin_info(&cid)?
         && (pin.replica || drop_user_pin)

@@ -54,7 +54,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
-use crate::error::NodeError;
+use crate::error::{InvalidRequest, NodeError};
 use crate::locate::replica_count;
 use crate::placement::Holder;
 use crate::repair::Pacer;
@@ -81,9 +81,7 @@ impl Node {
     /// Starts draining (idempotent) and returns the progress so far.
     pub async fn start_drain(&self) -> Result<DrainProgress, NodeError> {
         let Some(net) = self.net().cloned() else {
-            return Err(NodeError::BadRequest(
-                "this node runs without the network (--offline): there is no other node to drain to".into(),
-            ));
+            return Err(InvalidRequest::DrainOffline.into());
         };
         if !self.inner.drain.active.swap(true, Ordering::SeqCst) {
             if let Ok(mut p) = self.inner.drain.progress.lock() {

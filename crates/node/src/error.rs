@@ -1,12 +1,25 @@
 //! The node's errors: what went wrong, in terms a client can act on.
 //!
-//! The gateway maps each [`NodeError`] to an HTTP status and an API error
-//! code in one place (`gateway/src/error.rs`); nothing here speaks HTTP.
+//! [`NodeError`] sorts a failure by what the caller can do about it (fix the
+//! request, sign it, wait for nodes, free space); each kind keeps its cause
+//! as a typed source ([`InvalidRequest`], [`AuthError`], [`Unavailable`],
+//! [`StorageError`], [`NetworkError`]) rather than as text. The gateway maps
+//! each kind to an HTTP status and an API error code in one place
+//! (`gateway/src/error.rs`); nothing here speaks HTTP.
+//!
+//! The larger causes are boxed, so a `Result<_, NodeError>` stays small on
+//! the hot paths that return one.
 
-use datamesh_core::{Cid, ManifestError};
-use datamesh_net::NetError;
+use std::fmt;
+use std::path::PathBuf;
+
+use datamesh_core::tombstone::TombstoneError;
+use datamesh_core::{Cid, Erasure, ManifestError, limits};
+use datamesh_net::{NetError, PeerId, Response};
 use datamesh_pipeline::erasure::ErasureError;
 use datamesh_store::StoreError;
+
+use crate::config::ConfigError;
 
 /// What went wrong, in terms a client can act on.
 #[derive(Debug, thiserror::Error)]
@@ -23,60 +36,312 @@ pub enum NodeError {
     /// Too many uploads open.
     #[error("too many uploads in progress ({0}); retry when one finishes")]
     TooManyUploads(usize),
-    /// The request is malformed.
-    #[error("{0}")]
-    BadRequest(String),
+    /// The request is malformed or asks for what cannot be: the caller must
+    /// change it.
+    #[error(transparent)]
+    InvalidRequest(Box<InvalidRequest>),
+    /// The node's configuration is invalid.
+    #[error(transparent)]
+    InvalidConfig(Box<ConfigError>),
     /// The manifest does not describe the uploaded data.
     #[error("manifest rejected: {0}")]
     Manifest(#[from] ManifestError),
-    /// The signature on a destructive request is missing or wrong.
-    #[error("{0}")]
-    Forbidden(String),
+    /// A destructive request is not signed by the file's owner.
+    #[error(transparent)]
+    NotAuthorized(Box<AuthError>),
     /// Out of budget or disk.
-    #[error("{0}")]
-    NoSpace(String),
-    /// Stored data failed verification beyond what erasure coding can mend.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Anything else: an IO error of the node's own disk.
+    #[error(transparent)]
+    NoSpace(Box<StoreError>),
+    /// Stored data cannot be read or rebuilt from the shards at hand.
+    #[error(transparent)]
+    Unavailable(Box<Unavailable>),
+    /// The node's own disk (or the task doing its IO) failed.
     #[error("node storage error: {0}")]
-    Storage(String),
+    Storage(Box<StorageError>),
     /// Not enough nodes, or peers failed.
-    #[error("{0}")]
-    Network(String),
+    #[error(transparent)]
+    Network(Box<NetworkError>),
     /// The node is draining (leaving the network) and takes no new files.
     #[error("{0}")]
     Draining(String),
 }
 
-impl From<NetError> for NodeError {
-    fn from(e: NetError) -> Self {
-        NodeError::Network(e.to_string())
-    }
+/// A request the node will not carry out as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRequest {
+    /// An erasure code the node does not support.
+    #[error(
+        "erasure {}+{} is not supported: k must be ≥ 1 and k+m ≤ {}",
+        .0.k, .0.m, limits::MAX_TOTAL_SHARDS
+    )]
+    UnsupportedErasure(Erasure),
+    /// A chunk over the size limit.
+    #[error("chunk of {0} bytes exceeds the {max} byte limit", max = limits::MAX_STORED_CHUNK_SIZE)]
+    ChunkTooLarge(usize),
+    /// The manifest's code is not the one the upload was opened with.
+    #[error(
+        "manifest says erasure {}+{} but the upload was opened with {}+{}",
+        .manifest.k, .manifest.m, .upload.k, .upload.m
+    )]
+    ErasureMismatch {
+        /// The manifest's.
+        manifest: Erasure,
+        /// The upload session's.
+        upload: Erasure,
+    },
+    /// The manifest lists other shards for a chunk than the node computed.
+    #[error("chunk {0}: shard list differs from what the node computed")]
+    ShardListDiffers(usize),
+    /// The manifest names a chunk this node never received.
+    #[error("chunk {index} ({chunk}) was never uploaded")]
+    ChunkNotUploaded {
+        /// Its position in the manifest.
+        index: usize,
+        /// Its CID.
+        chunk: Cid,
+    },
+    /// A chunk index past the file's end.
+    #[error("file {file} has {chunks} chunks; there is no chunk {index}")]
+    NoSuchChunk {
+        /// The file asked for.
+        file: Cid,
+        /// How many chunks it has.
+        chunks: usize,
+        /// The index asked for.
+        index: usize,
+    },
+    /// Unpinning a file that is not pinned.
+    #[error("{0} is not pinned")]
+    NotPinned(Cid),
+    /// Draining a node that runs without the network.
+    #[error("this node runs without the network (--offline): there is no other node to drain to")]
+    DrainOffline,
+    /// A configured address that is not a multiaddr.
+    #[error("{what} address `{address}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)")]
+    BadAddress {
+        /// Which list it is in (`listen`, `bootstrap`, `announce`).
+        what: &'static str,
+        /// The address as written.
+        address: String,
+    },
+    /// A peer's `REBUILD_SHARD` with an invalid erasure code.
+    #[error("REBUILD_SHARD with a bad code: {0}")]
+    BadCode(#[source] ErasureError),
+    /// A peer's `REBUILD_SHARD` listed shards of different chunks.
+    #[error(
+        "the rebuilt shard {index} does not match the CID {cid} it was asked for: \
+         the listed shards are not one chunk's"
+    )]
+    RebuiltShardMismatch {
+        /// The shard asked for.
+        index: usize,
+        /// Its CID, as asked.
+        cid: Cid,
+    },
 }
 
-impl From<PlacementError> for NodeError {
-    fn from(e: PlacementError) -> Self {
-        NodeError::Network(e.to_string())
-    }
+/// Why a delete is refused: only the file owner's key may delete it.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The file has an owner and the request carries no signature.
+    #[error("deleting {0} needs a signature by its owner's key")]
+    SignatureRequired(Cid),
+    /// The signed timestamp is too far from this node's clock.
+    #[error("delete request timestamp is too far from the node's clock")]
+    ClockSkew,
+    /// The manifest's owner key is not an Ed25519 public key.
+    #[error("the manifest's owner key is invalid")]
+    InvalidOwnerKey,
+    /// The signature is not an Ed25519 signature.
+    #[error("malformed signature")]
+    MalformedSignature,
+    /// The signature is not the owner's.
+    #[error("the signature is not by the owner of {0}; only the owner's key can delete it")]
+    NotOwner(Cid),
+    /// A tombstone that does not verify against the file's owner.
+    #[error(transparent)]
+    Tombstone(#[from] TombstoneError),
 }
 
-impl From<StoreError> for NodeError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound { cid } => NodeError::NotFound(cid),
-            e @ (StoreError::CapacityExceeded { .. } | StoreError::DiskFull { .. }) => {
-                NodeError::NoSpace(e.to_string())
+/// Why stored data cannot be read or rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// Too few shards decode (or they fail verification).
+    #[error(transparent)]
+    Erasure(#[from] ErasureError),
+    /// A read got fewer than k shards from the holders.
+    #[error(
+        "chunk {chunk} has only {got} reachable shards of the {k} needed ({failures}); \
+         more nodes must come back before it can be read"
+    )]
+    TooFewReachable {
+        /// The chunk.
+        chunk: Cid,
+        /// Shards that arrived.
+        got: usize,
+        /// Shards needed.
+        k: usize,
+        /// Why the others did not.
+        failures: ShardFailures,
+    },
+    /// A local read found fewer than k readable shards.
+    #[error("chunk {chunk} has only {have} readable shards of the {k} needed; the data cannot be rebuilt on this node")]
+    TooFewReadable {
+        /// The chunk.
+        chunk: Cid,
+        /// Shards read.
+        have: usize,
+        /// Shards needed.
+        k: usize,
+    },
+    /// A peer's rebuild got fewer than k shards.
+    #[error(
+        "only {got} of the {k} shards needed to rebuild shard {want} of chunk {chunk} could be fetched ({failures})"
+    )]
+    TooFewToRebuild {
+        /// The chunk.
+        chunk: Cid,
+        /// The shard to rebuild.
+        want: usize,
+        /// Shards that arrived.
+        got: usize,
+        /// Shards needed.
+        k: usize,
+        /// Why the others did not.
+        failures: ShardFailures,
+    },
+    /// A repair got fewer than k shards.
+    #[error("only {got} of the {k} shards needed could be fetched")]
+    TooFewToRepair {
+        /// Shards that arrived.
+        got: usize,
+        /// Shards needed.
+        k: usize,
+    },
+    /// The location record names no holder for the shard.
+    #[error("no holder recorded")]
+    NoHolder,
+    /// The location record's holder is not a peer id.
+    #[error("bad holder id")]
+    BadHolderId,
+}
+
+/// Why shards of a chunk could not be fetched, one per shard.
+#[derive(Debug, Default)]
+pub struct ShardFailures(pub Vec<(usize, NodeError)>);
+
+impl fmt::Display for ShardFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, (shard, e)) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
             }
-            e => NodeError::Storage(e.to_string()),
+            write!(f, "shard {shard}: {e}")?;
         }
+        Ok(())
     }
 }
 
-impl From<ErasureError> for NodeError {
-    fn from(e: ErasureError) -> Self {
-        NodeError::Unavailable(e.to_string())
-    }
+/// A failure of the node's own disk, or of what it keeps there.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data dir cannot be created.
+    #[error("cannot create data dir {}: {source}", .path.display())]
+    DataDir {
+        /// The data dir.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The identity key cannot be read or written.
+    #[error("{0}")]
+    Identity(#[source] std::io::Error),
+    /// One of the node's record sets cannot be opened.
+    #[error("cannot open the {what}: {source}")]
+    Open {
+        /// `location records`, `tombstones`, `reputations`.
+        what: &'static str,
+        /// Why.
+        source: StoreError,
+    },
+    /// A tombstone cannot be saved.
+    #[error("saving the tombstone of {cid}: {source}")]
+    SaveTombstone {
+        /// The deleted file.
+        cid: Cid,
+        /// Why.
+        source: StoreError,
+    },
+    /// A location record cannot be saved.
+    #[error("saving the location record: {0}")]
+    SaveRecord(#[source] StoreError),
+    /// A manifest stored here does not decode.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The task doing the IO failed (panicked or was cancelled).
+    #[error("worker failed: {0}")]
+    Worker(#[from] tokio::task::JoinError),
+    /// Reed-Solomon did not give back the shard asked for.
+    #[error("shard {0} was not rebuilt")]
+    NotRebuilt(usize),
+    /// A rebuilt shard does not hash to the CID its manifest names.
+    #[error("rebuilt shard {index} does not match its CID {cid}: the manifest or the fetched shards are inconsistent")]
+    RebuiltMismatch {
+        /// The shard.
+        index: usize,
+        /// Its CID, per the manifest.
+        cid: Cid,
+    },
+    /// The repair pass stopped while a chunk waited for a slot.
+    #[error("repair stopped")]
+    RepairStopped,
+}
+
+/// Why the network could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// A request to a peer, or a DHT operation, failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Too few nodes to place the shards on.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// The node runs without the network.
+    #[error("network is down")]
+    Down,
+    /// The network could not be started.
+    #[error("cannot start the peer-to-peer network: {0}")]
+    Start(#[source] NetError),
+    /// A peer refused a replica of the manifest.
+    #[error("{peer} refused the manifest: {answer:?}")]
+    ManifestRefused {
+        /// The peer.
+        peer: PeerId,
+        /// What it answered.
+        answer: Response,
+    },
+    /// A peer refused the location record.
+    #[error("{peer} refused the location record: {answer:?}")]
+    RecordRefused {
+        /// The peer.
+        peer: PeerId,
+        /// What it answered.
+        answer: Response,
+    },
+    /// A shard could not be stored on its holder.
+    #[error("storing a shard on {peer} failed: {source}")]
+    PutShard {
+        /// The holder.
+        peer: PeerId,
+        /// Why.
+        source: NetError,
+    },
+    /// A rewritten location record could not be sent out.
+    #[error("sending the new location record: {0}")]
+    SendRecord(#[source] NodeError),
 }
 
 /// Not enough nodes to spread a chunk.
@@ -92,4 +357,71 @@ pub struct PlacementError {
     pub found: usize,
     /// Size of one shard.
     pub shard_bytes: u64,
+}
+
+/// Boxes each cause into its kind.
+macro_rules! boxed_from {
+    ($($cause:ty => $kind:ident),* $(,)?) => {$(
+        impl From<$cause> for NodeError {
+            fn from(e: $cause) -> Self {
+                NodeError::$kind(Box::new(e))
+            }
+        }
+    )*};
+}
+
+boxed_from! {
+    InvalidRequest => InvalidRequest,
+    ConfigError => InvalidConfig,
+    AuthError => NotAuthorized,
+    Unavailable => Unavailable,
+    StorageError => Storage,
+    NetworkError => Network,
+}
+
+impl From<NetError> for NodeError {
+    fn from(e: NetError) -> Self {
+        NetworkError::Net(e).into()
+    }
+}
+
+impl From<PlacementError> for NodeError {
+    fn from(e: PlacementError) -> Self {
+        NetworkError::Placement(e).into()
+    }
+}
+
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { cid } => NodeError::NotFound(cid),
+            e @ (StoreError::CapacityExceeded { .. } | StoreError::DiskFull { .. }) => NodeError::NoSpace(Box::new(e)),
+            e => StorageError::Store(e).into(),
+        }
+    }
+}
+
+impl From<ErasureError> for NodeError {
+    fn from(e: ErasureError) -> Self {
+        Unavailable::Erasure(e).into()
+    }
+}
+
+impl From<TombstoneError> for NodeError {
+    fn from(e: TombstoneError) -> Self {
+        AuthError::Tombstone(e).into()
+    }
+}
+
+impl From<tokio::task::JoinError> for NodeError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StorageError::Worker(e).into()
+    }
+}
+
+impl NodeError {
+    /// The node runs without the network.
+    pub(crate) fn network_down() -> Self {
+        NetworkError::Down.into()
+    }
 }

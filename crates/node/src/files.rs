@@ -14,7 +14,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::context::{Node, blocking};
-use crate::error::NodeError;
+use crate::error::{AuthError, InvalidRequest, NodeError};
 use crate::locate::{positions_by_holder, shards_held};
 
 /// Holders asked at once whether they still hold their shards (`stat`).
@@ -185,7 +185,7 @@ impl Node {
         let store = self.inner.store.clone();
         blocking(move || {
             if !store.unpin(&cid)? {
-                return Err(NodeError::BadRequest(format!("{cid} is not pinned")));
+                return Err(InvalidRequest::NotPinned(cid).into());
             }
             Ok(cid)
         })
@@ -198,28 +198,21 @@ impl Node {
     pub async fn remove(&self, cid: Cid, signed: Option<(u64, Vec<u8>)>) -> Result<GcReport, NodeError> {
         let (cid, m) = self.manifest(cid).await?;
         if let Some(owner) = &m.owner {
-            let (ts, sig) = signed
-                .clone()
-                .ok_or_else(|| NodeError::Forbidden(format!("deleting {cid} needs a signature by its owner's key")))?;
+            let (ts, sig) = signed.clone().ok_or(AuthError::SignatureRequired(cid))?;
             if unix_secs().abs_diff(ts) > DELETE_CLOCK_SKEW {
-                return Err(NodeError::Forbidden("delete request timestamp is too far from the node's clock".into()));
+                return Err(AuthError::ClockSkew.into());
             }
             let key = <[u8; 32]>::try_from(owner.as_slice())
                 .ok()
                 .and_then(|k| VerifyingKey::from_bytes(&k).ok())
-                .ok_or_else(|| NodeError::Forbidden("the manifest's owner key is invalid".into()))?;
-            let sig = Signature::from_slice(&sig).map_err(|_| NodeError::Forbidden("malformed signature".into()))?;
-            key.verify(&delete_message(&cid, ts), &sig).map_err(|_| {
-                NodeError::Forbidden(format!(
-                    "the signature is not by the owner of {cid}; only the owner's key can delete it"
-                ))
-            })?;
+                .ok_or(AuthError::InvalidOwnerKey)?;
+            let sig = Signature::from_slice(&sig).map_err(|_| AuthError::MalformedSignature)?;
+            key.verify(&delete_message(&cid, ts), &sig).map_err(|_| AuthError::NotOwner(cid))?;
         }
         // With an owner signature, the deletion is the network's: the
         // signature is the tombstone every holder checks for itself.
         if let (Some(_), Some((ts, sig))) = (&m.owner, signed) {
-            let signature =
-                <[u8; 64]>::try_from(sig.as_slice()).map_err(|_| NodeError::Forbidden("malformed signature".into()))?;
+            let signature = <[u8; 64]>::try_from(sig.as_slice()).map_err(|_| AuthError::MalformedSignature)?;
             let t = Tombstone { manifest: cid, deleted_at: ts, signature };
             let rec = self.inner.locations.get(&cid);
             self.apply_tombstone(t.clone(), true).await?;

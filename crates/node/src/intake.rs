@@ -20,7 +20,7 @@ use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
 use crate::context::{Node, blocking};
-use crate::error::NodeError;
+use crate::error::{InvalidRequest, NetworkError, NodeError, StorageError};
 use crate::observe::{self, Timing};
 use crate::placement::Holder;
 pub use crate::state::UploadId;
@@ -47,12 +47,7 @@ impl Node {
         }
         let erasure = erasure.unwrap_or(self.inner.cfg.erasure());
         if erasure.k == 0 || erasure.total() > limits::MAX_TOTAL_SHARDS {
-            return Err(NodeError::BadRequest(format!(
-                "erasure {}+{} is not supported: k must be ≥ 1 and k+m ≤ {}",
-                erasure.k,
-                erasure.m,
-                limits::MAX_TOTAL_SHARDS
-            )));
+            return Err(InvalidRequest::UnsupportedErasure(erasure).into());
         }
         let mut uploads = self.uploads();
         if uploads.len() >= self.inner.cfg.max_uploads {
@@ -78,11 +73,7 @@ impl Node {
         B: AsRef<[u8]> + Send + 'static,
     {
         if stored.as_ref().len() > limits::MAX_STORED_CHUNK_SIZE {
-            return Err(NodeError::BadRequest(format!(
-                "chunk of {} bytes exceeds the {} byte limit",
-                stored.as_ref().len(),
-                limits::MAX_STORED_CHUNK_SIZE
-            )));
+            return Err(InvalidRequest::ChunkTooLarge(stored.as_ref().len()).into());
         }
         let (erasure, guard) = {
             let mut uploads = self.uploads();
@@ -111,7 +102,7 @@ impl Node {
             match h {
                 Holder::Local => local.push((cids[i], bytes, ShardMeta { chunk: cid, index: i as u16 })),
                 Holder::Peer(p) => {
-                    let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+                    let net = self.net().cloned().ok_or_else(NodeError::network_down)?;
                     let (p, c) = (*p, cids[i]);
                     remote.push(async move { net.put_shard(p, c, bytes).await.map_err(|e| (p, e)) });
                 }
@@ -127,7 +118,7 @@ impl Node {
         let remote_writes = async {
             while let Some(r) = remote.next().await {
                 if let Err((p, e)) = r {
-                    return Err(NodeError::Network(format!("storing a shard on {p} failed: {e}")));
+                    return Err(NodeError::from(NetworkError::PutShard { peer: p, source: e }));
                 }
             }
             Ok(())
@@ -165,10 +156,7 @@ impl Node {
         let cid = Cid::dag_cbor_blake3(&manifest_bytes);
         let session = self.uploads().remove(upload).ok_or_else(|| NodeError::UploadNotFound(upload.into()))?;
         if manifest.erasure != session.erasure {
-            return Err(NodeError::BadRequest(format!(
-                "manifest says erasure {}+{} but the upload was opened with {}+{}",
-                manifest.erasure.k, manifest.erasure.m, session.erasure.k, session.erasure.m
-            )));
+            return Err(InvalidRequest::ErasureMismatch { manifest: manifest.erasure, upload: session.erasure }.into());
         }
         // Every shard the manifest names must be durable, and must be the
         // shards this node computed for that chunk: a client cannot make the
@@ -178,9 +166,7 @@ impl Node {
         for (i, c) in manifest.chunks.iter().enumerate() {
             match session.chunks.get(&c.cid) {
                 Some(p) if p.shards != c.shards => {
-                    return Err(NodeError::BadRequest(format!(
-                        "chunk {i}: shard list differs from what the node computed"
-                    )));
+                    return Err(InvalidRequest::ShardListDiffers(i).into());
                 }
                 Some(p) => holders.push(p.holders.clone()),
                 None => {
@@ -207,7 +193,7 @@ impl Node {
                 let c = &m.chunks[i];
                 for s in &c.shards {
                     if !store.has_shard(s)? {
-                        return Err(NodeError::BadRequest(format!("chunk {i} ({}) was never uploaded", c.cid)));
+                        return Err(InvalidRequest::ChunkNotUploaded { index: i, chunk: c.cid }.into());
                     }
                 }
             }
@@ -230,7 +216,7 @@ impl Node {
             let record = LocationRecord::sign(cid, 1, &holders, &self.inner.signing);
             let locations = self.inner.locations.clone();
             let r2 = record.clone();
-            blocking(move || locations.put(&r2).map(|_| ()).map_err(|e| NodeError::Storage(e.to_string()))).await?;
+            blocking(move || locations.put(&r2).map(|_| ()).map_err(|e| StorageError::Store(e).into())).await?;
             self.replicate(&manifest, cid, &manifest_bytes, &record).await?;
         }
         drop(session);

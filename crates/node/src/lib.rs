@@ -30,7 +30,9 @@ pub use config::{ConfigError, NodeConfig};
 pub use context::Node;
 pub use datamesh_core::tombstone::delete_message;
 pub use drain::DrainProgress;
-pub use error::NodeError;
+pub use error::{
+    AuthError, InvalidRequest, NetworkError, NodeError, PlacementError, ShardFailures, StorageError, Unavailable,
+};
 pub use files::{FileStat, NodeStatus};
 pub use identity::NodeIdentity;
 pub use intake::{ChunkReceipt, UploadId};

@@ -11,7 +11,7 @@ use ed25519_dalek::SigningKey;
 
 use crate::config::NodeConfig;
 use crate::context::{Inner, Node, blocking};
-use crate::error::NodeError;
+use crate::error::{NodeError, StorageError};
 use crate::identity::NodeIdentity;
 use crate::records::{LocationStore, TombstoneStore};
 use crate::reputation::AuditState;
@@ -20,10 +20,10 @@ use crate::workers::{SHUTDOWN_GRACE, Worker, WorkerCtx};
 impl Node {
     /// Opens the data dir (creating it), the identity and the store.
     pub fn open(cfg: NodeConfig) -> Result<Node, NodeError> {
-        cfg.validate().map_err(|e| NodeError::BadRequest(e.to_string()))?;
+        cfg.validate()?;
         std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| NodeError::Storage(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
-        let identity = NodeIdentity::load_or_create(&cfg.data_dir).map_err(|e| NodeError::Storage(e.to_string()))?;
+            .map_err(|source| StorageError::DataDir { path: cfg.data_dir.clone(), source })?;
+        let identity = NodeIdentity::load_or_create(&cfg.data_dir).map_err(StorageError::Identity)?;
         let (store, report) = Store::open(
             &cfg.data_dir.join("store"),
             StoreConfig { capacity_bytes: cfg.capacity.as_u64(), cache_bytes: cfg.cache.as_u64() as usize },
@@ -32,12 +32,12 @@ impl Node {
         // The node's own state lives in the store; older builds kept it in
         // files of the data dir, which these move in.
         let locations = LocationStore::open(&store, &cfg.data_dir.join("locations"))
-            .map_err(|e| NodeError::Storage(format!("cannot open the location records: {e}")))?;
+            .map_err(|source| StorageError::Open { what: "location records", source })?;
         let signing = SigningKey::from_bytes(&identity.secret_seed());
         let tombstones = TombstoneStore::open(&store, &cfg.data_dir.join("tombstones"))
-            .map_err(|e| NodeError::Storage(format!("cannot open the tombstones: {e}")))?;
+            .map_err(|source| StorageError::Open { what: "tombstones", source })?;
         let audit = AuditState::open(&store, &cfg.data_dir)
-            .map_err(|e| NodeError::Storage(format!("cannot open the reputations: {e}")))?;
+            .map_err(|source| StorageError::Open { what: "reputations", source })?;
         Ok(Node {
             inner: Arc::new(Inner {
                 cfg,

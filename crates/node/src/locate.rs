@@ -19,7 +19,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
-use crate::error::NodeError;
+use crate::error::{NetworkError, NodeError, StorageError};
 use crate::placement::{can_receive, distance, is_draining, kad_key};
 use crate::records::{alias_key, dht_key, location_key, newest_vouched};
 
@@ -139,7 +139,7 @@ impl Node {
         if let Some(r) = &best {
             let locations = self.inner.locations.clone();
             let r = r.clone();
-            let _ = blocking(move || locations.put(&r).map_err(|e| NodeError::Storage(e.to_string()))).await;
+            let _ = blocking(move || locations.put(&r).map_err(|e| StorageError::Store(e).into())).await;
         }
         Ok(best)
     }
@@ -192,7 +192,7 @@ impl Node {
             tracing::info!(file = %manifest, from = rec.seq, to = current.seq, "took over a newer location record");
             let locations = self.inner.locations.clone();
             let r = current.clone();
-            let _ = blocking(move || locations.take_over(&r).map_err(|e| NodeError::Storage(e.to_string()))).await;
+            let _ = blocking(move || locations.take_over(&r).map_err(|e| StorageError::Store(e).into())).await;
         }
         current
     }
@@ -219,11 +219,11 @@ impl Node {
             jobs.push(async move {
                 match net.request(p, Request::PutManifest { cid, data: bytes }).await? {
                     Response::Ok => {}
-                    other => return Err(NodeError::Network(format!("{p} refused the manifest: {other:?}"))),
+                    answer => return Err(NodeError::from(NetworkError::ManifestRefused { peer: p, answer })),
                 }
                 match net.request(p, Request::PutRecord { key: location_key(&cid), value: rec }).await? {
                     Response::Ok => Ok(()),
-                    other => Err(NodeError::Network(format!("{p} refused the location record: {other:?}"))),
+                    answer => Err(NodeError::from(NetworkError::RecordRefused { peer: p, answer })),
                 }
             });
         }

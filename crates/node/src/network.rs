@@ -26,7 +26,7 @@ use datamesh_store::{ObjectWriter, PinInfo, ShardMeta, Store, StoreError, Upload
 use tokio::task::block_in_place;
 
 use crate::context::{Inner, Node};
-use crate::error::NodeError;
+use crate::error::{InvalidRequest, NetworkError, NodeError};
 pub use crate::placement::{can_receive, is_draining};
 use crate::records::{LocationStore, TombstoneStore, dht_key, location_key, may_replace};
 use crate::workers::{Worker, WorkerCtx};
@@ -390,15 +390,9 @@ impl Node {
     /// runs. The daemon and in-process test networks both come up this way.
     pub async fn start_network(&self) -> Result<NetClient, NodeError> {
         let cfg = &self.inner.cfg;
-        let parse = |list: &[String], what: &str| -> Result<Vec<datamesh_net::Multiaddr>, NodeError> {
+        let parse = |list: &[String], what: &'static str| -> Result<Vec<datamesh_net::Multiaddr>, NodeError> {
             list.iter()
-                .map(|a| {
-                    a.parse().map_err(|_| {
-                        NodeError::BadRequest(format!(
-                            "{what} address `{a}` is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/7781)"
-                        ))
-                    })
-                })
+                .map(|a| a.parse().map_err(|_| InvalidRequest::BadAddress { what, address: a.clone() }.into()))
                 .collect()
         };
         let seed = self.inner.identity.secret_seed();
@@ -419,9 +413,7 @@ impl Node {
             heartbeat: self.heartbeat().await,
             ..datamesh_net::NetConfig::new(seed)
         };
-        let net = datamesh_net::start(net_cfg, self.handler())
-            .await
-            .map_err(|e| NodeError::Network(format!("cannot start the peer-to-peer network: {e}")))?;
+        let net = datamesh_net::start(net_cfg, self.handler()).await.map_err(NetworkError::Start)?;
         self.attach_net(net.clone());
         self.workers().spawn(HeartbeatWorker {
             node: self.clone(),

@@ -170,7 +170,7 @@ impl Node {
         avoid: &HashSet<Vec<u8>>,
         peers: Vec<PeerInfo>,
     ) -> Result<Vec<Candidate<Holder>>, NodeError> {
-        let me = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?.local_peer_id();
+        let me = self.net().ok_or_else(NodeError::network_down)?.local_peer_id();
         let mut cands = Vec::new();
         // A draining node keeps nothing new itself.
         if !avoid.contains(&me.to_bytes()) && !self.draining() {

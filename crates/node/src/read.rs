@@ -20,7 +20,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
-use crate::error::NodeError;
+use crate::error::{InvalidRequest, NodeError, ShardFailures, Unavailable};
 use crate::locate::holders_of;
 use crate::observe::{self, Observer, Timing};
 use crate::placement::can_receive;
@@ -33,9 +33,8 @@ impl Node {
     /// verified shards.
     pub async fn chunk(&self, file: Cid, index: usize) -> Result<bytes::Bytes, NodeError> {
         let (mcid, m) = self.manifest(file).await?;
-        let entry = m.chunks.get(index).cloned().ok_or_else(|| {
-            NodeError::BadRequest(format!("file {file} has {} chunks; there is no chunk {index}", m.chunks.len()))
-        })?;
+        let entry =
+            m.chunks.get(index).cloned().ok_or(InvalidRequest::NoSuchChunk { file, chunks: m.chunks.len(), index })?;
         if let Some(hit) = self.inner.store.cache_get(&entry.cid) {
             return Ok(hit);
         }
@@ -43,10 +42,10 @@ impl Node {
             Some(loc) => match self.read_chunk_networked(m.erasure, &entry, index, &loc).await {
                 // Too few shards where our record says: the record may be
                 // stale (repairs moved them while this node was away).
-                Err(NodeError::Unavailable(why)) => {
+                Err(e @ NodeError::Unavailable(_)) => {
                     let fresh = self.refresh_location(&m, loc.clone()).await;
                     if fresh.signature == loc.signature {
-                        return Err(NodeError::Unavailable(why));
+                        return Err(e);
                     }
                     self.read_chunk_networked(m.erasure, &entry, index, &fresh).await?
                 }
@@ -130,15 +129,11 @@ impl Node {
                     }
                 }
                 got += n;
-                failures.extend(f);
+                failures.0.extend(f.0);
             }
         }
         if got < k {
-            return Err(NodeError::Unavailable(format!(
-                "chunk {} has only {got} reachable shards of the {k} needed ({}); more nodes must come back before it can be read",
-                entry.cid,
-                failures.join("; ")
-            )));
+            return Err(Unavailable::TooFewReachable { chunk: entry.cid, got, k, failures }.into());
         }
         let e2 = entry.clone();
         let observer = self.observer();
@@ -167,12 +162,12 @@ impl Node {
         order: &[usize],
         me: &[u8],
         adaptive: bool,
-    ) -> (Vec<Option<Vec<u8>>>, usize, Vec<String>) {
+    ) -> (Vec<Option<Vec<u8>>>, usize, ShardFailures) {
         let mut slots: Vec<Option<Vec<u8>>> = vec![None; cids.len()];
         let mut next = 0;
         let mut got = 0;
         let mut inflight = FuturesUnordered::new();
-        let mut failures = Vec::new();
+        let mut failures = ShardFailures::default();
         // Hedging: `spares` extra requests are in flight beyond the k - got
         // needed, one more each time the hedge timer fires without an
         // answer; a failure or an answer re-arms the timer.
@@ -214,7 +209,7 @@ impl Node {
                     slots[i] = Some(b);
                     got += 1;
                 }
-                Err(err) => failures.push(format!("shard {i}: {err}")),
+                Err(err) => failures.0.push((i, err)),
             }
         }
         (slots, got, failures)
@@ -226,13 +221,13 @@ impl Node {
         holder: Option<Vec<u8>>,
         me: Vec<u8>,
     ) -> Result<Vec<u8>, NodeError> {
-        let holder = holder.ok_or_else(|| NodeError::Unavailable("no holder recorded".into()))?;
+        let holder = holder.ok_or(Unavailable::NoHolder)?;
         if holder == me {
             let store = self.inner.store.clone();
             return blocking(move || Ok(store.get_shard(&cid)?)).await;
         }
-        let peer = PeerId::from_bytes(&holder).map_err(|_| NodeError::Unavailable("bad holder id".into()))?;
-        let net = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?;
+        let peer = PeerId::from_bytes(&holder).map_err(|_| Unavailable::BadHolderId)?;
+        let net = self.net().ok_or_else(NodeError::network_down)?;
         Ok(net.get_shard(peer, cid).await?)
     }
 }
@@ -264,10 +259,7 @@ fn read_chunk(
         }
     }
     if have < k {
-        return Err(NodeError::Unavailable(format!(
-            "chunk {} has only {have} readable shards of the {k} needed; the data cannot be rebuilt on this node",
-            entry.cid
-        )));
+        return Err(Unavailable::TooFewReadable { chunk: entry.cid, have, k }.into());
     }
     let started = Instant::now();
     let chunk = erasure::decode_chunk(e, entry, shards)?;

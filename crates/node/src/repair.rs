@@ -40,7 +40,7 @@ use futures::stream::FuturesUnordered;
 use serde::Serialize;
 
 use crate::context::{Node, blocking};
-use crate::error::NodeError;
+use crate::error::{InvalidRequest, NetworkError, NodeError, StorageError, Unavailable};
 use crate::locate::{holders_of, positions_by_holder, shards_held};
 use crate::placement::{Holder, distance, kad_key};
 pub use crate::state::RepairTotals;
@@ -130,13 +130,13 @@ impl Node {
         want: usize,
         shards: Vec<(Cid, Option<PeerId>)>,
     ) -> Result<(), NodeError> {
-        erasure::validate(e).map_err(|err| NodeError::BadRequest(format!("REBUILD_SHARD with a bad code: {err}")))?;
+        erasure::validate(e).map_err(InvalidRequest::BadCode)?;
         let target = shards[want].0;
         let store = self.inner.store.clone();
         if blocking(move || Ok(store.has_shard(&target)?)).await? {
             return Ok(());
         }
-        let me = self.net().ok_or_else(|| NodeError::Network("network is down".into()))?.local_peer_id().to_bytes();
+        let me = self.net().ok_or_else(NodeError::network_down)?.local_peer_id().to_bytes();
         let (cids, holders): (Vec<Cid>, Vec<Option<Vec<u8>>>) =
             shards.into_iter().map(|(c, h)| (c, h.map(|p| p.to_bytes()))).unzip();
         // This node's own shards first (no transfer), then the listed order.
@@ -145,23 +145,15 @@ impl Node {
         let k = e.k as usize;
         let (slots, got, failures) = self.fetch_k_shards(k, &chunk, &cids, &holders, &order, &me, false).await;
         if got < k {
-            return Err(NodeError::Unavailable(format!(
-                "only {got} of the {k} shards needed to rebuild shard {want} of chunk {chunk} could be fetched ({})",
-                failures.join("; ")
-            )));
+            return Err(Unavailable::TooFewToRebuild { chunk, want, got, k, failures }.into());
         }
         let store = self.inner.store.clone();
         blocking(move || {
-            let (_, bytes) = erasure::rebuild_only(e, &slots, &[want])?
-                .into_iter()
-                .next()
-                .ok_or_else(|| NodeError::Storage(format!("shard {want} was not rebuilt")))?;
+            let (_, bytes) =
+                erasure::rebuild_only(e, &slots, &[want])?.into_iter().next().ok_or(StorageError::NotRebuilt(want))?;
             drop(slots);
             if Cid::raw_blake3(&bytes) != target {
-                return Err(NodeError::BadRequest(format!(
-                    "the rebuilt shard {want} does not match the CID {target} it was asked for: \
-                     the listed shards are not one chunk's"
-                )));
+                return Err(InvalidRequest::RebuiltShardMismatch { index: want, cid: target }.into());
             }
             let meta = ShardMeta { chunk, index: want as u16 };
             Ok(store.put_shards(&[(target, bytes.as_slice(), meta)], Some(&guard))?)
@@ -343,13 +335,9 @@ impl Node {
         let next = LocationRecord::sign(file, rec.seq + 1, &chunks, &self.inner.signing);
         let locations = self.inner.locations.clone();
         let n2 = next.clone();
-        blocking(move || locations.put(&n2).map_err(|e| NodeError::Storage(e.to_string())))
-            .await
-            .map_err(|e| NodeError::Storage(format!("saving the location record: {e}")))?;
+        blocking(move || locations.put(&n2).map_err(|e| StorageError::SaveRecord(e).into())).await?;
         let (_, bytes) = self.manifest_bytes(file).await?;
-        self.replicate(m, file, &bytes, &next)
-            .await
-            .map_err(|e| NodeError::Network(format!("sending the new location record: {e}")))?;
+        self.replicate(m, file, &bytes, &next).await.map_err(NetworkError::SendRecord)?;
         Ok(next)
     }
 
@@ -375,7 +363,7 @@ impl Node {
     ) -> Result<Vec<Vec<bool>>, NodeError> {
         let me = me.to_bytes();
         let mut live: Vec<Vec<bool>> = m.chunks.iter().map(|c| vec![false; c.shards.len()]).collect();
-        let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+        let net = self.net().cloned().ok_or_else(NodeError::network_down)?;
         let mut asks = FuturesUnordered::new();
         for (h, pos) in positions_by_holder(m, rec) {
             let cids: Vec<Cid> = pos.iter().map(|&(c, s)| m.chunks[c].shards[s]).collect();
@@ -483,7 +471,7 @@ impl Node {
                 }
             }
         }
-        let _slot = local.acquire().await.map_err(|_| NodeError::Storage("repair stopped".into()))?;
+        let _slot = local.acquire().await.map_err(|_| StorageError::RepairStopped)?;
         // Fetch k live shards, local first, replacing failures.
         let me_b = me.to_bytes();
         let mut order: Vec<usize> = (0..live.len()).filter(|&i| live[i]).collect();
@@ -493,17 +481,14 @@ impl Node {
         // one quick answer would move a fifth shard per chunk under load.
         let (slots, got, _) = self.fetch_k_shards(k, &entry.cid, &entry.shards, &holders, &order, &me_b, false).await;
         if got < k {
-            return Err(NodeError::Unavailable(format!("only {got} of the {k} shards needed could be fetched")));
+            return Err(Unavailable::TooFewToRepair { got, k }.into());
         }
         let cids = entry.shards.clone();
         let rebuilt = blocking(move || {
             let mut out = Vec::new();
             for (i, bytes) in erasure::rebuild_only(e, &slots, &missing)? {
                 if Cid::raw_blake3(&bytes) != cids[i] {
-                    return Err(NodeError::Storage(format!(
-                        "rebuilt shard {i} does not match its CID {}: the manifest or the fetched shards are inconsistent",
-                        cids[i]
-                    )));
+                    return Err(StorageError::RebuiltMismatch { index: i, cid: cids[i] }.into());
                 }
                 out.push((i, bytes));
             }
@@ -543,7 +528,7 @@ impl Node {
                     placed.push((i, me_b.clone(), len));
                 }
                 Holder::Peer(p) => {
-                    let net = self.net().cloned().ok_or_else(|| NodeError::Network("network is down".into()))?;
+                    let net = self.net().cloned().ok_or_else(NodeError::network_down)?;
                     puts.push(async move { (i, p, len, net.put_shard(p, cid, bytes).await) });
                 }
             }
