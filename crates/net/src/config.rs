@@ -55,7 +55,7 @@ pub struct NetConfig {
     pub state_dir: Option<PathBuf>,
     /// Longest a single request may take, both ways (default 30 s).
     pub request_timeout: Duration,
-    /// Inbound requests handled at once; beyond it peers get
+    /// StreamRequest requests handled at once; beyond it peers get
     /// `Refused("busy")` (default 32).
     pub max_inbound_requests: usize,
     /// The numbers this node sends in its first heartbeats, until
@@ -115,7 +115,7 @@ pub struct Tuning {
     /// Peers tracked in the health table; the longest-silent disconnected
     /// ones are forgotten beyond it (4096).
     pub max_peers: usize,
-    /// Outbound requests and DHT queries waiting for an answer; beyond it
+    /// StreamResponse requests and DHT queries waiting for an answer; beyond it
     /// calls fail with `NetError::Busy` (1024).
     pub max_pending: usize,
     /// Memory all inbound request frames (being read or served) may hold at

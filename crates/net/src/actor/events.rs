@@ -112,14 +112,14 @@ impl Actor {
         }
     }
 
-    pub(super) fn on_shard_event(&mut self, ev: request_response::Event<Inbound, Outbound>) {
+    pub(super) fn on_shard_event(&mut self, ev: request_response::Event<StreamRequest, StreamResponse>) {
         let now = Instant::now();
         match ev {
             request_response::Event::Message { peer, message, .. } => match message {
                 Message::Request { request, channel, .. } => self.on_inbound(peer, request, channel),
                 Message::Response { request_id, response } => {
                     self.peers.seen(&peer, now);
-                    let Outbound::Response(response) = response else {
+                    let StreamResponse::Response(response) = response else {
                         // `read_response` only ever yields responses.
                         return;
                     };

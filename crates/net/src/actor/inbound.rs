@@ -1,4 +1,4 @@
-//! Inbound requests: each is served on its own task (CID verification,
+//! StreamRequest requests: each is served on its own task (CID verification,
 //! then the node's handler), and its answer comes back to the actor.
 
 #[allow(clippy::wildcard_imports)]
@@ -16,25 +16,30 @@ impl Actor {
         }
     }
 
-    pub(super) fn on_inbound(&mut self, peer: PeerId, request: Inbound, channel: ResponseChannel<Outbound>) {
+    pub(super) fn on_inbound(
+        &mut self,
+        peer: PeerId,
+        request: StreamRequest,
+        channel: ResponseChannel<StreamResponse>,
+    ) {
         let now = Instant::now();
         let (req, permit) = match request {
-            Inbound::Violation(why) => {
+            StreamRequest::Violation(why) => {
                 // Dropping the channel closes the stream unanswered.
                 drop(channel);
                 self.strike(peer, &why);
                 return;
             }
-            Inbound::Answered(response, strike) => {
+            StreamRequest::Answered(response, strike) => {
                 // A streamed body, settled by the handler's sink as it was read.
                 self.peers.seen(&peer, now);
-                let _ = self.swarm.behaviour_mut().shard.send_response(channel, Outbound::Response(response));
+                let _ = self.swarm.behaviour_mut().shard.send_response(channel, StreamResponse::Response(response));
                 if let Some(why) = strike {
                     self.strike(peer, &why);
                 }
                 return;
             }
-            Inbound::Request(r, permit) => (r, permit),
+            StreamRequest::Request(r, permit) => (r, permit),
         };
         self.peers.seen(&peer, now);
         if let Request::Heartbeat(hb) = req {
@@ -42,13 +47,16 @@ impl Actor {
                 e.last_heartbeat = Some(hb);
             }
             let mine = *self.local_heartbeat.borrow();
-            let _ =
-                self.swarm.behaviour_mut().shard.send_response(channel, Outbound::Response(Response::Heartbeat(mine)));
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .shard
+                .send_response(channel, StreamResponse::Response(Response::Heartbeat(mine)));
             return;
         }
         self.peers.used(&peer, now);
         if self.inbound_in_flight >= self.max_inbound {
-            let busy = Outbound::Response(Response::Refused("busy".into()));
+            let busy = StreamResponse::Response(Response::Refused("busy".into()));
             let _ = self.swarm.behaviour_mut().shard.send_response(channel, busy);
             return;
         }
@@ -78,16 +86,16 @@ pub(super) async fn serve(
     req: Request,
     local: Heartbeat,
     stream: bool,
-) -> (Outbound, Option<String>) {
+) -> (StreamResponse, Option<String>) {
     let req = match req {
-        Request::Heartbeat(_) => return (Outbound::Response(Response::Heartbeat(local)), None),
+        Request::Heartbeat(_) => return (StreamResponse::Response(Response::Heartbeat(local)), None),
         Request::PutShard { cid, data } => match verify(cid, data).await {
             Ok(data) => Request::PutShard { cid, data },
-            Err(why) => return (Outbound::Response(Response::Refused(why.clone())), Some(why)),
+            Err(why) => return (StreamResponse::Response(Response::Refused(why.clone())), Some(why)),
         },
         Request::PutManifest { cid, data } => match verify(cid, data).await {
             Ok(data) => Request::PutManifest { cid, data },
-            Err(why) => return (Outbound::Response(Response::Refused(why.clone())), Some(why)),
+            Err(why) => return (StreamResponse::Response(Response::Refused(why.clone())), Some(why)),
         },
         r => r,
     };
@@ -99,32 +107,32 @@ pub(super) async fn serve(
     if let Some((kind, cid)) = body {
         let h = handler.clone();
         match tokio::task::spawn_blocking(move || h.body_source(kind, cid)).await {
-            Ok(Some(Ok(src))) => return (Outbound::Source(src), None),
-            Ok(Some(Err(resp))) => return (Outbound::Response(resp), None),
+            Ok(Some(Ok(src))) => return (StreamResponse::Source(src), None),
+            Ok(Some(Err(resp))) => return (StreamResponse::Response(resp), None),
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(%peer, %e, "opening a body source failed");
-                return (Outbound::Response(Response::Refused("internal error".into())), None);
+                return (StreamResponse::Response(Response::Refused("internal error".into())), None);
             }
         }
     }
     // The handler runs on its own task so that a panic in it becomes an
     // answer instead of a lost slot.
     match tokio::spawn(async move { handler.handle(peer, req).await }).await {
-        Ok(resp) => (Outbound::Response(resp), None),
+        Ok(resp) => (StreamResponse::Response(resp), None),
         Err(e) => {
             tracing::error!(%peer, %e, "request handler failed");
-            (Outbound::Response(Response::Refused("internal error".into())), None)
+            (StreamResponse::Response(Response::Refused("internal error".into())), None)
         }
     }
 }
 
 /// The answer as a [`Response`]: a body source is read whole (on a blocking
 /// thread), for requests this node serves itself.
-pub(super) async fn into_response(o: Outbound) -> Response {
+pub(super) async fn into_response(o: StreamResponse) -> Response {
     match o {
-        Outbound::Response(r) => r,
-        Outbound::Source(src) => {
+        StreamResponse::Response(r) => r,
+        StreamResponse::Source(src) => {
             let read = tokio::task::spawn_blocking(move || {
                 let mut v = Vec::with_capacity(usize::try_from(src.len).unwrap_or(0));
                 std::io::Read::read_to_end(&mut std::io::Read::take(src.reader, src.len), &mut v).map(|_| v)

@@ -6,7 +6,7 @@
 //! request / query id to the waiting caller's `oneshot` links answers back.
 //! Every queue and map here is bounded (see [`crate::Tuning`]).
 //!
-//! Inbound requests never run on the actor: each is served on its own task
+//! StreamRequest requests never run on the actor: each is served on its own task
 //! (CID verification, then the node's [`crate::Handler`]), at most
 //! `max_inbound_requests` at once, and the answer comes back as a message.
 //! A PUT body the handler takes through a [`crate::BodySink`] is streamed
@@ -39,7 +39,9 @@ use crate::config::{NetConfig, Tuning};
 use crate::error::NetError;
 use crate::health::{PeerInfo, PeerTable};
 use crate::kad_store::{self, PersistentStore};
-use crate::protocol::{BodyKind, Heartbeat, Inbound, InboundBudget, Outbound, PROTOCOL, Request, Response, ShardCodec};
+use crate::protocol::{
+    BodyKind, Heartbeat, InboundBudget, PROTOCOL, Request, Response, ShardCodec, StreamRequest, StreamResponse,
+};
 
 mod events;
 mod inbound;
@@ -125,8 +127,8 @@ enum QueryWait {
 /// An inbound request served: the answer and, if the peer cheated, why.
 struct Served {
     peer: PeerId,
-    channel: ResponseChannel<Outbound>,
-    response: Outbound,
+    channel: ResponseChannel<StreamResponse>,
+    response: StreamResponse,
     strike: Option<String>,
 }
 
@@ -479,7 +481,7 @@ impl Actor {
             let _ = reply.send(Err(NetError::Busy));
             return;
         }
-        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Inbound::Request(req, None));
+        let id = self.swarm.behaviour_mut().shard.send_request(&peer, StreamRequest::Request(req, None));
         self.pending.insert(id, Pending::User(reply));
     }
 

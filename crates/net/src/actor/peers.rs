@@ -39,7 +39,8 @@ impl Actor {
             e.heartbeat_in_flight = true;
             e.next_heartbeat = next;
         }
-        let id = self.swarm.behaviour_mut().shard.send_request(&peer, Inbound::Request(Request::Heartbeat(hb), None));
+        let id =
+            self.swarm.behaviour_mut().shard.send_request(&peer, StreamRequest::Request(Request::Heartbeat(hb), None));
         self.pending.insert(id, Pending::Heartbeat(peer));
     }
 

@@ -4,16 +4,18 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// What a node reads off an inbound stream: a request for the handler, an
-/// answer already settled while reading (a streamed body), or the reason the
-/// message broke the protocol. `request_response` does not report
+/// The codec's request type, in both directions. Read off an inbound
+/// stream it is a request for the handler, an answer already settled while
+/// reading (a streamed body), or the reason the message broke the protocol;
+/// sent, it is always `Request` (the name says what it is on the stream, not
+/// which way it goes). `request_response` does not report
 /// `read_request` errors to the behaviour, so violations travel as values to
 /// reach the actor, which strikes the sender and drops the stream.
 ///
 /// An inbound request holds its share of the [`InboundBudget`] until it is
 /// dropped, i.e. until the handler is done with it.
 #[derive(Debug)]
-pub(crate) enum Inbound {
+pub(crate) enum StreamRequest {
     Request(Request, Option<OwnedSemaphorePermit>),
     /// A body went into the handler's sink; this is the answer, and the
     /// strike reason when the bytes did not match their CID.
@@ -21,9 +23,10 @@ pub(crate) enum Inbound {
     Violation(String),
 }
 
-/// What goes back on a stream: a response, or a body streamed from a source.
+/// The codec's response type, in both directions: a response, or a body
+/// streamed from a source.
 #[derive(Debug)]
-pub(crate) enum Outbound {
+pub(crate) enum StreamResponse {
     Response(Response),
     Source(BodySource),
 }
@@ -35,7 +38,7 @@ pub(crate) enum Outbound {
 pub(crate) struct ShardCodec {
     pub(crate) budget: InboundBudget,
     pub(crate) handler: Arc<dyn Handler>,
-    /// Inbound bodies being streamed into sinks at once (they wait for a slot).
+    /// StreamRequest bodies being streamed into sinks at once (they wait for a slot).
     pub(crate) bodies: Arc<Semaphore>,
     pub(crate) answer_limit: usize,
 }
@@ -53,7 +56,7 @@ impl ShardCodec {
         kind: BodyKind,
         cid: Cid,
         len: usize,
-    ) -> io::Result<Inbound> {
+    ) -> io::Result<StreamRequest> {
         let _slot = self.bodies.clone().acquire_owned().await.map_err(|_| io::Error::other("closed"))?;
         let handler = self.handler.clone();
         let sink = tokio::task::spawn_blocking(move || handler.body_sink(kind, cid, len as u64))
@@ -67,18 +70,18 @@ impl ShardCodec {
                     BodyKind::Shard => Request::PutShard { cid, data },
                     BodyKind::Manifest => Request::PutManifest { cid, data },
                 };
-                Ok(Inbound::Request(req, Some(permit)))
+                Ok(StreamRequest::Request(req, Some(permit)))
             }
             Some(Err(answer)) => {
                 drain_body(io, len).await?;
-                Ok(Inbound::Answered(answer, None))
+                Ok(StreamRequest::Answered(answer, None))
             }
             Some(Ok(sink)) => {
                 let _piece = self.budget.acquire(PIECE).await?;
                 Ok(match stream_into_sink(io, sink, len).await? {
-                    Ok(()) => Inbound::Answered(Response::Ok, None),
-                    Err(BodyError::Refused(why)) => Inbound::Answered(Response::Refused(why), None),
-                    Err(BodyError::Mismatch(why)) => Inbound::Answered(Response::Refused(why.clone()), Some(why)),
+                    Ok(()) => StreamRequest::Answered(Response::Ok, None),
+                    Err(BodyError::Refused(why)) => StreamRequest::Answered(Response::Refused(why), None),
+                    Err(BodyError::Mismatch(why)) => StreamRequest::Answered(Response::Refused(why.clone()), Some(why)),
                 })
             }
         }
@@ -87,17 +90,17 @@ impl ShardCodec {
 
 impl libp2p::request_response::Codec for ShardCodec {
     type Protocol = StreamProtocol;
-    type Request = Inbound;
-    type Response = Outbound;
+    type Request = StreamRequest;
+    type Response = StreamResponse;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Inbound>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<StreamRequest>
     where
         T: AsyncRead + Unpin + Send,
     {
         let read = async {
             let (frame, permit) = read_frame_within(io, Some(&self.budget)).await?;
             match decode_request_head(frame)? {
-                RequestHead::Message(req) => Ok(Inbound::Request(req, permit)),
+                RequestHead::Message(req) => Ok(StreamRequest::Request(req, permit)),
                 RequestHead::Body { kind, cid, len } => {
                     drop(permit);
                     self.read_body_for(io, kind, cid, len).await
@@ -106,38 +109,38 @@ impl libp2p::request_response::Codec for ShardCodec {
         };
         match read.await {
             Ok(inbound) => Ok(inbound),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Inbound::Violation(e.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(StreamRequest::Violation(e.to_string())),
             Err(e) => Err(e),
         }
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Outbound>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<StreamResponse>
     where
         T: AsyncRead + Unpin + Send,
     {
-        Ok(Outbound::Response(read_response(io, self.answer_limit).await?))
+        Ok(StreamResponse::Response(read_response(io, self.answer_limit).await?))
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Inbound) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: StreamRequest) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         match &req {
-            Inbound::Request(r, _) => {
+            StreamRequest::Request(r, _) => {
                 self.answer_limit = r.answer_limit();
                 write_message(io, encode_request(r)?).await
             }
-            Inbound::Answered(..) | Inbound::Violation(_) => Err(invalid("only requests are sent")),
+            StreamRequest::Answered(..) | StreamRequest::Violation(_) => Err(invalid("only requests are sent")),
         }
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, resp: Outbound) -> io::Result<()>
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, resp: StreamResponse) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         match resp {
-            Outbound::Response(r) => write_message(io, encode_response(&r)?).await,
-            Outbound::Source(src) => write_source(io, src).await,
+            StreamResponse::Response(r) => write_message(io, encode_response(&r)?).await,
+            StreamResponse::Source(src) => write_source(io, src).await,
         }
     }
 }

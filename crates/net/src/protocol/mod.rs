@@ -117,7 +117,7 @@
 //! - The requester of a `GetShard`/`GetManifest` gets the bytes as one
 //!   buffer (it needs them whole to decode), read in pieces and bounded by
 //!   what it asked for.
-//! - Inbound work is bounded by `NetConfig::max_inbound_requests` (beyond
+//! - StreamRequest work is bounded by `NetConfig::max_inbound_requests` (beyond
 //!   it the answer is `Refused("busy")`; bodies wait for a slot instead),
 //!   streams per connection by `Tuning::max_streams_per_connection`,
 //!   connections by the connection limits, and each exchange (waiting for
@@ -151,7 +151,7 @@ mod stream;
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-pub(crate) use self::codec::{Inbound, Outbound, ShardCodec};
+pub(crate) use self::codec::{ShardCodec, StreamRequest, StreamResponse};
 pub use self::decode::{RequestHead, ResponseHead, decode_request_head, decode_response_head};
 pub use self::encode::{encode_request_frame, encode_response_frame};
 pub(crate) use self::stream::InboundBudget;

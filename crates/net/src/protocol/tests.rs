@@ -391,7 +391,7 @@ impl AsyncRead for Trickle {
     }
 }
 
-async fn inbound(h: &Arc<Recorder>, wire: Vec<u8>) -> io::Result<Inbound> {
+async fn inbound(h: &Arc<Recorder>, wire: Vec<u8>) -> io::Result<StreamRequest> {
     let mut codec = ShardCodec::new(InboundBudget::new(0), h.clone(), 4);
     codec.read_request(&PROTOCOL, &mut Trickle(cursor(wire))).await
 }
@@ -404,7 +404,7 @@ async fn bodies_reach_the_sink_in_pieces_and_only_whole_ones_are_kept() {
     let wire = encode_request_frame(&Request::PutShard { cid, data: data.clone() }).unwrap();
 
     let r = inbound(&h, wire.clone()).await.unwrap();
-    assert!(matches!(r, Inbound::Answered(Response::Ok, None)), "{r:?}");
+    assert!(matches!(r, StreamRequest::Answered(Response::Ok, None)), "{r:?}");
     assert_eq!(h.kept.lock().unwrap().as_slice(), &[(cid, data.clone())]);
     let pieces = h.pieces.lock().unwrap().clone();
     // Whole pieces but the last: one hop to a blocking thread each.
@@ -419,16 +419,16 @@ async fn bodies_reach_the_sink_in_pieces_and_only_whole_ones_are_kept() {
     // Longer than announced: a violation, nothing kept.
     let mut longer = wire.clone();
     longer.push(1);
-    assert!(matches!(inbound(&h, longer).await.unwrap(), Inbound::Violation(_)));
+    assert!(matches!(inbound(&h, longer).await.unwrap(), StreamRequest::Violation(_)));
     assert_eq!(*h.dropped.lock().unwrap(), 2);
     // Bytes that do not match: refused and struck.
     let forged = encode_request_frame(&Request::PutShard { cid, data: vec![0; data.len()] }).unwrap();
-    assert!(matches!(inbound(&h, forged).await.unwrap(), Inbound::Answered(Response::Refused(_), Some(_))));
+    assert!(matches!(inbound(&h, forged).await.unwrap(), StreamRequest::Answered(Response::Refused(_), Some(_))));
     // An oversized announcement: a violation before any sink exists.
     let pieces_before = h.pieces.lock().unwrap().len();
     assert!(matches!(
         inbound(&h, put_head(0x01, MAX_STORED_CHUNK_SIZE as u32 + 1)).await.unwrap(),
-        Inbound::Violation(_)
+        StreamRequest::Violation(_)
     ));
     assert_eq!(h.pieces.lock().unwrap().len(), pieces_before);
     assert_eq!(h.kept.lock().unwrap().len(), 1);
@@ -436,7 +436,7 @@ async fn bodies_reach_the_sink_in_pieces_and_only_whole_ones_are_kept() {
     // A sink refused at once: the body is read and discarded, and the
     // sender gets the answer.
     let h = Arc::new(Recorder { refuse: true, ..Recorder::default() });
-    assert!(matches!(inbound(&h, wire).await.unwrap(), Inbound::Answered(Response::Refused(_), None)));
+    assert!(matches!(inbound(&h, wire).await.unwrap(), StreamRequest::Answered(Response::Refused(_), None)));
 }
 
 #[tokio::test]
