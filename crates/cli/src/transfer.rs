@@ -1,27 +1,31 @@
 //! Put and get on the user's side: chunking, compression, encryption and
 //! verification happen here, so nodes only ever see stored (sealed) forms.
 //!
-//! Both directions are streams with bounded concurrency: a reader thread
-//! cuts chunks into a small channel, `buffered(n)` seals/sends (or fetches/
-//! opens) up to `n` chunks at once while keeping file order. Memory is
-//! bounded by `(channel + n) × chunk size`, whatever the file size.
-
-use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+//! The orchestration (sealing and sending, or fetching and opening, up to
+//! `n` chunks at once in file order) is `datamesh-client`'s, shared with the
+//! gateway, over its HTTP transport. Here: a reader thread cuts the file
+//! into a small channel (and hashes a public file's UnixFS CID), keys are
+//! chosen and unwrapped, progress is shown, and a get resumes a partial
+//! download. Memory is bounded by `(channel + n + 1) × chunk size`,
+//! whatever the file size.
 
 use anyhow::{Context, Result, anyhow, bail};
-use datamesh_core::{ChunkEntry, Chunking, Cid, Cipher, Codec, Compression, Encryption, Erasure, Manifest};
+use bytes::Bytes;
+use datamesh_client::http::{HttpError, HttpTransport};
+use datamesh_client::{ClientConfig, GetError, OpenFile, PutError};
+use datamesh_core::{Chunking, Cid, Cipher, Codec, Compression, Encryption, Erasure};
 use datamesh_pipeline::chunker::Chunker;
 use datamesh_pipeline::crypto::DataKey;
 use datamesh_pipeline::keys::{self, PassphraseParams, UserKey, WrapKind};
-use datamesh_pipeline::seal::{ChunkSealer, ManifestBuilder, open_chunk};
+use datamesh_pipeline::seal::ChunkSealer;
 use datamesh_pipeline::unixfs::UnixFsHasher;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 
-use crate::client::Client;
+use crate::client::{Client, http_error};
 
 /// How to put a file.
 #[derive(Debug, Clone)]
@@ -103,6 +107,25 @@ fn sealer_for(opts: &PutOptions, user: &UserKey, path: &Path) -> Result<(ChunkSe
     Ok((ChunkSealer::encrypted(opts.compression, cipher, key, opts.convergent), Some(enc)))
 }
 
+/// The shared put/get orchestration over the CLI's HTTP transport.
+fn orchestrator(client: &Client, concurrency: usize) -> datamesh_client::Client<HttpTransport> {
+    datamesh_client::Client::new(client.transport().clone(), ClientConfig { concurrency: concurrency.max(1) })
+}
+
+fn put_error(e: PutError<HttpError>) -> anyhow::Error {
+    match e {
+        PutError::Transport(e) => http_error(e),
+        other => other.into(),
+    }
+}
+
+fn get_error(e: GetError<HttpError>) -> anyhow::Error {
+    match e {
+        GetError::Transport(e) => http_error(e),
+        other => other.into(),
+    }
+}
+
 /// Streams a file to the node and returns its CID once the node has
 /// acknowledged it durable.
 pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions) -> Result<PutResult> {
@@ -113,18 +136,23 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
     }
     let expected = meta.len();
     let (sealer, encryption) = sealer_for(opts, user, path)?;
-    let sealer = Arc::new(sealer);
     let public = encryption.is_none();
-    let (upload, erasure) = client.begin_upload(opts.erasure.map(|e| e.k), opts.erasure.map(|e| e.m)).await?;
+    let put_opts =
+        datamesh_client::PutOptions { chunking: opts.chunking, erasure: opts.erasure, name: opts.name.clone() };
+    let mut upload = orchestrator(client, opts.concurrency).begin_put(sealer, put_opts).await.map_err(put_error)?;
     let pb = progress_bar(expected, opts.progress, "put");
+    {
+        let pb = pb.clone();
+        upload.on_progress(move |n| pb.inc(n));
+    }
 
     // Reader thread: cut chunks (and hash UnixFS for public files) in order.
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(2);
     let chunking = opts.chunking;
     let reader = tokio::task::spawn_blocking(move || -> Result<(u64, Option<Cid>)> {
         let mut unixfs = public.then(UnixFsHasher::new);
         let mut total = 0u64;
-        for (i, chunk) in Chunker::new(file, chunking)?.enumerate() {
+        for chunk in Chunker::new(file, chunking)? {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
@@ -137,80 +165,46 @@ pub async fn put(client: &Client, user: &UserKey, path: &Path, opts: &PutOptions
             if let Some(h) = unixfs.as_mut() {
                 h.update(&chunk);
             }
-            if tx.blocking_send(Ok((i as u64, chunk))).is_err() {
+            if tx.blocking_send(Ok(chunk)).is_err() {
                 break; // the sender side failed; its error is reported there
             }
         }
         Ok((total, unixfs.map(UnixFsHasher::finalize)))
     });
 
-    let entries: Result<Vec<ChunkEntry>> = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|item| {
-            let sealer = sealer.clone();
-            let client = client.clone();
-            let upload = upload.clone();
-            let pb = pb.clone();
-            async move {
-                let (index, plain) = item.context("reading the file failed")?;
-                let mut sealed = tokio::task::spawn_blocking(move || sealer.seal(index, &plain)).await?;
-                let stored = std::mem::take(&mut sealed.stored);
-                let stored_size = stored.len() as u32;
-                let receipt = client.put_chunk(&upload, stored).await?;
-                if receipt.cid != sealed.cid {
-                    bail!(
-                        "node stored chunk {index} as {} but it is {}; the transfer was corrupted",
-                        receipt.cid,
-                        sealed.cid
-                    );
-                }
-                pb.inc(sealed.plain_size as u64);
-                Ok(ChunkEntry {
-                    plain_size: sealed.plain_size,
-                    stored_size,
-                    compression: sealed.compression,
-                    cid: sealed.cid,
-                    shards: receipt.shards,
-                })
+    // Up to `concurrency` chunks are sealed and sent at once (push waits
+    // for a free slot); a failed push has aborted the upload.
+    while let Some(item) = rx.recv().await {
+        match item {
+            Ok(chunk) => upload.push(Bytes::from(chunk)).await.map_err(put_error)?,
+            Err(e) => {
+                upload.abort().await;
+                return Err(anyhow::Error::from(e).context("reading the file failed"));
             }
-        })
-        .buffered(opts.concurrency.max(1))
-        .try_collect()
-        .await;
-    let entries = match entries {
-        Ok(e) => e,
-        Err(e) => {
-            client.abort(&upload).await;
-            return Err(e);
         }
-    };
+    }
     let (total, unixfs) = match reader.await? {
         Ok(r) => r,
         Err(e) => {
-            client.abort(&upload).await;
+            upload.abort().await;
             return Err(e);
         }
     };
     if total != expected {
-        client.abort(&upload).await;
+        upload.abort().await;
         bail!(
             "{} changed while it was being read ({expected} bytes at the start, {total} read); nothing was stored, put it again",
             path.display()
         );
     }
-    let mut b = ManifestBuilder::new(opts.chunking, erasure);
-    let chunks = entries.len();
-    for e in entries {
-        b.push(e);
-    }
-    let manifest = b.finish(encryption, unixfs, Some(user.public().ed25519));
-    let bytes = manifest.encode();
-    let local = manifest.cid();
-    let stored = client.complete(&upload, bytes, opts.name.as_deref()).await?;
+    let stored = upload.finish(encryption, unixfs, Some(user.public().ed25519)).await.map_err(put_error)?;
     pb.finish_and_clear();
-    if stored != local {
-        bail!("node acknowledged {stored} but the manifest is {local}");
-    }
-    Ok(PutResult { cid: unixfs.unwrap_or(local), manifest: local, size: total, chunks })
+    Ok(PutResult {
+        cid: unixfs.unwrap_or(stored.manifest),
+        manifest: stored.manifest,
+        size: total,
+        chunks: stored.chunks,
+    })
 }
 
 /// Fetches, verifies and decodes a file into `out` (a path, or `-` for
@@ -223,19 +217,19 @@ pub async fn get(
     concurrency: usize,
     progress: bool,
 ) -> Result<GetResult> {
-    let (mcid, bytes) = client.manifest(cid).await?;
-    let manifest = Manifest::decode_verified(&mcid, &bytes).context("the node served a bad manifest")?;
+    let dm = orchestrator(client, concurrency);
+    let (mcid, manifest) = dm.manifest(*cid).await.map_err(get_error)?;
     match cid.codec() {
         Codec::DagCbor if mcid != *cid => bail!("asked for {cid} but the node served manifest {mcid}"),
         Codec::DagCbor => {}
         _ if manifest.unixfs != Some(*cid) => bail!("manifest {mcid} does not describe {cid}"),
         _ => {}
     }
-    let key: Option<(Cipher, Arc<DataKey>)> = match &manifest.encryption {
+    let key = match &manifest.encryption {
         None => None,
-        Some(enc) => Some((enc.cipher, Arc::new(data_key(enc, load_user)?))),
+        Some(enc) => Some(data_key(enc, load_user)?),
     };
-    let manifest = Arc::new(manifest);
+    let file = OpenFile::new(mcid, manifest.clone(), key);
     let to_stdout = out == Path::new("-");
     let tmp: PathBuf = if to_stdout { PathBuf::new() } else { partial_path(out) };
     let state = state_path(&tmp);
@@ -278,25 +272,13 @@ pub async fn get(
     let resumed_from = manifest.chunk_offsets()[first];
     let pb = progress_bar(manifest.size, progress && !to_stdout, "get");
     pb.inc(resumed_from);
-    let mut chunks = futures::stream::iter(first..manifest.chunks.len())
-        .map(|i| {
-            let client = client.clone();
-            let m = manifest.clone();
-            let key = key.clone();
-            async move {
-                let stored = client.chunk(&mcid, i).await?;
-                tokio::task::spawn_blocking(move || {
-                    open_chunk(&m.chunks[i], i as u64, &stored, key.as_ref().map(|(c, k)| (*c, k.as_ref())))
-                        .map_err(anyhow::Error::from)
-                })
-                .await?
-            }
-        })
-        .buffered(concurrency.max(1));
+    // From the first missing chunk on: whole chunks, verified and opened,
+    // up to `concurrency` fetched ahead, in order.
+    let mut chunks = dm.read(&file, resumed_from..manifest.size);
     let mut written = resumed_from;
     let result: Result<()> = async {
         while let Some(plain) = chunks.next().await {
-            let plain = plain?;
+            let plain = plain.map_err(get_error)?;
             if let Some(h) = unixfs.as_mut() {
                 h.update(&plain);
             }

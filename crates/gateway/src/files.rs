@@ -35,6 +35,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datamesh_api::{ErrorBody, ErrorCode, FileMetadata, MetadataPatch, UploadQuery, Uploaded};
+use datamesh_core::clock::unix_secs;
 use datamesh_core::{Cid, Erasure};
 use futures::StreamExt;
 
@@ -42,8 +43,8 @@ use crate::download::{PROGRESS_BYTES, Via, open, serve};
 use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::events::Event;
 use crate::index::FileRow;
-use crate::objects::{OpenError, WriteError, WriteOptions};
-use crate::state::{AppState, now_secs};
+use crate::objects::{BodyError, OpenError, WriteError, WriteOptions};
+use crate::state::AppState;
 
 /// Longest file name.
 pub const MAX_NAME: usize = 1024;
@@ -264,12 +265,12 @@ async fn upload(
     let mut received = 0u64;
     let mut reported = (0u64, Instant::now());
     let stream = body.map(move |r| {
-        let b = r.map_err(|e| -> s3s::StdError { Box::new(e) })?;
+        let b = r.map_err(|e| -> BodyError { Box::new(e) })?;
         received += b.len() as u64;
         if let Some(max) = limit
             && received > max
         {
-            return Err(Box::new(TooLarge(max)) as s3s::StdError);
+            return Err(Box::new(TooLarge(max)) as BodyError);
         }
         if received - reported.0 >= PROGRESS_BYTES || reported.1.elapsed() >= PROGRESS_EVERY {
             reported = (received, Instant::now());
@@ -284,13 +285,10 @@ async fn upload(
     });
     let rest = gw.keys().rest();
     let opts = WriteOptions { name: q.name.clone(), erasure: Some(erasure), keep_empty: true };
-    let written = gw
-        .pipeline()
-        .write_with(&rest.user, Box::pin(stream), Default::default(), opts, |_, _| Ok(()))
-        .await
-        .map_err(write_error)?;
+    let written =
+        gw.pipeline().write_with(&rest.user, Box::pin(stream), (), opts, |()| Ok(())).await.map_err(write_error)?;
     let cid = written.manifest.ok_or_else(|| ApiError::internal("the pipeline made no file"))?;
-    let now = now_secs();
+    let now = unix_secs() as i64;
     let row = FileRow {
         cid: cid.to_string(),
         key_id: Some(rest.id.clone()),
@@ -490,7 +488,7 @@ pub(crate) async fn patch_metadata(
     }
     let (mcid, manifest) = gw.node().manifest(cid).await?;
     let key = mcid.to_string();
-    let now = now_secs();
+    let now = unix_secs() as i64;
     let size = manifest.size;
     gw.index()
         .run(move |ix| {

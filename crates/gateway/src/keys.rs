@@ -186,19 +186,6 @@ impl AccessKeys {
     }
 }
 
-#[async_trait::async_trait]
-impl s3s::auth::S3Auth for AccessKeys {
-    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
-        match self.get(access_key) {
-            Some(p) => Ok(s3s::auth::SecretKey::from(p.secret.as_str())),
-            None => Err(s3s::s3_error!(
-                InvalidAccessKeyId,
-                "unknown access key: create one with `datamesh key create` on the node"
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -9,7 +9,8 @@
 //! - [`events`]: the WebSocket event stream (`/v1/events`) and its bus.
 //! - [`s3`]: the S3-compatible API on its own port (SigV4 access keys).
 //! - [`objects`]: the content pipeline run server-side for clients that
-//!   cannot encrypt (S3, plain HTTP); [`index`]: the gateway's SQLite
+//!   cannot encrypt (S3, plain HTTP): `datamesh-client`'s put/get over the
+//!   [`in_process`] transport; [`index`]: the gateway's SQLite
 //!   database of buckets, objects, uploads, file metadata and shares;
 //!   [`keys`]: access keys and the REST key.
 //!
@@ -21,6 +22,7 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod in_process;
 pub mod index;
 pub mod keys;
 pub mod metrics;
@@ -186,14 +188,6 @@ impl Gateway {
         rest::router(self.node.clone(), token, Some(self.clone()))
     }
 
-    /// The S3 service (SigV4 with this gateway's access keys).
-    pub fn s3_service(&self) -> s3s::service::S3Service {
-        let mut b = s3s::service::S3ServiceBuilder::new(self.s3.clone());
-        b.set_auth(self.keys.clone());
-        b.set_host(s3::VirtualHosts::new(&self.cfg.domain));
-        b.build()
-    }
-
     /// Serves the REST API (and the web of routes under it) on `api` and,
     /// when given, S3 on `s3`, until `shutdown` resolves; starts the
     /// gateway's workers (the event stream's peer watcher and metrics
@@ -240,64 +234,6 @@ impl Gateway {
         if let Some(s3) = s3 {
             s3.await.map_err(|e| GatewayError::Io(format!("the S3 server task failed: {e}")))??;
         }
-        Ok(())
-    }
-
-    /// Serves S3 on `listener` until `shutdown` resolves.
-    async fn serve_s3(
-        &self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), GatewayError> {
-        let service = self.s3_service();
-        let mut shutdown = std::pin::pin!(shutdown);
-        let conns = tokio_util::task::TaskTracker::new();
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off, keep serving.
-                            tracing::warn!(error = %e, "S3 accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let service = service.clone();
-                    let metrics = self.metrics.clone();
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (service, metrics) = (service.clone(), metrics.clone());
-                        let started = std::time::Instant::now();
-                        let route = metrics::s3_route(req.uri());
-                        let method = req.method().to_string();
-                        let bytes_in = req.headers().get(http::header::CONTENT_LENGTH)
-                            .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-                        async move {
-                            let resp = hyper::service::Service::call(&service, req).await;
-                            if let Ok(r) = &resp {
-                                let out = r.headers().get(http::header::CONTENT_LENGTH)
-                                    .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-                                metrics.request("s3", route, &method, r.status().as_u16(), started, bytes_in, out);
-                            }
-                            resp
-                        }
-                    });
-                    conns.spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                        if let Err(e) = builder.serve_connection(io, service).await {
-                            tracing::debug!(error = %e, "S3 connection ended with an error");
-                        }
-                    });
-                }
-            }
-        }
-        conns.close();
-        // In-flight requests get a grace period, then are dropped (their
-        // uploads abort and leave nothing behind).
-        let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
         Ok(())
     }
 }

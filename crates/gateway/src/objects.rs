@@ -1,11 +1,15 @@
 //! The content pipeline run inside the gateway, for clients that cannot run
 //! it themselves (S3, plain HTTP).
 //!
-//! Writing: the request body is cut into fixed-size chunks as it arrives;
-//! each chunk is hashed in order (MD5 for the ETag plus whatever
-//! `x-amz-checksum-*` the client asked for), then compressed, sealed with a
-//! fresh data key and handed to the node (erasure coding, durable shards) by
-//! up to `concurrency` spawned tasks. Memory is bounded by
+//! The orchestration is `datamesh-client`'s, the CLI's too, over the
+//! [`InProcess`] transport (calls on the node, no HTTP round trip).
+//!
+//! Writing: the request body is cut into fixed-size chunks as it arrives
+//! ([`Rechunker`]); each chunk goes in order through the caller's
+//! [`BodyDigest`] (for S3: MD5 for the ETag plus whatever `x-amz-checksum-*`
+//! the client asked for), then is compressed, sealed with a fresh data key
+//! and handed to the node (erasure coding, durable shards) by up to
+//! `concurrency` tasks ([`Upload`]). Memory is bounded by
 //! `(concurrency + 1) × chunk size` (plus the shards of chunks in flight),
 //! whatever the object size. The manifest is written, and so the file
 //! pinned, only after the whole body arrived and every digest the client
@@ -13,25 +17,24 @@
 //! node's upload session, whose shards then belong to GC.
 //!
 //! Reading: a producer task fetches the chunks covering the requested range
-//! (up to `concurrency` at once, in order), verifies and opens them, and
-//! feeds a channel of two slots; the response body drains it. A slow reader
-//! therefore holds at most a few chunks.
+//! (up to `concurrency` at once, in order: [`Client::read`]), verifies and
+//! opens them, and feeds a channel of two slots; the response body drains
+//! it. A slow reader therefore holds at most a few chunks.
 
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+pub use datamesh_client::OpenFile;
+use datamesh_client::{Client, ClientConfig, PutError, PutOptions, Rechunker, Upload};
 use datamesh_core::{Chunking, Cid, Cipher, Compression, Encryption, Erasure, Manifest};
 use datamesh_node::{Node, NodeError};
 use datamesh_pipeline::crypto::DataKey;
 use datamesh_pipeline::keys::{self, UserKey, WrapKind};
-use datamesh_pipeline::seal::{ChunkSealer, ManifestBuilder, open_chunk};
+use datamesh_pipeline::seal::ChunkSealer;
 use futures::{Stream, StreamExt};
-use md5::Digest;
-use s3s::checksum::ChecksumHasher;
-use tokio::task::JoinHandle;
 
+use crate::in_process::InProcess;
 use crate::index::Segment;
 
 /// How the gateway runs the pipeline.
@@ -49,13 +52,16 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Why a request body failed, as its stream says.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a write failed. Nothing of it is kept.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The client's body stream failed (disconnect, bad chunk signature,
     /// payload hash mismatch).
     #[error("the request body failed: {0}")]
-    Body(s3s::StdError),
+    Body(BodyError),
     /// A digest the client sent does not match the bytes received.
     #[error("{0}")]
     Digest(String),
@@ -65,6 +71,29 @@ pub enum WriteError {
     /// A worker died.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<PutError<NodeError>> for WriteError {
+    fn from(e: PutError<NodeError>) -> Self {
+        match e {
+            PutError::Transport(n) => WriteError::Node(n),
+            other => WriteError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Digests of a body computed in order over its bytes before anything is
+/// made durable (S3's MD5 and `x-amz-checksum-*`); `()` computes none.
+pub trait BodyDigest: Send + 'static {
+    /// Whether [`BodyDigest::update`] does any work (else it is skipped).
+    const ACTIVE: bool = true;
+    /// Takes the next bytes of the body.
+    fn update(&mut self, data: &[u8]);
+}
+
+impl BodyDigest for () {
+    const ACTIVE: bool = false;
+    fn update(&mut self, _: &[u8]) {}
 }
 
 /// How a write is stored.
@@ -77,17 +106,6 @@ pub struct WriteOptions {
     /// Make a (chunkless) file of an empty body too. S3 keeps empty
     /// objects as index rows only; the REST API needs a CID for every file.
     pub keep_empty: bool,
-}
-
-/// A file opened for reading: its manifest and the data key, unwrapped.
-#[derive(Clone)]
-pub struct OpenFile {
-    /// The manifest CID.
-    pub cid: Cid,
-    /// Plaintext bytes.
-    pub size: u64,
-    manifest: Arc<Manifest>,
-    key: OpenKey,
 }
 
 /// Why a file cannot be read through the gateway.
@@ -104,18 +122,16 @@ pub enum OpenError {
 }
 
 /// What a write produced.
-pub struct Written {
+pub struct Written<D = ()> {
     /// The file's manifest; None for an empty body (no file is made).
     pub manifest: Option<Cid>,
     /// Plaintext bytes.
     pub size: u64,
-    /// MD5 of the plaintext.
-    pub md5: [u8; 16],
-    /// Checksums computed for the algorithms asked for.
-    pub checksums: s3s::dto::Checksum,
+    /// What the write's `verify` made of the body's digests.
+    pub digest: D,
 }
 
-impl Written {
+impl<D> Written<D> {
     /// The object's segment list.
     pub fn segments(&self, key_id: &str) -> Vec<Segment> {
         self.manifest
@@ -125,40 +141,19 @@ impl Written {
     }
 }
 
-/// Aborts the node's upload session (and the chunk tasks) unless the write
-/// completed, including when the request future is dropped mid-body.
-struct SessionGuard {
-    node: Node,
-    id: Option<String>,
-    tasks: VecDeque<JoinHandle<Result<datamesh_core::ChunkEntry, WriteError>>>,
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        if let Some(id) = self.id.take() {
-            let _ = self.node.abort_upload(&id);
-        }
-    }
-}
-
 /// The gateway's pipeline over one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
     node: Node,
+    client: Client<InProcess>,
     cfg: PipelineConfig,
-}
-
-fn md5_hasher() -> md5::Md5 {
-    md5::Md5::new()
 }
 
 impl Pipeline {
     /// A pipeline writing to and reading from `node`.
     pub fn new(node: Node, cfg: PipelineConfig) -> Self {
-        Self { node, cfg }
+        let client = Client::new(InProcess::new(node.clone()), ClientConfig { concurrency: cfg.concurrency });
+        Self { node, client, cfg }
     }
 
     /// The node.
@@ -166,148 +161,66 @@ impl Pipeline {
         &self.node
     }
 
-    /// Streams `body` into a new encrypted file owned by `user`. `verify`
-    /// sees the MD5 and checksums before anything is made durable and may
-    /// refuse them.
-    pub async fn write<S, E>(
-        &self,
-        user: &UserKey,
-        body: S,
-        hasher: ChecksumHasher,
-        name: Option<String>,
-        verify: impl FnOnce(&[u8; 16], &s3s::dto::Checksum) -> Result<(), WriteError>,
-    ) -> Result<Written, WriteError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Into<s3s::StdError>,
-    {
-        self.write_with(user, body, hasher, WriteOptions { name, ..Default::default() }, verify).await
-    }
-
-    /// [`Pipeline::write`] with every option.
-    pub async fn write_with<S, E>(
+    /// Streams `body` into a new encrypted file owned by `user`, with every
+    /// option. `digest` sees the body's bytes in order; `verify` gets it
+    /// once the whole body arrived, before anything is made durable, and may
+    /// refuse it (nothing is kept then).
+    pub async fn write_with<S, E, D, T>(
         &self,
         user: &UserKey,
         mut body: S,
-        hasher: ChecksumHasher,
+        digest: D,
         opts: WriteOptions,
-        verify: impl FnOnce(&[u8; 16], &s3s::dto::Checksum) -> Result<(), WriteError>,
-    ) -> Result<Written, WriteError>
+        verify: impl FnOnce(D) -> Result<T, WriteError>,
+    ) -> Result<Written<T>, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Into<s3s::StdError>,
+        E: Into<BodyError>,
+        D: BodyDigest,
     {
         let chunk_size = self.cfg.chunk_size;
         let erasure = opts.erasure.unwrap_or_else(|| self.node.config().erasure());
-        let name = opts.name;
-        let session = self.node.begin_upload(Some(erasure))?;
-        let mut guard = SessionGuard { node: self.node.clone(), id: Some(session.clone()), tasks: VecDeque::new() };
         let key = DataKey::random();
-        let sealer = Arc::new(ChunkSealer::encrypted(Compression::Zstd, Cipher::Aes256Gcm, key.clone(), false));
-        let mut hashes = Some((md5_hasher(), hasher));
-        let mut buf = BytesMut::with_capacity(chunk_size);
-        let mut entries = Vec::new();
-        let mut index = 0u64;
-        let mut size = 0u64;
-
-        loop {
-            let next = body.next().await;
-            let last = next.is_none();
-            if let Some(item) = next {
-                let mut data = item.map_err(|e| WriteError::Body(e.into()))?;
-                size += data.len() as u64;
-                while !data.is_empty() {
-                    let take = (chunk_size - buf.len()).min(data.len());
-                    buf.extend_from_slice(&data.split_to(take));
-                    if buf.len() == chunk_size {
-                        let chunk = buf.split().freeze();
-                        buf.reserve(chunk_size);
-                        self.dispatch(&mut guard, &mut hashes, &sealer, &session, index, chunk, &mut entries).await?;
-                        index += 1;
-                    }
-                }
-            }
-            if last {
-                if !buf.is_empty() {
-                    let chunk = std::mem::take(&mut buf).freeze();
-                    self.dispatch(&mut guard, &mut hashes, &sealer, &session, index, chunk, &mut entries).await?;
-                }
-                break;
-            }
+        let sealer = ChunkSealer::encrypted(Compression::Zstd, Cipher::Aes256Gcm, key.clone(), false);
+        let put = PutOptions {
+            chunking: Chunking::Fixed { size: chunk_size as u32 },
+            erasure: Some(erasure),
+            name: opts.name,
+        };
+        let mut up = self.client.begin_put(sealer, put).await?;
+        let mut digest = Some(digest);
+        if let Err(e) = feed(&mut up, &mut body, &mut digest, chunk_size).await {
+            up.abort().await;
+            return Err(e);
         }
-        while let Some(t) = guard.tasks.pop_front() {
-            entries.push(join(t).await?);
-        }
-        let (md5, hasher) = hashes.ok_or_else(|| WriteError::Internal("hash state lost".into()))?;
-        let md5: [u8; 16] = md5.finalize().into();
-        let checksums = hasher.finalize();
-        verify(&md5, &checksums)?;
-        if entries.is_empty() && !opts.keep_empty {
+        up.flush().await?;
+        let Some(digest) = digest else {
+            up.abort().await;
+            return Err(WriteError::Internal("hash state lost".into()));
+        };
+        let digest = match verify(digest) {
+            Ok(d) => d,
+            Err(e) => {
+                up.abort().await;
+                return Err(e);
+            }
+        };
+        let size = up.size();
+        if size == 0 && !opts.keep_empty {
             // An empty object is a row in the index, not a file.
-            return Ok(Written { manifest: None, size: 0, md5, checksums });
+            up.abort().await;
+            return Ok(Written { manifest: None, size: 0, digest });
         }
-        let mut b = ManifestBuilder::new(Chunking::Fixed { size: chunk_size as u32 }, erasure);
-        for e in entries {
-            b.push(e);
-        }
-        let wrapped = keys::try_wrap_for(&key, &user.public(), WrapKind::X25519)
-            .map_err(|e| WriteError::Internal(format!("cannot wrap the data key: {e}")))?;
+        let wrapped = match keys::try_wrap_for(&key, &user.public(), WrapKind::X25519) {
+            Ok(w) => w,
+            Err(e) => {
+                up.abort().await;
+                return Err(WriteError::Internal(format!("cannot wrap the data key: {e}")));
+            }
+        };
         let enc = Encryption { cipher: Cipher::Aes256Gcm, convergent: false, wrapped_keys: vec![wrapped] };
-        let manifest = b.finish(Some(enc), None, Some(user.public().ed25519));
-        let cid = self.node.complete_upload(&session, manifest.encode(), name).await?;
-        guard.id = None; // complete_upload consumed the session
-        Ok(Written { manifest: Some(cid), size, md5, checksums })
-    }
-
-    /// Hashes one chunk in order, then seals and stores it in a task, keeping
-    /// at most `concurrency` in flight.
-    #[allow(clippy::too_many_arguments)]
-    async fn dispatch(
-        &self,
-        guard: &mut SessionGuard,
-        hashes: &mut Option<(md5::Md5, ChecksumHasher)>,
-        sealer: &Arc<ChunkSealer>,
-        session: &str,
-        index: u64,
-        chunk: Bytes,
-        entries: &mut Vec<datamesh_core::ChunkEntry>,
-    ) -> Result<(), WriteError> {
-        let (mut m, mut h) = hashes.take().ok_or_else(|| WriteError::Internal("hash state lost".into()))?;
-        let c = chunk.clone();
-        *hashes = Some(
-            tokio::task::spawn_blocking(move || {
-                m.update(&c);
-                h.update(&c);
-                (m, h)
-            })
-            .await
-            .map_err(|e| WriteError::Internal(e.to_string()))?,
-        );
-        while guard.tasks.len() >= self.cfg.concurrency.max(1) {
-            if let Some(t) = guard.tasks.pop_front() {
-                entries.push(join(t).await?);
-            }
-        }
-        let (node, sealer, session) = (self.node.clone(), sealer.clone(), session.to_string());
-        guard.tasks.push_back(tokio::spawn(async move {
-            let mut sealed = tokio::task::spawn_blocking(move || sealer.seal(index, &chunk))
-                .await
-                .map_err(|e| WriteError::Internal(e.to_string()))?;
-            let stored = Bytes::from(std::mem::take(&mut sealed.stored));
-            let stored_size = stored.len() as u32;
-            let receipt = node.put_chunk(&session, stored).await?;
-            if receipt.cid != sealed.cid {
-                return Err(WriteError::Internal(format!("node stored chunk {index} under another CID")));
-            }
-            Ok(datamesh_core::ChunkEntry {
-                plain_size: sealed.plain_size,
-                stored_size,
-                compression: sealed.compression,
-                cid: sealed.cid,
-                shards: receipt.shards,
-            })
-        }));
-        Ok(())
+        let stored = up.finish(Some(enc), None, Some(user.public().ed25519)).await?;
+        Ok(Written { manifest: Some(stored.manifest), size, digest })
     }
 
     /// Streams `range` of the object made of `segments`, each opened with
@@ -346,9 +259,12 @@ impl Pipeline {
                     .ok_or_else(|| format!("access key {} that encrypted this object is gone", seg.key_id))?;
                 let (mcid, manifest) = self.node.manifest(cid).await.map_err(|e| e.to_string())?;
                 let key = data_key(&manifest, &user.user)?;
-                let file = OpenFile { cid: mcid, size: manifest.size, manifest, key };
-                if !self.send_range(&file, lo - seg_start..hi - seg_start, tx).await? {
-                    return Ok(()); // the client went away
+                let file = OpenFile::new(mcid, manifest, key);
+                let mut chunks = self.client.read(&file, lo - seg_start..hi - seg_start);
+                while let Some(piece) = chunks.next().await {
+                    if tx.send(Ok(piece.map_err(|e| e.to_string())?)).await.is_err() {
+                        return Ok(()); // the client went away
+                    }
                 }
             }
             seg_start = seg_end;
@@ -357,53 +273,6 @@ impl Pipeline {
             }
         }
         Ok(())
-    }
-
-    /// Fetches, opens and sends the chunks of `file` covering `range` (and
-    /// no others), up to `concurrency` at once, in order. Returns false if
-    /// the receiver went away.
-    async fn send_range(
-        &self,
-        file: &OpenFile,
-        range: Range<u64>,
-        tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-    ) -> Result<bool, String> {
-        let (lo, hi) = (range.start, range.end.min(file.size));
-        if lo >= hi {
-            return Ok(true);
-        }
-        let mcid = file.cid;
-        let offsets = file.manifest.chunk_offsets();
-        let first = offsets.partition_point(|&o| o <= lo).saturating_sub(1);
-        let last = offsets.partition_point(|&o| o < hi).saturating_sub(1);
-        let mut chunks = futures::stream::iter(first..=last)
-            .map(|i| {
-                let node = self.node.clone();
-                let manifest = file.manifest.clone();
-                let key = file.key.clone();
-                async move {
-                    let stored = node.chunk(mcid, i).await.map_err(|e| e.to_string())?;
-                    tokio::task::spawn_blocking(move || {
-                        open_chunk(&manifest.chunks[i], i as u64, &stored, key.as_ref().map(|k| (k.0, &k.1)))
-                            .map_err(|e| e.to_string())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                }
-            })
-            .buffered(self.cfg.concurrency.max(1));
-        let mut i = first;
-        while let Some(plain) = chunks.next().await {
-            let plain = Bytes::from(plain?);
-            let (c0, c1) = (offsets[i], offsets[i + 1]);
-            let from = (lo.max(c0) - c0) as usize;
-            let to = (hi.min(c1) - c0) as usize;
-            if tx.send(Ok(plain.slice(from..to))).await.is_err() {
-                return Ok(false);
-            }
-            i += 1;
-        }
-        Ok(true)
     }
 
     /// Opens one file for reading: fetches its manifest and unwraps its
@@ -421,10 +290,10 @@ impl Pipeline {
                 })
                 .await
                 .map_err(NodeError::from)?;
-                Some(Arc::new((enc.cipher, found.ok_or(OpenError::NotOurs(mcid))?)))
+                Some(found.ok_or(OpenError::NotOurs(mcid))?)
             }
         };
-        Ok(OpenFile { cid: mcid, size: manifest.size, manifest, key })
+        Ok(OpenFile::new(mcid, manifest, key))
     }
 
     /// Streams `range` of an opened file. Memory: the chunks in flight
@@ -434,32 +303,62 @@ impl Pipeline {
         file: OpenFile,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.send_range(&file, range, &tx).await {
-                tracing::warn!(error = %e, "file read failed mid-stream");
-                let _ = tx.send(Err(std::io::Error::other(e))).await;
-            }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
+        datamesh_client::read_ahead(self.client.read(&file, range), 2)
     }
 }
 
-type OpenKey = Option<Arc<(Cipher, DataKey)>>;
+/// Feeds `body` to the upload in fixed-size chunks, each through `digest`
+/// first, in order.
+async fn feed<S, E, D>(
+    up: &mut Upload<InProcess>,
+    body: &mut S,
+    digest: &mut Option<D>,
+    chunk_size: usize,
+) -> Result<(), WriteError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<BodyError>,
+    D: BodyDigest,
+{
+    let mut chunks = Rechunker::new(chunk_size);
+    while let Some(item) = body.next().await {
+        let data = item.map_err(|e| WriteError::Body(e.into()))?;
+        for chunk in chunks.push(data) {
+            hash(digest, &chunk).await?;
+            up.push(chunk).await?;
+        }
+    }
+    if let Some(chunk) = chunks.finish() {
+        hash(digest, &chunk).await?;
+        up.push(chunk).await?;
+    }
+    Ok(())
+}
 
-fn data_key(m: &Manifest, user: &UserKey) -> Result<OpenKey, String> {
+/// Runs one chunk through the digest on the blocking pool (MD5 and SHA are
+/// hundreds of MB/s: too slow for a runtime thread).
+async fn hash<D: BodyDigest>(digest: &mut Option<D>, chunk: &Bytes) -> Result<(), WriteError> {
+    if !D::ACTIVE {
+        return Ok(());
+    }
+    let mut d = digest.take().ok_or_else(|| WriteError::Internal("hash state lost".into()))?;
+    let c = chunk.clone();
+    *digest = Some(
+        tokio::task::spawn_blocking(move || {
+            d.update(&c);
+            d
+        })
+        .await
+        .map_err(|e| WriteError::Internal(e.to_string()))?,
+    );
+    Ok(())
+}
+
+fn data_key(m: &Manifest, user: &UserKey) -> Result<Option<DataKey>, String> {
     match &m.encryption {
         None => Ok(None),
         Some(enc) => {
-            let k = keys::unwrap_for(&enc.wrapped_keys, user).map_err(|e| format!("cannot open the data key: {e}"))?;
-            Ok(Some(Arc::new((enc.cipher, k))))
+            keys::unwrap_for(&enc.wrapped_keys, user).map(Some).map_err(|e| format!("cannot open the data key: {e}"))
         }
     }
-}
-
-async fn join(
-    t: JoinHandle<Result<datamesh_core::ChunkEntry, WriteError>>,
-) -> Result<datamesh_core::ChunkEntry, WriteError> {
-    t.await.map_err(|e| WriteError::Internal(format!("chunk task failed: {e}")))?
 }

@@ -32,11 +32,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use datamesh_api::{ErrorBody, ErrorCode, NewShare, Share, ShareList, ShareQuery, ShareState};
+use datamesh_core::clock::unix_secs;
 
 use crate::download::{Via, open, serve};
 use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::index::{ShareRefusal, ShareRow};
-use crate::state::{AppState, now_secs};
+use crate::state::AppState;
 
 /// Longest link lifetime: ten years.
 pub const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
@@ -87,7 +88,7 @@ fn view(r: ShareRow, base: &str) -> Share {
     Share {
         url: format!("{base}{path}"),
         path,
-        state: state(r.refusal(now_secs())),
+        state: state(r.refusal(unix_secs() as i64)),
         has_password: r.password_hash.is_some(),
         id: r.id,
         cid: r.cid,
@@ -151,7 +152,7 @@ pub(crate) async fn create_share(
             )
         }
     };
-    let now = now_secs();
+    let now = unix_secs() as i64;
     let row = ShareRow {
         id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>()),
         cid: file.cid.to_string(),
@@ -252,7 +253,7 @@ async fn download(
     let i = id.clone();
     let row = gw.index().run(move |ix| ix.share(&i)).await.map_err(ApiError::index)?;
     let row = row.ok_or_else(|| refused(ShareRefusal::Unknown))?;
-    if let Some(r) = row.refusal(now_secs()) {
+    if let Some(r) = row.refusal(unix_secs() as i64) {
         return Err(refused(r));
     }
     if let Some(hash) = row.password_hash.clone() {
@@ -280,7 +281,7 @@ async fn download(
     let (file, meta) = open(gw, cid).await?;
     let metrics = gw.metrics().clone();
     let count = async move || {
-        let now = now_secs();
+        let now = unix_secs() as i64;
         match gw.index().run(move |ix| ix.count_share_download(&id, now)).await.map_err(ApiError::index)? {
             Ok(_) => {
                 metrics.share_download(true);

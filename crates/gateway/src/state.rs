@@ -25,8 +25,3 @@ impl AppState {
         self.gateway.as_ref().ok_or_else(|| ApiError::no_gateway("gateway"))
     }
 }
-
-/// Unix seconds, as the gateway's index records them.
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}

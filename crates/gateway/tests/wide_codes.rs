@@ -154,9 +154,9 @@ async fn wide_code(k: u16, m: u16, size: usize) {
         .write_with(
             &who.user,
             stream,
-            s3s::checksum::ChecksumHasher::default(),
+            (),
             WriteOptions { erasure: Some(Erasure { k, m }), ..Default::default() },
-            |_, _| Ok(()),
+            |()| Ok(()),
         )
         .await;
     let written = match written {

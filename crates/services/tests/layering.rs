@@ -90,3 +90,47 @@ fn only_net_imports_libp2p_and_pure_crates_stay_pure() {
         }
     }
 }
+
+#[test]
+fn the_client_knows_only_api_core_and_pipeline() {
+    let all = crates();
+    let allowed = ["datamesh-api", "datamesh-core", "datamesh-pipeline"];
+    for d in &all["datamesh-client"] {
+        assert!(
+            (!d.starts_with("datamesh-") || allowed.contains(&d.as_str()))
+                && d != "s3s"
+                && !d.starts_with("libp2p")
+                && !HTTP_SERVERS.contains(&d.as_str())
+                && !SQL.contains(&d.as_str()),
+            "datamesh-client depends on {d}: it must stay embeddable by any client (api, core, pipeline only)"
+        );
+    }
+}
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("source dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn s3s_stays_in_the_s3_module() {
+    let all = crates();
+    for (name, deps) in &all {
+        assert!(name == "datamesh-gateway" || !deps.iter().any(|d| d == "s3s"), "{name} depends on s3s");
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    assert!(files.iter().any(|f| f.ends_with("s3/mod.rs")), "{files:?}");
+    for f in files.iter().filter(|f| !f.starts_with(src.join("s3"))) {
+        let text = std::fs::read_to_string(f).expect("source");
+        assert!(!text.contains("s3s::") && !text.contains("use s3s"), "{} uses s3s outside the S3 module", f.display());
+    }
+}

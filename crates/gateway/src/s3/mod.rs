@@ -1,0 +1,182 @@
+//! The S3-compatible API, on its own address (`--s3 HOST:PORT`).
+//!
+//! The protocol (XML, SigV4 in headers and query strings, presigned URLs,
+//! aws-chunked payload signing and trailers, S3 error bodies) is `s3s`'s;
+//! this module maps S3 operations onto the gateway's index and pipeline:
+//!
+//! | S3 | here |
+//! | --- | --- |
+//! | bucket | a row in the index |
+//! | object | a row plus an ordered list of segments (DataMesh files, pinned) |
+//! | PUT / UploadPart | one file through the server-side pipeline |
+//! | CompleteMultipartUpload | the parts' segments joined in part order |
+//! | CopyObject | the source's segments shared (no data moves) |
+//! | UploadPartCopy | the source range re-read and written as a new file |
+//!
+//! ETags are S3's: MD5 of the plaintext, and for a multipart object the MD5
+//! of the parts' binary MD5s followed by `-N`. Checksums the client sends
+//! (`x-amz-checksum-*` headers or aws-chunked trailers, `Content-MD5`) are
+//! verified before the object exists; a mismatch leaves nothing behind.
+//! Range responses never carry the whole-object checksum. Buckets are
+//! addressed path-style, or virtual-host style under the configured domain.
+//!
+//! The module is split by concern: [`bucket`] (service and bucket
+//! operations), [`object`] (single-object reads and writes), [`multipart`],
+//! [`listing`], [`checksum`] (the digests a client may send), [`convert`]
+//! (between the index's rows and S3's types) and [`service`] (the s3s
+//! service, SigV4 keys, virtual hosts, the listener). **Architecture
+//! invariant:** `s3s` types appear in this module only.
+
+mod bucket;
+mod checksum;
+mod convert;
+mod listing;
+mod multipart;
+mod object;
+mod service;
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use crate::index::{Index, IndexError};
+use crate::keys::{AccessKeys, Principal};
+use crate::objects::Pipeline;
+
+pub(crate) use multipart::UploadExpiry;
+pub use service::VirtualHosts;
+
+/// The S3 service state.
+#[derive(Clone)]
+pub struct S3Gateway {
+    pub(crate) index: Index,
+    pub(crate) keys: AccessKeys,
+    pub(crate) pipeline: Pipeline,
+    pub(crate) events: crate::events::EventBus,
+}
+
+fn internal(e: impl std::fmt::Display) -> S3Error {
+    tracing::error!(error = %e, "S3 request failed");
+    S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+}
+
+impl From<IndexError> for S3Error {
+    fn from(e: IndexError) -> Self {
+        internal(e)
+    }
+}
+
+fn principal<T>(gw: &S3Gateway, req: &S3Request<T>) -> S3Result<Arc<Principal>> {
+    let id = req.credentials.as_ref().map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
+    gw.keys.get(id).ok_or_else(|| s3_error!(InvalidAccessKeyId))
+}
+
+/// Each operation is a function of the module of its concern.
+#[async_trait::async_trait]
+impl S3 for S3Gateway {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        bucket::list_buckets(self, _req).await
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        bucket::create_bucket(self, req).await
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        bucket::head_bucket(self, req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        bucket::get_bucket_location(self, req).await
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        bucket::delete_bucket(self, req).await
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        object::put_object(self, req).await
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        object::get_object(self, req).await
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        object::head_object(self, req).await
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        object::delete_object(self, req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        object::delete_objects(self, req).await
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        object::copy_object(self, req).await
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        listing::list_objects(self, req).await
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        listing::list_objects_v2(self, req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        listing::list_object_versions(self, req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create_multipart_upload(self, req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete_multipart_upload(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort_multipart_upload(self, req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_multipart_uploads(self, req).await
+    }
+}

@@ -1,0 +1,308 @@
+//! Single-object operations: put, get, head, delete, copy; and the reads
+//! and writes through the pipeline that multipart uploads share.
+
+use std::collections::HashMap;
+
+use datamesh_core::clock::unix_secs;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use super::checksum::{Digests, Expected, S3Digest};
+use super::convert::{
+    checksums_json, checksums_of, etag, matches_etag, metadata_json, metadata_of, source_of, ts, write_error,
+};
+use super::{S3Gateway, principal};
+use crate::index::{ObjectRow, Segment};
+use crate::keys::Principal;
+use crate::objects::{WriteOptions, Written};
+
+impl S3Gateway {
+    pub(super) async fn lookup(&self, bucket: &str, key: &str) -> S3Result<(ObjectRow, Vec<Segment>)> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        match self.index.run(move |ix| ix.object(&b, &k)).await? {
+            Some(o) => Ok(o),
+            None => {
+                self.need_bucket(bucket).await?;
+                Err(s3_error!(NoSuchKey, "no object {key} in bucket {bucket}"))
+            }
+        }
+    }
+
+    /// Unpins manifests nothing names any more; their shards go to GC.
+    pub(super) async fn release(&self, manifests: Vec<String>) {
+        for m in manifests {
+            let Ok(cid) = m.parse() else { continue };
+            match self.pipeline.node().unpin(cid).await {
+                Ok(_) => self.events.publish(crate::events::Event::FileRemoved { cid: m, reason: "unpinned".into() }),
+                Err(e) => tracing::warn!(manifest = %m, error = %e, "could not unpin a released object segment"),
+            }
+        }
+    }
+
+    pub(super) async fn write_body(
+        &self,
+        user: &Principal,
+        body: Option<StreamingBlob>,
+        expected: Expected,
+        trailers: Option<s3s::TrailingHeaders>,
+        name: String,
+    ) -> S3Result<Written<Digests>> {
+        let digest = S3Digest::new(expected.hasher());
+        let body: futures::stream::BoxStream<'static, Result<bytes::Bytes, s3s::StdError>> = match body {
+            Some(b) => Box::pin(b),
+            None => Box::pin(futures::stream::empty()),
+        };
+        let opts = WriteOptions { name: Some(name.clone()), ..Default::default() };
+        let w = self
+            .pipeline
+            .write_with(&user.user, body, digest, opts, move |d| {
+                let d = d.finish();
+                expected.verify(trailers, &d.md5, &d.checksums)?;
+                Ok(d)
+            })
+            .await
+            .map_err(write_error)?;
+        if let Some(cid) = w.manifest {
+            self.events.publish(crate::events::Event::FileAdded {
+                cid: cid.to_string(),
+                size: w.size,
+                name: Some(name),
+                source: "s3".into(),
+            });
+        }
+        Ok(w)
+    }
+
+    pub(super) fn read_stream(&self, segments: Vec<Segment>, range: std::ops::Range<u64>) -> StreamingBlob {
+        let keys = self.keys.clone();
+        StreamingBlob::wrap(self.pipeline.read(segments, move |id| keys.get(id), range))
+    }
+
+    /// Reads a source object's range and writes it as a new file (for
+    /// UploadPartCopy).
+    pub(super) async fn copy_range(
+        &self,
+        user: &Principal,
+        segments: Vec<Segment>,
+        range: std::ops::Range<u64>,
+        name: String,
+    ) -> S3Result<Written<Digests>> {
+        let keys = self.keys.clone();
+        let stream = self.pipeline.read(segments, move |id| keys.get(id), range);
+        let opts = WriteOptions { name: Some(name), ..Default::default() };
+        self.pipeline
+            .write_with(&user.user, Box::pin(stream), S3Digest::new(Default::default()), opts, |d| Ok(d.finish()))
+            .await
+            .map_err(write_error)
+    }
+}
+
+pub(super) async fn put_object(
+    gw: &S3Gateway,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let user = principal(gw, &req)?;
+    let trailers = req.trailing_headers.clone();
+    let i = req.input;
+    gw.need_bucket(&i.bucket).await?;
+    let expected = Expected::new(
+        &req.headers,
+        i.content_md5.clone(),
+        i.checksum_algorithm.as_ref(),
+        i.checksum_crc32.clone(),
+        i.checksum_crc32c.clone(),
+        i.checksum_crc64nvme.clone(),
+        i.checksum_sha1.clone(),
+        i.checksum_sha256.clone(),
+    );
+    let name = format!("s3://{}/{}", i.bucket, i.key);
+    let w = gw.write_body(&user, i.body, expected, trailers, name).await?;
+    let md5 = hex::encode(w.digest.md5);
+    let row = ObjectRow {
+        bucket: i.bucket,
+        key: i.key,
+        size: w.size,
+        etag: md5.clone(),
+        content_type: i.content_type,
+        metadata: metadata_json(&i.metadata),
+        checksums: checksums_json(&w.digest.checksums),
+        modified: unix_secs() as i64,
+        parts: 0,
+    };
+    let segs = w.segments(&user.id);
+    let gone = match gw.index.run(move |ix| ix.put_object(&row, &segs)).await {
+        Ok(g) => g,
+        Err(e) => {
+            // The bucket vanished or the index failed: release the file.
+            gw.release(w.segments("").into_iter().map(|s| s.manifest).collect()).await;
+            return Err(e.into());
+        }
+    };
+    gw.release(gone).await;
+    let c = w.digest.checksums;
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: Some(etag(&md5)),
+        checksum_crc32: c.checksum_crc32,
+        checksum_crc32c: c.checksum_crc32c,
+        checksum_crc64nvme: c.checksum_crc64nvme,
+        checksum_sha1: c.checksum_sha1,
+        checksum_sha256: c.checksum_sha256,
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn get_object(
+    gw: &S3Gateway,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let i = req.input;
+    let (row, segments) = gw.lookup(&i.bucket, &i.key).await?;
+    if let Some(m) = &i.if_match
+        && !matches_etag(m, &row.etag)
+    {
+        return Err(s3_error!(PreconditionFailed));
+    }
+    if let Some(m) = &i.if_none_match
+        && matches_etag(m, &row.etag)
+    {
+        return Err(S3Error::new(S3ErrorCode::NotModified));
+    }
+    let (range, content_range) = match &i.range {
+        None => (0..row.size, None),
+        Some(r) => {
+            let rr = r
+                .check(row.size)
+                .map_err(|_| s3_error!(InvalidRange, "the range is outside the object's {} bytes", row.size))?;
+            let cr = format!("bytes {}-{}/{}", rr.start, rr.end.saturating_sub(1), row.size);
+            (rr, Some(cr))
+        }
+    };
+    let whole = content_range.is_none();
+    let sums = if whole { checksums_of(&row.checksums) } else { HashMap::new() };
+    let len = range.end - range.start;
+    let body = gw.read_stream(segments, range);
+    let out = GetObjectOutput {
+        body: Some(body),
+        content_length: Some(len as i64),
+        content_range,
+        content_type: row.content_type.clone(),
+        e_tag: Some(etag(&row.etag)),
+        last_modified: Some(ts(row.modified)),
+        metadata: metadata_of(&row.metadata),
+        accept_ranges: Some("bytes".into()),
+        parts_count: (row.parts > 0).then_some(row.parts as i32),
+        // Only a whole-object read carries the whole-object checksum.
+        checksum_crc32: sums.get("crc32").cloned(),
+        checksum_crc32c: sums.get("crc32c").cloned(),
+        checksum_crc64nvme: sums.get("crc64nvme").cloned(),
+        checksum_sha1: sums.get("sha1").cloned(),
+        checksum_sha256: sums.get("sha256").cloned(),
+        ..Default::default()
+    };
+    if whole { Ok(S3Response::new(out)) } else { Ok(S3Response::with_status(out, http::StatusCode::PARTIAL_CONTENT)) }
+}
+
+pub(super) async fn head_object(
+    gw: &S3Gateway,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let i = req.input;
+    let (row, _) = gw.lookup(&i.bucket, &i.key).await?;
+    let sums = checksums_of(&row.checksums);
+    Ok(S3Response::new(HeadObjectOutput {
+        content_length: Some(row.size as i64),
+        content_type: row.content_type.clone(),
+        e_tag: Some(etag(&row.etag)),
+        last_modified: Some(ts(row.modified)),
+        metadata: metadata_of(&row.metadata),
+        accept_ranges: Some("bytes".into()),
+        parts_count: (row.parts > 0).then_some(row.parts as i32),
+        checksum_crc32: sums.get("crc32").cloned(),
+        checksum_crc32c: sums.get("crc32c").cloned(),
+        checksum_crc64nvme: sums.get("crc64nvme").cloned(),
+        checksum_sha1: sums.get("sha1").cloned(),
+        checksum_sha256: sums.get("sha256").cloned(),
+        ..Default::default()
+    }))
+}
+
+pub(super) async fn delete_object(
+    gw: &S3Gateway,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let i = req.input;
+    gw.need_bucket(&i.bucket).await?;
+    let (b, k) = (i.bucket.clone(), i.key.clone());
+    // Deleting a missing key succeeds, as in S3.
+    let (_, gone) = gw.index.run(move |ix| ix.delete_object(&b, &k)).await?;
+    gw.release(gone).await;
+    Ok(S3Response::with_status(DeleteObjectOutput::default(), http::StatusCode::NO_CONTENT))
+}
+
+pub(super) async fn delete_objects(
+    gw: &S3Gateway,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let i = req.input;
+    gw.need_bucket(&i.bucket).await?;
+    if i.delete.objects.len() > 1000 {
+        return Err(s3_error!(MalformedXML, "DeleteObjects takes at most 1000 keys"));
+    }
+    let quiet = i.delete.quiet.unwrap_or(false);
+    let mut deleted = Vec::new();
+    for o in i.delete.objects {
+        let (b, k) = (i.bucket.clone(), o.key.clone());
+        let (_, gone) = gw.index.run(move |ix| ix.delete_object(&b, &k)).await?;
+        gw.release(gone).await;
+        if !quiet {
+            deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), ..Default::default() }))
+}
+
+pub(super) async fn copy_object(
+    gw: &S3Gateway,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let i = req.input;
+    let (sb, sk) = source_of(&i.copy_source)?;
+    let (src, segments) = gw.lookup(&sb, &sk).await?;
+    gw.need_bucket(&i.bucket).await?;
+    if let Some(m) = &i.copy_source_if_match
+        && !matches_etag(m, &src.etag)
+    {
+        return Err(s3_error!(PreconditionFailed));
+    }
+    let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    if sb == i.bucket && sk == i.key && !replace {
+        return Err(s3_error!(
+            InvalidRequest,
+            "copying an object to itself without changing its metadata does nothing; use x-amz-metadata-directive: REPLACE"
+        ));
+    }
+    let modified = unix_secs() as i64;
+    let row = ObjectRow {
+        bucket: i.bucket,
+        key: i.key,
+        size: src.size,
+        etag: src.etag.clone(),
+        content_type: if replace { i.content_type } else { src.content_type },
+        metadata: if replace { metadata_json(&i.metadata) } else { src.metadata },
+        checksums: src.checksums,
+        modified,
+        parts: src.parts,
+    };
+    // The copy shares the source's files: no data moves, and each file
+    // stays pinned while any object names it.
+    let gone = gw.index.run(move |ix| ix.put_object(&row, &segments)).await?;
+    gw.release(gone).await;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(etag(&src.etag)),
+            last_modified: Some(ts(modified)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
