@@ -2,6 +2,8 @@
 //! `datamesh status`, stopped in reverse order on SIGTERM with the store
 //! closed cleanly.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -2,6 +2,8 @@
 //! then whole and ranged reads; corruption caught on read; a failed or
 //! dropped put aborts its session; a bounded number of chunks in flight.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
