@@ -1,0 +1,77 @@
+//! The `datamesh` subcommands, one module per command group: each holds its
+//! clap definitions and its `run`. Adding a group is one module here plus one
+//! variant of `Cmd` in `main.rs` (flattened when its commands sit at the top
+//! level, like `put` and `status`).
+//!
+//! This module also holds what the client commands share: how to reach the
+//! node and the user's key ([`ClientOpts`]), and the output contract
+//! ([`print`]).
+
+pub mod devnet;
+pub mod durability;
+pub mod files;
+pub mod keys;
+pub mod node;
+pub mod ops;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use datamesh_core::Cid;
+
+use crate::client::Client;
+use crate::userkey;
+
+/// How the client finds its node and the user's key.
+#[derive(Args, Clone)]
+pub struct ClientOpts {
+    /// Node API URL (`http://HOST:PORT` or `HOST:PORT`); default: the URL the node wrote into its data dir.
+    #[arg(long, env = "DATAMESH_API", global = true)]
+    api: Option<String>,
+    /// API token; default: the `api.token` file in the node's data dir.
+    #[arg(long, env = "DATAMESH_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The node's data dir (to find its URL and token).
+    #[arg(long, env = "DATAMESH_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Your key file (default: $XDG_CONFIG_HOME/datamesh/user.key).
+    #[arg(long, env = "DATAMESH_USER_KEY", global = true)]
+    user_key: Option<PathBuf>,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or notices on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+impl ClientOpts {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(datamesh_node::config::default_data_dir)
+    }
+    pub fn client(&self) -> Result<Client> {
+        Client::connect(self.api.as_deref(), self.token.as_deref(), &self.data_dir())
+    }
+    pub fn user(&self) -> Result<datamesh_pipeline::keys::UserKey> {
+        userkey::load_or_create(self.user_key.as_deref(), self.quiet)
+    }
+}
+
+/// A CID from the command line.
+pub fn parse_cid(s: &str) -> Result<Cid> {
+    Ok(s.parse::<Cid>()?)
+}
+
+/// Prints a result on stdout: `value` as one JSON document with `--json`,
+/// else the `plain` text (nothing when it is empty).
+pub fn print(json_mode: bool, value: &impl serde::Serialize, plain: impl FnOnce() -> String) {
+    if json_mode {
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    } else {
+        let text = plain();
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+}
