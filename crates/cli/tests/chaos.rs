@@ -891,7 +891,9 @@ impl Chaos<'_> {
                         .map(|c| {
                             r.holders_of(c)
                                 .iter()
-                                .map(|h| who(datamesh_net::PeerId::from_bytes(h).ok().map(|p| p.to_string())))
+                                .map(|h| {
+                                    who(datamesh_net::PeerId::from_bytes(h.as_slice()).ok().map(|p| p.to_string()))
+                                })
                                 .collect::<Vec<_>>()
                                 .join(",")
                         })

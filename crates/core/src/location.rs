@@ -22,6 +22,70 @@ use serde::{Deserialize, Serialize};
 use crate::cid::Cid;
 use crate::limits;
 
+/// A node that holds shards, as location records name it: the bytes of its
+/// libp2p peer id (at most 64). Plain bytes, so `core` stays free of libp2p;
+/// the node converts to and from `PeerId` where it talks to the network.
+///
+/// On the wire it is a CBOR byte string, exactly as the `Vec<u8>` it
+/// replaced, so records of every build decode and re-encode unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HolderId(#[serde(with = "serde_bytes")] Vec<u8>);
+
+impl HolderId {
+    /// The peer id bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The peer id bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// No bytes: names no node.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl From<Vec<u8>> for HolderId {
+    fn from(bytes: Vec<u8>) -> Self {
+        HolderId(bytes)
+    }
+}
+
+impl From<&[u8]> for HolderId {
+    fn from(bytes: &[u8]) -> Self {
+        HolderId(bytes.to_vec())
+    }
+}
+
+impl From<HolderId> for Vec<u8> {
+    fn from(id: HolderId) -> Self {
+        id.0
+    }
+}
+
+impl AsRef<[u8]> for HolderId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+// Hash and Eq are those of the bytes, so sets and maps of ids can be
+// looked up by a byte slice.
+impl std::borrow::Borrow<[u8]> for HolderId {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// The location record format this build writes.
 pub const LOCATION_VERSION: u32 = 1;
 
@@ -35,7 +99,7 @@ pub struct LocationRecord {
     /// Grows with every rewrite; the highest valid one wins.
     pub seq: u64,
     /// Node ids (libp2p peer id bytes) holding shards.
-    pub holders: Vec<serde_bytes::ByteBuf>,
+    pub holders: Vec<HolderId>,
     /// For each chunk, for each shard index: the index into `holders`.
     pub chunks: Vec<Vec<u16>>,
     /// The writer's Ed25519 public key.
@@ -70,7 +134,7 @@ impl LocationRecord {
     /// Builds and signs a record. `chunks[c][s]` is the holder of shard `s`
     /// of chunk `c`, as node id bytes.
     pub fn sign<H: AsRef<[u8]>>(manifest: Cid, seq: u64, chunks: &[Vec<H>], key: &SigningKey) -> Self {
-        let mut holders: Vec<Vec<u8>> = Vec::new();
+        let mut holders: Vec<HolderId> = Vec::new();
         let mut index = std::collections::HashMap::new();
         let chunks = chunks
             .iter()
@@ -79,7 +143,7 @@ impl LocationRecord {
                     .iter()
                     .map(|h| {
                         *index.entry(h.as_ref().to_vec()).or_insert_with(|| {
-                            holders.push(h.as_ref().to_vec());
+                            holders.push(HolderId::from(h.as_ref()));
                             (holders.len() - 1) as u16
                         })
                     })
@@ -90,7 +154,7 @@ impl LocationRecord {
             version: LOCATION_VERSION,
             manifest,
             seq,
-            holders: holders.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+            holders,
             chunks,
             signer: key.verifying_key().to_bytes().to_vec(),
             signature: Vec::new(),
@@ -139,16 +203,16 @@ impl LocationRecord {
     }
 
     /// The holder of shard `shard` of chunk `chunk`.
-    pub fn holder(&self, chunk: usize, shard: usize) -> Option<&[u8]> {
+    pub fn holder(&self, chunk: usize, shard: usize) -> Option<&HolderId> {
         let i = *self.chunks.get(chunk)?.get(shard)? as usize;
-        self.holders.get(i).map(|h| h.as_slice())
+        self.holders.get(i)
     }
 
     /// The holders of every shard of chunk `chunk`, in shard order.
-    pub fn holders_of(&self, chunk: usize) -> Vec<&[u8]> {
+    pub fn holders_of(&self, chunk: usize) -> Vec<&HolderId> {
         self.chunks
             .get(chunk)
-            .map(|row| row.iter().filter_map(|&i| self.holders.get(i as usize).map(|h| h.as_slice())).collect())
+            .map(|row| row.iter().filter_map(|&i| self.holders.get(i as usize)).collect())
             .unwrap_or_default()
     }
 }
@@ -170,7 +234,7 @@ mod tests {
         assert_eq!(r.holders.len(), 4);
         let back = LocationRecord::decode(&r.encode()).unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.holder(1, 2), Some(&[4u8; 32][..]));
+        assert_eq!(back.holder(1, 2).map(HolderId::as_slice), Some(&[4u8; 32][..]));
         assert_eq!(back.holder(2, 0), None);
     }
 
@@ -183,6 +247,39 @@ mod tests {
         let mut r = LocationRecord::sign(m, 1, &[vec![[1u8; 32], [2; 32]]], &key(9));
         r.chunks[0][1] = 9;
         assert!(matches!(LocationRecord::decode(&r.encode()), Err(LocationError::Invalid(_))));
+    }
+
+    /// A record written before holder ids had their own type (seq 42, four
+    /// Ed25519 peer ids, signed with key 7): it still decodes, names the
+    /// same holders, and re-encodes to the same bytes, so the signature
+    /// still verifies everywhere.
+    const V1_RECORD: &str = concat!(
+        "a763736571182a666368756e6b73828300010283020003667369676e65725820ea4a6c63e29c520abef5507b132ec5f99547",
+        "76aebebe7b92421eea691446d22c67686f6c6465727384582600240801122001010101010101010101010101010101010101",
+        "0101010101010101010101010158260024080112200202020202020202020202020202020202020202020202020202020202",
+        "0202025826002408011220030303030303030303030303030303030303030303030303030303030303030358260024080112",
+        "2004040404040404040404040404040404040404040404040404040404040404046776657273696f6e01686d616e69666573",
+        "74d82a58250001711e204fdb85068a0ac3db893db2947a6855f4be824c47fd62883ebe7f47bbadb74329697369676e617475",
+        "72655840ef037ea6352cac98725df50338d222e81c1037ee349abad660397c74c30584e0e306235927877ebaed878bb4050e",
+        "38268354faff7492a9eaff595738b366370a",
+    );
+
+    #[test]
+    fn a_v1_record_decodes_and_reencodes_byte_identical() {
+        let bytes = hex::decode(V1_RECORD).unwrap();
+        let r = LocationRecord::decode(&bytes).unwrap();
+        assert_eq!(r.seq, 42);
+        let peer = |b: u8| [[0x00, 36, 0x08, 0x01, 0x12, 0x20].as_slice(), &[b; 32]].concat();
+        assert_eq!(r.holders, [1, 2, 3, 4].map(|b| HolderId::from(peer(b))));
+        assert_eq!(r.holder(1, 0).map(HolderId::as_slice), Some(peer(3).as_slice()));
+        assert_eq!(r.encode(), bytes);
+        let again = LocationRecord::sign(
+            r.manifest,
+            42,
+            &[vec![peer(1), peer(2), peer(3)], vec![peer(3), peer(1), peer(4)]],
+            &key(7),
+        );
+        assert_eq!(again.encode(), bytes);
     }
 
     proptest::proptest! {

@@ -210,7 +210,7 @@ async fn wide_code(k: u16, m: u16, size: usize) {
     let dead: Vec<Vec<u8>> = loc
         .holders
         .iter()
-        .map(|h| h.to_vec())
+        .map(|h| h.as_slice().to_vec())
         .filter(|h| !live(peers).iter().any(|p| p.net.local_peer_id().to_bytes() == *h))
         .collect();
     wait_for("survivors to see the dead go OFFLINE", Duration::from_secs(60), || async {

@@ -18,12 +18,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use datamesh_core::Cid;
+use datamesh_core::{Cid, HolderId};
 use datamesh_net::{NetError, PeerId, PeerState};
 use rand::Rng;
 use serde::Serialize;
 
 use crate::context::{Node, blocking};
+use crate::holder::{holder_id, peer_of};
 use crate::reputation::Outcome;
 pub use crate::reputation::{AuditTotals, Reputation};
 use crate::workers::{Worker, WorkerCtx};
@@ -66,8 +67,9 @@ impl Node {
         let online: Vec<PeerId> =
             peers.iter().filter(|p| p.state == PeerState::Online && p.connected).map(|p| p.peer).collect();
         self.inner.audit.credit_uptime(&online);
-        let online_ids: HashSet<Vec<u8>> = online.iter().map(|p| p.to_bytes()).collect();
-        let is_online = |h: &[u8]| online_ids.contains(h);
+        let online_ids: HashSet<HolderId> = online.iter().map(holder_id).collect();
+        let is_online = |h: &HolderId| online_ids.contains(h);
+        let me_id = holder_id(&me);
 
         // Candidates: (shard, holder, shard length) over maintained files.
         let locations = self.inner.locations.clone();
@@ -82,10 +84,10 @@ impl Node {
                 let len = m.erasure.shard_size(entry.stored_size as usize) as u64;
                 for (s, cid) in entry.shards.iter().enumerate() {
                     let Some(h) = rec.holder(c, s) else { continue };
-                    if h == me.to_bytes().as_slice() || !is_online(h) {
+                    if *h == me_id || !is_online(h) {
                         continue;
                     }
-                    if let Ok(p) = PeerId::from_bytes(h) {
+                    if let Some(p) = peer_of(h) {
                         cands.push((*cid, p, len));
                     }
                 }
@@ -129,7 +131,7 @@ impl Node {
                 Outcome::Failed => {
                     report.failed += 1;
                     tracing::warn!(%peer, shard = %cid, "peer failed an audit; the shard will be rebuilt elsewhere");
-                    self.inner.audit.mark_failed(cid, peer.to_bytes());
+                    self.inner.audit.mark_failed(cid, holder_id(&peer));
                 }
                 Outcome::Unanswered => report.unanswered += 1,
             }

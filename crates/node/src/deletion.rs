@@ -34,7 +34,7 @@
 use std::time::{Duration, Instant};
 
 use datamesh_core::tombstone::Tombstone;
-use datamesh_core::{LocationRecord, Manifest};
+use datamesh_core::{HolderId, LocationRecord, Manifest};
 use datamesh_net::{NetClient, PeerId, Request, Response};
 use datamesh_store::{Store, StoreError};
 use futures::StreamExt;
@@ -42,6 +42,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
 use crate::error::{NodeError, StorageError};
+use crate::holder::{holder_id, peer_of};
 use crate::records::{LocationStore, TombstoneStore, location_key, tombstone_key};
 use crate::workers::{Worker, WorkerCtx};
 
@@ -107,15 +108,10 @@ impl Node {
     /// applies it and returns true if one is valid.
     pub(crate) async fn find_tombstone(&self, rec: &LocationRecord, peers: &[PeerId]) -> bool {
         let Some(net) = self.net().cloned() else { return false };
-        let me = net.local_peer_id().to_bytes();
-        let online: std::collections::HashSet<Vec<u8>> = peers.iter().map(|p| p.to_bytes()).collect();
-        let ask: Vec<PeerId> = rec
-            .holders
-            .iter()
-            .filter(|h| h.as_slice() != me.as_slice() && online.contains(h.as_slice()))
-            .filter_map(|h| PeerId::from_bytes(h).ok())
-            .take(3)
-            .collect();
+        let me = holder_id(&net.local_peer_id());
+        let online: std::collections::HashSet<HolderId> = peers.iter().map(holder_id).collect();
+        let ask: Vec<PeerId> =
+            rec.holders.iter().filter(|h| **h != me && online.contains(*h)).filter_map(peer_of).take(3).collect();
         self.tombstone_from(&net, rec, &ask).await
     }
 

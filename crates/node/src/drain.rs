@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use datamesh_core::{Cid, LocationRecord, Manifest};
+use datamesh_core::{Cid, HolderId, LocationRecord, Manifest};
 use datamesh_net::{PeerId, PeerInfo, PeerState, Request, Response};
 use datamesh_store::StoreError;
 use futures::StreamExt;
@@ -55,6 +55,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
 use crate::error::{InvalidRequest, NodeError};
+use crate::holder::holder_id;
 use crate::locate::replica_count;
 use crate::placement::Holder;
 use crate::repair::Pacer;
@@ -114,10 +115,10 @@ impl Node {
         let mut errors = Vec::new();
         let Some(net) = self.net().cloned() else { return out };
         let me = net.local_peer_id();
-        let me_b = me.to_bytes();
+        let me_b = holder_id(&me);
         let peer_list = net.peers().await;
-        let peers: HashMap<Vec<u8>, (PeerState, bool)> =
-            peer_list.iter().map(|p| (p.peer.to_bytes(), (p.state, p.connected))).collect();
+        let peers: HashMap<HolderId, (PeerState, bool)> =
+            peer_list.iter().map(|p| (holder_id(&p.peer), (p.state, p.connected))).collect();
         let locations = self.inner.locations.clone();
         let records = blocking(move || Ok(locations.list())).await.unwrap_or_default();
         out.files = records.len();
@@ -140,7 +141,7 @@ impl Node {
             };
             let mine: Vec<(usize, usize)> = (0..m.chunks.len())
                 .flat_map(|c| (0..m.chunks[c].shards.len()).map(move |s| (c, s)))
-                .filter(|&(c, s)| rec.holder(c, s) == Some(me_b.as_slice()))
+                .filter(|&(c, s)| rec.holder(c, s) == Some(&me_b))
                 .collect();
             mem.held.extend(mine.iter().map(|&(c, _)| (file, c)));
             if !mine.is_empty() {
@@ -163,7 +164,7 @@ impl Node {
             }
             let still_mine = (0..m.chunks.len())
                 .flat_map(|c| (0..m.chunks[c].shards.len()).map(move |s| (c, s)))
-                .filter(|&(c, s)| rec.holder(c, s) == Some(me_b.as_slice()))
+                .filter(|&(c, s)| rec.holder(c, s) == Some(&me_b))
                 .count();
             to_move += still_mine;
 
@@ -193,7 +194,7 @@ impl Node {
                     Ok(live) => {
                         for &c in &held {
                             let elsewhere = (0..live[c].len())
-                                .filter(|&s| live[c][s] && rec.holder(c, s).is_some_and(|h| h != me_b.as_slice()))
+                                .filter(|&s| live[c][s] && rec.holder(c, s).is_some_and(|h| *h != me_b))
                                 .count();
                             if elsewhere < live[c].len() {
                                 file_short += 1;
@@ -247,7 +248,7 @@ impl Node {
         mem: &mut Memory,
         out: &mut DrainProgress,
         errors: &mut Vec<String>,
-    ) -> Vec<(usize, usize, Vec<u8>)> {
+    ) -> Vec<(usize, usize, HolderId)> {
         let mut by_chunk: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for &(c, s) in mine {
             by_chunk.entry(c).or_default().push(s);
@@ -277,7 +278,7 @@ impl Node {
             }
             // Nodes holding anything of this chunk (this one included) are
             // not candidates: never two shards of a chunk on one node.
-            let avoid: HashSet<Vec<u8>> = rec.holders_of(c).into_iter().map(|h| h.to_vec()).collect();
+            let avoid: HashSet<HolderId> = rec.holders_of(c).into_iter().cloned().collect();
             let shard_bytes = good[0].1.len() as u64;
             let targets = match self.place_among(&entry.cid, good.len(), shard_bytes, &avoid, peers.to_vec()).await {
                 Ok(t) => t,
@@ -298,7 +299,7 @@ impl Node {
                     Ok(()) => {
                         out.shards_moved += 1;
                         out.bytes_moved += len;
-                        moves.push((c, s, p.to_bytes()));
+                        moves.push((c, s, holder_id(&p)));
                     }
                     Err(e) => errors.push(format!("{} chunk {c}: copying shard {s} to {p}: {e}", rec.manifest)),
                 }
@@ -323,10 +324,10 @@ impl Node {
         signer: &[u8],
         me: PeerId,
         rec: &LocationRecord,
-        peers: &HashMap<Vec<u8>, (PeerState, bool)>,
+        peers: &HashMap<HolderId, (PeerState, bool)>,
     ) {
         let Some(p) = datamesh_net::peer_id_of_ed25519(signer) else { return };
-        if p == me || !matches!(peers.get(&p.to_bytes()), Some((PeerState::Online, true))) {
+        if p == me || !matches!(peers.get(&holder_id(&p)), Some((PeerState::Online, true))) {
             return;
         }
         let Some(net) = self.net() else { return };

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use datamesh_core::clock::unix_secs;
 use datamesh_core::tombstone::{Tombstone, delete_message};
 use datamesh_core::{Cid, LocationRecord, Manifest};
-use datamesh_net::PeerId;
 use datamesh_store::{GcReport, PinInfo, StoreStats};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use futures::StreamExt;
@@ -15,6 +14,7 @@ use serde::Serialize;
 
 use crate::context::{Node, blocking};
 use crate::error::{AuthError, InvalidRequest, NodeError};
+use crate::holder::{holder_id, peer_of};
 use crate::locate::{positions_by_holder, shards_held};
 
 /// Holders asked at once whether they still hold their shards (`stat`).
@@ -128,12 +128,12 @@ impl Node {
         })
         .await?;
         if let (Some(loc), Some(net)) = (loc, self.net().cloned()) {
-            let me = net.local_peer_id().to_bytes();
+            let me = holder_id(&net.local_peer_id());
             // All holders at once (a bounded number in flight): one after
             // another, a 29+51 file's stat took 79 round trips, over a
             // minute on a loaded node.
             let asks = positions_by_holder(m, loc).into_iter().filter(|(h, _)| *h != me).filter_map(|(h, slots)| {
-                let peer = PeerId::from_bytes(&h).ok()?;
+                let peer = peer_of(&h)?;
                 let cids: Vec<Cid> = slots.iter().map(|&(ci, si)| m.chunks[ci].shards[si]).collect();
                 let net = net.clone();
                 Some(async move { (slots, shards_held(&net, peer, &cids).await) })

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datamesh_core::clock::unix_secs;
-use datamesh_core::{Cid, Erasure, LocationRecord, Manifest, limits};
+use datamesh_core::{Cid, Erasure, HolderId, LocationRecord, Manifest, limits};
 use datamesh_pipeline::erasure;
 use datamesh_store::{PinInfo, ShardMeta};
 use futures::StreamExt;
@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::context::{Node, blocking};
 use crate::error::{InvalidRequest, NetworkError, NodeError, StorageError};
+use crate::holder::holder_id;
 use crate::observe::{self, Timing};
 use crate::placement::Holder;
 pub use crate::state::UploadId;
@@ -126,13 +127,13 @@ impl Node {
         let (a, b) = tokio::join!(local_write, remote_writes);
         a?;
         b?;
-        let me = self.net().map(|n| n.local_peer_id().to_bytes());
-        let holder_ids: Vec<Vec<u8>> = match &me {
+        let me = self.net().map(|n| holder_id(&n.local_peer_id()));
+        let holder_ids: Vec<HolderId> = match &me {
             Some(me) if holders.iter().any(|h| *h != Holder::Local) => holders
                 .iter()
                 .map(|h| match h {
                     Holder::Local => me.clone(),
-                    Holder::Peer(p) => p.to_bytes(),
+                    Holder::Peer(p) => holder_id(p),
                 })
                 .collect(),
             _ => Vec::new(),
@@ -161,7 +162,7 @@ impl Node {
         // Every shard the manifest names must be durable, and must be the
         // shards this node computed for that chunk: a client cannot make the
         // node vouch for data it never received.
-        let mut holders: Vec<Vec<Vec<u8>>> = Vec::with_capacity(manifest.chunks.len());
+        let mut holders: Vec<Vec<HolderId>> = Vec::with_capacity(manifest.chunks.len());
         let mut check_local = Vec::new();
         for (i, c) in manifest.chunks.iter().enumerate() {
             match session.chunks.get(&c.cid) {
@@ -207,7 +208,7 @@ impl Node {
         .await?;
         if networked {
             // Chunks found already stored here (deduplicated) are held locally.
-            let me = self.net().map(|n| n.local_peer_id().to_bytes()).unwrap_or_default();
+            let me = self.net().map(|n| holder_id(&n.local_peer_id())).unwrap_or_default();
             for (i, h) in holders.iter_mut().enumerate() {
                 if h.is_empty() {
                     *h = vec![me.clone(); manifest.chunks[i].shards.len()];

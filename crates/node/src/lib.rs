@@ -12,6 +12,7 @@ pub mod deletion;
 pub mod drain;
 mod error;
 mod files;
+mod holder;
 pub mod identity;
 mod intake;
 mod lifecycle;

@@ -13,13 +13,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datamesh_core::{Cid, Codec, LocationRecord, Manifest};
+use datamesh_core::{Cid, Codec, HolderId, LocationRecord, Manifest};
 use datamesh_net::{NetClient, PeerId, Request, Response};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
 use crate::error::{NetworkError, NodeError, StorageError};
+use crate::holder::{holder_id, peer_of};
 use crate::placement::{can_receive, distance, is_draining, kad_key};
 use crate::records::{alias_key, dht_key, location_key, newest_vouched};
 
@@ -167,7 +168,7 @@ impl Node {
         let Some(net) = self.net().cloned() else { return rec };
         let manifest = rec.manifest;
         let ask = self.replica_targets(m, manifest, &rec).await;
-        let answers: Vec<(Vec<u8>, LocationRecord)> = ask
+        let answers: Vec<(HolderId, LocationRecord)> = ask
             .into_iter()
             .map(|p| {
                 let net = net.clone();
@@ -178,7 +179,7 @@ impl Node {
                         Ok(Ok(Some(b))) => LocationRecord::decode(&b)
                             .ok()
                             .filter(|r| r.manifest == manifest)
-                            .map(|r| (p.to_bytes(), r)),
+                            .map(|r| (holder_id(&p), r)),
                         _ => None,
                     }
                 }
@@ -266,7 +267,7 @@ impl Node {
             targets.extend(rest.into_iter().take(want - targets.len()));
         }
         for h in &record.holders {
-            if let Ok(p) = PeerId::from_bytes(h)
+            if let Some(p) = peer_of(h)
                 && p != me
                 && !targets.contains(&p)
             {
@@ -283,17 +284,17 @@ pub(crate) fn replica_count(m: &Manifest) -> usize {
 }
 
 /// The recorded holder of each of chunk `index`'s `n` shards.
-pub(crate) fn holders_of(loc: &LocationRecord, index: usize, n: usize) -> Vec<Option<Vec<u8>>> {
-    (0..n).map(|i| loc.holder(index, i).map(<[u8]>::to_vec)).collect()
+pub(crate) fn holders_of(loc: &LocationRecord, index: usize, n: usize) -> Vec<Option<HolderId>> {
+    (0..n).map(|i| loc.holder(index, i).cloned()).collect()
 }
 
 /// Shard positions `(chunk, shard)` per holder named in `loc`.
-pub(crate) fn positions_by_holder(m: &Manifest, loc: &LocationRecord) -> HashMap<Vec<u8>, Vec<(usize, usize)>> {
-    let mut by_holder: HashMap<Vec<u8>, Vec<(usize, usize)>> = HashMap::new();
+pub(crate) fn positions_by_holder(m: &Manifest, loc: &LocationRecord) -> HashMap<HolderId, Vec<(usize, usize)>> {
+    let mut by_holder: HashMap<HolderId, Vec<(usize, usize)>> = HashMap::new();
     for (ci, c) in m.chunks.iter().enumerate() {
         for si in 0..c.shards.len() {
             if let Some(h) = loc.holder(ci, si) {
-                by_holder.entry(h.to_vec()).or_default().push((ci, si));
+                by_holder.entry(h.clone()).or_default().push((ci, si));
             }
         }
     }

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use datamesh_core::Cid;
+use datamesh_core::{Cid, HolderId};
 use datamesh_net::{NetClient, PeerId, PeerInfo, PeerState};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -25,6 +25,7 @@ use sha2::Digest;
 use crate::context::{Node, blocking};
 use crate::error::NodeError;
 pub use crate::error::PlacementError;
+use crate::holder::holder_id;
 
 /// Peer discovery for wide placements: random-key lookups, at most this
 /// many, for at most this long, at most once per cooldown.
@@ -142,13 +143,13 @@ impl Node {
 
     /// `n` distinct holders among this node and the connected ONLINE
     /// `peers` with room, closest to the chunk's key, none of them in
-    /// `avoid` (peer id bytes; repair passes the chunk's live holders).
+    /// `avoid` (repair passes the chunk's live holders).
     pub(crate) async fn place_among(
         &self,
         chunk: &Cid,
         n: usize,
         shard_bytes: u64,
-        avoid: &HashSet<Vec<u8>>,
+        avoid: &HashSet<HolderId>,
         peers: Vec<PeerInfo>,
     ) -> Result<Vec<Holder>, NodeError> {
         let mut cands = self.candidates(avoid, peers).await?;
@@ -167,13 +168,13 @@ impl Node {
     /// reputation floor.
     pub(crate) async fn candidates(
         &self,
-        avoid: &HashSet<Vec<u8>>,
+        avoid: &HashSet<HolderId>,
         peers: Vec<PeerInfo>,
     ) -> Result<Vec<Candidate<Holder>>, NodeError> {
         let me = self.net().ok_or_else(NodeError::network_down)?.local_peer_id();
         let mut cands = Vec::new();
         // A draining node keeps nothing new itself.
-        if !avoid.contains(&me.to_bytes()) && !self.draining() {
+        if !avoid.contains(&holder_id(&me)) && !self.draining() {
             let own_free = self.heartbeat().await.free_bytes;
             cands.push(Candidate { id: Holder::Local, key: kad_key(&me.to_bytes()), free_bytes: own_free });
         }
@@ -183,7 +184,7 @@ impl Node {
             if p.connected
                 && can_receive(p.state)
                 && !is_draining(&p)
-                && !avoid.contains(&p.peer.to_bytes())
+                && !avoid.contains(&holder_id(&p.peer))
                 && self.inner.audit.eligible(&p.peer)
             {
                 cands.push(Candidate {

@@ -12,8 +12,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use datamesh_core::{ChunkEntry, Cid, Erasure, LocationRecord};
-use datamesh_net::PeerId;
+use datamesh_core::{ChunkEntry, Cid, Erasure, HolderId, LocationRecord};
 use datamesh_pipeline::erasure;
 use datamesh_store::{Store, StoreError};
 use futures::StreamExt;
@@ -21,6 +20,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
 use crate::error::{InvalidRequest, NodeError, ShardFailures, Unavailable};
+use crate::holder::{holder_id, peer_of};
 use crate::locate::holders_of;
 use crate::observe::{self, Observer, Timing};
 use crate::placement::can_receive;
@@ -77,20 +77,20 @@ impl Node {
     ) -> Result<Vec<u8>, NodeError> {
         let k = e.k as usize;
         let total = entry.shards.len();
-        let me = self.net().map(|n| n.local_peer_id().to_bytes()).unwrap_or_default();
-        let offline: HashSet<Vec<u8>> = self
+        let me = self.net().map(|n| holder_id(&n.local_peer_id())).unwrap_or_default();
+        let offline: HashSet<HolderId> = self
             .peers()
             .await
             .into_iter()
             .filter(|p| !p.connected || !can_receive(p.state))
-            .map(|p| p.peer.to_bytes())
+            .map(|p| holder_id(&p.peer))
             .collect();
         // Local first, then healthy holders, then the rest; data shards
         // before parity within each group (no decode needed if all k data
         // shards arrive).
         let mut order: Vec<usize> = (0..total).collect();
         order.sort_by_key(|&i| {
-            let h = loc.holder(index, i).unwrap_or_default();
+            let h = loc.holder(index, i).map(HolderId::as_slice).unwrap_or_default();
             let rank = if h == me.as_slice() {
                 0
             } else if offline.contains(h) {
@@ -108,12 +108,12 @@ impl Node {
             // one more try after a pause: a timeout or a busy answer from a
             // loaded node is not a lost shard, and a chunk with exactly k
             // live shards needs every one of them.
-            let alive: HashSet<Vec<u8>> = self
+            let alive: HashSet<HolderId> = self
                 .peers()
                 .await
                 .into_iter()
                 .filter(|p| p.connected && can_receive(p.state))
-                .map(|p| p.peer.to_bytes())
+                .map(|p| holder_id(&p.peer))
                 .collect();
             let again: Vec<usize> = (0..total)
                 .filter(|&i| slots[i].is_none() && holders[i].as_ref().is_some_and(|h| *h == me || alive.contains(h)))
@@ -158,9 +158,9 @@ impl Node {
         k: usize,
         chunk: &Cid,
         cids: &[Cid],
-        holders: &[Option<Vec<u8>>],
+        holders: &[Option<HolderId>],
         order: &[usize],
-        me: &[u8],
+        me: &HolderId,
         adaptive: bool,
     ) -> (Vec<Option<Vec<u8>>>, usize, ShardFailures) {
         let mut slots: Vec<Option<Vec<u8>>> = vec![None; cids.len()];
@@ -184,7 +184,7 @@ impl Node {
             while inflight.len() < k - got + spares && next < order.len() {
                 let i = order[next];
                 next += 1;
-                let fut = self.fetch_shard(cids[i], holders[i].clone(), me.to_vec());
+                let fut = self.fetch_shard(cids[i], holders[i].clone(), me.clone());
                 inflight.push(async move { (i, fut.await) });
             }
             let timer = tokio::time::sleep(hedge_wait);
@@ -201,7 +201,7 @@ impl Node {
             };
             match r {
                 Ok(b) => {
-                    if adaptive && !tuned && holders[i].as_deref() != Some(me) {
+                    if adaptive && !tuned && holders[i].as_ref() != Some(me) {
                         tuned = true;
                         let first = started.elapsed();
                         hedge_wait = hedge_wait.min((first * 4).max(Duration::from_millis(20)));
@@ -218,15 +218,15 @@ impl Node {
     pub(crate) async fn fetch_shard(
         &self,
         cid: Cid,
-        holder: Option<Vec<u8>>,
-        me: Vec<u8>,
+        holder: Option<HolderId>,
+        me: HolderId,
     ) -> Result<Vec<u8>, NodeError> {
         let holder = holder.ok_or(Unavailable::NoHolder)?;
         if holder == me {
             let store = self.inner.store.clone();
             return blocking(move || Ok(store.get_shard(&cid)?)).await;
         }
-        let peer = PeerId::from_bytes(&holder).map_err(|_| Unavailable::BadHolderId)?;
+        let peer = peer_of(&holder).ok_or(Unavailable::BadHolderId)?;
         let net = self.net().ok_or_else(NodeError::network_down)?;
         Ok(net.get_shard(peer, cid).await?)
     }

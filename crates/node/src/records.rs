@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datamesh_core::tombstone::Tombstone;
-use datamesh_core::{Cid, LocationRecord};
+use datamesh_core::{Cid, HolderId, LocationRecord};
 use datamesh_store::{Store, StoreError};
 
 /// Key of a file's location record.
@@ -173,8 +173,8 @@ pub fn may_replace(old: Option<&LocationRecord>, new: &LocationRecord) -> bool {
 }
 
 /// The record a node should hold for a file, given its own (`ours`) and
-/// the ones the file's replicas and holders answered with (`(peer id
-/// bytes, record)`).
+/// the ones the file's replicas and holders answered with (`(holder id,
+/// record)`).
 ///
 /// **Forward:** a higher `seq` is taken when a peer already trusted with
 /// the file vouches for it (a holder named in the current record, or its
@@ -189,15 +189,15 @@ pub fn may_replace(old: Option<&LocationRecord>, new: &LocationRecord) -> bool {
 /// the line more of the answering peers hold is taken, if a trusted peer
 /// vouches for it; a tie keeps the current one. Every switch either raises
 /// `seq` or strictly raises the number of peers agreeing, so the walk ends.
-pub(crate) fn newest_vouched(ours: &LocationRecord, answers: &[(Vec<u8>, LocationRecord)]) -> LocationRecord {
+pub(crate) fn newest_vouched(ours: &LocationRecord, answers: &[(HolderId, LocationRecord)]) -> LocationRecord {
     let same = |a: &LocationRecord, b: &LocationRecord| a.signature == b.signature;
     let mut current = ours.clone();
     // Bounded anyway: each step raises seq or agreement, both finite.
     for _ in 0..=answers.len() * 2 + 1 {
-        let trusted = |r: &LocationRecord, from: &[u8]| {
+        let trusted = |r: &LocationRecord, from: &HolderId| {
             may_replace(Some(&current), r)
-                || current.holders.iter().any(|h| h.as_slice() == from)
-                || datamesh_net::peer_id_of_ed25519(&current.signer).is_some_and(|s| s.to_bytes() == from)
+                || current.holders.contains(from)
+                || datamesh_net::peer_id_of_ed25519(&current.signer).is_some_and(|s| s.to_bytes() == from.as_slice())
         };
         let newer =
             answers.iter().filter(|(from, r)| r.seq > current.seq && trusted(r, from)).max_by_key(|(_, r)| r.seq);
@@ -337,8 +337,8 @@ mod tests {
         ed25519_dalek::SigningKey::from_bytes(&[n; 32])
     }
 
-    fn peer(n: u8) -> Vec<u8> {
-        datamesh_net::peer_id_of_ed25519(&key(n).verifying_key().to_bytes()).unwrap().to_bytes()
+    fn peer(n: u8) -> HolderId {
+        HolderId::from(datamesh_net::peer_id_of_ed25519(&key(n).verifying_key().to_bytes()).unwrap().to_bytes())
     }
 
     /// A one-chunk record of `seq` naming `holders` (key numbers), signed by `by`.
@@ -347,7 +347,7 @@ mod tests {
         LocationRecord::sign(file, seq, &[holders.iter().map(|&h| peer(h)).collect::<Vec<_>>()], &key(by))
     }
 
-    fn from(n: u8, r: &LocationRecord) -> (Vec<u8>, LocationRecord) {
+    fn from(n: u8, r: &LocationRecord) -> (HolderId, LocationRecord) {
         (peer(n), r.clone())
     }
 

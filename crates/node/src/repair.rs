@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use datamesh_core::{Cid, Erasure, LocationRecord, Manifest};
+use datamesh_core::{Cid, Erasure, HolderId, LocationRecord, Manifest};
 use datamesh_net::{PeerId, PeerState};
 use datamesh_pipeline::erasure;
 use datamesh_store::{ScrubReport, ShardMeta, UploadGuard};
@@ -41,6 +41,7 @@ use serde::Serialize;
 
 use crate::context::{Node, blocking};
 use crate::error::{InvalidRequest, NetworkError, NodeError, StorageError, Unavailable};
+use crate::holder::{holder_id, peer_of};
 use crate::locate::{holders_of, positions_by_holder, shards_held};
 use crate::placement::{Holder, distance, kad_key};
 pub use crate::state::RepairTotals;
@@ -136,12 +137,12 @@ impl Node {
         if blocking(move || Ok(store.has_shard(&target)?)).await? {
             return Ok(());
         }
-        let me = self.net().ok_or_else(NodeError::network_down)?.local_peer_id().to_bytes();
-        let (cids, holders): (Vec<Cid>, Vec<Option<Vec<u8>>>) =
-            shards.into_iter().map(|(c, h)| (c, h.map(|p| p.to_bytes()))).unzip();
+        let me = holder_id(&self.net().ok_or_else(NodeError::network_down)?.local_peer_id());
+        let (cids, holders): (Vec<Cid>, Vec<Option<HolderId>>) =
+            shards.into_iter().map(|(c, h)| (c, h.as_ref().map(holder_id))).unzip();
         // This node's own shards first (no transfer), then the listed order.
         let mut order: Vec<usize> = (0..cids.len()).filter(|&i| i != want && holders[i].is_some()).collect();
-        order.sort_by_key(|&i| holders[i].as_deref() != Some(me.as_slice()));
+        order.sort_by_key(|&i| holders[i].as_ref() != Some(&me));
         let k = e.k as usize;
         let (slots, got, failures) = self.fetch_k_shards(k, &chunk, &cids, &holders, &order, &me, false).await;
         if got < k {
@@ -176,13 +177,13 @@ impl Node {
         let mut report = RepairReport::default();
         let Some(net) = self.net().cloned() else { return report };
         let me = net.local_peer_id();
-        let peers: HashMap<Vec<u8>, (PeerState, bool)> =
-            net.peers().await.into_iter().map(|p| (p.peer.to_bytes(), (p.state, p.connected))).collect();
-        let online = |h: &[u8]| matches!(peers.get(h), Some((PeerState::Online, true)));
+        let peers: HashMap<HolderId, (PeerState, bool)> =
+            net.peers().await.into_iter().map(|p| (holder_id(&p.peer), (p.state, p.connected))).collect();
+        let online = |h: &HolderId| matches!(peers.get(h), Some((PeerState::Online, true)));
         let online_peers: Vec<PeerId> = peers
             .iter()
             .filter(|(_, s)| matches!(s, (PeerState::Online, true)))
-            .filter_map(|(h, _)| PeerId::from_bytes(h).ok())
+            .filter_map(|(h, _)| peer_of(h))
             .collect();
         let locations = self.inner.locations.clone();
         let records = blocking(move || Ok(locations.list())).await.unwrap_or_default();
@@ -244,7 +245,7 @@ impl Node {
 
         let pacer = Pacer::new(self.inner.cfg.repair_rate.as_u64());
         let local = tokio::sync::Semaphore::new(LOCAL_REBUILDS);
-        let mut changed: HashMap<Cid, Vec<(usize, usize, Vec<u8>)>> = HashMap::new();
+        let mut changed: HashMap<Cid, Vec<(usize, usize, HolderId)>> = HashMap::new();
         let mut ready = Vec::new();
         for d in degraded {
             let k = files[&d.file].1.erasure.k as usize;
@@ -323,13 +324,13 @@ impl Node {
         &self,
         m: &Manifest,
         rec: &LocationRecord,
-        moves: &[(usize, usize, Vec<u8>)],
+        moves: &[(usize, usize, HolderId)],
     ) -> Result<LocationRecord, NodeError> {
         let file = rec.manifest;
-        let mut chunks: Vec<Vec<Vec<u8>>> =
-            (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().map(|h| h.to_vec()).collect()).collect();
+        let mut chunks: Vec<Vec<HolderId>> =
+            (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().cloned().collect()).collect();
         for (c, s, h) in moves {
-            self.inner.audit.clear_failed(&m.chunks[*c].shards[*s], &chunks[*c][*s]);
+            self.inner.audit.clear_failed(&m.chunks[*c].shards[*s], chunks[*c][*s].as_slice());
             chunks[*c][*s] = h.clone();
         }
         let next = LocationRecord::sign(file, rec.seq + 1, &chunks, &self.inner.signing);
@@ -343,11 +344,11 @@ impl Node {
 
     /// Whether this node is the closest ONLINE holder of the file (it must
     /// hold the record, and so is a candidate itself).
-    pub(crate) fn maintains(&self, rec: &LocationRecord, me: PeerId, online: &impl Fn(&[u8]) -> bool) -> bool {
+    pub(crate) fn maintains(&self, rec: &LocationRecord, me: PeerId, online: &impl Fn(&HolderId) -> bool) -> bool {
         let key = kad_key(&rec.manifest.to_bytes());
         let mine = distance(&key, &kad_key(&me.to_bytes()));
-        let me = me.to_bytes();
-        !rec.holders.iter().any(|h| h.as_slice() != me.as_slice() && online(h) && distance(&key, &kad_key(h)) < mine)
+        let me = holder_id(&me);
+        !rec.holders.iter().any(|h| *h != me && online(h) && distance(&key, &kad_key(h.as_slice())) < mine)
     }
 
     /// Live shards per chunk: local ones from the store, remote ones by
@@ -359,9 +360,9 @@ impl Node {
         m: &Manifest,
         rec: &LocationRecord,
         me: PeerId,
-        peers: &HashMap<Vec<u8>, (PeerState, bool)>,
+        peers: &HashMap<HolderId, (PeerState, bool)>,
     ) -> Result<Vec<Vec<bool>>, NodeError> {
-        let me = me.to_bytes();
+        let me = holder_id(&me);
         let mut live: Vec<Vec<bool>> = m.chunks.iter().map(|c| vec![false; c.shards.len()]).collect();
         let net = self.net().cloned().ok_or_else(NodeError::network_down)?;
         let mut asks = FuturesUnordered::new();
@@ -396,7 +397,7 @@ impl Node {
                 }
                 _ => None, // OFFLINE: lost.
             };
-            if let (Some(otherwise), Ok(peer)) = (ask_it, PeerId::from_bytes(&h)) {
+            if let (Some(otherwise), Some(peer)) = (ask_it, peer_of(&h)) {
                 let net = net.clone();
                 asks.push(async move { (pos, shards_held(&net, peer, &cids).await, otherwise) });
             }
@@ -410,7 +411,7 @@ impl Node {
         // it says to SHARD_EXISTS.
         for (c, entry) in m.chunks.iter().enumerate() {
             for (s, cid) in entry.shards.iter().enumerate() {
-                if live[c][s] && rec.holder(c, s).is_some_and(|h| self.inner.audit.failed(cid, h)) {
+                if live[c][s] && rec.holder(c, s).is_some_and(|h| self.inner.audit.failed(cid, h.as_slice())) {
                     live[c][s] = false;
                 }
             }
@@ -439,31 +440,27 @@ impl Node {
         me: PeerId,
         pacer: &Pacer,
         local: &tokio::sync::Semaphore,
-    ) -> Result<Vec<(usize, Vec<u8>, u64)>, NodeError> {
+    ) -> Result<Vec<(usize, HolderId, u64)>, NodeError> {
         let entry = &m.chunks[chunk];
         let e = m.erasure;
         let k = e.k as usize;
         let missing: Vec<usize> = (0..live.len()).filter(|&i| !live[i]).collect();
         // Each live shard's holder; none for a lost one.
-        let holders: Vec<Option<Vec<u8>>> =
+        let holders: Vec<Option<HolderId>> =
             holders_of(rec, chunk, live.len()).into_iter().zip(live).map(|(h, &l)| h.filter(|_| l)).collect();
-        let holders_of_live: HashSet<Vec<u8>> = holders.iter().flatten().cloned().collect();
+        let holders_of_live: HashSet<HolderId> = holders.iter().flatten().cloned().collect();
         if let [want] = missing[..] {
             let shard_bytes = e.shard_size(entry.stored_size as usize) as u64;
             let target = self.place_among(&entry.cid, 1, shard_bytes, &holders_of_live, self.peers().await).await?;
             if let (Some(Holder::Peer(p)), Some(net)) = (target.first(), self.net().cloned()) {
-                let shards = entry
-                    .shards
-                    .iter()
-                    .zip(&holders)
-                    .map(|(c, h)| (*c, h.as_deref().and_then(|h| PeerId::from_bytes(h).ok())))
-                    .collect();
+                let shards =
+                    entry.shards.iter().zip(&holders).map(|(c, h)| (*c, h.as_ref().and_then(peer_of))).collect();
                 match net.rebuild_shard(*p, entry.cid, (e.k, e.m), want as u16, shards).await {
                     Ok(()) => {
                         // Paced once done, so a failure that falls back to
                         // rebuilding here is not charged twice.
                         pacer.take(shard_bytes).await;
-                        return Ok(vec![(want, p.to_bytes(), shard_bytes)]);
+                        return Ok(vec![(want, holder_id(p), shard_bytes)]);
                     }
                     Err(err) => {
                         tracing::warn!(peer = %p, chunk = %entry.cid, error = %err, "a new holder could not rebuild a shard; rebuilding it here")
@@ -473,9 +470,9 @@ impl Node {
         }
         let _slot = local.acquire().await.map_err(|_| StorageError::RepairStopped)?;
         // Fetch k live shards, local first, replacing failures.
-        let me_b = me.to_bytes();
+        let me_b = holder_id(&me);
         let mut order: Vec<usize> = (0..live.len()).filter(|&i| live[i]).collect();
-        order.sort_by_key(|&i| (rec.holder(chunk, i) != Some(me_b.as_slice()), i));
+        order.sort_by_key(|&i| (rec.holder(chunk, i) != Some(&me_b), i));
         // No adaptive hedging: a read hedges to cut a user's wait, a repair
         // to get around a frozen holder. Spares fired by a wait tuned to
         // one quick answer would move a fifth shard per chunk under load.
@@ -535,7 +532,7 @@ impl Node {
         }
         while let Some((i, p, len, r)) = puts.next().await {
             match r {
-                Ok(()) => placed.push((i, p.to_bytes(), len)),
+                Ok(()) => placed.push((i, holder_id(&p), len)),
                 Err(e) => tracing::warn!(peer = %p, error = %e, "storing a rebuilt shard failed; retried next pass"),
             }
         }

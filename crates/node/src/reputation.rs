@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use datamesh_core::Cid;
 use datamesh_core::clock::unix_secs;
+use datamesh_core::{Cid, HolderId};
 use datamesh_net::PeerId;
 use datamesh_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -114,8 +114,8 @@ pub struct AuditTotals {
 pub(crate) struct AuditState {
     store: Store,
     scores: Mutex<HashMap<PeerId, Reputation>>,
-    /// (shard, holder id bytes) that failed an audit: lost for repair.
-    failed: Mutex<HashSet<(Cid, Vec<u8>)>>,
+    /// (shard, holder) that failed an audit: lost for repair.
+    failed: Mutex<HashSet<(Cid, HolderId)>>,
     totals: Mutex<AuditTotals>,
     last_uptime_credit: Mutex<Instant>,
 }
@@ -240,21 +240,21 @@ impl AuditState {
 
     /// Whether `holder` failed an audit of `shard` (so it counts as lost).
     pub(crate) fn failed(&self, shard: &Cid, holder: &[u8]) -> bool {
-        lock(&self.failed).contains(&(*shard, holder.to_vec()))
+        lock(&self.failed).contains(&(*shard, HolderId::from(holder)))
     }
 
     /// Remembers that `holder` failed an audit of `shard`.
-    pub(crate) fn mark_failed(&self, shard: Cid, holder: Vec<u8>) {
+    pub(crate) fn mark_failed(&self, shard: Cid, holder: impl Into<HolderId>) {
         let mut f = lock(&self.failed);
         if f.len() >= MAX_FAILED {
             f.clear();
         }
-        f.insert((shard, holder));
+        f.insert((shard, holder.into()));
     }
 
     /// Forgets a failure once the shard has a new holder.
     pub(crate) fn clear_failed(&self, shard: &Cid, holder: &[u8]) {
-        lock(&self.failed).remove(&(*shard, holder.to_vec()));
+        lock(&self.failed).remove(&(*shard, HolderId::from(holder)));
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use datamesh_core::{Cid, Erasure};
+use datamesh_core::{Cid, Erasure, HolderId};
 use datamesh_store::UploadGuard;
 use serde::Serialize;
 
@@ -23,7 +23,7 @@ pub(crate) struct Placed {
     /// The CIDs of its k+m shards.
     pub(crate) shards: Vec<Cid>,
     /// Holder of each shard (peer id bytes); empty when kept locally.
-    pub(crate) holders: Vec<Vec<u8>>,
+    pub(crate) holders: Vec<HolderId>,
 }
 
 /// An open upload session.
