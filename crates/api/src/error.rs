@@ -24,6 +24,11 @@ pub enum ErrorCode {
     NotDecryptable,
     /// 403: wrong password for a share link.
     WrongPassword,
+    /// 403: the request would exceed one of the user's quotas; the message
+    /// names it. Nothing was stored or counted.
+    QuotaExceeded,
+    /// 409: the name (a user, a bucket) is taken.
+    NameTaken,
     /// 404: no such file, or no such route.
     NotFound,
     /// 404: no such upload session (finished, aborted or expired).
@@ -48,6 +53,8 @@ pub enum ErrorCode {
     WebsocketRequired,
     /// 429: too many uploads in progress.
     TooManyUploads,
+    /// 429: too many requests; `Retry-After` says when to retry.
+    RateLimited,
     /// 500: something failed inside the node.
     Internal,
     /// 500: the store failed.
@@ -64,13 +71,15 @@ pub enum ErrorCode {
     NetworkUnavailable,
     /// 503: the node is draining and takes no new files.
     Draining,
+    /// 503: the accounts database does not answer.
+    AccountsUnavailable,
     /// 507: not enough space in the store.
     InsufficientStorage,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidCid,
         ErrorCode::IncompleteBody,
@@ -79,6 +88,8 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::NotDecryptable,
         ErrorCode::WrongPassword,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::NameTaken,
         ErrorCode::NotFound,
         ErrorCode::UploadNotFound,
         ErrorCode::ShareNotFound,
@@ -91,6 +102,7 @@ impl ErrorCode {
         ErrorCode::InvalidManifest,
         ErrorCode::WebsocketRequired,
         ErrorCode::TooManyUploads,
+        ErrorCode::RateLimited,
         ErrorCode::Internal,
         ErrorCode::StorageError,
         ErrorCode::KeyStoreError,
@@ -99,6 +111,7 @@ impl ErrorCode {
         ErrorCode::DataUnavailable,
         ErrorCode::NetworkUnavailable,
         ErrorCode::Draining,
+        ErrorCode::AccountsUnavailable,
         ErrorCode::InsufficientStorage,
     ];
 
@@ -113,6 +126,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotDecryptable => "not_decryptable",
             ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::NameTaken => "name_taken",
             ErrorCode::NotFound => "not_found",
             ErrorCode::UploadNotFound => "upload_not_found",
             ErrorCode::ShareNotFound => "share_not_found",
@@ -125,6 +140,7 @@ impl ErrorCode {
             ErrorCode::InvalidManifest => "invalid_manifest",
             ErrorCode::WebsocketRequired => "websocket_required",
             ErrorCode::TooManyUploads => "too_many_uploads",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::StorageError => "storage_error",
             ErrorCode::KeyStoreError => "key_store_error",
@@ -133,6 +149,7 @@ impl ErrorCode {
             ErrorCode::DataUnavailable => "data_unavailable",
             ErrorCode::NetworkUnavailable => "network_unavailable",
             ErrorCode::Draining => "draining",
+            ErrorCode::AccountsUnavailable => "accounts_unavailable",
             ErrorCode::InsufficientStorage => "insufficient_storage",
         }
     }

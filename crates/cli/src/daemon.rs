@@ -28,6 +28,10 @@ pub struct GatewayOptions {
     pub events_interval: Option<Duration>,
     /// `--events-client-timeout`.
     pub events_client_timeout: Option<Duration>,
+    /// `--database`: the accounts database URL.
+    pub database: Option<String>,
+    /// `--sealing-key`: the file of the key sealing S3 secrets.
+    pub sealing_key: Option<std::path::PathBuf>,
 }
 
 /// Runs the node to completion.
@@ -53,6 +57,8 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         gcfg.domain = cfg.s3_domain.clone();
         gcfg.max_file_size = opts.max_file_size;
         gcfg.public_url = opts.public_url.clone();
+        gcfg.database = opts.database.clone();
+        gcfg.sealing_key = opts.sealing_key.clone();
         if let Some(b) = opts.events_buffer {
             gcfg.events.buffer = b;
         }
@@ -62,7 +68,7 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         if let Some(d) = opts.events_client_timeout {
             gcfg.events.client_timeout = d;
         }
-        tokio::task::spawn_blocking(move || datamesh_gateway::Gateway::open(node, gcfg)).await??
+        datamesh_gateway::Gateway::open(node, gcfg).await?
     };
     let _ = std::fs::remove_file(data_dir.join("s3.url"));
     let s3_listener = match cfg.s3 {

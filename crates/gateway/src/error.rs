@@ -14,7 +14,10 @@ pub fn status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::BadRequest | ErrorCode::InvalidCid | ErrorCode::IncompleteBody => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized | ErrorCode::PasswordRequired => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden | ErrorCode::NotDecryptable | ErrorCode::WrongPassword => StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden | ErrorCode::NotDecryptable | ErrorCode::WrongPassword | ErrorCode::QuotaExceeded => {
+            StatusCode::FORBIDDEN
+        }
+        ErrorCode::NameTaken => StatusCode::CONFLICT,
         ErrorCode::NotFound | ErrorCode::UploadNotFound | ErrorCode::ShareNotFound => StatusCode::NOT_FOUND,
         ErrorCode::Deleted | ErrorCode::ShareRevoked | ErrorCode::ShareExpired | ErrorCode::ShareExhausted => {
             StatusCode::GONE
@@ -23,13 +26,14 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         ErrorCode::InvalidManifest => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::WebsocketRequired => StatusCode::UPGRADE_REQUIRED,
-        ErrorCode::TooManyUploads => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyUploads | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Internal | ErrorCode::StorageError | ErrorCode::KeyStoreError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::NotReady
         | ErrorCode::GatewayUnavailable
         | ErrorCode::DataUnavailable
         | ErrorCode::NetworkUnavailable
-        | ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
+        | ErrorCode::Draining
+        | ErrorCode::AccountsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
     }
 }

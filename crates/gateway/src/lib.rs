@@ -17,6 +17,7 @@
 //! [`Gateway`] composes them over one [`Node`]; the `datamesh node` daemon
 //! opens it and serves both ports.
 
+pub mod auth;
 mod bodies;
 pub mod download;
 pub mod error;
@@ -61,6 +62,13 @@ pub struct GatewayConfig {
     pub public_url: Option<String>,
     /// The event stream.
     pub events: events::EventsConfig,
+    /// The accounts database: `sqlite://PATH` or `postgres://...`; None:
+    /// SQLite at `<dir>/services.db`.
+    pub database: Option<String>,
+    /// The file holding the key that seals S3 secrets in the accounts
+    /// database; None: `<dir>/sealing.key`, created at first start.
+    /// Gateways sharing one PostgreSQL database must share this key.
+    pub sealing_key: Option<PathBuf>,
 }
 
 impl GatewayConfig {
@@ -75,6 +83,8 @@ impl GatewayConfig {
             max_file_size: None,
             public_url: None,
             events: events::EventsConfig::default(),
+            database: None,
+            sealing_key: None,
         }
     }
 }
@@ -88,6 +98,9 @@ pub enum GatewayError {
     /// The access keys could not be loaded.
     #[error(transparent)]
     Keys(#[from] keys::KeyStoreError),
+    /// The accounts database could not be opened.
+    #[error("cannot open the accounts database: {0}")]
+    Services(#[from] datamesh_services::OpenError),
     /// Files or sockets.
     #[error("{0}")]
     Io(String),
@@ -104,16 +117,29 @@ pub struct Gateway {
     metrics: metrics::Metrics,
     events: events::EventBus,
     pipeline: objects::Pipeline,
+    services: datamesh_services::Services,
     /// Argon2 share-password checks at once (each takes ~19 MiB and tens of ms).
     password_checks: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
-    /// Opens the gateway's database in `cfg.dir`; access keys are unsealed
-    /// with the node's identity.
-    pub fn open(node: Node, cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
+    /// Opens the gateway: its index in `cfg.dir` (access keys unsealed with
+    /// the node's identity) and the accounts database
+    /// ([`GatewayConfig::database`], migrated at open).
+    pub async fn open(node: Node, cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| GatewayError::Io(format!("cannot create {}: {e}", cfg.dir.display())))?;
+        let services = open_services(&cfg).await?;
+        tokio::task::spawn_blocking(move || Gateway::open_index(node, cfg, services))
+            .await
+            .map_err(|e| GatewayError::Io(format!("opening the gateway failed: {e}")))?
+    }
+
+    fn open_index(
+        node: Node,
+        cfg: GatewayConfig,
+        services: datamesh_services::Services,
+    ) -> Result<Gateway, GatewayError> {
         let index = index::Index::open(&cfg.dir.join("gateway.db"))?;
         let identity = datamesh_node::NodeIdentity::load_or_create(&node.config().data_dir)
             .map_err(|e| GatewayError::Io(format!("cannot read the node identity: {e}")))?;
@@ -140,6 +166,7 @@ impl Gateway {
             metrics,
             events,
             pipeline,
+            services,
             password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
@@ -183,9 +210,15 @@ impl Gateway {
         &self.metrics
     }
 
-    /// The REST API router, guarded by `token`.
+    /// The accounts, keys, permissions and quotas.
+    pub fn services(&self) -> &datamesh_services::Services {
+        &self.services
+    }
+
+    /// The REST API router; `token` is the node token (the bootstrap
+    /// administrator's credential).
     pub fn rest_router(&self, token: String) -> axum::Router {
-        rest::router(self.node.clone(), token, Some(self.clone()))
+        rest::router(self.clone(), token)
     }
 
     /// Serves the REST API (and the web of routes under it) on `api` and,
@@ -235,6 +268,59 @@ impl Gateway {
             s3.await.map_err(|e| GatewayError::Io(format!("the S3 server task failed: {e}")))??;
         }
         Ok(())
+    }
+}
+
+/// Opens the accounts database named by the configuration (SQLite in the
+/// gateway's dir by default) with the sealing key from its file, creating
+/// both on first start.
+async fn open_services(cfg: &GatewayConfig) -> Result<datamesh_services::Services, GatewayError> {
+    let url = match &cfg.database {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", cfg.dir.join("services.db").display()),
+    };
+    let key_path = cfg.sealing_key.clone().unwrap_or_else(|| cfg.dir.join("sealing.key"));
+    let sealing = load_or_create_sealing_key(&key_path)?;
+    let scfg = datamesh_services::Config::default();
+    Ok(datamesh_services::Services::open(&url, sealing, scfg).await?)
+}
+
+/// The sealing key file: 32 random bytes, hex, mode 0600. Created when
+/// missing; refused when readable by others or malformed, since every S3
+/// secret depends on it.
+fn load_or_create_sealing_key(path: &std::path::Path) -> Result<datamesh_services::SealingKey, GatewayError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |what: &str, e: std::io::Error| GatewayError::Io(format!("cannot {what} {}: {e}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path).map_err(|e| io("read", e))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(GatewayError::Io(format!(
+                    "{} is readable by other users (mode {:o}): run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )));
+            }
+            let bytes = hex::decode(text.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
+                GatewayError::Io(format!("{} is not a sealing key (64 hex digits expected)", path.display()))
+            })?;
+            Ok(datamesh_services::SealingKey::new("v1", bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = datamesh_services::SealingKey::generate("v1");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| io("create", e))?;
+            f.write_all(hex::encode(key.secret_bytes()).as_bytes()).map_err(|e| io("write", e))?;
+            f.sync_all().map_err(|e| io("write", e))?;
+            Ok(key)
+        }
+        Err(e) => Err(io("read", e)),
     }
 }
 

@@ -57,7 +57,6 @@ use datamesh_api::{
     Unpinned, UploadSession,
 };
 use datamesh_core::{Cid, Erasure, limits};
-use datamesh_node::Node;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -70,9 +69,7 @@ use crate::{bodies, files, shares};
 /// Routes reachable without the API token.
 pub const PUBLIC_ROUTES: &[&str] = &["/v1/health", "/v1/ready", "/metrics", "/v1/openapi.json", "/v1/s/{id}"];
 
-/// The one route that also takes the token as `?token=` (browsers cannot
-/// set headers on a WebSocket).
-pub const QUERY_TOKEN_ROUTE: &str = "/v1/events";
+pub use crate::auth::QUERY_TOKEN_ROUTE;
 
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -144,13 +141,27 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Builds the API router for `node`, guarded by `token`. Without a
-/// `gateway`, the routes that need one (`POST /v1/keys`) answer 503.
-pub fn router(node: Node, token: String, gateway: Option<crate::Gateway>) -> Router {
-    let metrics = gateway.as_ref().map(|g| g.metrics().clone()).unwrap_or_default();
-    let state = Arc::new(AppState { node, token, gateway, metrics, openapi: std::sync::OnceLock::new() });
+/// Builds the API router over `gateway`. Private routes authenticate
+/// ([`crate::auth`]); `token` is the node token, which acts as the
+/// bootstrap administrator.
+pub fn router(gateway: crate::Gateway, token: String) -> Router {
+    let metrics = gateway.metrics().clone();
+    let services = gateway.services().clone();
+    let node = gateway.node().clone();
+    let state = Arc::new(AppState {
+        node,
+        token,
+        services,
+        gateway: Some(gateway),
+        metrics,
+        openapi: std::sync::OnceLock::new(),
+    });
     let (public, private) = routes();
-    let private = private.route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Layers run outside-in from the last added: authenticate, then (until
+    // a route checks its resource itself) require the administrator.
+    let private = private
+        .route_layer(middleware::from_fn(crate::auth::admin_only))
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
     let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(public).merge(private).split_for_parts();
     router
         .fallback(|| async {
@@ -250,27 +261,6 @@ async fn metrics_text(State(st): State<Arc<AppState>>, headers: HeaderMap) -> im
     } else {
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::to_classic(&text))
     }
-}
-
-async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let header_token =
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let query_token = (req.uri().path() == QUERY_TOKEN_ROUTE)
-        .then(|| req.uri().query())
-        .flatten()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
-        .map(|t| t.to_string());
-    let given = header_token.map(str::to_string).or(query_token).unwrap_or_default();
-    // Constant-time comparison: the token must not leak through timing.
-    let ok: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), st.token.as_bytes()).into();
-    if !ok || given.is_empty() {
-        return ApiError::new(
-            ErrorCode::Unauthorized,
-            "missing or wrong API token: send `Authorization: Bearer <token>` with the token from the node's data dir (api.token)",
-        )
-        .into_response();
-    }
-    next.run(req).await
 }
 
 #[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, description = "Node status and store usage", body = NodeStatus), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]

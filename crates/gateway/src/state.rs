@@ -8,8 +8,10 @@ use crate::error::{ApiError, ApiResult};
 pub(crate) struct AppState {
     /// The node every route works on.
     pub(crate) node: datamesh_node::Node,
-    /// The API token private routes need.
+    /// The node token: the bootstrap administrator's credential.
     pub(crate) token: String,
+    /// Accounts, keys, permissions, quotas, rate limits and audit.
+    pub(crate) services: datamesh_services::Services,
     /// The gateway, for the routes that need one (files over HTTP, shares,
     /// events, S3 keys); None on a node without it.
     pub(crate) gateway: Option<crate::Gateway>,

@@ -26,7 +26,7 @@ async fn start(buffer: usize) -> (Gateway, String, tempfile::TempDir) {
     let mut gcfg = GatewayConfig::new(&dir.path().join("node"));
     gcfg.events.buffer = buffer;
     gcfg.events.metrics_interval = Duration::from_secs(3600);
-    let gw = Gateway::open(node, gcfg).unwrap();
+    let gw = Gateway::open(node, gcfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = gw.rest_router(TOKEN.into());

@@ -93,6 +93,12 @@ pub struct NodeArgs {
     /// Drop an event-stream client that answers no ping, or whose socket accepts nothing, for this long (default 30s).
     #[arg(long, env = "DATAMESH_EVENTS_CLIENT_TIMEOUT", value_parser = humantime::parse_duration)]
     events_client_timeout: Option<std::time::Duration>,
+    /// The accounts database: `sqlite://PATH` or `postgres://USER@HOST/DB` (default: SQLite in the data dir's gateway/services.db). Gateways sharing a PostgreSQL database share every account and key.
+    #[arg(long, env = "DATAMESH_DATABASE")]
+    database: Option<String>,
+    /// The file of the key that seals S3 secrets in the accounts database (default: gateway/sealing.key in the data dir, created at first start). Gateways sharing one database must share this file.
+    #[arg(long, env = "DATAMESH_SEALING_KEY")]
+    sealing_key: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -112,6 +118,8 @@ impl NodeArgs {
             events_buffer: self.events_buffer,
             events_interval: self.events_interval,
             events_client_timeout: self.events_client_timeout,
+            database: self.database.clone(),
+            sealing_key: self.sealing_key.clone(),
         })
     }
 
