@@ -4,7 +4,13 @@
 //! changes as nodes die and repair moves shards. That mutable part is this
 //! record: versioned, with a sequence number that only grows, and signed by
 //! the node that wrote it. Replicas keep the valid record with the highest
-//! `seq`.
+//! `seq`; what a node accepts as a rewrite (the next `seq`, a trusted
+//! signer, only positions whose holder is gone) is the node's rule, in
+//! `crates/node/src/admit.rs` and docs/network.md.
+//!
+//! `seq` is at least 1 and never `u64::MAX`: a record at the ceiling could
+//! never be rewritten, so one signed there would freeze its file's
+//! placement for good. [`LocationRecord::next_seq`] is the checked step.
 //!
 //! ```text
 //! LocationRecord v1 (DAG-CBOR)
@@ -21,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cid::Cid;
 use crate::limits;
+use crate::manifest::Manifest;
 
 /// A node that holds shards, as location records name it: the bytes of its
 /// libp2p peer id (at most 64). Plain bytes, so `core` stays free of libp2p;
@@ -184,6 +191,9 @@ impl LocationRecord {
         if r.version != LOCATION_VERSION {
             return Err(LocationError::UnknownVersion(r.version));
         }
+        if r.seq == 0 || r.seq == u64::MAX {
+            return Err(LocationError::Invalid(format!("seq {} is outside 1..u64::MAX", r.seq)));
+        }
         if r.holders.iter().any(|h| h.is_empty() || h.len() > 64) {
             return Err(LocationError::Invalid("a holder id is empty or longer than 64 bytes".into()));
         }
@@ -200,6 +210,36 @@ impl LocationRecord {
         let sig = Signature::from_slice(&r.signature).map_err(|_| LocationError::BadSignature)?;
         key.verify(&r.signed_bytes(), &sig).map_err(|_| LocationError::BadSignature)?;
         Ok(r)
+    }
+
+    /// The `seq` of the record that rewrites this one; `None` at the
+    /// ceiling (no valid record follows it).
+    pub fn next_seq(&self) -> Option<u64> {
+        self.seq.checked_add(1).filter(|&s| s < u64::MAX)
+    }
+
+    /// Checks the record's shape against the file's manifest: one row per
+    /// chunk, one holder per shard of the chunk. A record that does not fit
+    /// would leave shards without a holder, or name holders of shards that
+    /// do not exist.
+    pub fn fits(&self, m: &Manifest) -> Result<(), LocationError> {
+        if self.chunks.len() != m.chunks.len() {
+            return Err(LocationError::Invalid(format!(
+                "{} chunk rows for a manifest of {} chunks",
+                self.chunks.len(),
+                m.chunks.len()
+            )));
+        }
+        let total = m.erasure.total();
+        if let Some((i, row)) =
+            self.chunks.iter().enumerate().find(|(i, row)| row.len() != total || row.len() != m.chunks[*i].shards.len())
+        {
+            return Err(LocationError::Invalid(format!(
+                "chunk {i} names {} holders; the manifest's code has {total} shards",
+                row.len()
+            )));
+        }
+        Ok(())
     }
 
     /// The holder of shard `shard` of chunk `chunk`.
@@ -280,6 +320,56 @@ mod tests {
             &key(7),
         );
         assert_eq!(again.encode(), bytes);
+    }
+
+    /// A record at the `seq` ceiling can never be rewritten: refused, and
+    /// the step to it is `None` rather than a wrap to 0.
+    #[test]
+    fn the_seq_ceiling_is_refused_and_the_step_is_checked() {
+        let m = Cid::dag_cbor_blake3(b"m");
+        let top = LocationRecord::sign(m, u64::MAX, &[vec![[1u8; 32]]], &key(9));
+        assert!(matches!(LocationRecord::decode(&top.encode()), Err(LocationError::Invalid(_))));
+        let zero = LocationRecord::sign(m, 0, &[vec![[1u8; 32]]], &key(9));
+        assert!(matches!(LocationRecord::decode(&zero.encode()), Err(LocationError::Invalid(_))));
+        assert_eq!(top.next_seq(), None);
+        assert_eq!(LocationRecord::sign(m, u64::MAX - 1, &[vec![[1u8; 32]]], &key(9)).next_seq(), None);
+        assert_eq!(LocationRecord::sign(m, 7, &[vec![[1u8; 32]]], &key(9)).next_seq(), Some(8));
+    }
+
+    /// A record must have one row per chunk of its manifest and one holder
+    /// per shard of the code.
+    #[test]
+    fn a_record_must_fit_its_manifest() {
+        use crate::manifest::{ChunkEntry, Chunking, Compression, Erasure, MANIFEST_VERSION, merkle_root};
+        let chunks: Vec<ChunkEntry> = (0..2u8)
+            .map(|i| ChunkEntry {
+                plain_size: 10,
+                stored_size: 10,
+                compression: Compression::None,
+                cid: Cid::raw_blake3(&[i]),
+                shards: (0..3).map(|j| Cid::raw_blake3(&[i, j])).collect(),
+            })
+            .collect();
+        let man = Manifest {
+            version: MANIFEST_VERSION,
+            size: 20,
+            chunking: Chunking::Fixed { size: 10 },
+            erasure: Erasure { k: 2, m: 1 },
+            encryption: None,
+            unixfs: None,
+            owner: None,
+            merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
+            chunks,
+        };
+        let cid = man.cid();
+        let row = vec![[1u8; 32], [2; 32], [3; 32]];
+        LocationRecord::sign(cid, 1, &[row.clone(), row.clone()], &key(9)).fits(&man).unwrap();
+        let one_short = LocationRecord::sign(cid, 1, &[row.clone(), row[..2].to_vec()], &key(9));
+        assert!(one_short.fits(&man).is_err());
+        let one_chunk = LocationRecord::sign(cid, 1, std::slice::from_ref(&row), &key(9));
+        assert!(one_chunk.fits(&man).is_err());
+        let long = [row.clone(), [row.clone(), vec![[4u8; 32]]].concat()];
+        assert!(LocationRecord::sign(cid, 1, &long, &key(9)).fits(&man).is_err());
     }
 
     proptest::proptest! {

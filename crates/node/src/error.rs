@@ -278,6 +278,17 @@ pub enum StorageError {
     /// A location record cannot be saved.
     #[error("saving the location record: {0}")]
     SaveRecord(#[source] StoreError),
+    /// A location record kept here cannot be rewritten: it does not fit
+    /// its manifest, or its `seq` is at the ceiling.
+    #[error(
+        "the location record of {file} cannot be rewritten: {why}; it is replaced when the file's replicas send a valid one"
+    )]
+    BadRecord {
+        /// The file.
+        file: Cid,
+        /// Why.
+        why: String,
+    },
     /// A manifest stored here does not decode.
     #[error(transparent)]
     Manifest(#[from] ManifestError),

@@ -5,6 +5,7 @@
 //! chunk forms (sealed on the user's machine); the node erasure-codes them,
 //! keeps the shards and serves chunks back, verified.
 
+mod admit;
 pub mod audit;
 pub mod config;
 mod context;

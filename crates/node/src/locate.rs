@@ -7,7 +7,7 @@
 //! announced the file in the DHT (providers). A put or a repair sends both to
 //! the file's replicas: the max(m+1, 3) nodes closest to the manifest CID
 //! and every shard holder. A node that missed repairs catches up by asking
-//! those replicas for their record (`refresh_location`).
+//! those replicas for their record (`refresh_location`, in `admit.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
 use crate::error::{NetworkError, NodeError, StorageError};
-use crate::holder::{holder_id, peer_of};
+use crate::holder::peer_of;
 use crate::placement::{can_receive, distance, is_draining, kad_key};
-use crate::records::{alias_key, dht_key, location_key, newest_vouched};
+use crate::records::{alias_key, dht_key, location_key};
 
 /// How long a provider lookup may take before the file counts as unknown.
 const PROVIDER_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -126,76 +126,30 @@ impl Node {
             return Ok(Some(r));
         }
         let Some(net) = self.net().cloned() else { return Ok(None) };
-        let mut best: Option<LocationRecord> = None;
+        let (_, m) = self.manifest(manifest).await?;
+        // The record most providers hold, the highest seq among equals: one
+        // provider alone cannot win with a record of a seq it made up.
+        let mut seen: Vec<(LocationRecord, usize)> = Vec::new();
         for p in self.providers(&manifest).await? {
             if let Ok(Response::Record(Some(b))) =
                 net.request(p, Request::GetRecord { key: location_key(&manifest) }).await
                 && let Ok(r) = LocationRecord::decode(&b)
                 && r.manifest == manifest
-                && best.as_ref().is_none_or(|x| r.seq > x.seq)
+                && r.fits(&m).is_ok()
             {
-                best = Some(r);
+                match seen.iter_mut().find(|(x, _)| x.signature == r.signature) {
+                    Some((_, n)) => *n += 1,
+                    None => seen.push((r, 1)),
+                }
             }
         }
+        let best = seen.into_iter().max_by_key(|(r, n)| (*n, r.seq)).map(|(r, _)| r);
         if let Some(r) = &best {
             let locations = self.inner.locations.clone();
             let r = r.clone();
             let _ = blocking(move || locations.put(&r).map_err(|e| StorageError::Store(e).into())).await;
         }
         Ok(best)
-    }
-
-    /// Brings this node's copy of a file's location record up to date by
-    /// asking the file's replicas and holders for theirs.
-    ///
-    /// A node that was down or cut off while a repair re-signed the record
-    /// keeps its old one: nobody may send it the new one in time, and when
-    /// one does, [`crate::records::may_replace`] refuses a record signed by a
-    /// repairer that its old record does not name (after two repairs the
-    /// chain of signers is broken). A record that a peer we already trust
-    /// with the file — a holder named in our record, or its signer, any of
-    /// whom could sign a rewrite itself — holds as current is taken over,
-    /// and the walk goes on from there with the new record's holders. Taking
-    /// over the newest record is what keeps a stale node from repairing from
-    /// its old view and forking the record with its own line of `seq`s;
-    /// when a fork happened anyway, this is where the node gives up its line
-    /// for the one more of the file's replicas hold (the choice is
-    /// [`newest_vouched`]).
-    ///
-    /// Returns the record now held (`rec` when nothing else was vouched
-    /// for).
-    pub(crate) async fn refresh_location(&self, m: &Manifest, rec: LocationRecord) -> LocationRecord {
-        let Some(net) = self.net().cloned() else { return rec };
-        let manifest = rec.manifest;
-        let ask = self.replica_targets(m, manifest, &rec).await;
-        let answers: Vec<(HolderId, LocationRecord)> = ask
-            .into_iter()
-            .map(|p| {
-                let net = net.clone();
-                async move {
-                    let got =
-                        tokio::time::timeout(Duration::from_secs(5), net.get_record(p, location_key(&manifest))).await;
-                    match got {
-                        Ok(Ok(Some(b))) => LocationRecord::decode(&b)
-                            .ok()
-                            .filter(|r| r.manifest == manifest)
-                            .map(|r| (holder_id(&p), r)),
-                        _ => None,
-                    }
-                }
-            })
-            .collect::<FuturesUnordered<_>>()
-            .filter_map(std::future::ready)
-            .collect()
-            .await;
-        let current = newest_vouched(&rec, &answers);
-        if current.signature != rec.signature {
-            tracing::info!(file = %manifest, from = rec.seq, to = current.seq, "took over a newer location record");
-            let locations = self.inner.locations.clone();
-            let r = current.clone();
-            let _ = blocking(move || locations.take_over(&r).map_err(|e| StorageError::Store(e).into())).await;
-        }
-        current
     }
 
     /// Stores the manifest and location record on the max(m+1, 3) nodes
@@ -229,8 +183,15 @@ impl Node {
             });
         }
         let took = jobs.len();
+        // Every target is tried; one refusal does not cancel the others.
+        let mut first_err = None;
         while let Some(r) = jobs.next().await {
-            r?;
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         net.provide(&dht_key(&cid)).await?;
         if let Some(u) = m.unixfs {

@@ -9,8 +9,8 @@
 //!
 //! **Architecture invariant:** everything received is verified before use:
 //! shards and manifests against their CIDs (hashed as they are written,
-//! committed only on a match), location records by signature and by
-//! [`may_replace`] (see `records.rs` for the rules a stored record follows).
+//! committed only on a match), location records by signature, against
+//! their manifest and by the rewrite rules of `admit.rs`.
 
 // Store calls return `StoreError`, which carries CIDs inline; boxing it on
 // this path would buy nothing.
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datamesh_core::tombstone::Tombstone;
-use datamesh_core::{Cid, LocationRecord, Manifest};
+use datamesh_core::{Cid, Manifest};
 use datamesh_net::{BodyError, BodyKind, BodySink, BodySource, Handler, NetClient, PeerId, Request, Response};
 use datamesh_store::{ObjectWriter, PinInfo, ShardMeta, Store, StoreError, UploadGuard};
 use tokio::task::block_in_place;
@@ -28,7 +28,7 @@ use tokio::task::block_in_place;
 use crate::context::{Inner, Node};
 use crate::error::{InvalidRequest, NetworkError, NodeError};
 pub use crate::placement::{can_receive, is_draining};
-use crate::records::{LocationStore, TombstoneStore, dht_key, location_key, may_replace};
+use crate::records::{LocationStore, TombstoneStore, dht_key};
 use crate::workers::{Worker, WorkerCtx};
 
 /// How long shards received ahead of their manifest are protected from GC.
@@ -261,33 +261,8 @@ impl Handler for NodeHandler {
                         Err(e) => refused(e),
                     }
                 } else if key.starts_with(b"loc/") {
-                    match LocationRecord::decode(&value) {
-                        Ok(r)
-                            if location_key(&r.manifest) == key
-                                && !may_replace(self.locations.get(&r.manifest).as_ref(), &r) =>
-                        {
-                            Response::Refused(
-                                "location record update not signed by a holder of the file or the previous writer"
-                                    .into(),
-                            )
-                        }
-                        Ok(r) if location_key(&r.manifest) == key && self.tombstones.get(&r.manifest).is_some() => {
-                            Response::Refused(format!("{} was {}", r.manifest, crate::deletion::DELETED))
-                        }
-                        Ok(r) if location_key(&r.manifest) == key => match self.locations.put(&r) {
-                            Ok(true) => Response::Ok,
-                            Ok(false) => {
-                                // The same record again is its maintainer
-                                // renewing the lease.
-                                if self.locations.get(&r.manifest).is_some_and(|old| old.seq == r.seq) {
-                                    self.locations.touch(&r.manifest);
-                                }
-                                Response::Ok
-                            }
-                            Err(e) => refused(e),
-                        },
-                        _ => Response::Refused("invalid location record".into()),
-                    }
+                    let Some(inner) = self.node.upgrade() else { return refused("the node is shutting down") };
+                    Node { inner }.admit_location(&key, &value).await
                 } else {
                     Response::Refused("unknown record kind".into())
                 }

@@ -11,9 +11,10 @@
 //!
 //! **Architecture invariant:** a stored location record is only replaced by
 //! a valid one with a higher `seq` (or, when the node itself resolves a fork
-//! in [`newest_vouched`], by the other line at the same `seq`), and a
-//! rewrite must be signed by a writer the old record trusts
-//! ([`may_replace`]).
+//! in [`newest_vouched`], by the other line at the same `seq`), that fits
+//! the file's manifest, signed by a writer the old record trusts
+//! ([`may_replace`]), and moving only shards whose holders are gone as this
+//! node sees it (the rules are in `admit.rs`).
 
 // Store calls return `StoreError`, which carries CIDs inline.
 #![allow(clippy::result_large_err)]
@@ -156,11 +157,10 @@ pub(crate) fn import_by_cid(
     Ok(())
 }
 
-/// Whether `new` may replace `old`: the first record of a file is taken as
-/// is (the manifest it names is content addressed), but a rewrite must be
-/// signed by the previous writer or one of the previous holders (the
-/// repairers); otherwise any peer could point a file at nodes of its
-/// choosing.
+/// Whether `new`'s signer may replace `old`: a rewrite must be signed by
+/// the previous writer or one of the previous holders (the repairers);
+/// otherwise any peer could point a file at nodes of its choosing. Only the
+/// signer: what the rewrite may change is checked in `admit.rs`.
 pub fn may_replace(old: Option<&LocationRecord>, new: &LocationRecord) -> bool {
     let Some(old) = old else { return true };
     if old.signer == new.signer {

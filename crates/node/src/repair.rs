@@ -197,6 +197,10 @@ impl Node {
                 continue;
             }
             let Ok((_, m)) = self.manifest(file).await else { continue };
+            if let Err(e) = rec.fits(&m) {
+                report.errors.push(format!("{file}: the stored location record does not fit the manifest: {e}"));
+                continue;
+            }
             // The maintainer renews the holders' leases; one that answers the
             // file is deleted hands over the owner's tombstone.
             if self.renew_lease(&m, &rec).await {
@@ -327,13 +331,24 @@ impl Node {
         moves: &[(usize, usize, HolderId)],
     ) -> Result<LocationRecord, NodeError> {
         let file = rec.manifest;
+        // A record that does not fit its manifest (kept by an older build)
+        // or sits at the seq ceiling cannot be rewritten; indexing into it
+        // would panic the worker.
+        let bad = |why: String| NodeError::from(StorageError::BadRecord { file, why });
+        rec.fits(m).map_err(|e| bad(e.to_string()))?;
+        let seq = rec.next_seq().ok_or_else(|| bad(format!("seq {} is at the ceiling", rec.seq)))?;
         let mut chunks: Vec<Vec<HolderId>> =
             (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().cloned().collect()).collect();
         for (c, s, h) in moves {
-            self.inner.audit.clear_failed(&m.chunks[*c].shards[*s], chunks[*c][*s].as_slice());
-            chunks[*c][*s] = h.clone();
+            let (Some(cid), Some(slot)) =
+                (m.chunks.get(*c).and_then(|e| e.shards.get(*s)), chunks.get_mut(*c).and_then(|r| r.get_mut(*s)))
+            else {
+                return Err(bad(format!("shard {s} of chunk {c} is outside the file")));
+            };
+            self.inner.audit.clear_failed(cid, slot.as_slice());
+            *slot = h.clone();
         }
-        let next = LocationRecord::sign(file, rec.seq + 1, &chunks, &self.inner.signing);
+        let next = LocationRecord::sign(file, seq, &chunks, &self.inner.signing);
         let locations = self.inner.locations.clone();
         let n2 = next.clone();
         blocking(move || locations.put(&n2).map_err(|e| StorageError::SaveRecord(e).into())).await?;
