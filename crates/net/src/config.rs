@@ -149,12 +149,6 @@ pub struct Tuning {
     pub bootstrap_backoff_start: Duration,
     /// Largest retry delay for a bootstrap peer (60 s).
     pub bootstrap_backoff_max: Duration,
-    /// DHT value-record time to live (48 h).
-    pub record_ttl: Duration,
-    /// How often the original publisher republishes a record (22 h).
-    pub record_republish: Duration,
-    /// How often holders re-replicate records to the closest peers (1 h).
-    pub record_replication: Duration,
     /// Provider record time to live (48 h).
     pub provider_ttl: Duration,
     /// How often a provider re-announces (12 h, well inside the TTL).
@@ -165,10 +159,11 @@ pub struct Tuning {
     pub query_timeout: Duration,
     /// How often the DHT store is saved to `state_dir` (60 s).
     pub persist_interval: Duration,
-    /// DHT value records kept (65 536).
-    pub max_dht_records: usize,
     /// Keys with provider records kept (262 144).
     pub max_provider_keys: usize,
+    /// Keys one other peer may hold provider records for here (32 768, an
+    /// eighth of the table): one peer cannot fill it for everyone.
+    pub max_providers_per_peer: usize,
 }
 
 impl Default for Tuning {
@@ -188,16 +183,13 @@ impl Default for Tuning {
             idle_connection_timeout: Duration::from_secs(120),
             bootstrap_backoff_start: Duration::from_secs(1),
             bootstrap_backoff_max: Duration::from_secs(60),
-            record_ttl: Duration::from_secs(48 * H),
-            record_republish: Duration::from_secs(22 * H),
-            record_replication: Duration::from_secs(H),
             provider_ttl: Duration::from_secs(48 * H),
             provider_republish: Duration::from_secs(12 * H),
             bucket_refresh: Duration::from_secs(300),
             query_timeout: Duration::from_secs(60),
             persist_interval: Duration::from_secs(60),
-            max_dht_records: 65_536,
             max_provider_keys: 262_144,
+            max_providers_per_peer: 32_768,
         }
     }
 }

@@ -13,10 +13,12 @@
 //! - Kademlia on its own protocol id `/datamesh/kad/1.0.0`, always in server
 //!   mode (automatic mode leaves loopback- and LAN-only nodes as clients),
 //!   k = 20, α = 3, 256-bit keys (SHA-256 of the key bytes, as libp2p's
-//!   Kademlia does). Records and provider records carry TTLs and are
-//!   republished; the routing table is refreshed by a periodic bootstrap.
-//!   The record store is saved to `state_dir/kad-store.cbor` every minute
-//!   and on shutdown, and reloaded on start ([`kad_store`]).
+//!   Kademlia does). Only provider records are kept (TTL, republished;
+//!   at most `Tuning::max_providers_per_peer` keys per other peer); value
+//!   records from peers are refused. The routing table is refreshed by a
+//!   periodic bootstrap. The provider records are saved to
+//!   `state_dir/kad-store.cbor` every minute and on shutdown, from a
+//!   journal on a blocking thread, and reloaded on start ([`kad_store`]).
 //! - The shard protocol `/datamesh/shard/2.0.0` ([`protocol`]): small
 //!   messages in bounded frames, shards and manifests streamed as bodies.
 //! - mDNS on the LAN when [`NetConfig::mdns`] is set.
@@ -325,20 +327,6 @@ impl NetClient {
     pub async fn local_providers(&self, key: &[u8]) -> Result<Vec<PeerId>, NetError> {
         let key = key.to_vec();
         self.ask(|reply| Command::LocalProviders { key, reply }).await
-    }
-
-    /// Publishes a DHT value record (TTL and republish per [`Tuning`]).
-    /// Values are small (≤ [`actor::MAX_DHT_VALUE`], 64 KiB) and anyone may
-    /// overwrite them: sign what you store and check it on read.
-    pub async fn dht_put(&self, key: &[u8], value: Vec<u8>) -> Result<(), NetError> {
-        let key = key.to_vec();
-        self.ask(|reply| Command::PutDhtRecord { key, value, reply }).await?
-    }
-
-    /// Looks a DHT value record up (`None`: not found).
-    pub async fn dht_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, NetError> {
-        let key = key.to_vec();
-        self.ask(|reply| Command::GetDhtRecord { key, reply }).await?
     }
 
     /// Every peer we know, with its health (this node excluded). Empty once

@@ -310,13 +310,11 @@ async fn provider_records_survive_a_restart() {
     let (ida, idb) = (a.net.local_peer_id(), b.net.local_peer_id());
     a.net.provide(b"key-a").await.expect("a provides");
     b.net.provide(b"key-b").await.expect("b provides (stored on a, its only peer)");
-    a.net.dht_put(b"rec", b"value".to_vec()).await.expect("dht record");
-    // The largest DHT value crosses the wire (quorum one: b must accept it).
-    let max = datamesh_net::actor::MAX_DHT_VALUE;
-    a.net.dht_put(b"big", vec![7; max]).await.expect("a 64 KiB DHT value");
-    let too_big = a.net.dht_put(b"bigger", vec![7; max + 1]).await;
-    assert!(matches!(too_big, Err(NetError::Protocol(_))), "{too_big:?}");
-    assert_eq!(a.net.local_providers(b"key-b").await.unwrap(), vec![idb]);
+    // ADD_PROVIDER is one-way: a takes it shortly after b's query ends.
+    wait_for("a to keep b's provider record", T, || async {
+        a.net.local_providers(b"key-b").await.unwrap() == vec![idb]
+    })
+    .await;
     a.net.shutdown().await;
     b.net.shutdown().await;
     assert!(dir.path().join("kad-store.cbor").exists());
@@ -327,9 +325,6 @@ async fn provider_records_survive_a_restart() {
     assert_eq!(a2.net.local_peer_id(), ida);
     assert_eq!(a2.net.local_providers(b"key-a").await.unwrap(), vec![ida], "own provider record");
     assert_eq!(a2.net.local_providers(b"key-b").await.unwrap(), vec![idb], "peer's provider record");
-    assert_eq!(a2.net.dht_get(b"rec").await.unwrap(), Some(b"value".to_vec()), "value record");
-    let big = a2.net.dht_get(b"big").await.unwrap();
-    assert_eq!(big.map(|v| v.len()), Some(max));
     a2.net.shutdown().await;
 }
 

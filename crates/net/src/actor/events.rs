@@ -251,34 +251,6 @@ impl Actor {
                     let _ = reply.send(r.map(|_| ()).map_err(|_| NetError::Timeout));
                 }
             }
-            QueryResult::PutRecord(r) => {
-                if let Some(QueryWait::PutRecord(reply)) = self.queries.remove(&id) {
-                    let out = match r {
-                        Ok(_) => Ok(()),
-                        Err(kad::PutRecordError::QuorumFailed { .. }) => {
-                            Err(NetError::Refused("no peer stored the record (quorum failed)".into()))
-                        }
-                        Err(_) => Err(NetError::Timeout),
-                    };
-                    let _ = reply.send(out);
-                }
-            }
-            QueryResult::GetRecord(r) => {
-                let out = match r {
-                    Ok(GetRecordOk::FoundRecord(rec)) => {
-                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                            q.finish();
-                        }
-                        Some(Ok(Some(rec.record.value)))
-                    }
-                    Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => Some(Ok(None)),
-                    Err(kad::GetRecordError::NotFound { .. }) => Some(Ok(None)),
-                    Err(_) => Some(Err(NetError::Timeout)),
-                };
-                if let (Some(out), Some(QueryWait::GetRecord(reply))) = (out, self.queries.remove(&id)) {
-                    let _ = reply.send(out);
-                }
-            }
             _ => {}
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
-use libp2p::kad::{self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, RecordKey};
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::request_response::{self, Message, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -38,7 +38,7 @@ use crate::bootstrap::{self, Bootstrap};
 use crate::config::{NetConfig, Tuning};
 use crate::error::NetError;
 use crate::health::{PeerInfo, PeerTable};
-use crate::kad_store::{self, PersistentStore};
+use crate::kad_store::{self, Journal, PersistentStore, Persister};
 use crate::protocol::{
     BodyKind, Heartbeat, InboundBudget, PROTOCOL, Request, Response, ShardCodec, StreamRequest, StreamResponse,
 };
@@ -104,8 +104,6 @@ pub(crate) enum Command {
     Provide { key: Vec<u8>, reply: Reply<()> },
     FindProviders { key: Vec<u8>, reply: Reply<ProviderLookup> },
     LocalProviders { key: Vec<u8>, reply: oneshot::Sender<Vec<PeerId>> },
-    PutDhtRecord { key: Vec<u8>, value: Vec<u8>, reply: Reply<()> },
-    GetDhtRecord { key: Vec<u8>, reply: Reply<Option<Vec<u8>>> },
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     RoutingTable(oneshot::Sender<Vec<(u32, usize)>>),
     Shutdown(oneshot::Sender<()>),
@@ -120,8 +118,6 @@ enum QueryWait {
     Closest(Reply<Vec<PeerId>>),
     Provide(Reply<()>),
     Providers { found: HashSet<PeerId>, reply: Reply<ProviderLookup> },
-    PutRecord(Reply<()>),
-    GetRecord(Reply<Option<Vec<u8>>>),
 }
 
 /// An inbound request served: the answer and, if the peer cheated, why.
@@ -150,6 +146,10 @@ pub(crate) struct Actor {
     max_inbound: usize,
     tuning: Tuning,
     store_path: Option<PathBuf>,
+    /// Provider changes since the last save, appended by the store.
+    journal: Arc<std::sync::Mutex<Journal>>,
+    /// The copy the DHT store is saved from, on a blocking thread.
+    persister: Arc<std::sync::Mutex<Persister>>,
     persist_task: Option<tokio::task::JoinHandle<()>>,
     /// When this node last started a Kademlia bootstrap itself (None: no
     /// bootstrap peer reached since start).
@@ -170,7 +170,8 @@ pub(crate) async fn build(
         .map_err(|e| NetError::Config(format!("identity seed: {e}")))?;
     let local = keypair.public().to_peer_id();
 
-    let mut store = PersistentStore::new(local, kad_store::store_config(&tuning));
+    let mut store = PersistentStore::new(local, kad_store::store_config(&tuning), tuning.max_providers_per_peer);
+    let journal = store.journal();
     let store_path = cfg.state_dir.as_deref().map(kad_store::store_path);
     if let Some(path) = &store_path {
         let p = path.clone();
@@ -179,17 +180,17 @@ pub(crate) async fn build(
             .map_err(|e| NetError::Config(format!("loading the DHT store: {e}")))?
             .map_err(|e| NetError::Config(format!("reading {}: {e}", path.display())))?;
         if let Some(file) = loaded {
-            let (records, providers) = store.restore(file);
-            tracing::info!(records, providers, "restored the DHT store");
+            let providers = store.restore(file);
+            tracing::info!(providers, "restored the DHT store");
         }
     }
 
     let mut kc = kad::Config::new(KAD_PROTOCOL);
     kc.set_replication_factor(NonZeroUsize::new(K).expect("K > 0"))
         .set_parallelism(NonZeroUsize::new(ALPHA).expect("ALPHA > 0"))
-        .set_record_ttl(Some(tuning.record_ttl))
-        .set_publication_interval(Some(tuning.record_republish))
-        .set_replication_interval(Some(tuning.record_replication))
+        // No value records (the store refuses them): nothing to republish.
+        .set_publication_interval(None)
+        .set_replication_interval(None)
         .set_provider_record_ttl(Some(tuning.provider_ttl))
         .set_provider_publication_interval(Some(tuning.provider_republish))
         .set_periodic_bootstrap_interval(Some(tuning.bucket_refresh))
@@ -280,6 +281,8 @@ pub(crate) async fn build(
         max_inbound,
         tuning,
         store_path,
+        journal,
+        persister: Arc::default(),
         persist_task: None,
         last_join: None,
     };
@@ -412,29 +415,6 @@ impl Actor {
                     .collect();
                 let _ = reply.send(ps);
             }
-            Command::PutDhtRecord { key, value, reply } => {
-                if value.len() > MAX_DHT_VALUE {
-                    let why = format!("DHT value of {} bytes; the limit is {MAX_DHT_VALUE}", value.len());
-                    let _ = reply.send(Err(NetError::Protocol(why)));
-                } else if let Some(reply) = self.query_room(reply) {
-                    let mut rec = kad::Record::new(key, value);
-                    rec.publisher = Some(self.local);
-                    match self.swarm.behaviour_mut().kad.put_record(rec, Quorum::One) {
-                        Ok(id) => {
-                            self.queries.insert(id, QueryWait::PutRecord(reply));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(NetError::Refused(format!("local record store: {e:?}"))));
-                        }
-                    }
-                }
-            }
-            Command::GetDhtRecord { key, reply } => {
-                if let Some(reply) = self.query_room(reply) {
-                    let id = self.swarm.behaviour_mut().kad.get_record(RecordKey::from(key));
-                    self.queries.insert(id, QueryWait::GetRecord(reply));
-                }
-            }
             Command::Peers(tx) => {
                 let _ = tx.send(self.peers.info(Instant::now()));
             }
@@ -487,6 +467,8 @@ impl Actor {
 
     // -- persistence ---------------------------------------------------------
 
+    /// Saves the DHT store on a blocking thread from the journal of
+    /// changes; the loop copies the store only after the journal overflowed.
     fn persist_in_background(&mut self) {
         let Some(path) = self.store_path.clone() else {
             return;
@@ -494,9 +476,12 @@ impl Actor {
         if self.persist_task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let snap = self.swarm.behaviour_mut().kad.store_mut().snapshot();
+        let full =
+            kad_store::take_overflow(&self.journal).then(|| self.swarm.behaviour_mut().kad.store_mut().snapshot());
+        let (journal, persister) = (self.journal.clone(), self.persister.clone());
         self.persist_task = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = kad_store::save(&path, &snap) {
+            let mut p = persister.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = p.save(&journal, full, &path) {
                 tracing::warn!(path = %path.display(), %e, "saving the DHT store failed");
             }
         }));
