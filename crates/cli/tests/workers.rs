@@ -12,9 +12,10 @@ use std::time::Duration;
 use common::{bin, wait_for};
 
 /// Every worker a networked node with S3 runs, in the order they start.
-const STARTED: [&str; 10] = [
+const STARTED: [&str; 11] = [
     "heartbeat",
     "upload-expiry",
+    "gc",
     "scrub",
     "repair",
     "audit",

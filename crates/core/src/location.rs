@@ -13,14 +13,22 @@
 //! placement for good. [`LocationRecord::next_seq`] is the checked step.
 //!
 //! ```text
-//! LocationRecord v1 (DAG-CBOR)
-//! ├── manifest   CID of the file's manifest
-//! ├── seq        u64, bumped on every rewrite (repair)
-//! ├── holders[]  node ids (libp2p peer id bytes, ≤ 64), each listed once
-//! ├── chunks[]   per chunk, per shard: index into holders[]
-//! ├── signer     32-byte Ed25519 public key of the writer
-//! └── signature  Ed25519 over the encoding with an empty signature
+//! LocationRecord v2 (DAG-CBOR)
+//! ├── manifest     CID of the file's manifest
+//! ├── seq          u64, bumped on every rewrite (repair)
+//! ├── holders[]    node ids (libp2p peer id bytes, ≤ 64), each listed once
+//! ├── chunks[]     per chunk, per shard: index into holders[]
+//! ├── uploaded_at  unix seconds of the upload this record places (v2;
+//! │                absent = unknown), kept by every rewrite
+//! ├── signer       32-byte Ed25519 public key of the writer
+//! └── signature    Ed25519 over the encoding with an empty signature
 //! ```
+//!
+//! `uploaded_at` ties a record to one upload: an owner's tombstone deletes
+//! the uploads it is later than, not a re-upload of the same bytes after it
+//! (see `core::tombstone`). Version 1 records (no `uploaded_at`) still
+//! decode, their signatures over the same bytes as before; a tombstone
+//! applies to them whatever its time.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -94,7 +102,7 @@ impl std::borrow::Borrow<[u8]> for HolderId {
 }
 
 /// The location record format this build writes.
-pub const LOCATION_VERSION: u32 = 1;
+pub const LOCATION_VERSION: u32 = 2;
 
 /// Where the shards of one file are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +117,11 @@ pub struct LocationRecord {
     pub holders: Vec<HolderId>,
     /// For each chunk, for each shard index: the index into `holders`.
     pub chunks: Vec<Vec<u16>>,
+    /// When the upload this record places was made (unix seconds); 0 when
+    /// unknown (version 1). Left out of the encoding when 0, so a version 1
+    /// record encodes, and verifies, as it always did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uploaded_at: u64,
     /// The writer's Ed25519 public key.
     #[serde(with = "serde_bytes")]
     pub signer: Vec<u8>,
@@ -137,10 +150,26 @@ pub enum LocationError {
 /// Largest encoded location record accepted from a peer.
 pub const MAX_LOCATION_SIZE: usize = 1024 * 1024;
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 impl LocationRecord {
-    /// Builds and signs a record. `chunks[c][s]` is the holder of shard `s`
-    /// of chunk `c`, as node id bytes.
+    /// Builds and signs a record of an upload of unknown time. `chunks[c][s]`
+    /// is the holder of shard `s` of chunk `c`, as node id bytes.
     pub fn sign<H: AsRef<[u8]>>(manifest: Cid, seq: u64, chunks: &[Vec<H>], key: &SigningKey) -> Self {
+        Self::sign_upload(manifest, seq, chunks, 0, key)
+    }
+
+    /// Builds and signs a record of the upload made at `uploaded_at` (unix
+    /// seconds).
+    pub fn sign_upload<H: AsRef<[u8]>>(
+        manifest: Cid,
+        seq: u64,
+        chunks: &[Vec<H>],
+        uploaded_at: u64,
+        key: &SigningKey,
+    ) -> Self {
         let mut holders: Vec<HolderId> = Vec::new();
         let mut index = std::collections::HashMap::new();
         let chunks = chunks
@@ -158,11 +187,14 @@ impl LocationRecord {
             })
             .collect();
         let mut r = LocationRecord {
-            version: LOCATION_VERSION,
+            // A record without an upload time is exactly a version 1
+            // record, readable by older builds.
+            version: if uploaded_at == 0 { 1 } else { LOCATION_VERSION },
             manifest,
             seq,
             holders,
             chunks,
+            uploaded_at,
             signer: key.verifying_key().to_bytes().to_vec(),
             signature: Vec::new(),
         };
@@ -188,8 +220,11 @@ impl LocationRecord {
         }
         let r: LocationRecord =
             serde_ipld_dagcbor::from_slice(bytes).map_err(|e| LocationError::Decode(e.to_string()))?;
-        if r.version != LOCATION_VERSION {
+        if r.version > LOCATION_VERSION || r.version == 0 {
             return Err(LocationError::UnknownVersion(r.version));
+        }
+        if r.version == 1 && r.uploaded_at != 0 {
+            return Err(LocationError::Invalid("a version 1 record has no upload time".into()));
         }
         if r.seq == 0 || r.seq == u64::MAX {
             return Err(LocationError::Invalid(format!("seq {} is outside 1..u64::MAX", r.seq)));
@@ -320,6 +355,45 @@ mod tests {
             &key(7),
         );
         assert_eq!(again.encode(), bytes);
+    }
+
+    /// A version 1 record (no upload time), as an older build signed it,
+    /// still decodes and verifies; a version 2 one carries its upload time.
+    #[test]
+    fn version_1_records_still_verify() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            version: u32,
+            manifest: Cid,
+            seq: u64,
+            holders: Vec<serde_bytes::ByteBuf>,
+            chunks: Vec<Vec<u16>>,
+            #[serde(with = "serde_bytes")]
+            signer: &'a [u8],
+            #[serde(with = "serde_bytes")]
+            signature: &'a [u8],
+        }
+        let k = key(9);
+        let m = Cid::dag_cbor_blake3(b"m");
+        let mut v1 = V1 {
+            version: 1,
+            manifest: m,
+            seq: 3,
+            holders: vec![serde_bytes::ByteBuf::from(vec![1u8; 32])],
+            chunks: vec![vec![0, 0]],
+            signer: &k.verifying_key().to_bytes(),
+            signature: &[],
+        };
+        let sig = k.sign(&serde_ipld_dagcbor::to_vec(&v1).unwrap()).to_bytes();
+        v1.signature = &sig;
+        let r = LocationRecord::decode(&serde_ipld_dagcbor::to_vec(&v1).unwrap()).unwrap();
+        assert_eq!((r.version, r.seq, r.uploaded_at), (1, 3, 0));
+        let v2 = LocationRecord::sign_upload(m, 1, &[vec![[1u8; 32]]], 1_700_000_000, &k);
+        let back = LocationRecord::decode(&v2.encode()).unwrap();
+        assert_eq!((back.version, back.uploaded_at), (2, 1_700_000_000));
+        let mut forged = v2.clone();
+        forged.uploaded_at = 1_800_000_000;
+        assert!(matches!(LocationRecord::decode(&forged.encode()), Err(LocationError::BadSignature)));
     }
 
     /// A record at the `seq` ceiling can never be rewritten: refused, and

@@ -6,6 +6,12 @@
 //! it against the manifest it already has, so no node can delete what it does
 //! not own, and nobody but the owner can wipe a file from the network.
 //!
+//! A tombstone deletes the uploads of its file made up to `deleted_at`: a
+//! location record names its upload's time (`LocationRecord::uploaded_at`),
+//! and a re-upload of the same bytes after the deletion is not deleted by
+//! the old tombstone ([`Tombstone::covers`]); a record of unknown time (a
+//! version 1 record) is.
+//!
 //! Encoding (version 1):
 //! ```text
 //! [1][cid_len u8][manifest CID bytes][deleted_at u64 BE][signature 64 bytes]
@@ -80,6 +86,12 @@ impl Tombstone {
         Ok(Self { manifest, deleted_at: u64::from_be_bytes(ts), signature })
     }
 
+    /// Whether this tombstone deletes the upload made at `uploaded_at`
+    /// (unix seconds; 0: unknown, deleted).
+    pub fn covers(&self, uploaded_at: u64) -> bool {
+        uploaded_at <= self.deleted_at
+    }
+
     /// Checks the signature against the owner key of the file's manifest.
     pub fn verify(&self, owner: Option<&[u8]>) -> Result<(), TombstoneError> {
         let owner = owner.ok_or(TombstoneError::NoOwner(self.manifest))?;
@@ -118,6 +130,13 @@ mod tests {
         assert!(moved.verify(Some(&pk)).is_err());
         let retimed = Tombstone { deleted_at: t.deleted_at + 1, ..t.clone() };
         assert!(retimed.verify(Some(&pk)).is_err());
+    }
+
+    #[test]
+    fn a_tombstone_covers_uploads_up_to_its_time() {
+        let t = Tombstone { manifest: Cid::dag_cbor_blake3(b"m"), deleted_at: 100, signature: [0; 64] };
+        assert!(t.covers(0) && t.covers(99) && t.covers(100));
+        assert!(!t.covers(101));
     }
 
     #[test]

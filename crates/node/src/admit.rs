@@ -33,8 +33,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use datamesh_core::clock::unix_secs;
 use datamesh_core::{Cid, HolderId, LocationRecord, Manifest};
 use datamesh_net::{PeerId, PeerState, Response};
+use datamesh_store::PinInfo;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rand::Rng;
@@ -48,6 +50,10 @@ use crate::records::{location_key, may_replace, newest_vouched};
 /// catching up takes: far more repairs than a file sees, and small enough
 /// that nobody can walk a record to the `seq` ceiling.
 pub(crate) const MAX_SEQ_STEP: u64 = 1 << 20;
+
+/// How far ahead of this node's clock an upload time may be (clocks
+/// differ; a day is far more than they should).
+const MAX_CLOCK_AHEAD: u64 = 24 * 3600;
 
 /// How long a previous holder has to answer before its position counts as
 /// gone.
@@ -76,6 +82,15 @@ pub(crate) enum RecordRefusal {
         /// Why.
         why: String,
     },
+    /// The sender made this node keep as many files as it may this hour.
+    #[error("this node keeps no more files for this peer this hour; send the record to other replicas or retry later")]
+    OverBudget,
+    /// A first record naming an upload time ahead of this node's clock.
+    #[error("the location record's upload time {0} is ahead of this node's clock")]
+    UploadInFuture(u64),
+    /// A rewrite that names another upload than the record it rewrites.
+    #[error("a rewrite must keep the upload time of the record it rewrites")]
+    OtherUpload,
     /// A first record at an implausible `seq`.
     #[error("a first location record may not start at seq {0}; at most {MAX_SEQ_STEP}")]
     FirstTooHigh(u64),
@@ -153,10 +168,18 @@ pub(crate) fn check_update(
         if new.seq > MAX_SEQ_STEP {
             return Err(RecordRefusal::FirstTooHigh(new.seq));
         }
+        // An upload time in the future would keep the owner's deletions
+        // from ever covering it.
+        if new.uploaded_at > unix_secs().saturating_add(MAX_CLOCK_AHEAD) {
+            return Err(RecordRefusal::UploadInFuture(new.uploaded_at));
+        }
         return Ok(Vec::new());
     };
     if old.next_seq() != Some(new.seq) {
         return Err(RecordRefusal::NotNext { have: old.seq, got: new.seq });
+    }
+    if new.uploaded_at != old.uploaded_at {
+        return Err(RecordRefusal::OtherUpload);
     }
     if !may_replace(Some(old), new) {
         return Err(RecordRefusal::Untrusted);
@@ -176,20 +199,21 @@ pub(crate) fn check_update(
 impl Node {
     /// Takes a peer's `PutRecord loc/…` if the rules in the module doc
     /// allow it.
-    pub(crate) async fn admit_location(&self, key: &[u8], value: &[u8]) -> Response {
-        match self.try_admit_location(key, value).await {
+    pub(crate) async fn admit_location(&self, from: PeerId, key: &[u8], value: &[u8]) -> Response {
+        match self.try_admit_location(from, key, value).await {
             Ok(()) => Response::Ok,
             Err(e) => Response::Refused(e.to_string()),
         }
     }
 
-    async fn try_admit_location(&self, key: &[u8], value: &[u8]) -> Result<(), RecordRefusal> {
+    async fn try_admit_location(&self, from: PeerId, key: &[u8], value: &[u8]) -> Result<(), RecordRefusal> {
         let r = LocationRecord::decode(value).map_err(|e| RecordRefusal::Invalid(e.to_string()))?;
         if location_key(&r.manifest) != key {
             return Err(RecordRefusal::Invalid("the record names another file than its key".into()));
         }
         let file = r.manifest;
-        if self.inner.tombstones.get(&file).is_some() {
+        let tombstone = self.inner.tombstones.get(&file);
+        if tombstone.as_ref().is_some_and(|t| t.covers(r.uploaded_at)) {
             // The maintainer renewing a lease learns of the deletion here.
             return Err(RecordRefusal::Invalid(format!("{file} was {}", crate::deletion::DELETED)));
         }
@@ -214,10 +238,50 @@ impl Node {
         }
         let to_justify = check_update(&m, old.as_ref(), &r)?;
         self.justify_moves(&m, &to_justify).await?;
+        // A first record of a file not pinned here makes this node keep it:
+        // within the sender's budget.
+        let store = self.inner.store.clone();
+        let pinned = blocking(move || Ok(store.pin_info(&file)?.is_some())).await.unwrap_or(false);
+        if old.is_none() && !pinned && !self.inner.adoptions.take(&from.to_bytes()) {
+            return Err(RecordRefusal::OverBudget);
+        }
         let locations = self.inner.locations.clone();
         // `put` keeps a record that landed meanwhile with the same or a
         // higher seq.
-        blocking(move || Ok(locations.put(&r)?)).await.map_err(|e| {
+        let store = self.inner.store.clone();
+        let (tombstones, m2) = (self.inner.tombstones.clone(), m.clone());
+        let relisted = tombstone.is_some();
+        blocking(move || {
+            if !locations.put(&r)? {
+                return Ok(false);
+            }
+            if relisted {
+                // A later upload of a file deleted before: the tombstone
+                // covered the old upload only.
+                tombstones.remove(&file);
+                tracing::info!(%file, "uploaded again after its deletion; kept as a replica again");
+            }
+            // The record is what makes this node a replica of a file it
+            // holds no shard of (the manifest came unpinned, `network.rs`).
+            if store.pin_info(&file)?.is_some() {
+                return Ok(false);
+            }
+            if let Some(u) = m2.unixfs {
+                store.set_alias(&u, &file)?;
+            }
+            let info = PinInfo { name: None, size: m2.size, created_at: unix_secs(), replica: true };
+            store.pin(&file, info)?;
+            Ok(true)
+        })
+        .await
+        .map(|adopted| {
+            if adopted && let Some(net) = self.net().cloned() {
+                tokio::spawn(async move {
+                    let _ = net.provide(&crate::records::dht_key(&file)).await;
+                });
+            }
+        })
+        .map_err(|e| {
             tracing::warn!(%file, error = %e, "could not save a location record");
             RecordRefusal::Invalid("this node could not save the record; try again later".into())
         })?;

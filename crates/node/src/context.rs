@@ -23,7 +23,7 @@ use crate::identity::NodeIdentity;
 use crate::observe::Observer;
 use crate::records::{LocationStore, TombstoneStore};
 use crate::reputation::AuditState;
-use crate::state::{DrainState, LeaseState, RepairState, Session, UploadId};
+use crate::state::{AdoptionBudget, DrainState, LeaseState, RepairState, Session, UploadId};
 use crate::workers::Workers;
 
 /// A running node. Cheap to clone.
@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) observer: OnceLock<Observer>,
     /// Whether the node is draining, and how far it got.
     pub(crate) drain: DrainState,
+    /// Per peer, the replicas its location records made this node keep.
+    pub(crate) adoptions: AdoptionBudget,
     /// The node's (and its gateway's) background workers.
     pub(crate) workers: Workers,
     /// When peer discovery for a wide placement last ran; held for a whole

@@ -10,9 +10,13 @@
 //! the same; without one, or with anyone else's signature, it is refused:
 //! no peer can wipe another's data. A holder keeps the tombstone and answers
 //! renewals and `GetRecord tomb/<cid>` with it, so a maintainer that missed
-//! the deletion learns of it before it rebuilds anything. A later
-//! `PutManifest` of the same CID (a fresh upload of identical public bytes)
-//! clears it.
+//! the deletion learns of it before it rebuilds anything. A tombstone is
+//! tied to the uploads it deletes: it applies to a location record whose
+//! `uploaded_at` is not later than its `deleted_at`. A `PutManifest` of a
+//! deleted CID leaves the tombstone in place (the manifest is kept
+//! unpinned); only a location record of a later upload (a fresh upload of
+//! identical bytes) clears it, and an old tombstone sent afterwards is
+//! refused.
 //!
 //! **Leases.** A holder keeps another node's file (a *replica* pin) only
 //! while the file's maintainer renews its lease: the maintainer re-sends the
@@ -41,7 +45,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::context::{Node, blocking};
-use crate::error::{NodeError, StorageError};
+use crate::error::{AuthError, NodeError, StorageError};
 use crate::holder::{holder_id, peer_of};
 use crate::records::{LocationStore, TombstoneStore, location_key, tombstone_key};
 use crate::workers::{Worker, WorkerCtx};
@@ -70,6 +74,15 @@ pub(crate) fn apply_tombstone(
     };
     let m = Manifest::decode_verified(&cid, &bytes).map_err(StorageError::Manifest)?;
     t.verify(m.owner.as_deref())?;
+    // A tombstone deletes the uploads before it, not a later re-upload of
+    // the same bytes.
+    if let Some(rec) = locations.get(&cid)
+        && !t.covers(rec.uploaded_at)
+    {
+        return Err(
+            AuthError::BeforeUpload { file: cid, deleted_at: t.deleted_at, uploaded_at: rec.uploaded_at }.into()
+        );
+    }
     tombstones.put(t).map_err(|source| StorageError::SaveTombstone { cid, source })?;
     locations.remove(&cid);
     if let Some(pin) = store.pin_info(&cid)?
@@ -182,7 +195,8 @@ impl Node {
     }
 
     /// Drops the files whose lease has lapsed: location records untouched
-    /// for a whole `lease`, on files this node keeps only as a replica.
+    /// for a whole `lease`, on files this node keeps only as a replica, and
+    /// replica pins older than a lease that no location record backs.
     /// Returns how many lapsed.
     pub async fn sweep_leases(&self) -> Result<usize, NodeError> {
         let lease = self.inner.cfg.lease;
@@ -203,6 +217,18 @@ impl Node {
                     store.unpin(&rec.manifest)?;
                 }
                 n += 1;
+            }
+            // A replica pin with no location record (a manifest a peer sent
+            // and no record followed, or whose record was dropped) has no
+            // lease to renew: it lapses a lease after it was made, or a
+            // peer could pin manifests here forever.
+            let now = datamesh_core::clock::unix_secs();
+            for (cid, pin) in store.pins()? {
+                if pin.replica && now.saturating_sub(pin.created_at) >= lease.as_secs() && locations.get(&cid).is_none()
+                {
+                    store.unpin(&cid)?;
+                    n += 1;
+                }
             }
             if n > 0 {
                 store.gc()?;
@@ -236,6 +262,37 @@ impl Worker for LeaseWorker {
             ctx.set("renewing leases and dropping lapsed replicas");
             if let Err(e) = self.node.sweep_leases().await {
                 tracing::warn!(error = %e, "lease sweep failed");
+            }
+        }
+    }
+}
+
+/// How often the GC worker collects garbage.
+pub const GC_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// Collects garbage every [`GC_INTERVAL`]: shards peers pushed whose
+/// manifest never came (once their grace ends), unpinned manifests, and
+/// what an aborted or expired upload left. Without it they stayed until
+/// an operator ran `datamesh gc`.
+pub struct GcWorker {
+    /// The node whose store it collects.
+    pub node: Node,
+    /// Time between collections.
+    pub every: Duration,
+}
+
+#[async_trait::async_trait]
+impl Worker for GcWorker {
+    fn name(&self) -> &'static str {
+        "gc"
+    }
+
+    async fn run(&self, ctx: &WorkerCtx) {
+        while ctx.idle(self.every).await {
+            ctx.set("collecting garbage");
+            match self.node.gc().await {
+                Ok(r) => tracing::debug!(report = ?r, "garbage collected"),
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
             }
         }
     }

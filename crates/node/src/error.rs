@@ -161,6 +161,19 @@ pub enum AuthError {
     /// A tombstone that does not verify against the file's owner.
     #[error(transparent)]
     Tombstone(#[from] TombstoneError),
+    /// The tombstone is older than the upload this node keeps: the file was
+    /// uploaded again after it was deleted.
+    #[error(
+        "the deletion of {file} (signed at {deleted_at}) predates its upload at {uploaded_at};          sign a new deletion with a current time"
+    )]
+    BeforeUpload {
+        /// The file.
+        file: Cid,
+        /// The tombstone's time.
+        deleted_at: u64,
+        /// The upload's time.
+        uploaded_at: u64,
+    },
 }
 
 /// Why stored data cannot be read or rebuilt.

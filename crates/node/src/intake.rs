@@ -189,6 +189,12 @@ impl Node {
         let m = manifest.clone();
         let bytes = manifest_bytes.clone();
         let name2 = name.clone();
+        // A re-upload of a file deleted before: the deletion covered the
+        // old upload, not this one.
+        let uploaded_at = unix_secs();
+        if self.inner.tombstones.get(&cid).is_some_and(|t| !t.covers(uploaded_at)) {
+            self.inner.tombstones.remove(&cid);
+        }
         blocking(move || {
             for &i in &check_local {
                 let c = &m.chunks[i];
@@ -214,7 +220,7 @@ impl Node {
                     *h = vec![me.clone(); manifest.chunks[i].shards.len()];
                 }
             }
-            let record = LocationRecord::sign(cid, 1, &holders, &self.inner.signing);
+            let record = LocationRecord::sign_upload(cid, 1, &holders, uploaded_at, &self.inner.signing);
             let locations = self.inner.locations.clone();
             let r2 = record.clone();
             blocking(move || locations.put(&r2).map(|_| ()).map_err(|e| StorageError::Store(e).into())).await?;

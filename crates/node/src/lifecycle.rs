@@ -56,13 +56,14 @@ impl Node {
                 observer: OnceLock::new(),
                 discovered: tokio::sync::Mutex::new(None),
                 drain: Default::default(),
+                adoptions: Default::default(),
                 workers: Default::default(),
             }),
         })
     }
 
     /// Starts the node's background work, as its configuration says:
-    /// upload expiry and scrub always; with a network, repair, audits (unless
+    /// upload expiry, GC and scrub always; with a network, repair, audits (unless
     /// `audit_interval` is zero), lease sweeps and the drain worker. The
     /// heartbeat worker is started by [`Node::start_network`]. Stop them with
     /// [`Node::shutdown`].
@@ -70,6 +71,7 @@ impl Node {
         let cfg = &self.inner.cfg;
         let ws = self.workers();
         ws.spawn(UploadExpiryWorker { node: self.clone() });
+        ws.spawn(crate::deletion::GcWorker { node: self.clone(), every: crate::deletion::GC_INTERVAL });
         ws.spawn(crate::repair::ScrubWorker {
             node: self.clone(),
             interval: cfg.scrub_interval.max(Duration::from_millis(100)),

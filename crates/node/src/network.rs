@@ -26,7 +26,7 @@ use datamesh_store::{ObjectWriter, PinInfo, ShardMeta, Store, StoreError, Upload
 use tokio::task::block_in_place;
 
 use crate::context::{Inner, Node};
-use crate::error::{InvalidRequest, NetworkError, NodeError};
+use crate::error::{InvalidRequest, NetworkError, NodeError, StorageError};
 pub use crate::placement::{can_receive, is_draining};
 use crate::records::{LocationStore, TombstoneStore, dht_key};
 use crate::workers::{Worker, WorkerCtx};
@@ -70,8 +70,65 @@ impl NodeHandler {
     }
 }
 
-fn refused(e: impl std::fmt::Display) -> Response {
-    Response::Refused(e.to_string())
+/// A refusal to send a peer: what it can act on, never this node's file
+/// system paths (the full error is logged here).
+fn refused(e: impl ForPeer) -> Response {
+    Response::Refused(e.for_peer())
+}
+
+/// An error as a peer may read it.
+pub(crate) trait ForPeer: std::fmt::Display {
+    /// The message for the peer; by default the error's own.
+    fn for_peer(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ForPeer for &str {}
+impl ForPeer for String {}
+impl ForPeer for datamesh_core::proof::ProofError {}
+
+impl ForPeer for StoreError {
+    fn for_peer(&self) -> String {
+        let local = match self {
+            StoreError::DiskFull { .. } => "this node's disk is full",
+            StoreError::Io { .. } | StoreError::Index { .. } | StoreError::BadRecord { .. } => {
+                "this node's store failed"
+            }
+            StoreError::InUse { .. } | StoreError::FormatTooNew { .. } | StoreError::NotAStore { .. } => {
+                "this node's data dir is not usable"
+            }
+            _ => return self.to_string(),
+        };
+        tracing::warn!(error = %self, "a peer's request failed on this node's store");
+        format!("{local}; try another node")
+    }
+}
+
+impl ForPeer for StorageError {
+    fn for_peer(&self) -> String {
+        match self {
+            StorageError::Store(e)
+            | StorageError::Open { source: e, .. }
+            | StorageError::SaveTombstone { source: e, .. }
+            | StorageError::SaveRecord(e) => e.for_peer(),
+            StorageError::DataDir { .. } | StorageError::Identity(_) => {
+                tracing::warn!(error = %self, "a peer's request failed on this node's data dir");
+                "this node's data dir is not usable; try another node".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl ForPeer for NodeError {
+    fn for_peer(&self) -> String {
+        match self {
+            NodeError::Storage(e) => e.for_peer(),
+            NodeError::NoSpace(e) => e.for_peer(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl NodeHandler {
@@ -97,9 +154,22 @@ struct Adopter {
 impl Adopter {
     fn adopt(&self, cid: Cid, m: Manifest) -> Result<(), StoreError> {
         let store = &self.store;
-        // A fresh upload of a file deleted before (same bytes, same CID)
-        // supersedes the old tombstone.
-        self.tombstones.remove(&cid);
+        // A deleted file stays deleted: its manifest is kept unpinned, and
+        // only the location record of a later upload (see `admit.rs`)
+        // lifts the owner's tombstone. A manifest alone, which anyone can
+        // send, does not.
+        if self.tombstones.get(&cid).is_some() {
+            return Ok(());
+        }
+        // A manifest of a file this node holds no shard of is kept
+        // unpinned until its location record comes and is admitted (which
+        // pins it, `admit.rs`); the grace guard keeps it from GC meanwhile.
+        // Pinned on arrival, any peer could pin manifests here for good.
+        let mut shards = m.chunks.iter().flat_map(|c| c.shards.iter());
+        if store.pin_info(&cid)?.is_none() && !shards.any(|s| store.has_shard(s).unwrap_or(false)) {
+            self.grace.add(cid);
+            return Ok(());
+        }
         if let Some(u) = m.unixfs {
             store.set_alias(&u, &cid)?;
         }
@@ -122,7 +192,7 @@ impl Adopter {
 fn body_error(e: StoreError) -> BodyError {
     match e {
         StoreError::Corrupt { .. } => BodyError::Mismatch(e.to_string()),
-        e => BodyError::Refused(e.to_string()),
+        e => BodyError::Refused(e.for_peer()),
     }
 }
 
@@ -164,13 +234,13 @@ impl BodySink for ManifestSink {
             return Err(BodyError::Refused("not a valid manifest for this CID".into()));
         };
         drop(bytes);
-        adopt.adopt(cid, m).map_err(|e| BodyError::Refused(e.to_string()))
+        adopt.adopt(cid, m).map_err(|e| BodyError::Refused(e.for_peer()))
     }
 }
 
 #[async_trait::async_trait]
 impl Handler for NodeHandler {
-    async fn handle(&self, _from: PeerId, req: Request) -> Response {
+    async fn handle(&self, from: PeerId, req: Request) -> Response {
         let store = self.store.clone();
         match req {
             Request::PutShard { cid, data } => {
@@ -215,13 +285,13 @@ impl Handler for NodeHandler {
                 // Its GC may collect other unpinned manifests too.
                 self.manifests.clear();
                 let r = block_in_place(move || {
-                    let bytes = store.get_manifest(&t.manifest).map_err(|e| e.to_string())?;
+                    let bytes = store.get_manifest(&t.manifest).map_err(|e| e.for_peer())?;
                     let m = Manifest::decode_verified(&t.manifest, &bytes).map_err(|e| e.to_string())?;
                     if !m.chunks.iter().any(|c| c.shards.contains(&cid)) {
                         return Err(format!("{cid} is not a shard of {}", t.manifest));
                     }
                     crate::deletion::apply_tombstone(&store, &locations, &tombstones, &t, false)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| e.for_peer())
                 });
                 match r {
                     Ok(()) => Response::Ok,
@@ -262,7 +332,7 @@ impl Handler for NodeHandler {
                     }
                 } else if key.starts_with(b"loc/") {
                     let Some(inner) = self.node.upgrade() else { return refused("the node is shutting down") };
-                    Node { inner }.admit_location(&key, &value).await
+                    Node { inner }.admit_location(from, &key, &value).await
                 } else {
                     Response::Refused("unknown record kind".into())
                 }
@@ -426,5 +496,36 @@ impl Worker for HeartbeatWorker {
                 _ = t.tick() => self.net.set_local_heartbeat(self.node.heartbeat().await),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hole: a store failure answered a peer with the node's paths
+    /// (`could not write /home/…/store/shards/…`).
+    #[test]
+    fn refusals_to_peers_carry_no_local_paths() {
+        let io = || std::io::Error::other("boom");
+        let errs = [
+            StoreError::Io { op: "write", path: "/srv/secret-dir/store/x".into(), source: io() },
+            StoreError::DiskFull { dir: "/srv/secret-dir".into(), source: io() },
+            StoreError::NotAStore { dir: "/srv/secret-dir".into(), reason: "no".into() },
+        ];
+        for e in errs {
+            let Response::Refused(why) = refused(e) else { panic!("not a refusal") };
+            assert!(!why.contains("secret-dir"), "{why}");
+        }
+        let nested = NodeError::from(StorageError::Store(StoreError::Io {
+            op: "rename",
+            path: "/srv/secret-dir/a".into(),
+            source: io(),
+        }));
+        let Response::Refused(why) = refused(nested) else { panic!("not a refusal") };
+        assert!(!why.contains("secret-dir"), "{why}");
+        let dir = NodeError::from(StorageError::DataDir { path: "/srv/secret-dir".into(), source: io() });
+        let Response::Refused(why) = refused(dir) else { panic!("not a refusal") };
+        assert!(!why.contains("secret-dir"), "{why}");
     }
 }

@@ -348,7 +348,7 @@ impl Node {
             self.inner.audit.clear_failed(cid, slot.as_slice());
             *slot = h.clone();
         }
-        let next = LocationRecord::sign(file, seq, &chunks, &self.inner.signing);
+        let next = LocationRecord::sign_upload(file, seq, &chunks, rec.uploaded_at, &self.inner.signing);
         let locations = self.inner.locations.clone();
         let n2 = next.clone();
         blocking(move || locations.put(&n2).map_err(|e| StorageError::SaveRecord(e).into())).await?;
