@@ -13,11 +13,16 @@
 //!
 //! [`Cid`]: datamesh_core::Cid
 
+pub mod accounts;
 pub mod error;
 pub mod files;
 pub mod node;
 pub mod shares;
 
+pub use accounts::{
+    Account, AccountList, AccountPatch, AuditPage, AuditQuery, AuditRecord, AuditVerdict, Challenge, LoginAnswer,
+    NewAccount, PasswordChange, PasswordLogin, Refresh, SignUp, SignatureLogin, Tier, TierList, TokenPair, Usage,
+};
 pub use error::{ErrorBody, ErrorCode};
 pub use files::{
     BeginUpload, ChunkReceipt, CompleteQuery, Completed, FileEntry, FileList, FileMetadata, FileStat, MetadataPatch,

@@ -44,6 +44,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
 pub struct ApiError {
     code: ErrorCode,
     message: String,
+    /// Seconds for a `Retry-After` header (rate limits, login lockouts).
+    retry_after: Option<u64>,
 }
 
 /// What a handler returns.
@@ -52,7 +54,13 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with `code` and `message`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), retry_after: None }
+    }
+
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1).
+    pub(crate) fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self { code: ErrorCode::RateLimited, message: message.into(), retry_after: Some(secs.max(1)) }
     }
 
     /// 400 `bad_request`.
@@ -113,7 +121,12 @@ impl From<NodeError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(ErrorBody { code: self.code, message: self.message })).into_response()
+        let status = self.status();
+        let mut resp = (status, Json(ErrorBody { code: self.code, message: self.message })).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

@@ -17,6 +17,8 @@
 //! [`Gateway`] composes them over one [`Node`]; the `datamesh node` daemon
 //! opens it and serves both ports.
 
+mod accounts;
+mod admin;
 pub mod auth;
 mod bodies;
 pub mod download;
@@ -259,7 +261,11 @@ impl Gateway {
             let rx = stop_rx.clone();
             tokio::spawn(async move { g.serve_s3(l, stopped(rx)).await })
         });
-        let app = self.rest_router(token);
+        workers.spawn(accounts::Housekeeping {
+            services: self.services.clone(),
+            every: std::time::Duration::from_secs(5 * 60),
+        });
+        let app = self.rest_router(token).into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(api, app)
             .with_graceful_shutdown(stopped(stop_rx))
             .await

@@ -64,10 +64,21 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::events::Event;
 use crate::state::AppState;
-use crate::{bodies, files, shares};
+use crate::{accounts, admin, bodies, files, shares};
 
 /// Routes reachable without the API token.
-pub const PUBLIC_ROUTES: &[&str] = &["/v1/health", "/v1/ready", "/metrics", "/v1/openapi.json", "/v1/s/{id}"];
+pub const PUBLIC_ROUTES: &[&str] = &[
+    "/v1/health",
+    "/v1/ready",
+    "/metrics",
+    "/v1/openapi.json",
+    "/v1/s/{id}",
+    "/v1/accounts",
+    "/v1/login",
+    "/v1/login/challenge",
+    "/v1/login/signature",
+    "/v1/token/refresh",
+];
 
 pub use crate::auth::QUERY_TOKEN_ROUTE;
 
@@ -98,7 +109,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// Routes and the OpenAPI document, built from the same annotated handlers
 /// so that neither can list a route the other lacks.
-fn routes() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) {
+fn routes() -> Routes {
     let limit = |r: utoipa_axum::router::UtoipaMethodRouter<Arc<AppState>>, max: usize| {
         let (schemas, paths, method) = r;
         (schemas, paths, method.layer(DefaultBodyLimit::max(max)))
@@ -123,21 +134,58 @@ fn routes() -> (OpenApiRouter<Arc<AppState>>, OpenApiRouter<Arc<AppState>>) {
         .routes(limit(routes!(files::get_metadata, files::patch_metadata), files::MAX_METADATA_BODY))
         .routes(limit(routes!(shares::create_share, shares::list_shares), 64 * 1024))
         .routes(routes!(shares::revoke_share))
-        .routes(routes!(events_stream));
+        .routes(routes!(events_stream))
+        .routes(routes!(admin::list_users, admin::create_user))
+        .routes(routes!(admin::patch_user, admin::delete_user))
+        .routes(routes!(admin::list_tiers))
+        .routes(routes!(admin::put_tier))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::audit_verify));
+    // Routes that answer for the caller's own resources: authenticated, and
+    // each checks what it touches.
+    let account_limit = |r: utoipa_axum::router::UtoipaMethodRouter<Arc<AppState>>| limit(r, accounts::MAX_ACCOUNT_BODY);
+    let user = OpenApiRouter::new()
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::my_usage))
+        .routes(account_limit(routes!(accounts::change_password)))
+        .routes(account_limit(routes!(accounts::add_login_key)));
+    let public_accounts = OpenApiRouter::new()
+        .routes(account_limit(routes!(accounts::sign_up)))
+        .routes(account_limit(routes!(accounts::login)))
+        .routes(routes!(accounts::login_challenge))
+        .routes(account_limit(routes!(accounts::login_signature)))
+        .routes(account_limit(routes!(accounts::refresh)));
     let public = OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
         .routes(routes!(openapi_json))
         .routes(routes!(shares::download_share));
-    (public, private)
+    Routes { public, public_accounts, user, admin: private }
+}
+
+/// The route groups, by what guards them.
+struct Routes {
+    /// No credential.
+    public: OpenApiRouter<Arc<AppState>>,
+    /// No credential, limited per source address.
+    public_accounts: OpenApiRouter<Arc<AppState>>,
+    /// Authenticated; each handler checks the resources it touches.
+    user: OpenApiRouter<Arc<AppState>>,
+    /// Authenticated, the administrator only.
+    admin: OpenApiRouter<Arc<AppState>>,
 }
 
 /// The OpenAPI document of the API v1.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (public, private) = routes();
-    let (_, doc) =
-        OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi()).merge(public).merge(private).split_for_parts();
+    let r = routes();
+    let (_, doc) = OpenApiRouter::<Arc<AppState>>::with_openapi(ApiDoc::openapi())
+        .merge(r.public)
+        .merge(r.public_accounts)
+        .merge(r.user)
+        .merge(r.admin)
+        .split_for_parts();
     doc
 }
 
@@ -156,13 +204,27 @@ pub fn router(gateway: crate::Gateway, token: String) -> Router {
         metrics,
         openapi: std::sync::OnceLock::new(),
     });
-    let (public, private) = routes();
-    // Layers run outside-in from the last added: authenticate, then (until
-    // a route checks its resource itself) require the administrator.
-    let private = private
+    let r = routes();
+    // Layers run outside-in from the last added: authenticate, rate-limit
+    // by the user's tier, then (for routes that do not check their
+    // resources themselves) require the administrator.
+    let admin = r
+        .admin
         .route_layer(middleware::from_fn(crate::auth::admin_only))
+        .route_layer(middleware::from_fn_with_state(state.clone(), accounts::limit_principal))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
-    let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(public).merge(private).split_for_parts();
+    let user = r
+        .user
+        .route_layer(middleware::from_fn_with_state(state.clone(), accounts::limit_principal))
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate));
+    let public_accounts =
+        r.public_accounts.route_layer(middleware::from_fn_with_state(state.clone(), accounts::limit_address));
+    let (router, _) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(r.public)
+        .merge(public_accounts)
+        .merge(user)
+        .merge(admin)
+        .split_for_parts();
     router
         .fallback(|| async {
             ApiError::new(ErrorCode::NotFound, "no such route; the routes are listed at /v1/openapi.json")
