@@ -44,7 +44,10 @@ use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::events::Event;
 use crate::index::FileRow;
 use crate::objects::{BodyError, OpenError, WriteError, WriteOptions};
+use crate::ownership;
 use crate::state::AppState;
+use datamesh_services::Principal;
+use datamesh_services::perms::Action;
 
 /// Longest file name.
 pub const MAX_NAME: usize = 1024;
@@ -134,6 +137,7 @@ fn write_error(e: WriteError) -> ApiError {
 )]
 pub(crate) async fn upload_file(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
@@ -146,7 +150,40 @@ pub(crate) async fn upload_file(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
     let left = Arc::new(std::sync::Mutex::new(None));
     let body = Leftover { inner: Some(body.into_data_stream()), left: left.clone(), received: 0, polled: false };
-    let answer = upload(&st, query, &headers, declared, body).await;
+    // The declared size counts against the caller's quota before a byte is
+    // read: an upload over it is refused with nothing stored or counted.
+    let answer = match ownership::reserve(&st, &p, declared.unwrap_or(0)).await {
+        Err(e) => Err(e),
+        Ok(mut reservation) => match upload(&st, query, &headers, declared, body).await {
+            Ok((resp, cid, size)) => {
+                let grown = size.saturating_sub(reservation.bytes);
+                let settled = match st.services.extend(&mut reservation, grown).await {
+                    Ok(()) => st.services.commit(reservation).await.map_err(crate::accounts::quota_error),
+                    Err(e) => {
+                        ownership::release(&st, reservation).await;
+                        Err(crate::accounts::quota_error(e))
+                    }
+                };
+                match settled {
+                    Ok(()) => match ownership::record_owner(&st, &p, cid).await {
+                        Ok(()) => Ok(resp),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => {
+                        // Over quota after all (no Content-Length): not kept.
+                        if let Ok(g) = st.gateway() {
+                            let _ = g.node().unpin(cid).await;
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                ownership::release(&st, reservation).await;
+                Err(e)
+            }
+        },
+    };
     if answer.is_err() {
         drain(&left, declared, expects_continue).await;
     }
@@ -225,7 +262,7 @@ async fn upload(
     headers: &HeaderMap,
     declared: Option<u64>,
     body: Leftover,
-) -> ApiResult<Response> {
+) -> ApiResult<(Response, Cid, u64)> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let gw = st.gateway()?;
     if let Some(n) = &q.name {
@@ -326,7 +363,7 @@ async fn upload(
         upload,
     };
     let location = HeaderValue::from_str(&format!("/v1/files/{cid}")).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+    Ok(((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response(), cid, written.size))
 }
 
 /// Refuses at once a body that cannot fit in a standalone node's store
@@ -377,11 +414,14 @@ async fn check_room(gw: &crate::Gateway, len: u64, e: Erasure) -> ApiResult<()> 
 )]
 pub(crate) async fn file_content(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Path(cid): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let gw = st.gateway()?;
-    let (file, row) = open(gw, parse_cid(&cid)?).await?;
+    let cid = parse_cid(&cid)?;
+    ownership::require_file(&st, &p, Action::Read, cid).await?;
+    let (file, row) = open(gw, cid).await?;
     serve(gw, file, row, &headers, Via { share: None }, async || Ok(())).await
 }
 
@@ -429,9 +469,15 @@ async fn metadata_of(gw: &crate::Gateway, cid: Cid) -> ApiResult<FileMetadata> {
         (status = 404, description = "Not found", body = ErrorBody),
     )
 )]
-pub(crate) async fn get_metadata(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<Response> {
+pub(crate) async fn get_metadata(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(cid): Path<String>,
+) -> ApiResult<Response> {
     let gw = st.gateway()?;
-    Ok(Json(metadata_of(gw, parse_cid(&cid)?).await?).into_response())
+    let cid = parse_cid(&cid)?;
+    ownership::require_file(&st, &p, Action::Read, cid).await?;
+    Ok(Json(metadata_of(gw, cid).await?).into_response())
 }
 
 /// A PATCH body as [`MetadataPatch`], each refusal naming the field (serde's
@@ -473,11 +519,13 @@ fn parse_patch(body: &serde_json::Value) -> ApiResult<MetadataPatch> {
 )]
 pub(crate) async fn patch_metadata(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Path(cid): Path<String>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> ApiResult<Response> {
     let gw = st.gateway()?;
     let cid = parse_cid(&cid)?;
+    ownership::require_file(&st, &p, Action::Write, cid).await?;
     let Json(body) = body.map_err(|e| ApiError::bad(format!("the body must be a JSON object: {}", e.body_text())))?;
     let MetadataPatch { name, content_type, tags } = parse_patch(&body)?;
     if let Some(Some(n)) = &name {

@@ -20,6 +20,7 @@
 mod accounts;
 mod admin;
 pub mod auth;
+mod ownership;
 mod bodies;
 pub mod download;
 pub mod error;
@@ -265,6 +266,8 @@ impl Gateway {
             services: self.services.clone(),
             every: std::time::Duration::from_secs(5 * 60),
         });
+        // Files stored before accounts get their owner before any request.
+        ownership::adopt_existing(self).await;
         let app = self.rest_router(token).into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(api, app)
             .with_graceful_shutdown(stopped(stop_rx))

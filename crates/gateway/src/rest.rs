@@ -64,7 +64,9 @@ use utoipa_axum::routes;
 use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::events::Event;
 use crate::state::AppState;
-use crate::{accounts, admin, bodies, files, shares};
+use crate::{accounts, admin, bodies, files, ownership, shares};
+use datamesh_services::Principal;
+use datamesh_services::perms::Action;
 
 /// Routes reachable without the API token.
 pub const PUBLIC_ROUTES: &[&str] = &[
@@ -114,26 +116,14 @@ fn routes() -> Routes {
         let (schemas, paths, method) = r;
         (schemas, paths, method.layer(DefaultBodyLimit::max(max)))
     };
+    // Node-wide routes: the administrator only.
     let private = OpenApiRouter::new()
         .routes(routes!(status))
-        .routes(routes!(begin_upload))
-        .routes(routes!(abort_upload))
-        .routes(limit(routes!(put_chunk), limits::MAX_STORED_CHUNK_SIZE))
-        .routes(limit(routes!(complete_upload), limits::MAX_MANIFEST_SIZE))
-        .routes(routes!(list_files))
-        .routes(routes!(stat_file, remove_file))
-        .routes(routes!(get_manifest))
-        .routes(routes!(get_chunk))
         .routes(routes!(pin, unpin))
         .routes(routes!(gc))
         .routes(routes!(peers))
         .routes(routes!(start_drain, drain_progress))
         .routes(routes!(create_key))
-        .routes(limit(routes!(files::upload_file), usize::MAX))
-        .routes(routes!(files::file_content))
-        .routes(limit(routes!(files::get_metadata, files::patch_metadata), files::MAX_METADATA_BODY))
-        .routes(limit(routes!(shares::create_share, shares::list_shares), 64 * 1024))
-        .routes(routes!(shares::revoke_share))
         .routes(routes!(events_stream))
         .routes(routes!(admin::list_users, admin::create_user))
         .routes(routes!(admin::patch_user, admin::delete_user))
@@ -145,6 +135,19 @@ fn routes() -> Routes {
     // each checks what it touches.
     let account_limit = |r: utoipa_axum::router::UtoipaMethodRouter<Arc<AppState>>| limit(r, accounts::MAX_ACCOUNT_BODY);
     let user = OpenApiRouter::new()
+        .routes(routes!(begin_upload))
+        .routes(routes!(abort_upload))
+        .routes(limit(routes!(put_chunk), limits::MAX_STORED_CHUNK_SIZE))
+        .routes(limit(routes!(complete_upload), limits::MAX_MANIFEST_SIZE))
+        .routes(routes!(list_files))
+        .routes(routes!(stat_file, remove_file))
+        .routes(routes!(get_manifest))
+        .routes(routes!(get_chunk))
+        .routes(limit(routes!(files::upload_file), usize::MAX))
+        .routes(routes!(files::file_content))
+        .routes(limit(routes!(files::get_metadata, files::patch_metadata), files::MAX_METADATA_BODY))
+        .routes(limit(routes!(shares::create_share, shares::list_shares), 64 * 1024))
+        .routes(routes!(shares::revoke_share))
         .routes(routes!(accounts::logout))
         .routes(routes!(accounts::me))
         .routes(routes!(accounts::my_usage))
@@ -202,6 +205,7 @@ pub fn router(gateway: crate::Gateway, token: String) -> Router {
         services,
         gateway: Some(gateway),
         metrics,
+        uploads: Default::default(),
         openapi: std::sync::OnceLock::new(),
     });
     let r = routes();
@@ -331,7 +335,7 @@ async fn status(State(st): State<Arc<AppState>>) -> ApiResult<Json<NodeStatus>> 
 }
 
 #[utoipa::path(post, path = "/v1/uploads", tag = "uploads", request_body(content = BeginUpload, description = "`{k?, m?}` erasure code", content_type = "application/json"), responses((status = 201, description = "Session opened: `{upload_id, k, m}`", body = UploadSession), (status = 429, description = "Too many uploads", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn begin_upload(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn begin_upload(State(st): State<Arc<AppState>>, axum::Extension(p): axum::Extension<Principal>, body: Bytes) -> ApiResult<impl IntoResponse> {
     let req: BeginUpload = if body.is_empty() {
         BeginUpload::default()
     } else {
@@ -339,22 +343,52 @@ async fn begin_upload(State(st): State<Arc<AppState>>, body: Bytes) -> ApiResult
     };
     let d = st.node.config().erasure();
     let erasure = Erasure { k: req.k.unwrap_or(d.k), m: req.m.unwrap_or(d.m) };
-    let id = st.node.begin_upload(Some(erasure))?;
+    // The file counts against the caller's quota from the start; its bytes
+    // are added chunk by chunk.
+    let reservation = ownership::reserve(&st, &p, 0).await?;
+    let id = match st.node.begin_upload(Some(erasure)) {
+        Ok(id) => id,
+        Err(e) => {
+            ownership::release(&st, reservation).await;
+            return Err(e.into());
+        }
+    };
+    st.uploads.insert(id.clone(), p.user(), reservation);
     Ok((StatusCode::CREATED, Json(UploadSession { upload_id: id, k: erasure.k, m: erasure.m })))
 }
 
 #[utoipa::path(put, path = "/v1/uploads/{id}/chunks", tag = "uploads", params(("id" = String, Path, description = "Upload session id")), request_body(content = Vec<u8>, description = "One chunk's stored form", content_type = "application/octet-stream"), responses((status = 200, description = "Chunk receipt `{cid, shards}`", body = ChunkReceipt), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn put_chunk(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ChunkReceipt>> {
+    let owner = st.uploads.get(&id, &p).ok_or_else(|| ownership::no_upload(&id))?;
+    let over = {
+        let mut held = owner.reservation.lock().await;
+        match held.as_mut() {
+            Some(r) => st.services.extend(r, body.len() as u64).await.err(),
+            None => return Err(ownership::no_upload(&id)),
+        }
+    };
+    if let Some(e) = over {
+        // Over quota: the whole upload goes, and nothing of it counts.
+        if let Some(o) = st.uploads.remove(&id, &p) {
+            let _ = st.node.abort_upload(&id);
+            if let Some(r) = o.reservation.lock().await.take() {
+                ownership::release(&st, r).await;
+            }
+        }
+        return Err(accounts::quota_error(e));
+    }
     Ok(Json(bodies::receipt(st.node.put_chunk(&id, body).await?)))
 }
 
 #[utoipa::path(post, path = "/v1/uploads/{id}/complete", tag = "uploads", params(("id" = String, Path, description = "Upload session id"), CompleteQuery), request_body(content = Vec<u8>, description = "The manifest (DAG-CBOR bytes)", content_type = "application/octet-stream"), responses((status = 201, description = "`{cid}`", body = Completed), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Invalid manifest", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn complete_upload(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Path(id): Path<String>,
     Query(q): Query<CompleteQuery>,
     body: Bytes,
@@ -362,7 +396,14 @@ async fn complete_upload(
     if q.name.as_ref().is_some_and(|n| n.len() > 1024) {
         return Err(ApiError::bad("name is longer than 1024 bytes"));
     }
+    let owner = st.uploads.get(&id, &p).ok_or_else(|| ownership::no_upload(&id))?;
     let cid = st.node.complete_upload(&id, body.to_vec(), q.name.clone()).await?;
+    if let Some(o) = st.uploads.remove(&id, &p).or(Some(owner))
+        && let Some(r) = o.reservation.lock().await.take()
+    {
+        st.services.commit(r).await.map_err(accounts::quota_error)?;
+    }
+    ownership::record_owner(&st, &p, cid).await?;
     if let Some(gw) = &st.gateway {
         let size = gw.node().manifest(cid).await.map(|(_, m)| m.size).unwrap_or(0);
         gw.events().publish(Event::FileAdded { cid: cid.to_string(), size, name: q.name, source: "api".into() });
@@ -371,17 +412,28 @@ async fn complete_upload(
 }
 
 #[utoipa::path(delete, path = "/v1/uploads/{id}", tag = "uploads", params(("id" = String, Path, description = "Upload session id")), responses((status = 204, description = "Aborted"), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn abort_upload(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn abort_upload(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let owner = st.uploads.remove(&id, &p).ok_or_else(|| ownership::no_upload(&id))?;
+    if let Some(r) = owner.reservation.lock().await.take() {
+        ownership::release(&st, r).await;
+    }
     st.node.abort_upload(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/files", tag = "files", responses((status = 200, description = "`{files: [...]}`", body = FileList), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn list_files(State(st): State<Arc<AppState>>) -> ApiResult<Json<FileList>> {
-    let files: Vec<_> = st
-        .node
-        .list()
-        .await?
+async fn list_files(State(st): State<Arc<AppState>>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult<Json<FileList>> {
+    let mut readable = Vec::new();
+    for f in st.node.list().await? {
+        if ownership::may_read(&st, &p, f.0).await {
+            readable.push(f);
+        }
+    }
+    let files: Vec<_> = readable
         .into_iter()
         .map(|(cid, p, unixfs)| {
             // A public file is known by its UnixFS CID; `manifest` is always given.
@@ -398,17 +450,26 @@ async fn list_files(State(st): State<Arc<AppState>>) -> ApiResult<Json<FileList>
 }
 
 #[utoipa::path(get, path = "/v1/files/{cid}", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "File stat", body = FileStat), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn stat_file(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<Json<FileStat>> {
-    Ok(Json(bodies::stat(st.node.stat(parse_cid(&cid)?).await?)))
+async fn stat_file(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(cid): Path<String>,
+) -> ApiResult<Json<FileStat>> {
+    let cid = parse_cid(&cid)?;
+    ownership::require_file(&st, &p, Action::Read, cid).await?;
+    Ok(Json(bodies::stat(st.node.stat(cid).await?)))
 }
 
 #[utoipa::path(delete, path = "/v1/files/{cid}", tag = "files", params(("cid" = String, Path, description = "File CID"), ("x-datamesh-timestamp" = Option<String>, Header, description = "Unix time of the owner's signature"), ("x-datamesh-signature" = Option<String>, Header, description = "Owner's Ed25519 signature, hex")), responses((status = 200, description = "Removed", body = Removed), (status = 403, description = "Signature missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn remove_file(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Path(cid): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Removed>> {
     let cid = parse_cid(&cid)?;
+    let owned = ownership::require_file(&st, &p, Action::Delete, cid).await?;
+    let size = st.node.manifest(cid).await.map(|(_, m)| m.size).ok();
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let signed = match (h("x-datamesh-timestamp"), h("x-datamesh-signature")) {
         (Some(ts), Some(sig)) => Some((
@@ -423,6 +484,7 @@ async fn remove_file(
     };
     let manifest = st.node.resolve(cid).await.ok();
     let report = st.node.remove(cid, signed).await?;
+    ownership::forget_file(&st, &p, owned, size).await;
     if let Some(gw) = &st.gateway {
         if let Some(m) = manifest {
             // Its metadata and share links go with it.
@@ -453,8 +515,14 @@ async fn sign_for_gateway(st: &AppState, cid: Cid) -> Option<(u64, Vec<u8>)> {
 }
 
 #[utoipa::path(get, path = "/v1/files/{cid}/manifest", tag = "files", params(("cid" = String, Path, description = "A file CID (manifest or UnixFS)")), responses((status = 200, description = "Manifest bytes", body = Vec<u8>, content_type = "application/cbor"), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn get_manifest(State(st): State<Arc<AppState>>, Path(cid): Path<String>) -> ApiResult<impl IntoResponse> {
-    let (cid, bytes) = st.node.manifest_bytes(parse_cid(&cid)?).await?;
+async fn get_manifest(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(cid): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let cid = parse_cid(&cid)?;
+    ownership::require_file(&st, &p, Action::Read, cid).await?;
+    let (cid, bytes) = st.node.manifest_bytes(cid).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/cbor".to_string()),
@@ -467,9 +535,12 @@ async fn get_manifest(State(st): State<Arc<AppState>>, Path(cid): Path<String>) 
 #[utoipa::path(get, path = "/v1/files/{cid}/chunks/{index}", tag = "files", params(("cid" = String, Path, description = "File CID"), ("index" = u32, Path, description = "Chunk index")), responses((status = 200, description = "The chunk's stored form, verified", body = Vec<u8>, content_type = "application/octet-stream"), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn get_chunk(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     Path((cid, index)): Path<(String, usize)>,
 ) -> ApiResult<impl IntoResponse> {
-    let data = st.node.chunk(parse_cid(&cid)?, index).await?;
+    let cid = parse_cid(&cid)?;
+    ownership::require_file(&st, &p, Action::Read, cid).await?;
+    let data = st.node.chunk(cid, index).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data))
 }
 

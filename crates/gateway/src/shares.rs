@@ -37,7 +37,10 @@ use datamesh_core::clock::unix_secs;
 use crate::download::{Via, open, serve};
 use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::index::{ShareRefusal, ShareRow};
+use crate::ownership;
 use crate::state::AppState;
+use datamesh_services::Principal;
+use datamesh_services::perms::{Action, ResourceRef};
 
 /// Longest link lifetime: ten years.
 pub const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
@@ -114,12 +117,15 @@ fn view(r: ShareRow, base: &str) -> Share {
 )]
 pub(crate) async fn create_share(
     State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
     headers: HeaderMap,
     body: Result<Json<NewShare>, JsonRejection>,
 ) -> ApiResult<Response> {
     let gw = st.gateway()?;
     let Json(req) = body.map_err(|e| ApiError::bad(format!("share request: {}", e.body_text())))?;
     let cid = parse_cid(&req.cid)?;
+    // Only the file's owner (or the administrator) shares it.
+    ownership::require_file(&st, &p, Action::Admin, cid).await?;
     if let Some(e) = req.expires_in_secs
         && !(1..=MAX_EXPIRES_IN).contains(&e)
     {
@@ -163,6 +169,8 @@ pub(crate) async fn create_share(
         password_hash,
         revoked: false,
     };
+    let link = ResourceRef::share_link(&row.id).map_err(|e| ApiError::internal(e.to_string()))?;
+    st.services.create_resource(&p, &link).await.map_err(ownership::perm_error)?;
     let r2 = row.clone();
     gw.index().run(move |ix| ix.create_share(&r2)).await.map_err(ApiError::index)?;
     let share = view(row, &base_url(gw, &headers));
@@ -179,9 +187,20 @@ pub(crate) async fn create_share(
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
     )
 )]
-pub(crate) async fn list_shares(State(st): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+pub(crate) async fn list_shares(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let gw = st.gateway()?;
-    let rows = gw.index().run(|ix| ix.shares(10_000)).await.map_err(ApiError::index)?;
+    let all = gw.index().run(|ix| ix.shares(10_000)).await.map_err(ApiError::index)?;
+    // The caller's own links (the administrator sees every link).
+    let mut rows = Vec::with_capacity(all.len());
+    for r in all {
+        if p.is_admin() || owns_link(&st, &p, &r.id).await {
+            rows.push(r);
+        }
+    }
     let base = base_url(gw, &headers);
     Ok(Json(ShareList { shares: rows.into_iter().map(|r| view(r, &base)).collect() }).into_response())
 }
@@ -197,8 +216,15 @@ pub(crate) async fn list_shares(State(st): State<Arc<AppState>>, headers: Header
         (status = 404, description = "No such link", body = ErrorBody),
     )
 )]
-pub(crate) async fn revoke_share(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<Response> {
+pub(crate) async fn revoke_share(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let gw = st.gateway()?;
+    if !p.is_admin() && !owns_link(&st, &p, &id).await {
+        return Err(ownership::denied());
+    }
     if gw.index().run(move |ix| ix.revoke_share(&id)).await.map_err(ApiError::index)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -291,4 +317,10 @@ async fn download(
         }
     };
     serve(gw, file, meta, &headers, Via { share: Some(row.id.clone()) }, count).await
+}
+
+/// Whether `p` owns share link `id` (false on any doubt).
+async fn owns_link(st: &AppState, p: &Principal, id: &str) -> bool {
+    let Ok(res) = ResourceRef::share_link(id) else { return false };
+    matches!(st.services.check(Some(p), Action::Delete, &res).await, Ok(datamesh_services::perms::Decision::Allow))
 }

@@ -17,6 +17,8 @@ pub(crate) struct AppState {
     pub(crate) gateway: Option<crate::Gateway>,
     /// Request counts and timings.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Who owns each open chunk-route upload, with its quota reservation.
+    pub(crate) uploads: crate::ownership::UploadOwners,
     /// `/v1/openapi.json`, rendered on first request.
     pub(crate) openapi: std::sync::OnceLock<String>,
 }
