@@ -33,6 +33,16 @@ pub fn http_error(e: HttpError) -> anyhow::Error {
 impl Client {
     /// Finds the node and its token from flags, environment or data dir.
     pub fn connect(api: Option<&str>, token: Option<&str>, data_dir: &Path) -> Result<Client> {
+        let base = Client::base_url(api, data_dir)?;
+        let token = match token {
+            Some(t) => t.to_string(),
+            None => Client::node_token(data_dir)?,
+        };
+        Ok(Client { http: HttpTransport::new(&base, &token).map_err(http_error)? })
+    }
+
+    /// The node's base URL: `api` if given, else the node's `api.url` file.
+    pub fn base_url(api: Option<&str>, data_dir: &Path) -> Result<String> {
         let base = match api {
             Some(a) => a.to_string(),
             None => {
@@ -45,19 +55,18 @@ impl Client {
                 })?
             }
         };
-        let token = match token {
-            Some(t) => t.to_string(),
-            None => {
-                let p = data_dir.join("api.token");
-                std::fs::read_to_string(&p).with_context(|| {
-                    format!(
-                        "cannot read the API token {}: pass --data-dir of the node, or set DATAMESH_TOKEN",
-                        p.display()
-                    )
-                })?
-            }
-        };
-        Ok(Client { http: HttpTransport::new(&base, &token).map_err(http_error)? })
+        Ok(datamesh_client::http::normalize_url(&base))
+    }
+
+    /// The node token from its data dir (the node's administrator).
+    pub fn node_token(data_dir: &Path) -> Result<String> {
+        let p = data_dir.join("api.token");
+        std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "no credential: log in with `datamesh account login`, set DATAMESH_TOKEN, or pass --data-dir of the node to use its api.token ({} is not readable)",
+                p.display()
+            )
+        })
     }
 
     /// The transport put and get run over.

@@ -14,6 +14,7 @@ mod client;
 mod commands;
 mod daemon;
 mod devnet;
+mod login;
 mod transfer;
 mod userkey;
 
@@ -21,7 +22,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use datamesh_api as api;
 
-use crate::commands::{durability, files, keys, node, ops};
+use crate::commands::{accounts, durability, files, keys, node, ops};
 
 #[derive(Parser)]
 #[command(name = "datamesh", version, about = "DataMesh: decentralized, encrypted, erasure-coded storage")]
@@ -52,6 +53,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: keys::KeyCmd,
     },
+    /// Your account on a node: sign up, log in (password or key), log out, whoami.
+    Account {
+        #[command(subcommand)]
+        cmd: accounts::AccountCmd,
+    },
+    /// The node administrator's users, tiers and audit log.
+    Admin {
+        #[command(subcommand)]
+        cmd: accounts::AdminCmd,
+    },
+    /// What you store and download, with your tier's limits.
+    Usage(accounts::UsageArgs),
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -62,6 +75,9 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Files(cmd) => files::run(cmd).await,
         Cmd::Ops(cmd) => ops::run(cmd).await,
         Cmd::Key { cmd } => keys::run(cmd).await,
+        Cmd::Account { cmd } => accounts::run_account(cmd).await,
+        Cmd::Admin { cmd } => accounts::run_admin(cmd).await,
+        Cmd::Usage(a) => accounts::run_usage(a).await,
     }
 }
 

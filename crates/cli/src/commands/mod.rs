@@ -7,6 +7,7 @@
 //! node and the user's key ([`ClientOpts`]), and the output contract
 //! ([`print`]).
 
+pub mod accounts;
 pub mod devnet;
 pub mod durability;
 pub mod files;
@@ -50,8 +51,35 @@ impl ClientOpts {
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(datamesh_node::config::default_data_dir)
     }
+    /// The client, with the credential [`crate::login`] chooses: the
+    /// token given, else this node's saved login (refreshed if expired),
+    /// else the node's own token from its data dir.
     pub fn client(&self) -> Result<Client> {
-        Client::connect(self.api.as_deref(), self.token.as_deref(), &self.data_dir())
+        let data_dir = self.data_dir();
+        if self.token.is_some() {
+            return Client::connect(self.api.as_deref(), self.token.as_deref(), &data_dir);
+        }
+        let base = Client::base_url(self.api.as_deref(), &data_dir)?;
+        // Refreshing is a request; the commands run on the multi-threaded
+        // runtime, where a blocking section may wait for it.
+        let saved = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(crate::login::access_token(self.user_key.as_deref(), &base))
+        });
+        match saved {
+            Some(t) => Client::connect(Some(&base), Some(&t), &data_dir),
+            None => Client::connect(Some(&base), None, &data_dir),
+        }
+    }
+
+    /// A client that sends no saved login (public routes: sign-up, login).
+    pub fn anonymous(&self) -> Result<Client> {
+        let base = Client::base_url(self.api.as_deref(), &self.data_dir())?;
+        Client::connect(Some(&base), Some(""), &self.data_dir())
+    }
+
+    /// The user's key file, if given.
+    pub fn user_key_path(&self) -> Option<&std::path::Path> {
+        self.user_key.as_deref()
     }
     pub fn user(&self) -> Result<datamesh_pipeline::keys::UserKey> {
         userkey::load_or_create(self.user_key.as_deref(), self.quiet)
