@@ -60,7 +60,10 @@ async fn users(api: &Api, admin: &str) {
             .call(admin, Method::POST, "/v1/admin/users", Some(json!({"name": name, "password": PW, "tier": tier})))
             .await;
         assert_eq!(st, 201, "create {name}: {b}");
-        assert_eq!((b["name"].as_str(), b["role"].as_str(), b["tier"].as_str()), (Some(name), Some("user"), Some(tier)));
+        assert_eq!(
+            (b["name"].as_str(), b["role"].as_str(), b["tier"].as_str()),
+            (Some(name), Some("user"), Some(tier))
+        );
     }
 }
 
@@ -149,7 +152,10 @@ async fn users_log_in_refresh_log_out_and_admin_manages_them() {
     assert_eq!(put(Some("wrong")).await.unwrap().status(), 403);
     assert_eq!(put(Some(&csrf)).await.unwrap().status(), 204);
     // The changed password logs out everywhere, and the new one works.
-    assert_eq!(api.http.get(format!("{}/v1/me", api.url)).header("cookie", &session).send().await.unwrap().status(), 401);
+    assert_eq!(
+        api.http.get(format!("{}/v1/me", api.url)).header("cookie", &session).send().await.unwrap().status(),
+        401
+    );
     let (bob, _) = api.login("bob", "another long password").await;
 
     // The administrator changes tiers and disables a user.
@@ -162,7 +168,9 @@ async fn users_log_in_refresh_log_out_and_admin_manages_them() {
     let (st, _) = api.call(&admin, Method::PATCH, "/v1/admin/users/bob", Some(json!({"disabled": true}))).await;
     assert_eq!(st, 200);
     assert_eq!(api.call(&bob, Method::GET, "/v1/me", None).await.0, 401, "a disabled user's token is refused");
-    let (st, b) = api.call("", Method::POST, "/v1/login", Some(json!({"name": "bob", "password": "another long password"}))).await;
+    let (st, b) = api
+        .call("", Method::POST, "/v1/login", Some(json!({"name": "bob", "password": "another long password"})))
+        .await;
     assert_eq!(st, 401, "a disabled user cannot log in: {b}");
     let (st, _) = api.call(&admin, Method::PATCH, "/v1/admin/users/bob", Some(json!({"disabled": false}))).await;
     assert_eq!(st, 200);
@@ -234,7 +242,8 @@ async fn bad_input_is_a_clear_4xx_and_the_login_limiter_kicks_in() {
     assert_eq!(st, 200, "{c}");
     let mut forged = c.clone();
     forged["nonce"] = json!("00".repeat(32));
-    let body = json!({"challenge": forged, "name": "alice", "public_key": "11".repeat(32), "signature": "22".repeat(64)});
+    let body =
+        json!({"challenge": forged, "name": "alice", "public_key": "11".repeat(32), "signature": "22".repeat(64)});
     let (st, b) = api.call("", Method::POST, "/v1/login/signature", Some(body)).await;
     assert_eq!(st, 401, "{b}");
 
@@ -264,4 +273,339 @@ async fn bad_input_is_a_clear_4xx_and_the_login_limiter_kicks_in() {
 
     let (st, v) = api.call(&admin, Method::GET, "/v1/admin/audit/verify", None).await;
     assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
+}
+
+/// The OpenAPI document's private operations: (path template, method).
+async fn private_routes(api: &Api) -> Vec<(String, Method)> {
+    let (st, doc) = api.call("", Method::GET, "/v1/openapi.json", None).await;
+    assert_eq!(st, 200);
+    let mut out = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if op["security"] != json!([{}]) {
+                out.push((path.clone(), method.to_uppercase().parse().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// A request with a raw body and any credential header.
+async fn raw(api: &Api, method: Method, path: &str, header: Option<(&str, String)>, body: Vec<u8>) -> (u16, Value) {
+    let json_body = body.first() == Some(&b'{');
+    let mut r = api.http.request(method, format!("{}{path}", api.url)).body(body);
+    if json_body {
+        r = r.header("content-type", "application/json");
+    }
+    if let Some((k, v)) = header {
+        r = r.header(k, v);
+    }
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// What alice owns, for the sweep.
+struct Alices {
+    cid: String,
+    share: String,
+    upload: String,
+    content: Vec<u8>,
+}
+
+/// Fills a path template with alice's resources.
+fn fill(path: &str, a: &Alices) -> String {
+    let id = if path.starts_with("/v1/uploads") { &a.upload } else { &a.share };
+    path.replace("{cid}", &a.cid).replace("{id}", id).replace("{index}", "0").replace("{name}", "alice")
+}
+
+/// A body that gets a route past its parsing, so that the permission
+/// check is what answers.
+fn body_for(path: &str, method: &Method, a: &Alices) -> Vec<u8> {
+    match (method.as_str(), path) {
+        ("POST", "/v1/shares") => json!({"cid": a.cid}).to_string().into_bytes(),
+        ("PATCH", "/v1/files/{cid}/metadata") => json!({"name": "bob was here"}).to_string().into_bytes(),
+        ("PATCH", "/v1/admin/users/{name}") => json!({"disabled": true}).to_string().into_bytes(),
+        ("POST", "/v1/admin/users") => json!({"name": "mallory", "password": PW}).to_string().into_bytes(),
+        ("PUT", "/v1/admin/tiers/{name}") => {
+            json!({"name": "free", "max_stored_bytes": null, "max_transfer_bytes": null,
+            "max_calls_per_hour": null, "max_file_bytes": null, "max_files": null})
+            .to_string()
+            .into_bytes()
+        }
+        ("PUT", "/v1/uploads/{id}/chunks") | ("POST", "/v1/uploads/{id}/complete") => vec![7u8; 64],
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_sweep_other_users_get_403_and_change_nothing() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let admin = node.token();
+    users(&api, &admin).await;
+    let (alice, _) = api.login("alice", PW).await;
+    let (bob, _) = api.login("bob", PW).await;
+
+    // Alice's file, share link and open upload session.
+    let content = text_like(50_000, 16);
+    let (st, up) = raw(
+        &api,
+        Method::POST,
+        "/v1/files?name=alice.txt",
+        Some(("authorization", format!("Bearer {alice}"))),
+        content.clone(),
+    )
+    .await;
+    assert_eq!(st, 201, "{up}");
+    let cid = up["cid"].as_str().unwrap().to_string();
+    let (st, share) = api.call(&alice, Method::POST, "/v1/shares", Some(json!({"cid": cid}))).await;
+    assert_eq!(st, 201, "{share}");
+    let (st, session) = api.call(&alice, Method::POST, "/v1/uploads", Some(json!({}))).await;
+    assert_eq!(st, 201, "{session}");
+    let a = Alices {
+        cid: cid.clone(),
+        share: share["id"].as_str().unwrap().into(),
+        upload: session["upload_id"].as_str().unwrap().into(),
+        content,
+    };
+    let (st, meta_before) = api.call(&alice, Method::GET, &format!("/v1/files/{cid}/metadata"), None).await;
+    assert_eq!(st, 200, "{meta_before}");
+
+    // A revoked token (logged out) and a disabled user's token.
+    let (revoked, _) = api.login("bob", PW).await;
+    assert_eq!(api.call(&revoked, Method::POST, "/v1/logout", None).await.0, 204);
+
+    // Bob's own routes: they answer for bob, never with alice's things.
+    let own: &[(&str, &str)] = &[
+        ("GET", "/v1/me"),
+        ("GET", "/v1/me/usage"),
+        ("PUT", "/v1/me/password"),
+        ("POST", "/v1/me/login-keys"),
+        ("POST", "/v1/logout"),
+        ("POST", "/v1/uploads"),
+        ("POST", "/v1/files"),
+        ("GET", "/v1/files"),
+        ("GET", "/v1/shares"),
+    ];
+    let routes = private_routes(&api).await;
+    assert!(routes.len() >= 30, "the sweep sees only {} private routes", routes.len());
+    let mut swept = 0;
+    for (template, method) in &routes {
+        let path = fill(template, &a);
+        for (what, header) in [
+            ("no credential", None),
+            ("a wrong credential", Some(("authorization", "Bearer dmat_wrong".to_string()))),
+            ("a revoked token", Some(("authorization", format!("Bearer {revoked}")))),
+            ("a session cookie that does not exist", Some(("cookie", "datamesh_session=dmst_nope".to_string()))),
+        ] {
+            let (st, b) = raw(&api, method.clone(), &path, header, body_for(template, method, &a)).await;
+            assert_eq!((st, code(&b)), (401, "unauthorized".into()), "{method} {path} with {what}: {b}");
+        }
+        // API keys are the keys routes' own (their tests sweep them).
+        if template.starts_with("/v1/keys") || own.contains(&(method.as_str(), template.as_str())) {
+            continue;
+        }
+        let (st, b) = raw(
+            &api,
+            method.clone(),
+            &path,
+            Some(("authorization", format!("Bearer {bob}"))),
+            body_for(template, method, &a),
+        )
+        .await;
+        assert_eq!((st, code(&b)), (403, "forbidden".into()), "bob: {method} {path}: {b}");
+        swept += 1;
+    }
+    assert!(swept >= 20, "bob was refused on only {swept} routes");
+
+    // A refusal says nothing about existence: a CID that is not on the node
+    // is answered exactly as alice's.
+    let absent = "bafkr4ihdjm4mk7ry2uwacenh7xn4mzwelmx4xhbq5fwevbewdcemhugu4i";
+    let theirs = api.call(&bob, Method::GET, &format!("/v1/files/{cid}"), None).await;
+    let nobodys = api.call(&bob, Method::GET, &format!("/v1/files/{absent}"), None).await;
+    assert_eq!(theirs, nobodys);
+
+    // Bob's own listings do not show alice's file or link.
+    let (_, files) = api.call(&bob, Method::GET, "/v1/files", None).await;
+    assert_eq!(files["files"], json!([]), "{files}");
+    let (_, shares) = api.call(&bob, Method::GET, "/v1/shares", None).await;
+    assert_eq!(shares["shares"], json!([]), "{shares}");
+    let (st, b) = api.call(&bob, Method::POST, "/v1/shares", Some(json!({"cid": cid}))).await;
+    assert_eq!((st, code(&b)), (403, "forbidden".into()), "{b}");
+
+    // Nothing of alice's changed: her file, its metadata, her link, her
+    // upload session, and the users.
+    let r = api.http.get(format!("{}/v1/files/{cid}/content", api.url)).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), a.content);
+    let (_, meta_after) = api.call(&alice, Method::GET, &format!("/v1/files/{cid}/metadata"), None).await;
+    assert_eq!(meta_before, meta_after);
+    let (_, mine) = api.call(&alice, Method::GET, "/v1/shares", None).await;
+    assert_eq!(mine["shares"][0]["state"], "active", "{mine}");
+    let (_, files) = api.call(&alice, Method::GET, "/v1/files", None).await;
+    assert_eq!(files["files"].as_array().unwrap().len(), 1, "{files}");
+    let r = api.http.get(format!("{}/v1/s/{}", api.url, a.share)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the public link still serves");
+    assert_eq!(api.call(&alice, Method::DELETE, &format!("/v1/uploads/{}", a.upload), None).await.0, 204);
+    let (_, users) = api.call(&admin, Method::GET, "/v1/admin/users", None).await;
+    assert!(users["users"].as_array().unwrap().iter().all(|u| u["disabled"] == false && u["name"] != "mallory"));
+    // The administrator sees every file.
+    let (_, all) = api.call(&admin, Method::GET, "/v1/files", None).await;
+    assert_eq!(all["files"].as_array().unwrap().len(), 1);
+
+    // Identical bytes from bob: stored once, bob gets read on it, and it
+    // counts in his usage; he still may not delete alice's file.
+    let (st, up) =
+        raw(&api, Method::POST, "/v1/files", Some(("authorization", format!("Bearer {bob}"))), a.content.clone()).await;
+    assert_eq!(st, 201, "{up}");
+    assert_eq!(up["cid"].as_str(), Some(cid.as_str()), "identical bytes, identical CID");
+    assert_eq!(api.call(&bob, Method::GET, &format!("/v1/files/{cid}"), None).await.0, 200);
+    let (_, u) = api.call(&bob, Method::GET, "/v1/me/usage", None).await;
+    assert_eq!(u["files"], 1, "{u}");
+    assert_eq!(api.call(&bob, Method::DELETE, &format!("/v1/files/{cid}"), None).await.0, 403);
+
+    // Alice deletes her file: gone from her usage.
+    let (st, b) = api.call(&alice, Method::DELETE, &format!("/v1/files/{cid}"), None).await;
+    assert_eq!(st, 200, "{b}");
+    let (_, u) = api.call(&alice, Method::GET, "/v1/me/usage", None).await;
+    assert_eq!((u["files"].as_u64(), u["stored_bytes"].as_u64()), (Some(0), Some(0)), "{u}");
+
+    let (st, v) = api.call(&admin, Method::GET, "/v1/admin/audit/verify", None).await;
+    assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_refuse_before_anything_is_stored_and_usage_is_reported() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let admin = node.token();
+    users(&api, &admin).await;
+    let (alice, _) = api.login("alice", PW).await;
+    let (_, before) = api.call(&admin, Method::GET, "/v1/status", None).await;
+
+    // Over the free tier's 100 MB per file: refused on the declared size,
+    // before a byte is read (a sparse file: nothing is really sent).
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::File::create(&big).unwrap().set_len(100_000_001).unwrap();
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "-T"])
+        .arg(&big)
+        .args(["-H", &format!("Authorization: Bearer {alice}"), "-H", "Expect: 100-continue"])
+        .arg(format!("{}/v1/files", api.url))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    assert_eq!(status.trim(), "403", "{out}");
+    let b: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(code(&b), "quota_exceeded", "{b}");
+    assert!(b["message"].as_str().unwrap().contains("file_size"), "the message names the quota: {b}");
+
+    // Nothing stored, nothing counted.
+    let (_, u) = api.call(&alice, Method::GET, "/v1/me/usage", None).await;
+    assert_eq!(
+        (u["stored_bytes"].as_u64(), u["files"].as_u64(), u["reserved_bytes"].as_u64(), u["reserved_files"].as_u64()),
+        (Some(0), Some(0), Some(0), Some(0)),
+        "{u}"
+    );
+    let (_, after) = api.call(&admin, Method::GET, "/v1/status", None).await;
+    assert_eq!(before["store"]["pins"], after["store"]["pins"], "no file was pinned");
+
+    // A small tier: the storage quota, by upload and by chunk.
+    let tiny = json!({"name": "tiny", "max_stored_bytes": 3000, "max_transfer_bytes": null,
+        "max_calls_per_hour": null, "max_file_bytes": null, "max_files": 10, "sla": false});
+    assert_eq!(api.call(&admin, Method::PUT, "/v1/admin/tiers/tiny", Some(tiny)).await.0, 200);
+    assert_eq!(api.call(&admin, Method::PATCH, "/v1/admin/users/alice", Some(json!({"tier": "tiny"}))).await.0, 200);
+    let auth = Some(("authorization", format!("Bearer {alice}")));
+    let (st, b) = raw(&api, Method::POST, "/v1/files", auth.clone(), text_like(2000, 1)).await;
+    assert_eq!(st, 201, "{b}");
+    let (st, b) = raw(&api, Method::POST, "/v1/files", auth.clone(), text_like(2000, 2)).await;
+    assert_eq!((st, code(&b)), (403, "quota_exceeded".into()), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("storage"), "{b}");
+    // By chunks: the session opens, the chunk over the quota is refused,
+    // and the session goes with its reservation.
+    let (st, s) = api.call(&alice, Method::POST, "/v1/uploads", Some(json!({}))).await;
+    assert_eq!(st, 201, "{s}");
+    let id = s["upload_id"].as_str().unwrap();
+    let (st, b) = raw(&api, Method::PUT, &format!("/v1/uploads/{id}/chunks"), auth.clone(), vec![1u8; 2000]).await;
+    assert_eq!((st, code(&b)), (403, "quota_exceeded".into()), "{b}");
+
+    let (_, u) = api.call(&alice, Method::GET, "/v1/me/usage", None).await;
+    assert_eq!((u["stored_bytes"].as_u64(), u["files"].as_u64()), (Some(2000), Some(1)), "{u}");
+    assert_eq!((u["reserved_bytes"].as_u64(), u["reserved_files"].as_u64()), (Some(0), Some(0)), "{u}");
+    assert_eq!(u["tier"]["name"], "tiny");
+
+    let (st, v) = api.call(&admin, Method::GET, "/v1/admin/audit/verify", None).await;
+    assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
+}
+
+/// Runs the CLI with `input` on stdin.
+fn cli_stdin(node: &TestNode, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut c = node.cli();
+    c.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn cli_accounts_admin_and_usage() {
+    let node = TestNode::start(&["--offline"]);
+    // The node's token (from the data dir) is the administrator: no ceremony.
+    let who: Value = serde_json::from_str(&node.ok(&["account", "whoami", "--json"])).unwrap();
+    assert_eq!(who["name"], "admin");
+    let o = cli_stdin(
+        &node,
+        &["admin", "user", "create", "carol", "--tier", "premium", "--password-stdin", "--json"],
+        &format!("{PW}\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = node.ok(&["admin", "user", "list"]);
+    assert!(list.contains("carol\tuser\tpremium"), "{list}");
+
+    // Carol logs in: the login is saved beside the key, mode 0600.
+    let o = cli_stdin(&node, &["account", "login", "carol", "--password-stdin"], &format!("{PW}\n"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let saved = node.user_dir.path().join("login.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
+    let who: Value = serde_json::from_str(&node.ok(&["account", "whoami", "--json"])).unwrap();
+    assert_eq!(who["name"], "carol");
+    let usage: Value = serde_json::from_str(&node.ok(&["usage", "--json"])).unwrap();
+    assert_eq!((usage["tier"]["name"].as_str(), usage["files"].as_u64()), (Some("premium"), Some(0)), "{usage}");
+    // Carol is no administrator: exit code 4.
+    let o = node.run(&["admin", "user", "list"]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Key login: register the key, log out, log in by signature.
+    node.ok(&["account", "add-key"]);
+    node.ok(&["account", "logout"]);
+    assert!(!saved.exists(), "logout forgets the login");
+    let who: Value = serde_json::from_str(&node.ok(&["account", "whoami", "--json"])).unwrap();
+    assert_eq!(who["name"], "admin", "without a login, the node token again");
+    node.ok(&["account", "login", "carol", "--key"]);
+    let who: Value = serde_json::from_str(&node.ok(&["account", "whoami", "--json"])).unwrap();
+    assert_eq!(who["name"], "carol");
+    node.ok(&["account", "logout"]);
+
+    // The administrator's tiers, user changes and audit log.
+    node.ok(&["admin", "tier", "set", "tiny", "--max-stored-bytes", "1000", "--max-files", "1"]);
+    assert!(node.ok(&["admin", "tier", "list"]).contains("tiny"));
+    node.ok(&["admin", "user", "set-tier", "carol", "tiny"]);
+    node.ok(&["admin", "user", "disable", "carol"]);
+    let o = cli_stdin(&node, &["account", "login", "carol", "--password-stdin"], &format!("{PW}\n"));
+    assert_eq!(o.status.code(), Some(4), "a disabled user cannot log in");
+    node.ok(&["admin", "user", "enable", "carol"]);
+    node.ok(&["admin", "user", "delete", "carol"]);
+    assert!(!node.ok(&["admin", "user", "list"]).contains("carol"));
+    let audit: Value = serde_json::from_str(&node.ok(&["admin", "audit", "--json"])).unwrap();
+    assert!(audit["records"].as_array().unwrap().iter().any(|r| r["action"] == "user_deleted"), "{audit}");
+    assert!(node.ok(&["admin", "audit", "--verify"]).starts_with("ok:"));
 }

@@ -40,9 +40,14 @@ use crate::auth::{SESSION_COOKIE, accounts_unavailable, auth_error};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// The largest body an account route reads: names and passwords are
+/// The largest body an account route accepts: names and passwords are
 /// short, and a larger body is refused as bad input before it is parsed.
 pub(crate) const MAX_ACCOUNT_BODY: usize = 64 * 1024;
+
+/// How much of a body an account route reads before refusing it: more than
+/// it accepts, so that a client sending an oversized name reads the 400
+/// instead of a connection reset in the middle of its upload.
+pub(crate) const ACCOUNT_BODY_READ: usize = 16 << 20;
 
 /// The caller's source address, when the server recorded it (it does in
 /// [`crate::Gateway::serve`]; a router served without connect info has
@@ -60,9 +65,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Source {
 /// Parses a JSON body read as bytes: an oversized or malformed body is 400
 /// with what to fix, never 413 or 5xx.
 pub(crate) fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, what: &str) -> ApiResult<T> {
-    let body = body.map_err(|_| {
-        ApiError::bad(format!("the {what} body is too large: at most {} KiB of JSON", MAX_ACCOUNT_BODY / 1024))
-    })?;
+    let too_large =
+        || ApiError::bad(format!("the {what} body is too large: at most {} KiB of JSON", MAX_ACCOUNT_BODY / 1024));
+    let body = body.map_err(|_| too_large())?;
+    if body.len() > MAX_ACCOUNT_BODY {
+        return Err(too_large());
+    }
     serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the {what} body is not valid: {e}")))
 }
 

@@ -20,7 +20,6 @@
 mod accounts;
 mod admin;
 pub mod auth;
-mod ownership;
 mod bodies;
 pub mod download;
 pub mod error;
@@ -31,6 +30,7 @@ pub mod index;
 pub mod keys;
 pub mod metrics;
 pub mod objects;
+mod ownership;
 pub mod rest;
 pub mod s3;
 pub mod shares;

@@ -162,10 +162,20 @@ impl UploadOwners {
     }
 }
 
-/// The answer for an upload session the caller does not own or that does
-/// not exist.
-pub(crate) fn no_upload(id: &str) -> ApiError {
-    ApiError::new(ErrorCode::UploadNotFound, format!("no upload session {id:?} of yours: open one with POST /v1/uploads"))
+/// The open session `id` as `p` may use it: `Some` when it is theirs (or
+/// the administrator's use of anyone's); `None` for the administrator and
+/// a session this gateway does not track (the node answers, 404 if it does
+/// not exist). Anyone else gets 403 whether or not it exists.
+pub(crate) fn session(st: &AppState, id: &str, p: &Principal, take: bool) -> ApiResult<Option<Arc<UploadOwner>>> {
+    let found = if take { st.uploads.remove(id, p) } else { st.uploads.get(id, p) };
+    match found {
+        Some(o) => Ok(Some(o)),
+        None if p.is_admin() => Ok(None),
+        None => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "access denied: no upload session of yours has this id (finished, aborted, expired, or not yours); open one with POST /v1/uploads",
+        )),
+    }
 }
 
 /// Reserves quota for `p`'s upload of `bytes` (one file).

@@ -1,8 +1,10 @@
 //! The node's HTTP API, v1 (REST, JSON).
 //!
-//! **Architecture invariant:** every route needs the node's API token
-//! (`Authorization: Bearer <token>`) except those listed in
-//! [`PUBLIC_ROUTES`]. Requests are parsed into typed handlers; every body,
+//! **Architecture invariant:** every route needs a credential
+//! ([`crate::auth`]: the node token, an access token, an API key or a
+//! session cookie) except those listed in [`PUBLIC_ROUTES`]. Node-wide
+//! routes are the administrator's; file, upload and share routes check the
+//! caller's permission on what they touch ([`crate::ownership`]). Requests are parsed into typed handlers; every body,
 //! in or out, is a type of [`datamesh_api`], from which the OpenAPI document
 //! is generated. Errors map to HTTP status codes in one place
 //! ([`crate::error`]) and are JSON `{"code": ..., "message": ...}`.
@@ -41,6 +43,17 @@
 //! | DELETE | /shares/{id} | revoke a share link |
 //! | GET | /s/{id} | a share link's file (public; [`crate::shares`]) |
 //! | GET | /events?types=&token= | the WebSocket event stream ([`crate::events`]) |
+//! | POST | /accounts | sign up (public; [`crate::accounts`]) |
+//! | POST | /login, /login/challenge, /login/signature | password or key login → tokens or a session (public) |
+//! | POST | /token/refresh | a new token pair (public) |
+//! | POST | /logout | revoke this login |
+//! | GET | /me, /me/usage | the caller's account; usage with the tier's limits |
+//! | PUT | /me/password | change the password |
+//! | POST | /me/login-keys | register an Ed25519 key for key login |
+//! | GET/POST | /admin/users | users ([`crate::admin`]) |
+//! | PATCH/DELETE | /admin/users/{name} | tier, disabled, role; delete |
+//! | GET | /admin/tiers; PUT /admin/tiers/{name} | the tier table |
+//! | GET | /admin/audit?after=&limit=, /admin/audit/verify | the audit log and its verification |
 
 use std::sync::Arc;
 
@@ -125,15 +138,16 @@ fn routes() -> Routes {
         .routes(routes!(start_drain, drain_progress))
         .routes(routes!(create_key))
         .routes(routes!(events_stream))
-        .routes(routes!(admin::list_users, admin::create_user))
-        .routes(routes!(admin::patch_user, admin::delete_user))
+        .routes(limit(routes!(admin::list_users, admin::create_user), accounts::ACCOUNT_BODY_READ))
+        .routes(limit(routes!(admin::patch_user, admin::delete_user), accounts::ACCOUNT_BODY_READ))
         .routes(routes!(admin::list_tiers))
-        .routes(routes!(admin::put_tier))
+        .routes(limit(routes!(admin::put_tier), accounts::ACCOUNT_BODY_READ))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::audit_verify));
     // Routes that answer for the caller's own resources: authenticated, and
     // each checks what it touches.
-    let account_limit = |r: utoipa_axum::router::UtoipaMethodRouter<Arc<AppState>>| limit(r, accounts::MAX_ACCOUNT_BODY);
+    let account_limit =
+        |r: utoipa_axum::router::UtoipaMethodRouter<Arc<AppState>>| limit(r, accounts::ACCOUNT_BODY_READ);
     let user = OpenApiRouter::new()
         .routes(routes!(begin_upload))
         .routes(routes!(abort_upload))
@@ -335,7 +349,11 @@ async fn status(State(st): State<Arc<AppState>>) -> ApiResult<Json<NodeStatus>> 
 }
 
 #[utoipa::path(post, path = "/v1/uploads", tag = "uploads", request_body(content = BeginUpload, description = "`{k?, m?}` erasure code", content_type = "application/json"), responses((status = 201, description = "Session opened: `{upload_id, k, m}`", body = UploadSession), (status = 429, description = "Too many uploads", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn begin_upload(State(st): State<Arc<AppState>>, axum::Extension(p): axum::Extension<Principal>, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn begin_upload(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     let req: BeginUpload = if body.is_empty() {
         BeginUpload::default()
     } else {
@@ -364,12 +382,20 @@ async fn put_chunk(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<ChunkReceipt>> {
-    let owner = st.uploads.get(&id, &p).ok_or_else(|| ownership::no_upload(&id))?;
-    let over = {
-        let mut held = owner.reservation.lock().await;
-        match held.as_mut() {
-            Some(r) => st.services.extend(r, body.len() as u64).await.err(),
-            None => return Err(ownership::no_upload(&id)),
+    let owner = ownership::session(&st, &id, &p, false)?;
+    let over = match &owner {
+        None => None,
+        Some(o) => {
+            let mut held = o.reservation.lock().await;
+            match held.as_mut() {
+                Some(r) => st.services.extend(r, body.len() as u64).await.err(),
+                None => {
+                    return Err(ApiError::new(
+                        ErrorCode::UploadNotFound,
+                        "this upload is completed or aborted already",
+                    ));
+                }
+            }
         }
     };
     if let Some(e) = over {
@@ -396,9 +422,9 @@ async fn complete_upload(
     if q.name.as_ref().is_some_and(|n| n.len() > 1024) {
         return Err(ApiError::bad("name is longer than 1024 bytes"));
     }
-    let owner = st.uploads.get(&id, &p).ok_or_else(|| ownership::no_upload(&id))?;
+    let owner = ownership::session(&st, &id, &p, false)?;
     let cid = st.node.complete_upload(&id, body.to_vec(), q.name.clone()).await?;
-    if let Some(o) = st.uploads.remove(&id, &p).or(Some(owner))
+    if let Some(o) = st.uploads.remove(&id, &p).or(owner)
         && let Some(r) = o.reservation.lock().await.take()
     {
         st.services.commit(r).await.map_err(accounts::quota_error)?;
@@ -417,8 +443,9 @@ async fn abort_upload(
     axum::Extension(p): axum::Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let owner = st.uploads.remove(&id, &p).ok_or_else(|| ownership::no_upload(&id))?;
-    if let Some(r) = owner.reservation.lock().await.take() {
+    if let Some(o) = ownership::session(&st, &id, &p, true)?
+        && let Some(r) = o.reservation.lock().await.take()
+    {
         ownership::release(&st, r).await;
     }
     st.node.abort_upload(&id)?;
@@ -426,7 +453,10 @@ async fn abort_upload(
 }
 
 #[utoipa::path(get, path = "/v1/files", tag = "files", responses((status = 200, description = "`{files: [...]}`", body = FileList), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn list_files(State(st): State<Arc<AppState>>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult<Json<FileList>> {
+async fn list_files(
+    State(st): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Principal>,
+) -> ApiResult<Json<FileList>> {
     let mut readable = Vec::new();
     for f in st.node.list().await? {
         if ownership::may_read(&st, &p, f.0).await {

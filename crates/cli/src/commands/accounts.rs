@@ -220,7 +220,9 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
             let client = c.anonymous()?;
             let rb = client.request(Method::POST, "/v1/accounts").json(&json!({"name": name, "password": pw}));
             let a: api::Account = client.call(rb).await?;
-            print(c.json, &a, || format!("created {} (tier {}); log in with `datamesh account login {}`", a.name, a.tier, a.name));
+            print(c.json, &a, || {
+                format!("created {} (tier {}); log in with `datamesh account login {}`", a.name, a.tier, a.name)
+            });
             Ok(())
         }
         AccountCmd::Login { name, key, password_stdin, c } => {
@@ -261,12 +263,9 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
                 let body = api::PasswordLogin { name: name.clone(), password: pw, session: false };
                 client.call(client.request(Method::POST, "/v1/login").json(&body)).await?
             };
-            let (Some(access_token), Some(access_expires_at), Some(refresh_token), Some(refresh_expires_at)) = (
-                answer.access_token,
-                answer.access_expires_at,
-                answer.refresh_token,
-                answer.refresh_expires_at,
-            ) else {
+            let (Some(access_token), Some(access_expires_at), Some(refresh_token), Some(refresh_expires_at)) =
+                (answer.access_token, answer.access_expires_at, answer.refresh_token, answer.refresh_expires_at)
+            else {
                 bail!("the node answered the login without tokens")
             };
             let saved = SavedLogin {
@@ -286,7 +285,9 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
             let client = c.client()?;
             let body = json!({"name": label, "public_key": hex::encode(user.public().ed25519)});
             send(&client, client.request(Method::POST, "/v1/me/login-keys").json(&body)).await?;
-            print(c.json, &json!({"added": true}), || "your key can now log in: `datamesh account login NAME --key`".into());
+            print(c.json, &json!({"added": true}), || {
+                "your key can now log in: `datamesh account login NAME --key`".into()
+            });
             Ok(())
         }
         AccountCmd::Logout(c) => {
@@ -295,9 +296,16 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
                 print(c.json, &json!({"logged_out": false}), || "not logged in to this node".into());
                 return Ok(());
             };
-            let client = Client::connect(Some(&base), Some(&saved.refresh_token), &c.data_dir())?;
-            // The refresh token names the login's family even when the
-            // access token has expired; revoking it revokes both.
+            // The login's access token (refreshed if it expired) names its
+            // family: revoking it revokes the refresh token too.
+            let Some(token) = login::access_token(c.user_key_path(), &base).await else {
+                login::forget(c.user_key_path())?;
+                print(c.json, &json!({"logged_out": true}), || {
+                    format!("logged out {} (the login had expired)", saved.name)
+                });
+                return Ok(());
+            };
+            let client = Client::connect(Some(&base), Some(&token), &c.data_dir())?;
             let revoked = send(&client, client.request(Method::POST, "/v1/logout")).await;
             login::forget(c.user_key_path())?;
             if let Err(e) = revoked {
@@ -350,7 +358,8 @@ pub async fn run_admin(cmd: AdminCmd) -> Result<()> {
 
 async fn patch(c: &ClientOpts, name: &str, body: serde_json::Value) -> Result<()> {
     let client = c.client()?;
-    let a: api::Account = client.call(client.request(Method::PATCH, &format!("/v1/admin/users/{name}")).json(&body)).await?;
+    let a: api::Account =
+        client.call(client.request(Method::PATCH, &format!("/v1/admin/users/{name}")).json(&body)).await?;
     print(c.json, &a, || account_line(&a));
     Ok(())
 }
@@ -411,10 +420,28 @@ async fn run_tier(cmd: TierCmd) -> Result<()> {
             });
             Ok(())
         }
-        TierCmd::Set { name, max_stored_bytes, max_transfer_bytes, max_calls_per_hour, max_file_bytes, max_files, sla, c } => {
-            let t = api::Tier { name: name.clone(), max_stored_bytes, max_transfer_bytes, max_calls_per_hour, max_file_bytes, max_files, sla };
+        TierCmd::Set {
+            name,
+            max_stored_bytes,
+            max_transfer_bytes,
+            max_calls_per_hour,
+            max_file_bytes,
+            max_files,
+            sla,
+            c,
+        } => {
+            let t = api::Tier {
+                name: name.clone(),
+                max_stored_bytes,
+                max_transfer_bytes,
+                max_calls_per_hour,
+                max_file_bytes,
+                max_files,
+                sla,
+            };
             let client = c.client()?;
-            let t: api::Tier = client.call(client.request(Method::PUT, &format!("/v1/admin/tiers/{name}")).json(&t)).await?;
+            let t: api::Tier =
+                client.call(client.request(Method::PUT, &format!("/v1/admin/tiers/{name}")).json(&t)).await?;
             print(c.json, &t, || format!("tier {} set", t.name));
             Ok(())
         }
