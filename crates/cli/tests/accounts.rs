@@ -455,15 +455,17 @@ async fn auth_sweep_other_users_get_403_and_change_nothing() {
     let (_, all) = api.call(&admin, Method::GET, "/v1/files", None).await;
     assert_eq!(all["files"].as_array().unwrap().len(), 1);
 
-    // Identical bytes from bob: stored once, bob gets read on it, and it
-    // counts in his usage; he still may not delete alice's file.
+    // The same bytes from bob are his own file (the gateway seals each
+    // upload with a fresh key: another CID), counted in his usage; alice's
+    // stays out of his reach.
     let (st, up) =
         raw(&api, Method::POST, "/v1/files", Some(("authorization", format!("Bearer {bob}"))), a.content.clone()).await;
     assert_eq!(st, 201, "{up}");
-    assert_eq!(up["cid"].as_str(), Some(cid.as_str()), "identical bytes, identical CID");
-    assert_eq!(api.call(&bob, Method::GET, &format!("/v1/files/{cid}"), None).await.0, 200);
+    let bobs = up["cid"].as_str().unwrap().to_string();
+    assert_eq!(api.call(&bob, Method::GET, &format!("/v1/files/{bobs}"), None).await.0, 200);
+    assert_eq!(api.call(&alice, Method::GET, &format!("/v1/files/{bobs}"), None).await.0, 403);
     let (_, u) = api.call(&bob, Method::GET, "/v1/me/usage", None).await;
-    assert_eq!(u["files"], 1, "{u}");
+    assert_eq!((u["files"].as_u64(), u["stored_bytes"].as_u64()), (Some(1), Some(a.content.len() as u64)), "{u}");
     assert_eq!(api.call(&bob, Method::DELETE, &format!("/v1/files/{cid}"), None).await.0, 403);
 
     // Alice deletes her file: gone from her usage.
