@@ -16,6 +16,7 @@
 pub mod accounts;
 pub mod error;
 pub mod files;
+pub mod keys;
 pub mod node;
 pub mod shares;
 

@@ -1,23 +1,27 @@
-//! Access keys: who may use the S3 API, and the key their objects are
+//! Access keys' encryption keys: the key each S3 access key's objects are
 //! encrypted for.
 //!
 //! S3 and plain HTTP clients cannot encrypt for themselves, so the gateway
 //! does it for them: each access key owns a DataMesh user key (the same kind
-//! the CLI keeps in `user.key`), generated at `datamesh key create`. Object
+//! the CLI keeps in `user.key`), made the first time the key writes. Object
 //! data keys are wrapped for that user key, exactly as the CLI wraps them for
-//! its user. The secret access key and the user key are stored in the
-//! gateway's database sealed (AES-256-GCM) under a key derived from the
-//! node's identity, so a copy of the database alone opens nothing.
+//! its user, and every segment records the access key id it was written
+//! with, so reads find the user key by it. A revoked access key's user key
+//! stays: objects it wrote remain readable by whoever has permission.
+//!
+//! Who an access key is, its secret and its scope belong to the accounts
+//! database (`datamesh_services`: `s3_credentials`, secrets sealed there);
+//! this store keeps only user keys, sealed (AES-256-GCM) under a key derived
+//! from the node's identity, so a copy of the database alone opens nothing.
+//! Keys made before accounts also kept their secret here: [`AccessKeys::legacy`]
+//! lists them for the gateway to move into the accounts database once, after
+//! which [`AccessKeys::forget_secret`] erases the copy here.
 //!
 //! Files uploaded through the REST API (`POST /v1/files`) are encrypted the
 //! same way, for one more user key the gateway holds: the REST key
 //! ([`AccessKeys::rest`], key id [`REST_KEY_ID`]), sealed in the
 //! `gateway_keys` table under the same node-derived key. It is not an access
 //! key: no S3 request can authenticate with it.
-//!
-//! **Architecture invariant:** the auth layer asks one question — "which
-//! principal is this access key, and what is its secret?" ([`AccessKeys`]).
-//! The accounts system replaces this store without touching the S3 code.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -25,7 +29,6 @@ use std::sync::{Arc, RwLock};
 use datamesh_core::Cipher;
 use datamesh_pipeline::crypto::{self, DataKey, NonceMode};
 use datamesh_pipeline::keys::UserKey;
-use rand::Rng;
 
 use crate::index::{Index, IndexError, KeyRow};
 
@@ -40,13 +43,11 @@ pub const REST_KEY_ID: &str = "@rest";
 /// an access key's secret and user key.
 const REST_SEAL_INDEX: u64 = 2;
 
-/// One principal.
-pub struct Principal {
-    /// Access key id.
+/// The encryption key of one access key (or of the REST API).
+pub struct KeyOwner {
+    /// Access key id ([`REST_KEY_ID`] for the REST key).
     pub id: String,
-    /// Secret access key (SigV4 signs with it).
-    pub secret: String,
-    /// The key the principal's objects are encrypted for.
+    /// The key the objects written with it are encrypted for.
     pub user: UserKey,
 }
 
@@ -68,16 +69,10 @@ pub enum KeyStoreError {
 pub struct AccessKeys {
     index: Index,
     seal: Arc<DataKey>,
-    cache: Arc<RwLock<HashMap<String, Arc<Principal>>>>,
-    rest: Arc<Principal>,
-}
-
-const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn random_string(alphabet: &[u8], len: usize) -> String {
-    let mut rng = rand::thread_rng();
-    (0..len).map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char).collect()
+    cache: Arc<RwLock<HashMap<String, Arc<KeyOwner>>>>,
+    rest: Arc<KeyOwner>,
+    /// Serializes [`AccessKeys::ensure`] so two first writes agree on one key.
+    making: Arc<std::sync::Mutex<()>>,
 }
 
 impl AccessKeys {
@@ -85,7 +80,13 @@ impl AccessKeys {
     pub fn load(index: Index, node_seed: &[u8; 32]) -> Result<AccessKeys, KeyStoreError> {
         let seal = Arc::new(DataKey::from_bytes(blake3::derive_key(SEAL_CONTEXT, node_seed)));
         let rest = Arc::new(Self::load_rest(&index, &seal)?);
-        let me = AccessKeys { index, seal, cache: Arc::new(RwLock::new(HashMap::new())), rest };
+        let me = AccessKeys {
+            index,
+            seal,
+            cache: Arc::new(RwLock::new(HashMap::new())),
+            rest,
+            making: Arc::new(std::sync::Mutex::new(())),
+        };
         for row in me.index.keys()? {
             let p = me.unseal(&row)?;
             me.cache_write().insert(p.id.clone(), Arc::new(p));
@@ -94,7 +95,7 @@ impl AccessKeys {
     }
 
     /// The REST key: loaded, or made and stored on first start.
-    fn load_rest(index: &Index, seal: &DataKey) -> Result<Principal, KeyStoreError> {
+    fn load_rest(index: &Index, seal: &DataKey) -> Result<KeyOwner, KeyStoreError> {
         let sealed = match index.gateway_key(REST_KEY_ID)? {
             Some(s) => s,
             None => {
@@ -106,52 +107,75 @@ impl AccessKeys {
         let bad = || KeyStoreError::Unseal(REST_KEY_ID.into());
         let bytes = crypto::open_chunk(Cipher::Aes256Gcm, seal, REST_SEAL_INDEX, &sealed).map_err(|_| bad())?;
         let user = UserKey::from_file_bytes(&bytes, None).map_err(|_| bad())?;
-        Ok(Principal { id: REST_KEY_ID.into(), secret: String::new(), user })
+        Ok(KeyOwner { id: REST_KEY_ID.into(), user })
     }
 
     /// The key files uploaded through the REST API are encrypted for.
-    pub fn rest(&self) -> Arc<Principal> {
+    pub fn rest(&self) -> Arc<KeyOwner> {
         self.rest.clone()
     }
 
     /// The principal whose user key opens files recorded with `key_id`:
     /// an access key, or the REST key.
-    pub fn owner(&self, key_id: &str) -> Option<Arc<Principal>> {
+    pub fn owner(&self, key_id: &str) -> Option<Arc<KeyOwner>> {
         if key_id == REST_KEY_ID { Some(self.rest()) } else { self.get(key_id) }
     }
 
     /// Every user key the gateway holds: the REST key first, then the
     /// access keys'.
-    pub fn all_users(&self) -> Vec<Arc<Principal>> {
+    pub fn all_users(&self) -> Vec<Arc<KeyOwner>> {
         let mut v = vec![self.rest()];
         v.extend(self.cache.read().unwrap_or_else(|p| p.into_inner()).values().cloned());
         v
     }
 
-    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Principal>>> {
+    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<KeyOwner>>> {
         self.cache.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn unseal(&self, row: &KeyRow) -> Result<Principal, KeyStoreError> {
+    fn unseal(&self, row: &KeyRow) -> Result<KeyOwner, KeyStoreError> {
         let bad = || KeyStoreError::Unseal(row.id.clone());
-        // The index binds each sealed field: 0 = secret, 1 = user key.
-        let secret = crypto::open_chunk(Cipher::Aes256Gcm, &self.seal, 0, &row.sealed_secret).map_err(|_| bad())?;
+        // The index binds each sealed field: 0 = secret (legacy), 1 = user key.
         let user = crypto::open_chunk(Cipher::Aes256Gcm, &self.seal, 1, &row.sealed_user_key).map_err(|_| bad())?;
-        Ok(Principal {
-            id: row.id.clone(),
-            secret: String::from_utf8(secret).map_err(|_| bad())?,
-            user: UserKey::from_file_bytes(&user, None).map_err(|_| bad())?,
-        })
+        Ok(KeyOwner { id: row.id.clone(), user: UserKey::from_file_bytes(&user, None).map_err(|_| bad())? })
     }
 
-    /// Creates a key pair; it is usable on the next request.
-    pub fn create(&self) -> Result<Arc<Principal>, KeyStoreError> {
-        let id = format!("DM{}", random_string(ID_ALPHABET, 18));
-        let secret = random_string(SECRET_ALPHABET, 40);
+    /// Access keys made before accounts, with their secrets: the gateway
+    /// moves them into the accounts database at start.
+    pub fn legacy(&self) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, KeyStoreError> {
+        let mut out = Vec::new();
+        for row in self.index.keys()? {
+            if row.sealed_secret.is_empty() {
+                continue;
+            }
+            let bad = || KeyStoreError::Unseal(row.id.clone());
+            let secret = crypto::open_chunk(Cipher::Aes256Gcm, &self.seal, 0, &row.sealed_secret).map_err(|_| bad())?;
+            out.push((row.id.clone(), zeroize::Zeroizing::new(String::from_utf8(secret).map_err(|_| bad())?)));
+        }
+        Ok(out)
+    }
+
+    /// Erases the copy of a legacy key's secret here (the accounts database
+    /// holds it now).
+    pub fn forget_secret(&self, id: &str) -> Result<(), KeyStoreError> {
+        Ok(self.index.clear_key_secret(id)?)
+    }
+
+    /// The encryption key of access key `id`, made and stored the first
+    /// time (the accounts database decides whether the key is valid; this
+    /// only needs an id that cannot be the REST key's).
+    pub fn ensure(&self, id: &str) -> Result<Arc<KeyOwner>, KeyStoreError> {
+        if let Some(p) = self.get(id) {
+            return Ok(p);
+        }
+        let _one = self.making.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = self.get(id) {
+            return Ok(p);
+        }
         let user = UserKey::generate();
         let row = KeyRow {
-            id: id.clone(),
-            sealed_secret: crypto::seal_chunk(Cipher::Aes256Gcm, &self.seal, 0, secret.as_bytes(), NonceMode::Random),
+            id: id.to_string(),
+            sealed_secret: Vec::new(),
             sealed_user_key: crypto::seal_chunk(
                 Cipher::Aes256Gcm,
                 &self.seal,
@@ -159,19 +183,16 @@ impl AccessKeys {
                 &user.to_file_bytes(None),
                 NonceMode::Random,
             ),
-            created_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
+            created_at: datamesh_core::clock::unix_secs() as i64,
         };
         self.index.put_key(&row)?;
-        let p = Arc::new(Principal { id: id.clone(), secret, user });
-        self.cache_write().insert(id, p.clone());
+        let p = Arc::new(KeyOwner { id: id.to_string(), user });
+        self.cache_write().insert(id.to_string(), p.clone());
         Ok(p)
     }
 
-    /// The principal of an access key id.
-    pub fn get(&self, id: &str) -> Option<Arc<Principal>> {
+    /// The encryption key of an access key id, if it has one.
+    pub fn get(&self, id: &str) -> Option<Arc<KeyOwner>> {
         self.cache.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
@@ -196,14 +217,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ix = Index::open(&dir.path().join("g.db")).unwrap();
         let keys = AccessKeys::load(ix.clone(), &[7; 32]).unwrap();
-        let p = keys.create().unwrap();
-        assert_eq!(p.id.len(), 20);
+        let p = keys.ensure("DMAAAAAAAAAAAAAAAAAA").unwrap();
+        assert_eq!(keys.ensure(&p.id).unwrap().user.public().fingerprint(), p.user.public().fingerprint());
         let again = AccessKeys::load(ix.clone(), &[7; 32]).unwrap();
         let q = again.get(&p.id).unwrap();
-        assert_eq!(q.secret, p.secret);
         assert_eq!(q.user.public().fingerprint(), p.user.public().fingerprint());
+        assert!(again.legacy().unwrap().is_empty(), "new keys keep no secret here");
         assert_eq!(again.rest().user.public().fingerprint(), keys.rest().user.public().fingerprint());
         assert!(again.get(REST_KEY_ID).is_none(), "the REST key is no access key");
         assert!(matches!(AccessKeys::load(ix, &[8; 32]), Err(KeyStoreError::Unseal(_))));
+    }
+
+    #[test]
+    fn legacy_secrets_are_listed_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = Index::open(&dir.path().join("g.db")).unwrap();
+        let seal = DataKey::from_bytes(blake3::derive_key(SEAL_CONTEXT, &[7; 32]));
+        let user = UserKey::generate().to_file_bytes(None);
+        ix.put_key(&KeyRow {
+            id: "DMLEGACYLEGACYLEGACY".into(),
+            sealed_secret: crypto::seal_chunk(Cipher::Aes256Gcm, &seal, 0, b"s3cret", NonceMode::Random),
+            sealed_user_key: crypto::seal_chunk(Cipher::Aes256Gcm, &seal, 1, &user, NonceMode::Random),
+            created_at: 0,
+        })
+        .unwrap();
+        let keys = AccessKeys::load(ix, &[7; 32]).unwrap();
+        let legacy = keys.legacy().unwrap();
+        assert_eq!(legacy.len(), 1);
+        assert_eq!(legacy[0].1.as_str(), "s3cret");
+        keys.forget_secret("DMLEGACYLEGACYLEGACY").unwrap();
+        assert!(keys.legacy().unwrap().is_empty());
+        assert!(keys.get("DMLEGACYLEGACYLEGACY").is_some(), "its user key stays");
     }
 }

@@ -12,7 +12,8 @@
 //!   cannot encrypt (S3, plain HTTP): `datamesh-client`'s put/get over the
 //!   [`in_process`] transport; [`index`]: the gateway's SQLite
 //!   database of buckets, objects, uploads, file metadata and shares;
-//!   [`keys`]: access keys and the REST key.
+//!   [`keys`]: the user keys S3 objects and REST files are encrypted for
+//!   (who an access key is, and its secret, live in the accounts database).
 //!
 //! [`Gateway`] composes them over one [`Node`]; the `datamesh node` daemon
 //! opens it and serves both ports.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod files;
 pub mod in_process;
 pub mod index;
+mod key_routes;
 pub mod keys;
 pub mod metrics;
 pub mod objects;
@@ -133,15 +135,58 @@ impl Gateway {
         std::fs::create_dir_all(&cfg.dir)
             .map_err(|e| GatewayError::Io(format!("cannot create {}: {e}", cfg.dir.display())))?;
         let services = open_services(&cfg).await?;
-        tokio::task::spawn_blocking(move || Gateway::open_index(node, cfg, services))
+        let admin = services
+            .bootstrap_admin(auth::ADMIN_NAME)
             .await
-            .map_err(|e| GatewayError::Io(format!("opening the gateway failed: {e}")))?
+            .map_err(|e| GatewayError::Io(format!("cannot set up the administrator account: {e}")))?;
+        let gw = tokio::task::spawn_blocking(move || Gateway::open_index(node, cfg, services, admin))
+            .await
+            .map_err(|e| GatewayError::Io(format!("opening the gateway failed: {e}")))??;
+        gw.adopt_pre_accounts_data().await?;
+        Ok(gw)
+    }
+
+    /// Data from before accounts gets an owner, once: access keys kept in
+    /// the gateway's index become S3 keys of the administrator (same id
+    /// and secret, their copy here erased), and buckets without an owner
+    /// are adopted for the administrator. Idempotent: a later start finds
+    /// nothing left to do.
+    async fn adopt_pre_accounts_data(&self) -> Result<(), GatewayError> {
+        let admin = &self.s3.admin;
+        let fail = |what: &str, e: &dyn std::fmt::Display| GatewayError::Io(format!("cannot {what}: {e}"));
+        let keys = self.keys.clone();
+        let legacy = tokio::task::spawn_blocking(move || keys.legacy())
+            .await
+            .map_err(|e| fail("read the access keys", &e))??;
+        for (id, secret) in legacy {
+            let new = datamesh_services::keys::NewKey {
+                name: "pre-accounts key",
+                scope: datamesh_services::keys::Scope::full(),
+                expires_at: None,
+            };
+            match self.services.import_s3_key(admin, admin.user(), &id, &secret, new).await {
+                Ok(_) => {}
+                Err(e) => return Err(fail("move an access key into the accounts database", &e)),
+            }
+            self.keys.forget_secret(&id)?;
+            tracing::info!(access_key = %id, "moved a pre-accounts access key to the administrator");
+        }
+        for (bucket, _) in self.index.run(|ix| ix.buckets()).await? {
+            let Ok(res) = datamesh_services::perms::ResourceRef::bucket(&bucket) else { continue };
+            match self.services.adopt_resource(admin, &res, admin.user()).await {
+                Ok(true) => tracing::info!(%bucket, "a pre-accounts bucket is now the administrator's"),
+                Ok(false) => {}
+                Err(e) => return Err(fail("give a pre-accounts bucket an owner", &e)),
+            }
+        }
+        Ok(())
     }
 
     fn open_index(
         node: Node,
         cfg: GatewayConfig,
         services: datamesh_services::Services,
+        admin: datamesh_services::Principal,
     ) -> Result<Gateway, GatewayError> {
         let index = index::Index::open(&cfg.dir.join("gateway.db"))?;
         let identity = datamesh_node::NodeIdentity::load_or_create(&node.config().data_dir)
@@ -159,6 +204,9 @@ impl Gateway {
             keys: keys.clone(),
             pipeline: pipeline.clone(),
             events: events.clone(),
+            services: services.clone(),
+            admin,
+            reservations: s3::Reservations::default(),
         };
         Ok(Gateway {
             node,

@@ -228,7 +228,7 @@ impl Pipeline {
     pub fn read(
         &self,
         segments: Vec<Segment>,
-        users: impl Fn(&str) -> Option<Arc<crate::keys::Principal>> + Send + 'static,
+        users: impl Fn(&str) -> Option<Arc<crate::keys::KeyOwner>> + Send + 'static,
         range: Range<u64>,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
@@ -245,7 +245,7 @@ impl Pipeline {
     async fn produce(
         &self,
         segments: Vec<Segment>,
-        users: impl Fn(&str) -> Option<Arc<crate::keys::Principal>>,
+        users: impl Fn(&str) -> Option<Arc<crate::keys::KeyOwner>>,
         range: Range<u64>,
         tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) -> Result<(), String> {
@@ -278,7 +278,7 @@ impl Pipeline {
     /// Opens one file for reading: fetches its manifest and unwraps its
     /// data key with the first of `users` that can (none needed for a
     /// public file).
-    pub async fn open_file(&self, cid: Cid, users: &[Arc<crate::keys::Principal>]) -> Result<OpenFile, OpenError> {
+    pub async fn open_file(&self, cid: Cid, users: &[Arc<crate::keys::KeyOwner>]) -> Result<OpenFile, OpenError> {
         let (mcid, manifest) = self.node.manifest(cid).await?;
         let key = match &manifest.encryption {
             None => None,

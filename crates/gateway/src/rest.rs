@@ -35,7 +35,8 @@
 //! | GET | /peers | peers with health state; k-bucket fill |
 //! | POST | /drain | start draining: move this node's shards away before it leaves (idempotent) → progress |
 //! | GET | /drain | drain progress, with `safe_to_stop` |
-//! | POST | /keys | create an S3 access key pair |
+//! | POST/GET | /keys | create (an S3 key by default, `{access_key_id, secret_access_key}`) / list the caller's keys ([`crate::key_routes`]) |
+//! | DELETE | /keys/{id} | revoke a key |
 //! | POST | /files?name=&k=&m= | one-request upload, encrypted server-side ([`crate::files`]) |
 //! | GET | /files/{cid}/content | the plaintext, with Range ([`crate::files`]) |
 //! | GET/PATCH | /files/{cid}/metadata | name, content type, tags ([`crate::files`]) |
@@ -65,9 +66,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use datamesh_api::{
-    AccessKey, BeginUpload, Bucket, ChunkReceipt, CompleteQuery, Completed, DrainProgress, ErrorBody, ErrorCode,
-    EventsQuery, FileEntry, FileList, FileStat, GcReport, Health, NodeStatus, NotReady, Peers, Pinned, Ready, Removed,
-    Unpinned, UploadSession,
+    BeginUpload, Bucket, ChunkReceipt, CompleteQuery, Completed, DrainProgress, ErrorBody, ErrorCode, EventsQuery,
+    FileEntry, FileList, FileStat, GcReport, Health, NodeStatus, NotReady, Peers, Pinned, Ready, Removed, Unpinned,
+    UploadSession,
 };
 use datamesh_core::{Cid, Erasure, limits};
 use utoipa::OpenApi as _;
@@ -136,7 +137,6 @@ fn routes() -> Routes {
         .routes(routes!(gc))
         .routes(routes!(peers))
         .routes(routes!(start_drain, drain_progress))
-        .routes(routes!(create_key))
         .routes(routes!(events_stream))
         .routes(limit(routes!(admin::list_users, admin::create_user), accounts::ACCOUNT_BODY_READ))
         .routes(limit(routes!(admin::patch_user, admin::delete_user), accounts::ACCOUNT_BODY_READ))
@@ -166,7 +166,9 @@ fn routes() -> Routes {
         .routes(routes!(accounts::me))
         .routes(routes!(accounts::my_usage))
         .routes(account_limit(routes!(accounts::change_password)))
-        .routes(account_limit(routes!(accounts::add_login_key)));
+        .routes(account_limit(routes!(accounts::add_login_key)))
+        .routes(account_limit(routes!(crate::key_routes::create_key, crate::key_routes::list_keys)))
+        .routes(routes!(crate::key_routes::revoke_key));
     let public_accounts = OpenApiRouter::new()
         .routes(account_limit(routes!(accounts::sign_up)))
         .routes(account_limit(routes!(accounts::login)))
@@ -615,16 +617,6 @@ async fn start_drain(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResp
 #[utoipa::path(get, path = "/v1/drain", tag = "network", responses((status = 200, description = "Drain progress (all zero when not draining)", body = DrainProgress), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
 async fn drain_progress(State(st): State<Arc<AppState>>) -> Json<DrainProgress> {
     Json(bodies::drain(st.node.drain_progress()))
-}
-
-#[utoipa::path(post, path = "/v1/keys", tag = "s3", responses((status = 201, description = "`{access_key_id, secret_access_key}`", body = AccessKey), (status = 503, description = "No S3 gateway on this node", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]
-async fn create_key(State(st): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    let keys = st.gateway.as_ref().map(|g| g.keys().clone()).ok_or_else(|| ApiError::no_gateway("S3 gateway"))?;
-    let p = tokio::task::spawn_blocking(move || keys.create())
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-        .map_err(|e| ApiError::new(ErrorCode::KeyStoreError, e.to_string()))?;
-    Ok((StatusCode::CREATED, Json(AccessKey { access_key_id: p.id.clone(), secret_access_key: p.secret.clone() })))
 }
 
 #[cfg(test)]

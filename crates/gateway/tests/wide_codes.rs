@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use datamesh_core::{Cid, Erasure};
-use datamesh_gateway::keys::Principal;
+use datamesh_gateway::keys::KeyOwner;
 use datamesh_gateway::objects::{Pipeline, PipelineConfig, WriteOptions};
 use datamesh_net::{NetClient, PeerState};
 use datamesh_node::{Node, NodeConfig};
@@ -104,7 +104,7 @@ fn live(peers: &[Option<Peer>]) -> Vec<&Peer> {
     peers.iter().flatten().collect()
 }
 
-async fn read_all(p: &Pipeline, cid: Cid, who: &Arc<Principal>) -> Vec<u8> {
+async fn read_all(p: &Pipeline, cid: Cid, who: &Arc<KeyOwner>) -> Vec<u8> {
     let f = p.open_file(cid, std::slice::from_ref(who)).await.unwrap();
     let size = f.size;
     let mut s = p.read_file(f, 0..size);
@@ -142,7 +142,7 @@ async fn wide_code(k: u16, m: u16, size: usize) {
     .await;
     eprintln!("{k}+{m}: {NODES} nodes up in {:.1?}", t.elapsed());
     let t = Instant::now();
-    let who = Arc::new(Principal { id: "wide".into(), secret: String::new(), user: UserKey::generate() });
+    let who = Arc::new(KeyOwner { id: "wide".into(), user: UserKey::generate() });
     // 1 MiB chunks: several chunks, each spread over k+m nodes.
     let cfg = PipelineConfig { chunk_size: 1 << 20, concurrency: 2 };
     let body: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();

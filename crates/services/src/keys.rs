@@ -519,6 +519,34 @@ impl Services {
         Ok(CreatedS3Key { info, access_key_id, secret_access_key })
     }
 
+    /// Registers an S3 key made before accounts existed (kept by the
+    /// gateway's own index) for `owner`, keeping its id and secret so the
+    /// clients configured with it go on working. Admin only. Returns false,
+    /// changing nothing, when the id is already known (a second start).
+    pub async fn import_s3_key(
+        &self,
+        admin: &Principal,
+        owner: UserId,
+        access_key_id: &str,
+        secret_access_key: &str,
+        new: NewKey<'_>,
+    ) -> Result<bool, KeyError> {
+        if !admin.is_admin() {
+            return Err(KeyError::NotPermitted);
+        }
+        self.check_mint(admin, owner, &new).await?;
+        let known = sqlx::query("SELECT 1 AS one FROM api_keys WHERE key_id = $1")
+            .bind(access_key_id.to_string())
+            .fetch_optional(&self.db().pool)
+            .await?;
+        if known.is_some() {
+            return Ok(false);
+        }
+        let sealed = self.inner.sealing.seal(access_key_id, secret_access_key.as_bytes());
+        self.insert_key(admin, owner, KeyKind::S3, access_key_id, None, Some(sealed), &new).await?;
+        Ok(true)
+    }
+
     /// The keys of `owner` (the user, or the admin), revoked ones included.
     pub async fn list_keys(&self, by: &Principal, owner: UserId) -> Result<Vec<KeyInfo>, KeyError> {
         if owner != by.user && !by.is_admin() {

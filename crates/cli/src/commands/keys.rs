@@ -1,11 +1,13 @@
 //! `datamesh key`: the user's key file (export, import, passphrase, show),
-//! and S3 access keys made on the node (`key create`).
+//! and the S3 access keys and API keys of an account on the node
+//! (`key create`, `key list`, `key revoke`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use datamesh_api as api;
+use reqwest::Method;
 
 use super::{ClientOpts, print};
 use crate::{transfer, userkey};
@@ -13,8 +15,23 @@ use crate::{transfer, userkey};
 /// `datamesh key` subcommands.
 #[derive(Subcommand)]
 pub enum KeyCmd {
-    /// Create an S3 access key pair on the running node (usable at once).
-    Create(#[command(flatten)] ClientOpts),
+    /// Create an S3 access key pair (or an API key) on the running node, usable at once.
+    Create(CreateKey),
+    /// List your keys (the administrator: `--user NAME`'s), revoked ones included.
+    List {
+        /// Another user's keys (administrator only).
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
+    /// Revoke a key: refused from its next request on.
+    Revoke {
+        /// The key id (S3 access key id, or API key id `ak_...`).
+        id: String,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
     /// Write your key file to OUT (or stdout), optionally passphrase-protected.
     Export {
         /// Destination (default stdout).
@@ -57,17 +74,100 @@ pub enum KeyCmd {
     },
 }
 
+/// `datamesh key create`.
+#[derive(clap::Args)]
+pub struct CreateKey {
+    /// The user the key is for (administrator only; default: you).
+    #[arg(long)]
+    user: Option<String>,
+    /// An API key (`Authorization: Bearer dmak_...`) instead of an S3 key.
+    #[arg(long)]
+    api: bool,
+    /// A label for the key.
+    #[arg(long)]
+    name: Option<String>,
+    /// When the key stops working, from now (`30d`, `12h`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires: Option<std::time::Duration>,
+    /// Operations it allows: read, write, delete, list, admin (comma-separated;
+    /// default: those of the credential creating it).
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// Limit it to a bucket, or a key prefix in one (`BUCKET` or `BUCKET/PREFIX`; repeatable).
+    #[arg(long = "bucket")]
+    buckets: Vec<String>,
+    #[command(flatten)]
+    c: ClientOpts,
+}
+
+fn describe(k: &api::keys::KeyEntry) -> String {
+    let on = k.buckets.as_ref().map(|b| format!(" on {}", b.join(","))).unwrap_or_default();
+    let state = if k.revoked {
+        " (revoked)".to_string()
+    } else {
+        k.expires_at.map(|t| format!(" (expires at {t})")).unwrap_or_default()
+    };
+    format!("{}  {}  {}  {}  {}{on}{state}", k.key_id, k.kind, k.user, k.name, k.ops.join(","))
+}
+
 /// Runs one `key` subcommand.
 pub async fn run(cmd: KeyCmd) -> Result<()> {
     match cmd {
-        KeyCmd::Create(c) => {
-            let v: api::AccessKey = c.client()?.post("/v1/keys").await?;
-            print(c.json, &v, || {
-                format!(
-                    "access key id      {}\nsecret access key  {}\n# usable now on this node's S3 API; the secret is not shown again",
-                    v.access_key_id, v.secret_access_key
-                )
-            });
+        KeyCmd::Create(k) => {
+            let req = api::keys::NewKey {
+                kind: Some(if k.api { "api" } else { "s3" }.into()),
+                name: k.name,
+                expires_in: k.expires.map(|d| d.as_secs()),
+                ops: (!k.ops.is_empty()).then_some(k.ops),
+                buckets: (!k.buckets.is_empty()).then_some(k.buckets),
+                prefix: None,
+                user: k.user,
+            };
+            let client = k.c.client()?;
+            let v: api::keys::CreatedKey = client.call(client.request(Method::POST, "/v1/keys").json(&req)).await?;
+            match (&v.access_key_id, &v.secret_access_key, &v.token) {
+                (Some(id), Some(secret), _) => {
+                    // `--json` prints exactly what scripts have always read.
+                    let pair = api::AccessKey { access_key_id: id.clone(), secret_access_key: secret.clone() };
+                    print(k.c.json, &pair, || {
+                        format!(
+                            "access key id      {id}\nsecret access key  {secret}\n# for user {}: usable now on this node's S3 API; the secret is not shown again",
+                            v.key.user
+                        )
+                    });
+                }
+                (_, _, Some(token)) => print(k.c.json, &v, || {
+                    format!(
+                        "api key  {token}\n# id {} for user {}: send it as `Authorization: Bearer ...`; it is not shown again",
+                        v.key.key_id, v.key.user
+                    )
+                }),
+                _ => bail!("the node answered a key without its secret"),
+            }
+            Ok(())
+        }
+        KeyCmd::List { user, c } => {
+            let client = c.client()?;
+            let mut rb = client.request(Method::GET, "/v1/keys");
+            if let Some(u) = &user {
+                rb = rb.query(&[("user", u)]);
+            }
+            let v: api::keys::KeyList = client.call(rb).await?;
+            print(c.json, &v, || v.keys.iter().map(describe).collect::<Vec<_>>().join("\n"));
+            Ok(())
+        }
+        KeyCmd::Revoke { id, c } => {
+            let client = c.client()?;
+            client
+                .transport()
+                .send(client.request(Method::DELETE, &format!("/v1/keys/{id}")))
+                .await
+                .map_err(crate::client::http_error)?;
+            if c.json {
+                println!("{}", serde_json::json!({ "revoked": id }));
+            } else {
+                eprintln!("revoked {id}: refused from its next request on");
+            }
             Ok(())
         }
         KeyCmd::Export { output, passphrase, user_key } => {

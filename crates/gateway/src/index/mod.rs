@@ -299,6 +299,13 @@ impl Index {
         Ok(())
     }
 
+    /// Erases a legacy access key's sealed secret (moved to the accounts
+    /// database); its user key stays.
+    pub fn clear_key_secret(&self, id: &str) -> Result<(), IndexError> {
+        self.lock().execute("UPDATE access_keys SET secret = X'' WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
     /// All access keys.
     pub fn keys(&self) -> Result<Vec<KeyRow>, IndexError> {
         let c = self.lock();

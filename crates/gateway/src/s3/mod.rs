@@ -20,13 +20,26 @@
 //! Range responses never carry the whole-object checksum. Buckets are
 //! addressed path-style, or virtual-host style under the configured domain.
 //!
-//! The module is split by concern: [`bucket`] (service and bucket
+//! Every request is a user's: [`access`] authenticates its access key
+//! against the accounts database (a revoked key fails on its next request),
+//! counts it against the user's rate limit (503 `SlowDown`), checks the
+//! permission on the bucket or object with the key's scope before anything
+//! is looked up (denied: `AccessDenied`, the same answer whether or not the
+//! name exists), and reserves quota before an upload's body is read (403
+//! `QuotaExceeded`; multipart parts extend the upload's reservation, so the
+//! part that would exceed the quota is the one refused). Buckets are owned
+//! (`create_resource`): a name taken by another user is
+//! `BucketAlreadyExists`, and storage counts against the bucket's owner.
+//!
+//! The module is split by concern: [`access`] (principal, permission,
+//! quota), [`bucket`] (service and bucket
 //! operations), [`object`] (single-object reads and writes), [`multipart`],
 //! [`listing`], [`checksum`] (the digests a client may send), [`convert`]
 //! (between the index's rows and S3's types) and [`service`] (the s3s
 //! service, SigV4 keys, virtual hosts, the listener). **Architecture
 //! invariant:** `s3s` types appear in this module only.
 
+mod access;
 mod bucket;
 mod checksum;
 mod convert;
@@ -35,14 +48,14 @@ mod multipart;
 mod object;
 mod service;
 
-use std::sync::Arc;
-
 use s3s::dto::*;
-use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::index::{Index, IndexError};
-use crate::keys::{AccessKeys, Principal};
+use crate::keys::AccessKeys;
 use crate::objects::Pipeline;
+
+pub(crate) use access::{Reservations, S3Keys};
 
 pub(crate) use multipart::UploadExpiry;
 pub use service::VirtualHosts;
@@ -54,6 +67,11 @@ pub struct S3Gateway {
     pub(crate) keys: AccessKeys,
     pub(crate) pipeline: Pipeline,
     pub(crate) events: crate::events::EventBus,
+    pub(crate) services: datamesh_services::Services,
+    /// The node's administrator, for questions no caller may ask (whose a
+    /// bucket is, to count its storage against its owner).
+    pub(crate) admin: datamesh_services::Principal,
+    pub(crate) reservations: Reservations,
 }
 
 fn internal(e: impl std::fmt::Display) -> S3Error {
@@ -65,11 +83,6 @@ impl From<IndexError> for S3Error {
     fn from(e: IndexError) -> Self {
         internal(e)
     }
-}
-
-fn principal<T>(gw: &S3Gateway, req: &S3Request<T>) -> S3Result<Arc<Principal>> {
-    let id = req.credentials.as_ref().map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-    gw.keys.get(id).ok_or_else(|| s3_error!(InvalidAccessKeyId))
 }
 
 /// Each operation is a function of the module of its concern.

@@ -8,11 +8,14 @@ use md5::Digest;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::access::quota_error;
 use super::checksum::{Digests, Expected};
 use super::convert::{etag, metadata_json, source_of, ts};
-use super::{S3Gateway, internal, principal};
+use super::{S3Gateway, internal};
 use crate::index::{ObjectRow, PartRow, Segment, UploadRow};
 use crate::objects::Written;
+use datamesh_services::perms::Action;
+use datamesh_services::ratelimit::RouteClass;
 
 pub(super) fn part_number_ok(n: i32) -> S3Result<u32> {
     if (1..=10_000).contains(&n) {
@@ -35,20 +38,29 @@ pub(super) async fn create_multipart_upload(
     gw: &S3Gateway,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-    let user = principal(gw, &req)?;
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
+    gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
     gw.need_bucket(&i.bucket).await?;
     let row = UploadRow {
         id: hex::encode(rand::random::<[u8; 16]>()),
         bucket: i.bucket.clone(),
         key: i.key.clone(),
-        key_id: user.id.clone(),
+        key_id: c.key_id.clone(),
         content_type: i.content_type,
         metadata: metadata_json(&i.metadata),
         created: unix_secs() as i64,
     };
     let id = row.id.clone();
-    gw.index.run(move |ix| ix.create_upload(&row)).await?;
+    // The upload is one file for the quota: its parts extend this
+    // reservation, so the part that would exceed a quota is refused.
+    let owner = gw.bucket_owner(&i.bucket).await?;
+    let reservation = gw.services.reserve(owner, 0, 1).await.map_err(quota_error)?;
+    if let Err(e) = gw.index.run(move |ix| ix.create_upload(&row)).await {
+        gw.unreserve(reservation).await;
+        return Err(e.into());
+    }
+    *gw.reservations.slot(&id).lock().await = Some(reservation);
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket),
         key: Some(i.key),
@@ -61,11 +73,15 @@ pub(super) async fn upload_part(
     gw: &S3Gateway,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
-    let user = principal(gw, &req)?;
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let trailers = req.trailing_headers.clone();
     let i = req.input;
     let number = part_number_ok(i.part_number)?;
+    gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
     let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
+    let declared = i.content_length.unwrap_or(0).max(0) as u64;
+    gw.extend_upload(&up, declared).await?;
+    let user = gw.user_key(&c).await?;
     let expected = Expected::new(
         &req.headers,
         i.content_md5.clone(),
@@ -78,6 +94,12 @@ pub(super) async fn upload_part(
     );
     let name = format!("s3://{}/{}#upload={}&part={number}", up.bucket, up.key, up.id);
     let w = gw.write_body(&user, i.body, expected, trailers, name).await?;
+    if w.size > declared
+        && let Err(e) = gw.extend_upload(&up, w.size - declared).await
+    {
+        gw.release(w.segments("").into_iter().map(|s| s.manifest).collect()).await;
+        return Err(e);
+    }
     let md5 = hex::encode(w.digest.md5);
     let c = w.digest.checksums.clone();
     gw.record_part(&up.id, number, w, &user.id, md5.clone()).await?;
@@ -96,11 +118,13 @@ pub(super) async fn upload_part_copy(
     gw: &S3Gateway,
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-    let user = principal(gw, &req)?;
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
     let number = part_number_ok(i.part_number)?;
-    let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
     let (sb, sk) = source_of(&i.copy_source)?;
+    gw.allow_object(&c, Action::Read, &sb, &sk).await?;
+    gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
+    let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
     let (src, segments) = gw.lookup(&sb, &sk).await?;
     let range = match &i.copy_source_range {
         None => 0..src.size,
@@ -117,6 +141,9 @@ pub(super) async fn upload_part_copy(
             a..b + 1
         }
     };
+    gw.extend_upload(&up, range.end - range.start).await?;
+    gw.services.charge_download(c.principal.user(), range.end - range.start).await.map_err(quota_error)?;
+    let user = gw.user_key(&c).await?;
     let name = format!("s3://{}/{}#upload={}&part={number}", up.bucket, up.key, up.id);
     let w = gw.copy_range(&user, segments, range, name).await?;
     let md5 = hex::encode(w.digest.md5);
@@ -135,7 +162,9 @@ pub(super) async fn complete_multipart_upload(
     gw: &S3Gateway,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
+    gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
     let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
     let id = up.id.clone();
     let have = gw.index.run(move |ix| ix.parts(&id)).await?;
@@ -178,12 +207,16 @@ pub(super) async fn complete_multipart_upload(
         modified: unix_secs() as i64,
         parts: chosen.len() as u32,
     };
+    let size = row.size;
+    let (b, k) = (up.bucket.clone(), up.key.clone());
+    let old_size = gw.index.run(move |ix| ix.object(&b, &k)).await?.map(|(o, _)| o.size);
     let id = up.id.clone();
     let gone = gw
         .index
         .run(move |ix| ix.complete_upload(&id, &row, &segments))
         .await?
         .ok_or_else(|| s3_error!(NoSuchUpload, "the upload was completed or aborted meanwhile"))?;
+    gw.settle_upload(&up, size, old_size).await;
     gw.release(gone).await;
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(up.bucket.clone()),
@@ -198,7 +231,9 @@ pub(super) async fn abort_multipart_upload(
     gw: &S3Gateway,
     req: S3Request<AbortMultipartUploadInput>,
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
+    gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
     let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
     gw.abort_upload(&up.id).await?;
     Ok(S3Response::with_status(AbortMultipartUploadOutput::default(), http::StatusCode::NO_CONTENT))
@@ -208,7 +243,9 @@ pub(super) async fn list_parts(
     gw: &S3Gateway,
     req: S3Request<ListPartsInput>,
 ) -> S3Result<S3Response<ListPartsOutput>> {
+    let c = gw.caller(&req, RouteClass::Read).await?;
     let i = req.input;
+    gw.allow_object(&c, Action::Read, &i.bucket, &i.key).await?;
     let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
     let id = up.id.clone();
     let marker = i.part_number_marker.unwrap_or(0);
@@ -244,7 +281,9 @@ pub(super) async fn list_multipart_uploads(
     gw: &S3Gateway,
     req: S3Request<ListMultipartUploadsInput>,
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let c = gw.caller(&req, RouteClass::Read).await?;
     let i = req.input;
+    gw.allow_list(&c, &i.bucket, i.prefix.as_deref()).await?;
     gw.need_bucket(&i.bucket).await?;
     let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
     let (b, p) = (i.bucket.clone(), i.prefix.clone().unwrap_or_default());
@@ -318,8 +357,60 @@ impl S3Gateway {
         if !existed {
             return Err(s3_error!(NoSuchUpload));
         }
+        if let Some(slot) = self.reservations.take(id)
+            && let Some(r) = slot.lock().await.take()
+        {
+            self.unreserve(r).await;
+        }
         self.release(gone).await;
         Ok(())
+    }
+
+    /// Adds `bytes` to the upload's reservation (reserving afresh for an
+    /// upload this process has none for, after a restart); refused with
+    /// `QuotaExceeded` when it would exceed a quota.
+    async fn extend_upload(&self, up: &UploadRow, bytes: u64) -> S3Result<()> {
+        let slot = self.reservations.slot(&up.id);
+        let mut held = slot.lock().await;
+        match held.as_mut() {
+            Some(r) => self.services.extend(r, bytes).await.map_err(quota_error),
+            None => {
+                let owner = self.bucket_owner(&up.bucket).await?;
+                *held = Some(self.services.reserve(owner, bytes, 1).await.map_err(quota_error)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The upload completed as an object of `size` bytes (replacing one of
+    /// `old_size`): its reservation becomes usage, less what was reserved
+    /// for parts that were re-sent or left out.
+    async fn settle_upload(&self, up: &UploadRow, size: u64, old_size: Option<u64>) {
+        let reserved = match self.reservations.take(&up.id) {
+            Some(slot) => slot.lock().await.take(),
+            None => None,
+        };
+        let Ok(owner) = self.bucket_owner(&up.bucket).await else { return };
+        let mut over = old_size.unwrap_or(0);
+        let files = u64::from(old_size.is_some());
+        match reserved {
+            Some(r) => {
+                over += r.bytes.saturating_sub(size);
+                if let Err(e) = self.services.commit(r).await {
+                    tracing::warn!(error = %e, "could not commit an upload's quota reservation");
+                }
+            }
+            // Nothing reserved here (a restart lost it): count the object now.
+            None => match self.services.reserve(owner, size, 1).await {
+                Ok(r) => {
+                    if let Err(e) = self.services.commit(r).await {
+                        tracing::warn!(error = %e, "could not count a completed upload");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "a completed upload exceeds its owner's quota"),
+            },
+        }
+        self.uncount(owner, over, files).await;
     }
 
     /// Aborts multipart uploads idle longer than `idle`; returns how many.

@@ -7,14 +7,17 @@ use datamesh_core::clock::unix_secs;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use super::S3Gateway;
+use super::access::quota_error;
 use super::checksum::{Digests, Expected, S3Digest};
 use super::convert::{
     checksums_json, checksums_of, etag, matches_etag, metadata_json, metadata_of, source_of, ts, write_error,
 };
-use super::{S3Gateway, principal};
 use crate::index::{ObjectRow, Segment};
-use crate::keys::Principal;
+use crate::keys::KeyOwner;
 use crate::objects::{WriteOptions, Written};
+use datamesh_services::perms::Action;
+use datamesh_services::ratelimit::RouteClass;
 
 impl S3Gateway {
     pub(super) async fn lookup(&self, bucket: &str, key: &str) -> S3Result<(ObjectRow, Vec<Segment>)> {
@@ -41,7 +44,7 @@ impl S3Gateway {
 
     pub(super) async fn write_body(
         &self,
-        user: &Principal,
+        user: &KeyOwner,
         body: Option<StreamingBlob>,
         expected: Expected,
         trailers: Option<s3s::TrailingHeaders>,
@@ -73,6 +76,21 @@ impl S3Gateway {
         Ok(w)
     }
 
+    /// Deletes an object (a missing one is no error) and stops counting it
+    /// against the bucket's owner.
+    pub(super) async fn delete_one(&self, bucket: &str, key: &str) -> S3Result<()> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let size = self.index.run(move |ix| ix.object(&b, &k)).await?.map(|(o, _)| o.size);
+        let (b, k) = (bucket.to_string(), key.to_string());
+        let (existed, gone) = self.index.run(move |ix| ix.delete_object(&b, &k)).await?;
+        self.release(gone).await;
+        if existed && let Some(size) = size {
+            let owner = self.bucket_owner(bucket).await?;
+            self.uncount(owner, size, 1).await;
+        }
+        Ok(())
+    }
+
     pub(super) fn read_stream(&self, segments: Vec<Segment>, range: std::ops::Range<u64>) -> StreamingBlob {
         let keys = self.keys.clone();
         StreamingBlob::wrap(self.pipeline.read(segments, move |id| keys.get(id), range))
@@ -82,7 +100,7 @@ impl S3Gateway {
     /// UploadPartCopy).
     pub(super) async fn copy_range(
         &self,
-        user: &Principal,
+        user: &KeyOwner,
         segments: Vec<Segment>,
         range: std::ops::Range<u64>,
         name: String,
@@ -101,10 +119,19 @@ pub(super) async fn put_object(
     gw: &S3Gateway,
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
-    let user = principal(gw, &req)?;
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let trailers = req.trailing_headers.clone();
     let i = req.input;
+    gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
     gw.need_bucket(&i.bucket).await?;
+    let user = gw.user_key(&c).await?;
+    // The quota is asked before the body is read: the declared length now,
+    // any excess of the actual length once it is known.
+    let owner = gw.bucket_owner(&i.bucket).await?;
+    let declared = i.content_length.unwrap_or(0).max(0) as u64;
+    let mut reservation = gw.services.reserve(owner, declared, 1).await.map_err(quota_error)?;
+    let (b, k) = (i.bucket.clone(), i.key.clone());
+    let old_size = gw.index.run(move |ix| ix.object(&b, &k)).await?.map(|(o, _)| o.size);
     let expected = Expected::new(
         &req.headers,
         i.content_md5.clone(),
@@ -116,7 +143,21 @@ pub(super) async fn put_object(
         i.checksum_sha256.clone(),
     );
     let name = format!("s3://{}/{}", i.bucket, i.key);
-    let w = gw.write_body(&user, i.body, expected, trailers, name).await?;
+    let w = match gw.write_body(&user, i.body, expected, trailers, name).await {
+        Ok(w) => w,
+        Err(e) => {
+            gw.unreserve(reservation).await;
+            return Err(e);
+        }
+    };
+    let excess = w.size.saturating_sub(reservation.bytes);
+    if excess > 0
+        && let Err(e) = gw.services.extend(&mut reservation, excess).await
+    {
+        gw.release(w.segments("").into_iter().map(|s| s.manifest).collect()).await;
+        gw.unreserve(reservation).await;
+        return Err(quota_error(e));
+    }
     let md5 = hex::encode(w.digest.md5);
     let row = ObjectRow {
         bucket: i.bucket,
@@ -135,9 +176,17 @@ pub(super) async fn put_object(
         Err(e) => {
             // The bucket vanished or the index failed: release the file.
             gw.release(w.segments("").into_iter().map(|s| s.manifest).collect()).await;
+            gw.unreserve(reservation).await;
             return Err(e.into());
         }
     };
+    // The reserved bytes become stored; a stored size above what was read
+    // (the declared length was larger) is returned.
+    let over = reservation.bytes.saturating_sub(w.size);
+    if let Err(e) = gw.services.commit(reservation).await {
+        tracing::warn!(error = %e, "could not commit an upload's quota reservation");
+    }
+    gw.uncount(owner, over + old_size.unwrap_or(0), u64::from(old_size.is_some())).await;
     gw.release(gone).await;
     let c = w.digest.checksums;
     Ok(S3Response::new(PutObjectOutput {
@@ -155,7 +204,9 @@ pub(super) async fn get_object(
     gw: &S3Gateway,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
+    let c = gw.caller(&req, RouteClass::Read).await?;
     let i = req.input;
+    gw.allow_object(&c, Action::Read, &i.bucket, &i.key).await?;
     let (row, segments) = gw.lookup(&i.bucket, &i.key).await?;
     if let Some(m) = &i.if_match
         && !matches_etag(m, &row.etag)
@@ -180,6 +231,8 @@ pub(super) async fn get_object(
     let whole = content_range.is_none();
     let sums = if whole { checksums_of(&row.checksums) } else { HashMap::new() };
     let len = range.end - range.start;
+    // The caller's monthly transfer is charged before anything is served.
+    gw.services.charge_download(c.principal.user(), len).await.map_err(quota_error)?;
     let body = gw.read_stream(segments, range);
     let out = GetObjectOutput {
         body: Some(body),
@@ -206,7 +259,9 @@ pub(super) async fn head_object(
     gw: &S3Gateway,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
+    let c = gw.caller(&req, RouteClass::Read).await?;
     let i = req.input;
+    gw.allow_object(&c, Action::Read, &i.bucket, &i.key).await?;
     let (row, _) = gw.lookup(&i.bucket, &i.key).await?;
     let sums = checksums_of(&row.checksums);
     Ok(S3Response::new(HeadObjectOutput {
@@ -230,12 +285,12 @@ pub(super) async fn delete_object(
     gw: &S3Gateway,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
+    gw.allow_object(&c, Action::Delete, &i.bucket, &i.key).await?;
     gw.need_bucket(&i.bucket).await?;
-    let (b, k) = (i.bucket.clone(), i.key.clone());
     // Deleting a missing key succeeds, as in S3.
-    let (_, gone) = gw.index.run(move |ix| ix.delete_object(&b, &k)).await?;
-    gw.release(gone).await;
+    gw.delete_one(&i.bucket, &i.key).await?;
     Ok(S3Response::with_status(DeleteObjectOutput::default(), http::StatusCode::NO_CONTENT))
 }
 
@@ -243,6 +298,7 @@ pub(super) async fn delete_objects(
     gw: &S3Gateway,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
     gw.need_bucket(&i.bucket).await?;
     if i.delete.objects.len() > 1000 {
@@ -250,23 +306,40 @@ pub(super) async fn delete_objects(
     }
     let quiet = i.delete.quiet.unwrap_or(false);
     let mut deleted = Vec::new();
+    let mut errors = Vec::new();
     for o in i.delete.objects {
-        let (b, k) = (i.bucket.clone(), o.key.clone());
-        let (_, gone) = gw.index.run(move |ix| ix.delete_object(&b, &k)).await?;
-        gw.release(gone).await;
+        // Each key is checked on its own: a denied one is reported as
+        // AccessDenied in the answer and left as it is.
+        if let Err(e) = gw.allow_object(&c, Action::Delete, &i.bucket, &o.key).await {
+            errors.push(Error {
+                key: Some(o.key),
+                code: Some(e.code().as_str().to_string()),
+                message: e.message().map(str::to_string),
+                ..Default::default()
+            });
+            continue;
+        }
+        gw.delete_one(&i.bucket, &o.key).await?;
         if !quiet {
             deleted.push(DeletedObject { key: Some(o.key), ..Default::default() });
         }
     }
-    Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), ..Default::default() }))
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: (!errors.is_empty()).then_some(errors),
+        ..Default::default()
+    }))
 }
 
 pub(super) async fn copy_object(
     gw: &S3Gateway,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
+    let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
     let (sb, sk) = source_of(&i.copy_source)?;
+    gw.allow_object(&c, Action::Read, &sb, &sk).await?;
+    gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
     let (src, segments) = gw.lookup(&sb, &sk).await?;
     gw.need_bucket(&i.bucket).await?;
     if let Some(m) = &i.copy_source_if_match
@@ -281,6 +354,11 @@ pub(super) async fn copy_object(
             "copying an object to itself without changing its metadata does nothing; use x-amz-metadata-directive: REPLACE"
         ));
     }
+    // The copy counts as a new object of its size for the destination's owner.
+    let owner = gw.bucket_owner(&i.bucket).await?;
+    let reservation = gw.services.reserve(owner, src.size, 1).await.map_err(quota_error)?;
+    let (b, k) = (i.bucket.clone(), i.key.clone());
+    let old_size = gw.index.run(move |ix| ix.object(&b, &k)).await?.map(|(o, _)| o.size);
     let modified = unix_secs() as i64;
     let row = ObjectRow {
         bucket: i.bucket,
@@ -295,7 +373,17 @@ pub(super) async fn copy_object(
     };
     // The copy shares the source's files: no data moves, and each file
     // stays pinned while any object names it.
-    let gone = gw.index.run(move |ix| ix.put_object(&row, &segments)).await?;
+    let gone = match gw.index.run(move |ix| ix.put_object(&row, &segments)).await {
+        Ok(g) => g,
+        Err(e) => {
+            gw.unreserve(reservation).await;
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = gw.services.commit(reservation).await {
+        tracing::warn!(error = %e, "could not commit a copy's quota reservation");
+    }
+    gw.uncount(owner, old_size.unwrap_or(0), u64::from(old_size.is_some())).await;
     gw.release(gone).await;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {

@@ -1,18 +1,17 @@
-//! The s3s service: SigV4 with the gateway's access keys, path-style and
+//! The s3s service: SigV4 with the accounts' S3 keys, path-style and
 //! virtual-host addressing, and the listener S3 is served on.
 
 use std::time::Duration;
 
 use s3s::S3Result;
 
-use crate::keys::AccessKeys;
 use crate::{Gateway, GatewayError, metrics};
 
 impl Gateway {
-    /// The S3 service (SigV4 with this gateway's access keys).
+    /// The S3 service (SigV4 with the secrets of the accounts' S3 keys).
     pub fn s3_service(&self) -> s3s::service::S3Service {
         let mut b = s3s::service::S3ServiceBuilder::new(self.s3.clone());
-        b.set_auth(self.keys.clone());
+        b.set_auth(super::S3Keys { services: self.services.clone() });
         b.set_host(VirtualHosts::new(&self.cfg.domain));
         b.build()
     }
@@ -73,19 +72,6 @@ impl Gateway {
         // uploads abort and leave nothing behind).
         let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
         Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl s3s::auth::S3Auth for AccessKeys {
-    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
-        match self.get(access_key) {
-            Some(p) => Ok(s3s::auth::SecretKey::from(p.secret.as_str())),
-            None => Err(s3s::s3_error!(
-                InvalidAccessKeyId,
-                "unknown access key: create one with `datamesh key create` on the node"
-            )),
-        }
     }
 }
 
