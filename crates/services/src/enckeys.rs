@@ -13,7 +13,7 @@ use sqlx::Row;
 
 use crate::audit::{self, AuditAction, Entry};
 use crate::db::{DbError, int, uint};
-use crate::keylogin::PublicKeyError;
+use crate::keylogin::{KeyTable, PublicKeyError, insert_key};
 use crate::users::UserId;
 use crate::{Principal, Services};
 
@@ -83,22 +83,15 @@ impl Services {
         }
         let now = self.now();
         let mut tx = self.db().begin().await?;
-        let inserted = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO encryption_keys (user_id, algorithm, public_key, created_at) VALUES ($1, $2, $3, $4) \
              RETURNING id",
         )
         .bind(user.0)
         .bind(algorithm.as_str())
         .bind(public_key.to_vec())
-        .bind(int(now))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(DbError);
-        let id: i64 = match inserted {
-            Ok(r) => r.try_get("id")?,
-            Err(e) if e.is_unique_violation() => return Err(PublicKeyError::Taken),
-            Err(e) => return Err(e.into()),
-        };
+        .bind(int(now));
+        let id = insert_key(&mut tx, insert).await?;
         let detail = format!("{} encryption key", algorithm.as_str());
         audit::append(&mut tx, now, Entry::by(by, AuditAction::PublicKeyAdded, user.to_string(), detail)).await?;
         tx.commit().await?;
@@ -130,23 +123,6 @@ impl Services {
 
     /// Withdraws a published encryption key (the user, or the admin).
     pub async fn remove_encryption_key(&self, by: &Principal, user: UserId, id: i64) -> Result<(), PublicKeyError> {
-        if !by.may_manage_account(user) {
-            return Err(PublicKeyError::NotPermitted);
-        }
-        let now = self.now();
-        let mut tx = self.db().begin().await?;
-        let n = sqlx::query("DELETE FROM encryption_keys WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(PublicKeyError::NotFound);
-        }
-        let entry = Entry::by(by, AuditAction::PublicKeyRemoved, user.to_string(), format!("encryption key {id}"));
-        audit::append(&mut tx, now, entry).await?;
-        tx.commit().await?;
-        Ok(())
+        self.remove_key(by, user, KeyTable::Encryption, id, format!("encryption key {id}")).await
     }
 }

@@ -22,7 +22,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use sqlx::Row;
 
 use crate::audit::{self, AuditAction, Entry};
-use crate::db::{DbError, int, uint};
+use crate::db::{DbError, Tx, int, uint};
 use crate::sessions::LoginGrant;
 use crate::users::{LoginError, UserId, validate_user_name};
 use crate::{Principal, Services};
@@ -133,7 +133,65 @@ pub(crate) fn valid_label(name: &str) -> bool {
     !name.is_empty() && name.len() <= 256 && name.chars().count() <= 64 && !name.chars().any(char::is_control)
 }
 
+/// The two tables of public keys on an account, which share their
+/// insertion and removal: login keys and published encryption keys. SQL is
+/// `'static` (see `db`), so each table's statements are spelled out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum KeyTable {
+    /// `user_keys`: Ed25519 keys that log in.
+    Login,
+    /// `encryption_keys`: keys others wrap file keys for.
+    Encryption,
+}
+
+impl KeyTable {
+    fn delete_sql(self) -> &'static str {
+        match self {
+            KeyTable::Login => "DELETE FROM user_keys WHERE id = $1 AND user_id = $2",
+            KeyTable::Encryption => "DELETE FROM encryption_keys WHERE id = $1 AND user_id = $2",
+        }
+    }
+}
+
+/// Runs `insert` (an `INSERT ... RETURNING id` of a public key) in `tx`:
+/// the new row's id, or [`PublicKeyError::Taken`] when the key is already
+/// registered (the column is unique: one key, one account).
+pub(crate) async fn insert_key(
+    tx: &mut Tx,
+    insert: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+) -> Result<i64, PublicKeyError> {
+    match insert.fetch_one(&mut **tx).await.map_err(DbError) {
+        Ok(r) => Ok(r.try_get("id")?),
+        Err(e) if e.is_unique_violation() => Err(PublicKeyError::Taken),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Services {
+    /// Removes key `id` from `user`'s account in `table` (the user, or the
+    /// admin), with an audit entry saying `detail`.
+    pub(crate) async fn remove_key(
+        &self,
+        by: &Principal,
+        user: UserId,
+        table: KeyTable,
+        id: i64,
+        detail: String,
+    ) -> Result<(), PublicKeyError> {
+        if !by.may_manage_account(user) {
+            return Err(PublicKeyError::NotPermitted);
+        }
+        let now = self.now();
+        let mut tx = self.db().begin().await?;
+        let n = sqlx::query(table.delete_sql()).bind(id).bind(user.0).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Err(PublicKeyError::NotFound);
+        }
+        audit::append(&mut tx, now, Entry::by(by, AuditAction::PublicKeyRemoved, user.to_string(), detail)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Adds a login public key to `user`'s account (the user, or the admin).
     pub async fn add_public_key(
         &self,
@@ -154,21 +212,14 @@ impl Services {
         }
         let now = self.now();
         let mut tx = self.db().begin().await?;
-        let inserted = sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO user_keys (user_id, name, public_key, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
         )
         .bind(user.0)
         .bind(name.to_string())
         .bind(public_key.to_vec())
-        .bind(int(now))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(DbError);
-        let id: i64 = match inserted {
-            Ok(r) => r.try_get("id")?,
-            Err(e) if e.is_unique_violation() => return Err(PublicKeyError::Taken),
-            Err(e) => return Err(e.into()),
-        };
+        .bind(int(now));
+        let id = insert_key(&mut tx, insert).await?;
         let entry = Entry::by(by, AuditAction::PublicKeyAdded, user.to_string(), hex::encode(public_key));
         audit::append(&mut tx, now, entry).await?;
         tx.commit().await?;
@@ -199,24 +250,7 @@ impl Services {
 
     /// Removes a login public key from `user`'s account.
     pub async fn remove_public_key(&self, by: &Principal, user: UserId, id: i64) -> Result<(), PublicKeyError> {
-        if !by.may_manage_account(user) {
-            return Err(PublicKeyError::NotPermitted);
-        }
-        let now = self.now();
-        let mut tx = self.db().begin().await?;
-        let n = sqlx::query("DELETE FROM user_keys WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n == 0 {
-            return Err(PublicKeyError::NotFound);
-        }
-        audit::append(&mut tx, now, Entry::by(by, AuditAction::PublicKeyRemoved, user.to_string(), id.to_string()))
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.remove_key(by, user, KeyTable::Login, id, id.to_string()).await
     }
 
     /// Issues a login challenge for this node.
