@@ -304,18 +304,9 @@ impl Store {
         let inner = &*self.inner;
         let _w = write_lock(&inner.mutation);
         let r = (|| -> Result<bool> {
-            let ix = |e: redb::Error| index_error(&inner.dir, "dropping a corrupt entry", e);
-            let txn = begin_write(&inner.dir, &inner.db)?;
-            let size = {
-                let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
-                let old = t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
-                old.map(|v| kind.record_size(v.value()).unwrap_or(0))
-            };
-            let Some(size) = size else { return Ok(false) };
-            // Entry first, then the file, as for deletes: the entry must
-            // never outlive the file.
-            txn.commit().map_err(|e| ix(e.into()))?;
-            lock(&inner.usage).sub(kind, 1, size);
+            if self.remove_entry(kind, cid, "dropping a corrupt entry")?.is_none() {
+                return Ok(false);
+            }
             self.move_to_quarantine(kind, cid, &object_path(&inner.dir, kind, cid));
             Ok(true)
         })();
@@ -327,6 +318,28 @@ impl Store {
             Ok(false) => StoreError::NotFound { cid: *cid },
             Err(e) => e,
         }
+    }
+
+    /// Drops `cid`'s index entry in a transaction of its own and takes it off
+    /// the usage totals; the size it had, or `None` when there was no entry
+    /// (nothing is committed then). `what` names the operation in an index
+    /// error. The caller holds the mutation lock and deals with the file
+    /// after this returns: entry first, file second, so a crash in between
+    /// leaves an orphan file, which the next open removes, never an entry
+    /// without its file.
+    fn remove_entry(&self, kind: Kind, cid: &Cid, what: &'static str) -> Result<Option<u64>> {
+        let inner = &*self.inner;
+        let ix = |e: redb::Error| index_error(&inner.dir, what, e);
+        let txn = begin_write(&inner.dir, &inner.db)?;
+        let size = {
+            let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
+            let old = t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
+            old.map(|v| kind.record_size(v.value()).unwrap_or(0))
+        };
+        let Some(size) = size else { return Ok(None) };
+        txn.commit().map_err(|e| ix(e.into()))?;
+        lock(&inner.usage).sub(kind, 1, size);
+        Ok(Some(size))
     }
 
     /// Best effort, after the entry is dropped: a file that cannot be moved
@@ -344,19 +357,10 @@ impl Store {
 
     pub(super) fn delete_object(&self, kind: Kind, cid: &Cid) -> Result<bool> {
         let inner = &*self.inner;
-        let ix = |e: redb::Error| index_error(&inner.dir, "deleting", e);
         let _w = write_lock(&inner.mutation);
-        let txn = begin_write(&inner.dir, &inner.db)?;
-        let size = {
-            let mut t = txn.open_table(kind.table()).map_err(|e| ix(e.into()))?;
-            let old = t.remove(cid.to_bytes().as_slice()).map_err(|e| ix(e.into()))?;
-            old.map(|v| kind.record_size(v.value()).unwrap_or(0))
-        };
-        let Some(size) = size else { return Ok(false) };
-        // Entry first, file second: a crash in between leaves an orphan file,
-        // which the next open removes, never an entry without its file.
-        txn.commit().map_err(|e| ix(e.into()))?;
-        lock(&inner.usage).sub(kind, 1, size);
+        if self.remove_entry(kind, cid, "deleting")?.is_none() {
+            return Ok(false);
+        }
         lock(&inner.pending_access).remove(cid);
         // If removal fails the file is an orphan until the next open.
         let _ = inner.io.remove_file(&object_path(&inner.dir, kind, cid));
