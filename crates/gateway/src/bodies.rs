@@ -1,6 +1,15 @@
 //! The node's answers as the API's types ([`datamesh_api`]). Each
 //! conversion destructures the node's struct whole, so a field added there
 //! fails to compile here until the API says whether it shows it.
+//!
+//! The API's `DrainProgress`, `GcReport`, `RepairTotals`, `FileStat`,
+//! `StoreStats` and the rest mirror the node's and the store's structs on
+//! purpose, however alike they look: the API's are the HTTP contract (the
+//! CLI, scripts and the OpenAPI document read them), the node's and the
+//! store's are internals, free to change. These functions are the only
+//! place the two meet, so an internal rename or a new field moves nothing
+//! on the wire until someone decides here, and in `crates/api`, that it
+//! should.
 
 use datamesh_api as api;
 
