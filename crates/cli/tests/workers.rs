@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{bin, wait_for};
 
 /// Every worker a networked node with S3 runs, in the order they start.
-const STARTED: [&str; 11] = [
+const STARTED: [&str; 12] = [
     "heartbeat",
     "upload-expiry",
     "gc",
@@ -24,6 +24,7 @@ const STARTED: [&str; 11] = [
     "events-peers",
     "events-metrics",
     "s3-multipart-expiry",
+    "accounts-housekeeping",
 ];
 
 fn start(dir: &std::path::Path, log: &std::path::Path) -> std::process::Child {

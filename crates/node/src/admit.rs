@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use datamesh_core::clock::unix_secs;
 use datamesh_core::{Cid, HolderId, LocationRecord, Manifest};
-use datamesh_net::{PeerId, PeerState, Response};
+use datamesh_net::{NetClient, PeerId, PeerState, Response};
 use datamesh_store::PinInfo;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -132,6 +132,8 @@ pub(crate) struct Move {
     pub(crate) shard: usize,
     /// The previous holder (node id bytes).
     pub(crate) from: HolderId,
+    /// The new holder, when the record names one.
+    pub(crate) to: Option<HolderId>,
 }
 
 /// Positions of `m` whose holder differs between `old` and `new`, leaving
@@ -143,7 +145,7 @@ pub(crate) fn moves(m: &Manifest, old: &LocationRecord, new: &LocationRecord, ex
         for s in 0..entry.shards.len() {
             let Some(from) = old.holder(c, s) else { continue };
             if new.holder(c, s) != Some(from) && exempt != Some(from) {
-                out.push(Move { chunk: c, shard: s, from: from.clone() });
+                out.push(Move { chunk: c, shard: s, from: from.clone(), to: new.holder(c, s).cloned() });
             }
         }
     }
@@ -313,6 +315,8 @@ impl Node {
             Some(n) => n.peers().await.into_iter().map(|p| (holder_id(&p.peer), p.state)).collect(),
             None => HashMap::new(),
         };
+        // Positions whose previous holder still has its shard.
+        let mut still_held: Vec<(usize, usize)> = Vec::new();
         // Per previous holder still to ask: its positions `(chunk, shard)`.
         let mut ask: HashMap<HolderId, Vec<(usize, usize)>> = HashMap::new();
         for mv in moves {
@@ -321,7 +325,7 @@ impl Node {
                 let store = self.inner.store.clone();
                 let held = blocking(move || Ok(store.has_shard(&cid)?)).await.unwrap_or(false);
                 if held {
-                    return Err(RecordRefusal::HolderStillThere { chunk: mv.chunk, shard: mv.shard });
+                    still_held.push((mv.chunk, mv.shard));
                 }
                 continue;
             }
@@ -330,7 +334,12 @@ impl Node {
             }
             ask.entry(mv.from.clone()).or_default().push((mv.chunk, mv.shard));
         }
-        let Some(net) = net else { return Ok(()) };
+        let Some(net) = net else {
+            return match still_held.first() {
+                Some(&(chunk, shard)) => Err(RecordRefusal::HolderStillThere { chunk, shard }),
+                None => Ok(()),
+            };
+        };
         // Which positions their holders claim.
         let mut claimed: Vec<(PeerId, usize, usize)> = Vec::new();
         let mut asks: FuturesUnordered<_> = ask
@@ -378,10 +387,47 @@ impl Node {
             .buffer_unordered(CHALLENGES_IN_FLIGHT);
         while let Some((chunk, shard, proven)) = proofs.next().await {
             if proven {
+                still_held.push((chunk, shard));
+            }
+        }
+        // A holder that proves its shard was not necessarily wrongly moved:
+        // a repairer moves the shards of a holder that was unreachable at
+        // the time, and that holder may be back (a restart, a healed
+        // partition) still holding its old copy. Such a move stands when the
+        // new holder proves it holds the shard too: the record then names
+        // nodes that really have the bytes, so reads and repair work from
+        // it, which is what the rule protects.
+        for (chunk, shard) in still_held {
+            let to = moves.iter().find(|mv| mv.chunk == chunk && mv.shard == shard).and_then(|mv| mv.to.clone());
+            if !self.holder_proves(&net, m, chunk, shard, to.as_ref(), me.as_ref()).await {
                 return Err(RecordRefusal::HolderStillThere { chunk, shard });
             }
         }
         Ok(())
+    }
+
+    /// Whether `to` (the new holder of a position) holds its shard: this
+    /// node by its store, another by answering an audit challenge.
+    async fn holder_proves(
+        &self,
+        net: &NetClient,
+        m: &Manifest,
+        chunk: usize,
+        shard: usize,
+        to: Option<&HolderId>,
+        me: Option<&HolderId>,
+    ) -> bool {
+        let Some(to) = to else { return false };
+        let cid = m.chunks[chunk].shards[shard];
+        if Some(to) == me {
+            let store = self.inner.store.clone();
+            return blocking(move || Ok(store.has_shard(&cid)?)).await.unwrap_or(false);
+        }
+        let Some(p) = peer_of(to) else { return false };
+        let len = m.erasure.shard_size(m.chunks[chunk].stored_size as usize) as u64;
+        let start = rand::thread_rng().gen_range(0..len.max(1)) & !1023;
+        let seg = CHALLENGE_SEGMENT.min((len - start.min(len)).max(1) as u32);
+        matches!(tokio::time::timeout(HOLDER_ANSWER_TIMEOUT, net.audit(p, cid, start, seg)).await, Ok(Ok(_)))
     }
 
     /// Brings this node's copy of a file's location record up to date by
@@ -523,7 +569,8 @@ mod tests {
         // justified.
         let repair = rec(&m, 2, &[[1, 2, 4], [2, 4, 1]], 2);
         let todo = check_update(&m, Some(&old), &repair).unwrap();
-        assert_eq!(todo, vec![Move { chunk: 0, shard: 2, from: id(3) }, Move { chunk: 1, shard: 1, from: id(3) }]);
+        let at: Vec<(usize, usize, HolderId)> = todo.iter().map(|mv| (mv.chunk, mv.shard, mv.from.clone())).collect();
+        assert_eq!(at, vec![(0, 2, id(3)), (1, 1, id(3))]);
         // A drain: the signer moves every shard of its own, no justification.
         let drain = rec(&m, 2, &[[4, 2, 3], [2, 3, 5]], 1);
         assert_eq!(check_update(&m, Some(&old), &drain).unwrap(), vec![]);
