@@ -152,6 +152,14 @@ pub(crate) fn moves(m: &Manifest, old: &LocationRecord, new: &LocationRecord, ex
     out
 }
 
+/// A random 1 KiB-aligned segment of a shard of chunk `c` to challenge its
+/// holder with: `(start, length)`.
+fn challenge_range(m: &Manifest, c: usize, rng: &mut impl Rng) -> (u64, u32) {
+    let len = m.erasure.shard_size(m.chunks[c].stored_size as usize) as u64;
+    let start = rng.gen_range(0..len.max(1)) & !1023;
+    (start, CHALLENGE_SEGMENT.min((len - start.min(len)).max(1) as u32))
+}
+
 /// The node id (peer id bytes) of a record's signer.
 fn signer_id(r: &LocationRecord) -> Option<HolderId> {
     datamesh_net::peer_id_of_ed25519(&r.signer).map(|p| holder_id(&p))
@@ -369,9 +377,7 @@ impl Node {
             claimed
                 .into_iter()
                 .map(|(p, c, s)| {
-                    let len = m.erasure.shard_size(m.chunks[c].stored_size as usize) as u64;
-                    let start = rng.gen_range(0..len.max(1)) & !1023;
-                    let seg = CHALLENGE_SEGMENT.min((len - start.min(len)).max(1) as u32);
+                    let (start, seg) = challenge_range(m, c, &mut rng);
                     (p, c, s, m.chunks[c].shards[s], start, seg)
                 })
                 .collect()
@@ -424,9 +430,7 @@ impl Node {
             return blocking(move || Ok(store.has_shard(&cid)?)).await.unwrap_or(false);
         }
         let Some(p) = peer_of(to) else { return false };
-        let len = m.erasure.shard_size(m.chunks[chunk].stored_size as usize) as u64;
-        let start = rand::thread_rng().gen_range(0..len.max(1)) & !1023;
-        let seg = CHALLENGE_SEGMENT.min((len - start.min(len)).max(1) as u32);
+        let (start, seg) = challenge_range(m, chunk, &mut rand::thread_rng());
         matches!(tokio::time::timeout(HOLDER_ANSWER_TIMEOUT, net.audit(p, cid, start, seg)).await, Ok(Ok(_)))
     }
 
