@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datamesh_core::{Cid, Cipher, Manifest};
 use datamesh_pipeline::crypto::DataKey;
-use datamesh_pipeline::seal::{OpenError, open_chunk};
+use datamesh_pipeline::seal::{OpenChunkError, open_chunk};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
@@ -56,7 +56,7 @@ pub enum GetError<E: std::error::Error + 'static> {
     /// A chunk's stored form failed verification, decryption or
     /// decompression: corrupt data was served, or the key is wrong.
     #[error(transparent)]
-    Open(#[from] OpenError),
+    Open(#[from] OpenChunkError),
     /// The file is encrypted and was opened without its key.
     #[error("{0} is encrypted and no key to open it was given")]
     NoKey(Cid),

@@ -28,16 +28,16 @@ use futures::StreamExt;
 use crate::error::{ApiError, ApiResult};
 use crate::events::Event;
 use crate::index::FileRow;
-use crate::objects::{OpenError, OpenFile};
+use crate::objects::{OpenFile, OpenFileError};
 
 /// Progress events at most every this many bytes (uploads also every
 /// half second).
 pub(crate) const PROGRESS_BYTES: u64 = 4 << 20;
 
-fn open_error(e: OpenError) -> ApiError {
+fn open_file_error(e: OpenFileError) -> ApiError {
     match e {
-        OpenError::Node(n) => n.into(),
-        e @ OpenError::NotOurs(_) => ApiError::new(ErrorCode::NotDecryptable, e.to_string()),
+        OpenFileError::Node(n) => n.into(),
+        e @ OpenFileError::NotOurs(_) => ApiError::new(ErrorCode::NotDecryptable, e.to_string()),
     }
 }
 
@@ -51,7 +51,7 @@ pub(crate) async fn open(gw: &crate::Gateway, cid: Cid) -> ApiResult<(OpenFile, 
         Some(u) => vec![u],
         None => gw.keys().all_users(),
     };
-    let f = gw.pipeline().open_file(mcid, &users).await.map_err(open_error)?;
+    let f = gw.pipeline().open_file(mcid, &users).await.map_err(open_file_error)?;
     Ok((f, row))
 }
 

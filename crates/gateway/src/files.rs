@@ -43,7 +43,7 @@ use crate::download::{PROGRESS_BYTES, Via, open, serve};
 use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::events::Event;
 use crate::index::FileRow;
-use crate::objects::{BodyError, OpenError, WriteError, WriteOptions};
+use crate::objects::{BodyError, OpenFileError, WriteError, WriteOptions};
 use crate::ownership;
 use crate::state::AppState;
 use datamesh_services::Principal;
@@ -434,8 +434,8 @@ async fn metadata_of(gw: &crate::Gateway, cid: Cid) -> ApiResult<FileMetadata> {
         None => true,
         Some(_) => match gw.pipeline().open_file(mcid, &gw.keys().all_users()).await {
             Ok(_) => true,
-            Err(OpenError::NotOurs(_)) => false,
-            Err(OpenError::Node(e)) => return Err(e.into()),
+            Err(OpenFileError::NotOurs(_)) => false,
+            Err(OpenFileError::Node(e)) => return Err(e.into()),
         },
     };
     let pin_name = {

@@ -57,8 +57,8 @@ pub struct GatewayConfig {
     pub domain: String,
     /// Multipart uploads idle this long are aborted and their parts released.
     pub multipart_idle_timeout: Duration,
-    /// Pipeline settings.
-    pub pipeline: objects::PipelineConfig,
+    /// The object pipeline's settings.
+    pub pipeline: objects::ObjectPipelineConfig,
     /// Largest file `POST /v1/files` takes (413 above it); None: no limit
     /// but the store's.
     pub max_file_size: Option<u64>,
@@ -84,7 +84,7 @@ impl GatewayConfig {
             region: "us-east-1".into(),
             domain: "localhost".into(),
             multipart_idle_timeout: Duration::from_secs(24 * 3600),
-            pipeline: objects::PipelineConfig::default(),
+            pipeline: objects::ObjectPipelineConfig::default(),
             max_file_size: None,
             public_url: None,
             events: events::EventsConfig::default(),
@@ -105,7 +105,7 @@ pub enum GatewayError {
     Keys(#[from] keys::KeyStoreError),
     /// The accounts database could not be opened.
     #[error("cannot open the accounts database: {0}")]
-    Services(#[from] datamesh_services::OpenError),
+    Services(#[from] datamesh_services::DbOpenError),
     /// Files or sockets.
     #[error("{0}")]
     Io(String),
@@ -121,7 +121,7 @@ pub struct Gateway {
     s3: s3::S3Gateway,
     metrics: metrics::Metrics,
     events: events::EventBus,
-    pipeline: objects::Pipeline,
+    pipeline: objects::ObjectPipeline,
     services: datamesh_services::Services,
     /// Argon2 share-password checks at once (each takes ~19 MiB and tens of ms).
     password_checks: std::sync::Arc<tokio::sync::Semaphore>,
@@ -192,7 +192,7 @@ impl Gateway {
         let identity = datamesh_node::NodeIdentity::load_or_create(&node.config().data_dir)
             .map_err(|e| GatewayError::Io(format!("cannot read the node identity: {e}")))?;
         let keys = keys::AccessKeys::load(index.clone(), &identity.secret_seed())?;
-        let pipeline = objects::Pipeline::new(node.clone(), cfg.pipeline);
+        let pipeline = objects::ObjectPipeline::new(node.clone(), cfg.pipeline);
         let metrics = metrics::Metrics::new();
         let events = events::EventBus::new(cfg.events, metrics.clone());
         {
@@ -238,7 +238,7 @@ impl Gateway {
     }
 
     /// The server-side pipeline.
-    pub fn pipeline(&self) -> &objects::Pipeline {
+    pub fn pipeline(&self) -> &objects::ObjectPipeline {
         &self.pipeline
     }
 

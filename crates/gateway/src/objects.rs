@@ -37,16 +37,16 @@ use futures::{Stream, StreamExt};
 use crate::in_process::InProcess;
 use crate::index::Segment;
 
-/// How the gateway runs the pipeline.
+/// How the gateway runs the object pipeline.
 #[derive(Debug, Clone, Copy)]
-pub struct PipelineConfig {
+pub struct ObjectPipelineConfig {
     /// Fixed chunk size in bytes (4 MiB, the CLI's default).
     pub chunk_size: usize,
     /// Chunks sealed, stored or fetched at once per request.
     pub concurrency: usize,
 }
 
-impl Default for PipelineConfig {
+impl Default for ObjectPipelineConfig {
     fn default() -> Self {
         Self { chunk_size: datamesh_pipeline::chunker::DEFAULT_CHUNK_SIZE as usize, concurrency: 4 }
     }
@@ -110,7 +110,7 @@ pub struct WriteOptions {
 
 /// Why a file cannot be read through the gateway.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub enum OpenFileError {
     /// The node cannot find or serve it.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -141,17 +141,20 @@ impl<D> Written<D> {
     }
 }
 
-/// The gateway's pipeline over one node. Cheap to clone.
+/// The object pipeline: the content pipeline run server-side, over one
+/// node, for clients that cannot encrypt (S3, plain-HTTP uploads). Named
+/// apart from the `datamesh-pipeline` crate, whose pure stages it drives
+/// through `crates/client`. Cheap to clone.
 #[derive(Clone)]
-pub struct Pipeline {
+pub struct ObjectPipeline {
     node: Node,
     client: Client<InProcess>,
-    cfg: PipelineConfig,
+    cfg: ObjectPipelineConfig,
 }
 
-impl Pipeline {
+impl ObjectPipeline {
     /// A pipeline writing to and reading from `node`.
-    pub fn new(node: Node, cfg: PipelineConfig) -> Self {
+    pub fn new(node: Node, cfg: ObjectPipelineConfig) -> Self {
         let client = Client::new(InProcess::new(node.clone()), ClientConfig { concurrency: cfg.concurrency });
         Self { node, client, cfg }
     }
@@ -278,7 +281,7 @@ impl Pipeline {
     /// Opens one file for reading: fetches its manifest and unwraps its
     /// data key with the first of `users` that can (none needed for a
     /// public file).
-    pub async fn open_file(&self, cid: Cid, users: &[Arc<crate::keys::KeyOwner>]) -> Result<OpenFile, OpenError> {
+    pub async fn open_file(&self, cid: Cid, users: &[Arc<crate::keys::KeyOwner>]) -> Result<OpenFile, OpenFileError> {
         let (mcid, manifest) = self.node.manifest(cid).await?;
         let key = match &manifest.encryption {
             None => None,
@@ -290,7 +293,7 @@ impl Pipeline {
                 })
                 .await
                 .map_err(NodeError::from)?;
-                Some(found.ok_or(OpenError::NotOurs(mcid))?)
+                Some(found.ok_or(OpenFileError::NotOurs(mcid))?)
             }
         };
         Ok(OpenFile::new(mcid, manifest, key))

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use datamesh_core::{Cid, Erasure};
 use datamesh_gateway::keys::KeyOwner;
-use datamesh_gateway::objects::{Pipeline, PipelineConfig, WriteOptions};
+use datamesh_gateway::objects::{ObjectPipeline, ObjectPipelineConfig, WriteOptions};
 use datamesh_net::{NetClient, PeerState};
 use datamesh_node::{Node, NodeConfig};
 use datamesh_pipeline::keys::UserKey;
@@ -104,7 +104,7 @@ fn live(peers: &[Option<Peer>]) -> Vec<&Peer> {
     peers.iter().flatten().collect()
 }
 
-async fn read_all(p: &Pipeline, cid: Cid, who: &Arc<KeyOwner>) -> Vec<u8> {
+async fn read_all(p: &ObjectPipeline, cid: Cid, who: &Arc<KeyOwner>) -> Vec<u8> {
     let f = p.open_file(cid, std::slice::from_ref(who)).await.unwrap();
     let size = f.size;
     let mut s = p.read_file(f, 0..size);
@@ -144,10 +144,10 @@ async fn wide_code(k: u16, m: u16, size: usize) {
     let t = Instant::now();
     let who = Arc::new(KeyOwner { id: "wide".into(), user: UserKey::generate() });
     // 1 MiB chunks: several chunks, each spread over k+m nodes.
-    let cfg = PipelineConfig { chunk_size: 1 << 20, concurrency: 2 };
+    let cfg = ObjectPipelineConfig { chunk_size: 1 << 20, concurrency: 2 };
     let body: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
 
-    let writer = Pipeline::new(peers[0].as_ref().unwrap().node.clone(), cfg);
+    let writer = ObjectPipeline::new(peers[0].as_ref().unwrap().node.clone(), cfg);
     let stream =
         futures::stream::iter(body.chunks(256 * 1024).map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c))));
     let written = writer
@@ -180,7 +180,7 @@ async fn wide_code(k: u16, m: u16, size: usize) {
     eprintln!("{k}+{m}: put {} chunks in {:.1?}", stat.live_shards.len(), t.elapsed());
 
     // Read from the far end of the network.
-    let reader = Pipeline::new(peers[NODES - 1].as_ref().unwrap().node.clone(), cfg);
+    let reader = ObjectPipeline::new(peers[NODES - 1].as_ref().unwrap().node.clone(), cfg);
     assert!(read_all(&reader, cid, &who).await == body, "{k}+{m}: bytes differ on another node");
 
     // Take m holders down at once (never the writer or the reader, which

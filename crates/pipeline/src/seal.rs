@@ -88,9 +88,10 @@ impl ChunkSealer {
     }
 }
 
-/// Why a chunk's stored form could not be turned back into plaintext.
+/// Why a sealed chunk could not be opened (its stored form turned back into
+/// plaintext): [`open_chunk`]'s error.
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub enum OpenChunkError {
     /// The bytes do not hash to the chunk's CID.
     #[error("chunk {index} does not match its CID {cid}: the copy served was corrupt")]
     CidMismatch {
@@ -124,24 +125,25 @@ pub fn open_chunk(
     index: u64,
     stored: &[u8],
     key: Option<(Cipher, &DataKey)>,
-) -> Result<Vec<u8>, OpenError> {
+) -> Result<Vec<u8>, OpenChunkError> {
     if stored.len() != entry.stored_size as usize || !entry.cid.verifies(stored) {
-        return Err(OpenError::CidMismatch { index, cid: entry.cid });
+        return Err(OpenChunkError::CidMismatch { index, cid: entry.cid });
     }
     let body = match key {
-        Some((cipher, key)) => {
-            crypto::open_chunk(cipher, key, index, stored).map_err(|source| OpenError::Decrypt { index, source })?
-        }
+        Some((cipher, key)) => crypto::open_chunk(cipher, key, index, stored)
+            .map_err(|source| OpenChunkError::Decrypt { index, source })?,
         None => stored.to_vec(),
     };
     let plain_size = entry.plain_size as usize;
     match entry.compression {
         Compression::None if body.len() == plain_size => Ok(body),
-        Compression::None => Err(OpenError::Decompress {
+        Compression::None => Err(OpenChunkError::Decompress {
             index,
             source: CompressError::SizeMismatch { expected: plain_size, actual: body.len() },
         }),
-        algo => compress::decompress(algo, &body, plain_size).map_err(|source| OpenError::Decompress { index, source }),
+        algo => {
+            compress::decompress(algo, &body, plain_size).map_err(|source| OpenChunkError::Decompress { index, source })
+        }
     }
 }
 

@@ -41,9 +41,10 @@ pub(crate) struct Db {
     pub(crate) dialect: Dialect,
 }
 
-/// Opening the database failed.
+/// Opening the accounts database, or preparing the service over it, failed:
+/// [`crate::Services::open`]'s error. Once open, a failure is a [`DbError`].
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
+pub enum DbOpenError {
     /// The URL names neither SQLite nor PostgreSQL.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
@@ -96,10 +97,10 @@ fn migrations(dialect: Dialect) -> Migrator {
 impl Db {
     /// Opens `url` (`sqlite://PATH`, created if missing, or
     /// `postgres://...`) and applies the pending migrations of its dialect.
-    pub(crate) async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
+    pub(crate) async fn open(url: &str, max_connections: u32) -> Result<Db, DbOpenError> {
         sqlx::any::install_default_drivers();
         let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
-            create_private(rest).map_err(|e| OpenError::Setup(format!("cannot create the database file: {e}")))?;
+            create_private(rest).map_err(|e| DbOpenError::Setup(format!("cannot create the database file: {e}")))?;
             // Create the file when missing, as the node creates its data dir.
             let sep = if rest.contains('?') { '&' } else { '?' };
             let url = if rest.contains("mode=") { url.to_string() } else { format!("{url}{sep}mode=rwc") };
@@ -107,7 +108,7 @@ impl Db {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Dialect::Postgres, url.to_string())
         } else {
-            return Err(OpenError::UnsupportedUrl(url.chars().take(64).collect()));
+            return Err(DbOpenError::UnsupportedUrl(url.chars().take(64).collect()));
         };
         let opts = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -123,8 +124,8 @@ impl Db {
                     Ok(())
                 })
             });
-        let pool = opts.connect(&url).await.map_err(OpenError::Connect)?;
-        migrations(dialect).run(&pool).await.map_err(OpenError::Migrate)?;
+        let pool = opts.connect(&url).await.map_err(DbOpenError::Connect)?;
+        migrations(dialect).run(&pool).await.map_err(DbOpenError::Migrate)?;
         Ok(Db { pool, dialect })
     }
 

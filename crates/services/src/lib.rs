@@ -92,7 +92,7 @@ pub mod users;
 mod principal;
 mod services;
 
-pub use crate::db::{DbError, OpenError};
+pub use crate::db::{DbError, DbOpenError};
 pub use crate::principal::{Principal, Via};
 pub use crate::secret::SealingKey;
 pub use crate::services::{Clock, Config, LoginLimits, Services, SystemClock};

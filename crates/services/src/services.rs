@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::{Db, OpenError};
+use crate::db::{Db, DbOpenError};
 use crate::ratelimit::Limiters;
 use crate::secret::SealingKey;
 
@@ -129,7 +129,7 @@ impl Services {
     /// Opens the database at `url` (`sqlite://PATH` or `postgres://...`),
     /// applies its migrations, and returns the services. `sealing` seals S3
     /// secrets at rest.
-    pub async fn open(url: &str, sealing: SealingKey, config: Config) -> Result<Services, OpenError> {
+    pub async fn open(url: &str, sealing: SealingKey, config: Config) -> Result<Services, DbOpenError> {
         Services::open_with_clock(url, sealing, config, Arc::new(SystemClock)).await
     }
 
@@ -139,9 +139,9 @@ impl Services {
         sealing: SealingKey,
         config: Config,
         clock: Arc<dyn Clock>,
-    ) -> Result<Services, OpenError> {
+    ) -> Result<Services, DbOpenError> {
         let db = Db::open(url, config.max_connections).await?;
-        let dummy_hash = crate::users::dummy_hash().await.map_err(OpenError::Setup)?;
+        let dummy_hash = crate::users::dummy_hash().await.map_err(DbOpenError::Setup)?;
         let limiters = Limiters::new(config.anonymous_per_minute);
         Ok(Services { inner: Arc::new(Inner { db, config, sealing, clock, limiters, dummy_hash }) })
     }

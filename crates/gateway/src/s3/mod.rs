@@ -53,7 +53,7 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::index::{Index, IndexError};
 use crate::keys::AccessKeys;
-use crate::objects::Pipeline;
+use crate::objects::ObjectPipeline;
 
 pub(crate) use access::{Reservations, S3Keys};
 
@@ -65,7 +65,7 @@ pub use service::VirtualHosts;
 pub struct S3Gateway {
     pub(crate) index: Index,
     pub(crate) keys: AccessKeys,
-    pub(crate) pipeline: Pipeline,
+    pub(crate) pipeline: ObjectPipeline,
     pub(crate) events: crate::events::EventBus,
     pub(crate) services: datamesh_services::Services,
     /// The node's administrator, for questions no caller may ask (whose a

@@ -1,7 +1,7 @@
 //! Versioned migrations: applied once at open, and a database written by a
 //! newer DataMesh is refused rather than misread.
 
-use datamesh_services::{OpenError, SealingKey, Services};
+use datamesh_services::{DbOpenError, SealingKey, Services};
 use sqlx::{Executor, Row};
 
 use crate::common::Env;
@@ -41,10 +41,10 @@ async fn migrations_are_versioned_and_applied_once(env: &Env) {
     };
     raw.execute(future).await.expect("insert a future migration");
     let r = Services::open(&env.url, SealingKey::generate("k"), crate::common::config()).await;
-    assert!(matches!(r, Err(OpenError::Migrate(_))), "{r:?}");
+    assert!(matches!(r, Err(DbOpenError::Migrate(_))), "{r:?}");
     // And URLs that name no supported database are refused.
     for url in ["mysql://localhost/db", "", "sqlite", "http://x"] {
         let r = Services::open(url, SealingKey::generate("k"), crate::common::config()).await;
-        assert!(matches!(r, Err(OpenError::UnsupportedUrl(_))), "{url}: {r:?}");
+        assert!(matches!(r, Err(DbOpenError::UnsupportedUrl(_))), "{url}: {r:?}");
     }
 }
