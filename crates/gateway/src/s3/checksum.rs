@@ -10,6 +10,37 @@ use s3s::dto::*;
 
 use crate::objects::{BodyDigest, WriteError};
 
+/// The five `checksum_*` fields s3s repeats on its input and output types
+/// (rather than nesting a [`Checksum`]), read as one [`Checksum`].
+macro_rules! checksums_in {
+    ($x:expr) => {
+        Checksum {
+            checksum_crc32: $x.checksum_crc32.clone(),
+            checksum_crc32c: $x.checksum_crc32c.clone(),
+            checksum_crc64nvme: $x.checksum_crc64nvme.clone(),
+            checksum_sha1: $x.checksum_sha1.clone(),
+            checksum_sha256: $x.checksum_sha256.clone(),
+            ..Default::default()
+        }
+    };
+}
+
+/// `$out`, an s3s output, with its five `checksum_*` fields set from `$c`,
+/// a [`Checksum`].
+macro_rules! with_checksums {
+    ($out:expr, $c:expr) => {{
+        let c: Checksum = $c;
+        let mut out = $out;
+        out.checksum_crc32 = c.checksum_crc32;
+        out.checksum_crc32c = c.checksum_crc32c;
+        out.checksum_crc64nvme = c.checksum_crc64nvme;
+        out.checksum_sha1 = c.checksum_sha1;
+        out.checksum_sha256 = c.checksum_sha256;
+        out
+    }};
+}
+pub(super) use {checksums_in, with_checksums};
+
 /// Checksums the client announced, by algorithm: (header name, expected
 /// value if given in a header; None = expected in the trailer).
 pub(super) struct Expected {
@@ -18,25 +49,21 @@ pub(super) struct Expected {
 }
 
 impl Expected {
-    #[allow(clippy::too_many_arguments)]
+    /// `given`: the values sent in headers (see [`checksums_in`]).
     pub(super) fn new(
         headers: &http::HeaderMap,
         content_md5: Option<String>,
         algo: Option<&ChecksumAlgorithm>,
-        crc32: Option<String>,
-        crc32c: Option<String>,
-        crc64: Option<String>,
-        sha1: Option<String>,
-        sha256: Option<String>,
+        given: Checksum,
     ) -> Self {
         let trailer = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
         let mut sums = Vec::new();
         for (name, given) in [
-            ("x-amz-checksum-crc32", crc32),
-            ("x-amz-checksum-crc32c", crc32c),
-            ("x-amz-checksum-crc64nvme", crc64),
-            ("x-amz-checksum-sha1", sha1),
-            ("x-amz-checksum-sha256", sha256),
+            ("x-amz-checksum-crc32", given.checksum_crc32),
+            ("x-amz-checksum-crc32c", given.checksum_crc32c),
+            ("x-amz-checksum-crc64nvme", given.checksum_crc64nvme),
+            ("x-amz-checksum-sha1", given.checksum_sha1),
+            ("x-amz-checksum-sha256", given.checksum_sha256),
         ] {
             let algo_named = algo.is_some_and(|a| name.ends_with(&a.as_str().to_ascii_lowercase()));
             if given.is_some() || trailer.split(',').any(|t| t.trim() == name) || algo_named {

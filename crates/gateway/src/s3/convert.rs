@@ -60,8 +60,17 @@ pub(super) fn checksums_json(c: &Checksum) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
-pub(super) fn checksums_of(json: &str) -> HashMap<String, String> {
-    serde_json::from_str(json).unwrap_or_default()
+/// The checksums an index row keeps (written by [`checksums_json`]).
+pub(super) fn checksums_of(json: &str) -> Checksum {
+    let mut m: HashMap<String, String> = serde_json::from_str(json).unwrap_or_default();
+    Checksum {
+        checksum_crc32: m.remove("crc32"),
+        checksum_crc32c: m.remove("crc32c"),
+        checksum_crc64nvme: m.remove("crc64nvme"),
+        checksum_sha1: m.remove("sha1"),
+        checksum_sha256: m.remove("sha256"),
+        ..Default::default()
+    }
 }
 
 pub(super) fn metadata_json(m: &Option<Metadata>) -> String {

@@ -9,7 +9,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::access::quota_error;
-use super::checksum::{Digests, Expected};
+use super::checksum::{Digests, Expected, checksums_in, with_checksums};
 use super::convert::{etag, metadata_json, source_of, ts};
 use super::{S3Gateway, internal};
 use crate::index::{ObjectRow, PartRow, Segment, UploadRow};
@@ -82,16 +82,7 @@ pub(super) async fn upload_part(
     let declared = i.content_length.unwrap_or(0).max(0) as u64;
     gw.extend_upload(&up, declared).await?;
     let user = gw.user_key(&c).await?;
-    let expected = Expected::new(
-        &req.headers,
-        i.content_md5.clone(),
-        i.checksum_algorithm.as_ref(),
-        i.checksum_crc32.clone(),
-        i.checksum_crc32c.clone(),
-        i.checksum_crc64nvme.clone(),
-        i.checksum_sha1.clone(),
-        i.checksum_sha256.clone(),
-    );
+    let expected = Expected::new(&req.headers, i.content_md5.clone(), i.checksum_algorithm.as_ref(), checksums_in!(i));
     let name = format!("s3://{}/{}#upload={}&part={number}", up.bucket, up.key, up.id);
     let w = gw.write_body(&user, i.body, expected, trailers, name).await?;
     if w.size > declared
@@ -103,15 +94,7 @@ pub(super) async fn upload_part(
     let md5 = hex::encode(w.digest.md5);
     let c = w.digest.checksums.clone();
     gw.record_part(&up.id, number, w, &user.id, md5.clone()).await?;
-    Ok(S3Response::new(UploadPartOutput {
-        e_tag: Some(etag(&md5)),
-        checksum_crc32: c.checksum_crc32,
-        checksum_crc32c: c.checksum_crc32c,
-        checksum_crc64nvme: c.checksum_crc64nvme,
-        checksum_sha1: c.checksum_sha1,
-        checksum_sha256: c.checksum_sha256,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(with_checksums!(UploadPartOutput { e_tag: Some(etag(&md5)), ..Default::default() }, c)))
 }
 
 pub(super) async fn upload_part_copy(

@@ -1,15 +1,13 @@
 //! Single-object operations: put, get, head, delete, copy; and the reads
 //! and writes through the pipeline that multipart uploads share.
 
-use std::collections::HashMap;
-
 use datamesh_core::clock::unix_secs;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::S3Gateway;
 use super::access::quota_error;
-use super::checksum::{Digests, Expected, S3Digest};
+use super::checksum::{Digests, Expected, S3Digest, checksums_in, with_checksums};
 use super::convert::{
     checksums_json, checksums_of, etag, matches_etag, metadata_json, metadata_of, source_of, ts, write_error,
 };
@@ -132,16 +130,7 @@ pub(super) async fn put_object(
     let mut reservation = gw.services.reserve(owner, declared, 1).await.map_err(quota_error)?;
     let (b, k) = (i.bucket.clone(), i.key.clone());
     let old_size = gw.index.run(move |ix| ix.object(&b, &k)).await?.map(|(o, _)| o.size);
-    let expected = Expected::new(
-        &req.headers,
-        i.content_md5.clone(),
-        i.checksum_algorithm.as_ref(),
-        i.checksum_crc32.clone(),
-        i.checksum_crc32c.clone(),
-        i.checksum_crc64nvme.clone(),
-        i.checksum_sha1.clone(),
-        i.checksum_sha256.clone(),
-    );
+    let expected = Expected::new(&req.headers, i.content_md5.clone(), i.checksum_algorithm.as_ref(), checksums_in!(i));
     let name = format!("s3://{}/{}", i.bucket, i.key);
     let w = match gw.write_body(&user, i.body, expected, trailers, name).await {
         Ok(w) => w,
@@ -188,16 +177,10 @@ pub(super) async fn put_object(
     }
     gw.uncount(owner, over + old_size.unwrap_or(0), u64::from(old_size.is_some())).await;
     gw.release(gone).await;
-    let c = w.digest.checksums;
-    Ok(S3Response::new(PutObjectOutput {
-        e_tag: Some(etag(&md5)),
-        checksum_crc32: c.checksum_crc32,
-        checksum_crc32c: c.checksum_crc32c,
-        checksum_crc64nvme: c.checksum_crc64nvme,
-        checksum_sha1: c.checksum_sha1,
-        checksum_sha256: c.checksum_sha256,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(with_checksums!(
+        PutObjectOutput { e_tag: Some(etag(&md5)), ..Default::default() },
+        w.digest.checksums
+    )))
 }
 
 pub(super) async fn get_object(
@@ -229,7 +212,8 @@ pub(super) async fn get_object(
         }
     };
     let whole = content_range.is_none();
-    let sums = if whole { checksums_of(&row.checksums) } else { HashMap::new() };
+    // Only a whole-object read carries the whole-object checksum.
+    let sums = if whole { checksums_of(&row.checksums) } else { Checksum::default() };
     let len = range.end - range.start;
     // The caller's monthly transfer is charged before anything is served.
     gw.services.charge_download(c.principal.user(), len).await.map_err(quota_error)?;
@@ -244,14 +228,9 @@ pub(super) async fn get_object(
         metadata: metadata_of(&row.metadata),
         accept_ranges: Some("bytes".into()),
         parts_count: (row.parts > 0).then_some(row.parts as i32),
-        // Only a whole-object read carries the whole-object checksum.
-        checksum_crc32: sums.get("crc32").cloned(),
-        checksum_crc32c: sums.get("crc32c").cloned(),
-        checksum_crc64nvme: sums.get("crc64nvme").cloned(),
-        checksum_sha1: sums.get("sha1").cloned(),
-        checksum_sha256: sums.get("sha256").cloned(),
         ..Default::default()
     };
+    let out = with_checksums!(out, sums);
     if whole { Ok(S3Response::new(out)) } else { Ok(S3Response::with_status(out, http::StatusCode::PARTIAL_CONTENT)) }
 }
 
@@ -263,8 +242,7 @@ pub(super) async fn head_object(
     let i = req.input;
     gw.allow_object(&c, Action::Read, &i.bucket, &i.key).await?;
     let (row, _) = gw.lookup(&i.bucket, &i.key).await?;
-    let sums = checksums_of(&row.checksums);
-    Ok(S3Response::new(HeadObjectOutput {
+    let out = HeadObjectOutput {
         content_length: Some(row.size as i64),
         content_type: row.content_type.clone(),
         e_tag: Some(etag(&row.etag)),
@@ -272,13 +250,9 @@ pub(super) async fn head_object(
         metadata: metadata_of(&row.metadata),
         accept_ranges: Some("bytes".into()),
         parts_count: (row.parts > 0).then_some(row.parts as i32),
-        checksum_crc32: sums.get("crc32").cloned(),
-        checksum_crc32c: sums.get("crc32c").cloned(),
-        checksum_crc64nvme: sums.get("crc64nvme").cloned(),
-        checksum_sha1: sums.get("sha1").cloned(),
-        checksum_sha256: sums.get("sha256").cloned(),
         ..Default::default()
-    }))
+    };
+    Ok(S3Response::new(with_checksums!(out, checksums_of(&row.checksums))))
 }
 
 pub(super) async fn delete_object(
