@@ -36,6 +36,25 @@ pub(super) fn write_error(e: WriteError) -> S3Error {
     }
 }
 
+/// `$out`, a GET or HEAD output, with the headers an object's index row
+/// gives every read of it (type, ETag, date, metadata, ranges, parts
+/// count), which s3s repeats on each output type.
+macro_rules! with_row_headers {
+    ($out:expr, $row:expr) => {{
+        use $crate::s3::convert::{etag, metadata_of, ts};
+        let row: &$crate::index::ObjectRow = $row;
+        let mut out = $out;
+        out.content_type = row.content_type.clone();
+        out.e_tag = Some(etag(&row.etag));
+        out.last_modified = Some(ts(row.modified));
+        out.metadata = metadata_of(&row.metadata);
+        out.accept_ranges = Some("bytes".into());
+        out.parts_count = (row.parts > 0).then_some(row.parts as i32);
+        out
+    }};
+}
+pub(super) use with_row_headers;
+
 pub(super) fn ts(secs: i64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }

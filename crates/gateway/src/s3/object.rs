@@ -9,7 +9,7 @@ use super::S3Gateway;
 use super::access::quota_error;
 use super::checksum::{Digests, Expected, S3Digest, checksums_in, with_checksums};
 use super::convert::{
-    checksums_json, checksums_of, etag, matches_etag, metadata_json, metadata_of, source_of, ts, write_error,
+    checksums_json, checksums_of, etag, matches_etag, metadata_json, source_of, ts, with_row_headers, write_error,
 };
 use crate::index::{ObjectRow, Segment};
 use crate::keys::KeyOwner;
@@ -218,19 +218,9 @@ pub(super) async fn get_object(
     // The caller's monthly transfer is charged before anything is served.
     gw.services.charge_download(c.principal.user(), len).await.map_err(quota_error)?;
     let body = gw.read_stream(segments, range);
-    let out = GetObjectOutput {
-        body: Some(body),
-        content_length: Some(len as i64),
-        content_range,
-        content_type: row.content_type.clone(),
-        e_tag: Some(etag(&row.etag)),
-        last_modified: Some(ts(row.modified)),
-        metadata: metadata_of(&row.metadata),
-        accept_ranges: Some("bytes".into()),
-        parts_count: (row.parts > 0).then_some(row.parts as i32),
-        ..Default::default()
-    };
-    let out = with_checksums!(out, sums);
+    let out =
+        GetObjectOutput { body: Some(body), content_length: Some(len as i64), content_range, ..Default::default() };
+    let out = with_checksums!(with_row_headers!(out, &row), sums);
     if whole { Ok(S3Response::new(out)) } else { Ok(S3Response::with_status(out, http::StatusCode::PARTIAL_CONTENT)) }
 }
 
@@ -242,17 +232,8 @@ pub(super) async fn head_object(
     let i = req.input;
     gw.allow_object(&c, Action::Read, &i.bucket, &i.key).await?;
     let (row, _) = gw.lookup(&i.bucket, &i.key).await?;
-    let out = HeadObjectOutput {
-        content_length: Some(row.size as i64),
-        content_type: row.content_type.clone(),
-        e_tag: Some(etag(&row.etag)),
-        last_modified: Some(ts(row.modified)),
-        metadata: metadata_of(&row.metadata),
-        accept_ranges: Some("bytes".into()),
-        parts_count: (row.parts > 0).then_some(row.parts as i32),
-        ..Default::default()
-    };
-    Ok(S3Response::new(with_checksums!(out, checksums_of(&row.checksums))))
+    let out = HeadObjectOutput { content_length: Some(row.size as i64), ..Default::default() };
+    Ok(S3Response::new(with_checksums!(with_row_headers!(out, &row), checksums_of(&row.checksums))))
 }
 
 pub(super) async fn delete_object(
