@@ -15,6 +15,7 @@ mod commands;
 mod daemon;
 mod devnet;
 mod login;
+mod partial;
 mod transfer;
 mod userkey;
 

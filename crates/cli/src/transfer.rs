@@ -23,9 +23,10 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::client::{Client, http_error};
+use crate::partial::Partial;
 
 /// How to put a file.
 #[derive(Debug, Clone)]
@@ -231,44 +232,19 @@ pub async fn get(
     };
     let file = OpenFile::new(mcid, manifest.clone(), key);
     let to_stdout = out == Path::new("-");
-    let tmp: PathBuf = if to_stdout { PathBuf::new() } else { partial_path(out) };
-    let state = state_path(&tmp);
     let mut unixfs = manifest.unixfs.map(|_| UnixFsHasher::new());
-    // Resume: a partial download of this same manifest continues from its
-    // last whole chunk. (Its chunks were verified when they were written; a
-    // public file's whole UnixFS CID is re-checked at the end.)
-    let mut first = 0usize;
-    let mut sink: Box<dyn Write + Send> = if to_stdout {
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
+    // Resume: a partial download of this same manifest continues after its
+    // last chunk that verifies again now (see `partial`); a public file's
+    // whole UnixFS CID is re-checked at the end.
+    let (mut partial, first, sink): (_, _, Box<dyn Write + Send>) = if to_stdout {
+        (None, 0, Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout())))
     } else {
-        let same = std::fs::read_to_string(&state).ok().is_some_and(|s| s.trim() == mcid.to_string());
-        let have = if same { std::fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0) } else { 0 };
-        let offsets = manifest.chunk_offsets();
-        first = offsets.iter().rposition(|&o| o <= have).unwrap_or(0).min(manifest.chunks.len());
-        let file = if first > 0 {
-            let f = std::fs::OpenOptions::new().read(true).write(true).open(&tmp)?;
-            f.set_len(offsets[first])?;
-            if let Some(h) = unixfs.as_mut() {
-                let mut prefix = std::io::Read::take(&f, offsets[first]);
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = std::io::Read::read(&mut prefix, &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-            }
-            let mut f = f;
-            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offsets[first]))?;
-            f
-        } else {
-            let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-            std::fs::write(&state, mcid.to_string()).with_context(|| format!("cannot write {}", state.display()))?;
-            f
-        };
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, file))
+        let p = Partial::open(out, &file, unixfs.as_mut())?;
+        let data = p.data.try_clone()?;
+        let first = p.first;
+        (Some(p), first, Box::new(std::io::BufWriter::with_capacity(1 << 20, data)))
     };
+    let mut sink = sink;
     let resumed_from = manifest.chunk_offsets()[first];
     let pb = progress_bar(manifest.size, progress && !to_stdout, "get");
     pb.inc(resumed_from);
@@ -276,6 +252,7 @@ pub async fn get(
     // up to `concurrency` fetched ahead, in order.
     let mut chunks = dm.read(&file, resumed_from..manifest.size);
     let mut written = resumed_from;
+    let mut index = first;
     let result: Result<()> = async {
         while let Some(plain) = chunks.next().await {
             let plain = plain.map_err(get_error)?;
@@ -283,6 +260,10 @@ pub async fn get(
                 h.update(&plain);
             }
             sink.write_all(&plain).context("writing the output failed")?;
+            if let Some(p) = partial.as_mut() {
+                p.record(index, file.resume_tag(index, &plain))?;
+            }
+            index += 1;
             written += plain.len() as u64;
             pb.inc(plain.len() as u64);
         }
@@ -292,32 +273,40 @@ pub async fn get(
     .await;
     drop(sink);
     pb.finish_and_clear();
+    let Some(partial) = partial else {
+        result?;
+        if let (Some(h), Some(want)) = (unixfs, manifest.unixfs) {
+            let got = h.finalize();
+            if got != want {
+                bail!("the reassembled file hashes to {got}, not {want}: corrupt data was served");
+            }
+        }
+        return Ok(GetResult { bytes: written, resumed_from });
+    };
+    let discard = |p: &Partial| {
+        let _ = std::fs::remove_file(&p.path);
+        let _ = std::fs::remove_file(&p.sidecar);
+    };
     if let Err(e) = result {
-        if !to_stdout && written > 0 {
-            return Err(
-                e.context(format!("the verified part is kept in {}; run the same get again to resume", tmp.display()))
-            );
+        if written > 0 {
+            return Err(e.context(format!(
+                "the verified part is kept in {}; run the same get again to resume",
+                partial.path.display()
+            )));
         }
-        if !to_stdout {
-            let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::remove_file(&state);
-        }
+        discard(&partial);
         return Err(e);
     }
     if let (Some(h), Some(want)) = (unixfs, manifest.unixfs) {
         let got = h.finalize();
         if got != want {
-            if !to_stdout {
-                let _ = std::fs::remove_file(&tmp);
-                let _ = std::fs::remove_file(&state);
-            }
+            discard(&partial);
             bail!("the reassembled file hashes to {got}, not {want}: corrupt data was served");
         }
     }
-    if !to_stdout {
-        std::fs::rename(&tmp, out).with_context(|| format!("cannot move the file into place at {}", out.display()))?;
-        let _ = std::fs::remove_file(&state);
-    }
+    std::fs::rename(&partial.path, out)
+        .with_context(|| format!("cannot move the file into place at {}", out.display()))?;
+    let _ = std::fs::remove_file(&partial.sidecar);
     Ok(GetResult { bytes: written, resumed_from })
 }
 
@@ -327,18 +316,6 @@ pub struct GetResult {
     pub bytes: u64,
     /// Bytes that were already there from an interrupted get.
     pub resumed_from: u64,
-}
-
-fn state_path(partial: &Path) -> PathBuf {
-    let mut s = partial.as_os_str().to_os_string();
-    s.push(".cid");
-    PathBuf::from(s)
-}
-
-fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".datamesh-partial");
-    out.with_file_name(name)
 }
 
 /// The file's data key: unwrapped with the user's key, else with a

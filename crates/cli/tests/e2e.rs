@@ -462,3 +462,84 @@ fn an_interrupted_get_resumes_where_it_stopped() {
         assert!(!partial.exists());
     }
 }
+
+/// Bytes planted in `<out>.datamesh-partial` (by another local user, or
+/// left corrupt) are never copied into the output: a resumed get keeps only
+/// the chunks it proves, so the result is the original file, byte for
+/// byte, whatever the sidecar claims.
+#[test]
+fn a_planted_partial_prefix_is_fetched_again_not_trusted() {
+    let node = TestNode::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(1 << 20, 31);
+    std::fs::write(&f, &data).unwrap();
+    let garbage = pseudo_random(600 << 10, 32);
+    for public in [false, true] {
+        let mut args = vec!["put", f.to_str().unwrap(), "--chunk-size", "64KiB", "--json"];
+        if public {
+            args.push("--public");
+        }
+        let put = json(&node.ok(&args));
+        let (cid, mcid) = (put["cid"].as_str().unwrap(), put["manifest"].as_str().unwrap());
+        // Three sidecars an attacker could write: an older CLI's (the
+        // manifest CID alone), and the current one with made-up tags, or
+        // with tags copied from nothing at all.
+        let forged = (0..9).map(|i| format!("{i} {}\n", "ab".repeat(32))).collect::<String>();
+        for sidecar in
+            [mcid.to_string(), format!("datamesh-partial v2 {mcid}\n{forged}"), format!("datamesh-partial v2 {mcid}\n")]
+        {
+            let out = dir.path().join(format!("out-{public}"));
+            let partial = dir.path().join(format!("out-{public}.datamesh-partial"));
+            std::fs::write(&partial, &garbage).unwrap();
+            std::fs::write(dir.path().join(format!("out-{public}.datamesh-partial.cid")), &sidecar).unwrap();
+            let r = json(&node.ok(&["get", cid, "-o", out.to_str().unwrap(), "--json"]));
+            assert_eq!(r["resumed_from"], 0, "{r}");
+            assert!(std::fs::read(&out).unwrap() == data, "planted bytes reached the output (public: {public})");
+            assert!(!partial.exists());
+            std::fs::remove_file(&out).unwrap();
+        }
+        // A partial that really is this file's prefix (a public file's
+        // chunks prove themselves) still resumes.
+        if public {
+            let out = dir.path().join("out-real");
+            let partial = dir.path().join("out-real.datamesh-partial");
+            let mut prefix = data[..300 << 10].to_vec();
+            prefix.extend_from_slice(b"torn tail");
+            std::fs::write(&partial, &prefix).unwrap();
+            std::fs::write(dir.path().join("out-real.datamesh-partial.cid"), mcid).unwrap();
+            let r = json(&node.ok(&["get", cid, "-o", out.to_str().unwrap(), "--json"]));
+            assert_eq!(r["resumed_from"], 256 << 10, "{r}");
+            assert!(std::fs::read(&out).unwrap() == data);
+        }
+    }
+}
+
+/// A symlink planted at the partial download's path (or its sidecar's)
+/// does not make a get write through it: the get refuses with an error
+/// naming the link, and the file it points to is untouched.
+#[test]
+fn a_planted_partial_symlink_is_refused_and_its_target_untouched() {
+    let node = TestNode::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    let data = pseudo_random(200 << 10, 33);
+    std::fs::write(&f, &data).unwrap();
+    let cid = node.put(&f, &["--chunk-size", "64KiB"]);
+    let victim = dir.path().join("victim");
+    for suffix in [".datamesh-partial", ".datamesh-partial.cid"] {
+        std::fs::write(&victim, b"precious").unwrap();
+        let out = dir.path().join("out");
+        let link = dir.path().join(format!("out{suffix}"));
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = node.fails(&["get", &cid, "-o", out.to_str().unwrap()]);
+        assert!(err.contains("symbolic link") && err.contains(&format!("out{suffix}")), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "the get wrote through {suffix}");
+        assert!(!out.exists());
+        std::fs::remove_file(&link).unwrap();
+    }
+    // With the links gone the same get succeeds.
+    let out = dir.path().join("out");
+    node.ok(&["get", &cid, "-o", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == data);
+}

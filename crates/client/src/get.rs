@@ -13,7 +13,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datamesh_core::{Cid, Cipher, Manifest};
+use datamesh_core::{Cid, Cipher, Compression, Manifest};
+use datamesh_pipeline::compress::compress_if_pays;
 use datamesh_pipeline::crypto::DataKey;
 use datamesh_pipeline::seal::{OpenChunkError, open_chunk};
 use futures::stream::BoxStream;
@@ -45,7 +46,51 @@ impl OpenFile {
     pub fn manifest(&self) -> &Arc<Manifest> {
         &self.manifest
     }
+
+    /// The tag a resumable download records beside chunk `index`'s
+    /// plaintext, so a later run can trust those bytes on disk: a keyed
+    /// BLAKE3 over the manifest CID, the index and the plaintext, keyed
+    /// from the data key, so nobody without the key can forge one for
+    /// planted bytes. None for a public file, whose plaintext is checked
+    /// against the chunk CID itself ([`OpenFile::verify_resumed`]).
+    pub fn resume_tag(&self, index: usize, plain: &[u8]) -> Option<[u8; 32]> {
+        let key = blake3::derive_key(RESUME_TAG_CONTEXT, self.key.as_ref()?.1.as_bytes());
+        let mut h = blake3::Hasher::new_keyed(&key);
+        h.update(&self.cid.to_bytes());
+        h.update(&(index as u64).to_le_bytes());
+        h.update(plain);
+        Some(*h.finalize().as_bytes())
+    }
+
+    /// Whether `plain`, read back from a partial download, is chunk
+    /// `index` of this file. A public chunk is proved against its CID (its
+    /// stored form is the plaintext, or the plaintext compressed by the
+    /// same deterministic codec); an encrypted chunk's stored form has a
+    /// random nonce, so it is proved by the `tag` recorded when the chunk
+    /// was written after verification ([`OpenFile::resume_tag`]). False
+    /// means: do not trust these bytes, fetch the chunk again.
+    pub fn verify_resumed(&self, index: usize, plain: &[u8], tag: Option<&[u8; 32]>) -> bool {
+        let Some(entry) = self.manifest.chunks.get(index) else { return false };
+        if plain.len() != entry.plain_size as usize {
+            return false;
+        }
+        if self.manifest.encryption.is_some() {
+            // blake3::Hash compares in constant time.
+            return match (self.resume_tag(index, plain), tag) {
+                (Some(want), Some(got)) => blake3::Hash::from(want) == blake3::Hash::from(*got),
+                _ => false,
+            };
+        }
+        match entry.compression {
+            Compression::None => entry.stored_size == entry.plain_size && entry.cid.verifies(plain),
+            algo => compress_if_pays(algo, plain)
+                .is_some_and(|c| c.len() == entry.stored_size as usize && entry.cid.verifies(&c)),
+        }
+    }
 }
+
+/// Domain of [`OpenFile::resume_tag`]'s key derivation.
+const RESUME_TAG_CONTEXT: &str = "datamesh 2026-12 resumable get chunk tag v1";
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
