@@ -458,8 +458,11 @@ async fn share_links_enforce_password_limit_expiry_and_revocation() {
     assert!(st == 200 && b == data, "download with the password: {st}");
     let (st, b) = get(id.clone(), Some(("query", "hunter2")), Some("bytes=10-19")).await;
     assert_eq!((st, b.as_slice()), (206, &data[10..20]));
-    let (st, _) = get(id.clone(), Some(("header", "hunter2")), None).await;
-    assert_eq!(st, 200);
+    // A range counts its bytes, not a whole download: two more whole ones.
+    for _ in 0..2 {
+        let (st, _) = get(id.clone(), Some(("header", "hunter2")), None).await;
+        assert_eq!(st, 200);
+    }
     let (st, b) = get(id.clone(), Some(("header", "hunter2")), None).await;
     assert_eq!((st, code(&b)), (410, "share_exhausted".into()));
 
@@ -532,6 +535,220 @@ async fn share_links_enforce_password_limit_expiry_and_revocation() {
     assert!(counted >= 9, "3 with the password, 5 of the limited link, 1 before the revocation: {list}");
     assert_eq!(api.metric("datamesh_share_downloads_total{outcome=\"served\"}").await, counted as f64);
     assert!(api.metric("datamesh_share_downloads_total{outcome=\"refused\"}").await >= 14.0);
+}
+
+/// One share-link request: `(status, headers, body)`.
+async fn share_request(
+    api: &Api,
+    method: reqwest::Method,
+    id: &str,
+    password: Option<&str>,
+    range: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut r = api.http.request(method, format!("{}/v1/s/{id}", api.url));
+    if let Some(p) = password {
+        r = r.header("x-datamesh-share-password", p);
+    }
+    if let Some(range) = range {
+        r = r.header("range", range);
+    }
+    let r = r.send().await.unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}
+
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body).map(|v| v["code"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+/// A link counts whole transfers: HEADs and a 1-byte range leave a
+/// 3-download link its three whole downloads. An HTML file is an
+/// attachment, never rendered from the gateway's origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_links_count_whole_transfers_and_never_render_active_content() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let html = b"<html><script>fetch('/v1/me')</script></html>".repeat(1000);
+    let up = api.upload_ok(html.clone(), "?name=page.html", Some("text/html")).await;
+    let cid = up["cid"].as_str().unwrap().to_string();
+    let (st, s) = api.json(reqwest::Method::POST, "/v1/shares", Some(json!({"cid": cid, "max_downloads": 3}))).await;
+    assert_eq!(st, 201, "{s}");
+    let id = s["id"].as_str().unwrap().to_string();
+    let safe = |h: &reqwest::header::HeaderMap, what: &str| {
+        let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        assert!(get("content-disposition").starts_with("attachment"), "{what}: {h:?}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{what}: {h:?}");
+        assert!(get("content-security-policy").starts_with("sandbox"), "{what}: {h:?}");
+    };
+    for _ in 0..2 {
+        let (st, h, b) = share_request(&api, reqwest::Method::HEAD, &id, None, None).await;
+        assert_eq!((st, b.len()), (200, 0));
+        assert_eq!(h["content-length"], html.len().to_string().as_str());
+        safe(&h, "HEAD");
+    }
+    let (st, h, b) = share_request(&api, reqwest::Method::GET, &id, None, Some("bytes=0-0")).await;
+    assert_eq!((st, b.as_slice()), (206, &html[..1]));
+    safe(&h, "range");
+    for n in 0..3 {
+        let (st, h, b) = share_request(&api, reqwest::Method::GET, &id, None, None).await;
+        assert!(st == 200 && b == html, "whole download {n}: {st}");
+        safe(&h, "GET");
+    }
+    let (st, _, b) = share_request(&api, reqwest::Method::GET, &id, None, None).await;
+    assert_eq!((st, error_code(&b)), (410, "share_exhausted".into()));
+    let (st, _, _) = share_request(&api, reqwest::Method::HEAD, &id, None, None).await;
+    assert_eq!(st, 410);
+    let (_, list) = api.json(reqwest::Method::GET, "/v1/shares", None).await;
+    assert_eq!(list["shares"][0]["downloads"], 3, "{list}");
+    // The owner's own content route is as careful.
+    let r = api.get(&format!("/v1/files/{cid}/content")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    safe(r.headers(), "content route");
+    // Plain text stays inline, still with nosniff.
+    let up = api.upload_ok(b"just text".to_vec(), "?name=a.txt", Some("text/plain")).await;
+    let r = api.get(&format!("/v1/files/{}/content", up["cid"].as_str().unwrap())).send().await.unwrap();
+    let d = r.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(d.starts_with("inline"), "{d}");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+}
+
+/// A wrong password gets the same answer whatever the link's state: the
+/// state is told only to whoever knows the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_reveals_nothing_about_the_link() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let up = api.upload_ok(pseudo_random(10_000, 3), "", None).await;
+    let cid = up["cid"].as_str().unwrap().to_string();
+    let link = |extra: Value| {
+        let api = &api;
+        let cid = cid.clone();
+        async move {
+            let mut body = json!({"cid": cid, "password": "right one"});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let (st, s) = api.json(reqwest::Method::POST, "/v1/shares", Some(body)).await;
+            assert_eq!(st, 201, "{s}");
+            s["id"].as_str().unwrap().to_string()
+        }
+    };
+    let live = link(json!({})).await;
+    let exhausted = link(json!({"max_downloads": 1})).await;
+    assert_eq!(share_request(&api, reqwest::Method::GET, &exhausted, Some("right one"), None).await.0, 200);
+    let revoked = link(json!({})).await;
+    assert_eq!(api.json(reqwest::Method::DELETE, &format!("/v1/shares/{revoked}"), None).await.0, 204);
+    let expired = link(json!({"expires_in_secs": 1})).await;
+    until("the link to expire", Duration::from_secs(10), || async {
+        let (st, _, b) = share_request(&api, reqwest::Method::GET, &expired, Some("right one"), None).await;
+        (st == 410 && error_code(&b) == "share_expired").then_some(())
+    })
+    .await;
+    let (st, _, want) = share_request(&api, reqwest::Method::GET, &live, Some("wrong"), None).await;
+    assert_eq!((st, error_code(&want)), (403, "wrong_password".into()));
+    for (what, id) in [("exhausted", &exhausted), ("revoked", &revoked), ("expired", &expired)] {
+        let (st, _, b) = share_request(&api, reqwest::Method::GET, id, Some("wrong"), None).await;
+        assert_eq!((st, &b), (403, &want), "{what}: {}", String::from_utf8_lossy(&b));
+        let (st, _, b) = share_request(&api, reqwest::Method::GET, id, None, None).await;
+        assert_eq!((st, error_code(&b)), (401, "password_required".into()), "{what}");
+        // Whoever knows the password learns the state.
+        let (st, _, b) = share_request(&api, reqwest::Method::GET, id, Some("right one"), None).await;
+        assert_eq!((st, error_code(&b)), (410, format!("share_{what}")));
+    }
+}
+
+/// Wrong passwords lock the link, then the address: 429 with Retry-After,
+/// before any hashing, even for the right password. Guessers do not hold
+/// up a download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_password_guessing_is_locked_per_link_and_per_address() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let data = pseudo_random(200_000, 4);
+    let up = api.upload_ok(data.clone(), "", None).await;
+    let cid = up["cid"].as_str().unwrap().to_string();
+    let link = |password: Option<&'static str>| {
+        let api = &api;
+        let cid = cid.clone();
+        async move {
+            let body = match password {
+                Some(p) => json!({"cid": cid, "password": p}),
+                None => json!({"cid": cid}),
+            };
+            let (st, s) = api.json(reqwest::Method::POST, "/v1/shares", Some(body)).await;
+            assert_eq!(st, 201, "{s}");
+            s["id"].as_str().unwrap().to_string()
+        }
+    };
+    let retry_after = |h: &reqwest::header::HeaderMap| -> u64 {
+        h.get("retry-after").expect("429 without Retry-After").to_str().unwrap().parse().unwrap()
+    };
+
+    // Per link: 5 free failures, then a doubling lockout.
+    let id = link(Some("sesame")).await;
+    let mut wrong = 0;
+    let mut locked_answers = 0;
+    loop {
+        let (st, h, b) = share_request(&api, reqwest::Method::GET, &id, Some("guess"), None).await;
+        if st == 429 {
+            assert_eq!(error_code(&b), "rate_limited");
+            locked_answers += 1;
+            // A lock with at least 2 s left, so the next request surely
+            // meets it (the first lock is 1 s, the next 2 s).
+            if retry_after(&h) >= 2 {
+                break;
+            }
+            assert!(locked_answers < 100, "the 1 s lock never ended");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!((st, error_code(&b)), (403, "wrong_password".into()));
+        wrong += 1;
+        assert!(wrong <= 8, "still guessing after {wrong} wrong passwords");
+    }
+    assert!(wrong >= 6, "locked after only {wrong} failures (5 are free)");
+    let (st, h, b) = share_request(&api, reqwest::Method::GET, &id, Some("sesame"), None).await;
+    assert_eq!((st, error_code(&b)), (429, "rate_limited".into()), "the right password while locked");
+    assert!(retry_after(&h) >= 1);
+
+    // 64 guessers at once on another link: the lock stops them, and a
+    // download meanwhile is not held up by their hashing.
+    let open = link(None).await;
+    let target = link(Some("other")).await;
+    let start = Instant::now();
+    let guessers =
+        futures::future::join_all((0..64).map(|_| share_request(&api, reqwest::Method::GET, &target, Some("x"), None)));
+    let download = async {
+        let t = Instant::now();
+        let (st, _, b) = share_request(&api, reqwest::Method::GET, &open, None, None).await;
+        assert!(st == 200 && b == data);
+        t.elapsed()
+    };
+    let (answers, took) = futures::join!(guessers, download);
+    let checked = answers.iter().filter(|a| a.0 == 403).count();
+    assert!(answers.iter().all(|a| a.0 == 403 || a.0 == 429), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    // 5 free failures, the one that locks, and at most the checks already
+    // running when it did (half the cores).
+    assert!(checked <= 12, "{checked} of 64 concurrent guesses were hashed: the lock should stop the rest");
+    eprintln!("64 guessers: {checked} hashed, all done in {:?}; a download meanwhile took {took:?}", start.elapsed());
+
+    // Per address: fresh links, each with fewer failures than its own
+    // limit, until the address is locked even for a right password.
+    let mut rounds = 0;
+    loop {
+        let fresh = link(Some("sesame")).await;
+        let (st, h, b) = share_request(&api, reqwest::Method::GET, &fresh, Some("sesame"), None).await;
+        if st == 429 {
+            assert_eq!(error_code(&b), "rate_limited");
+            assert!(retry_after(&h) >= 1);
+            break;
+        }
+        assert_eq!(st, 200);
+        for _ in 0..3 {
+            let (st, _, _) = share_request(&api, reqwest::Method::GET, &fresh, Some("guess"), None).await;
+            assert!(st == 403 || st == 429, "{st}");
+        }
+        rounds += 1;
+        assert!(rounds <= 12, "the address was never locked");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

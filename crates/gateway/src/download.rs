@@ -15,6 +15,15 @@
 //! */size`; several ranges, another unit, or a malformed header are
 //! ignored (200, the whole file), as the RFC allows. `If-Range` with
 //! another ETag also gives the whole file. The ETag is the manifest CID.
+//! A HEAD answers the same headers and sends (and counts) nothing.
+//!
+//! **Active content**: a file's content type is whatever its uploader
+//! said, and it is served from the API's own origin (where the session
+//! cookie lives). Every download carries `X-Content-Type-Options: nosniff`
+//! and `Content-Security-Policy: sandbox; default-src 'none'`, and only
+//! passive types (plain text, raster images, audio, video, PDF, JSON,
+//! octet streams) are served inline: anything else (HTML, SVG, XML,
+//! scripts, ...) is an attachment, saved rather than rendered.
 
 use std::ops::Range;
 
@@ -97,8 +106,33 @@ pub fn parse_range(value: &str, size: u64) -> RangeRequest {
     RangeRequest::Part(start..end.saturating_add(1).min(size))
 }
 
-/// A `Content-Disposition` naming the file, safe whatever the name holds.
-fn disposition(name: &str) -> Option<HeaderValue> {
+/// Whether a browser may render `content_type` inline: only types that
+/// cannot run script or load other content.
+fn passive(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/plain"
+            | "image/png"
+            | "image/jpeg"
+            | "image/gif"
+            | "image/webp"
+            | "image/avif"
+            | "application/pdf"
+            | "application/json"
+            | "application/octet-stream"
+    ) || ((essence.starts_with("audio/") || essence.starts_with("video/")) && !essence.contains("xml"))
+}
+
+/// The CSP every download carries: a document rendered from a download
+/// runs in a unique origin, with no script, plugin or fetch.
+pub(crate) const DOWNLOAD_CSP: &str = "sandbox; default-src 'none'";
+
+/// A `Content-Disposition` for a download: `inline` for passive content,
+/// `attachment` otherwise, naming the file (safe whatever the name holds).
+fn disposition(name: Option<&str>, inline: bool) -> Option<HeaderValue> {
+    let kind = if inline { "inline" } else { "attachment" };
+    let Some(name) = name else { return (!inline).then(|| HeaderValue::from_static("attachment")) };
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let ascii: String =
         base.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
@@ -110,7 +144,7 @@ fn disposition(name: &str) -> Option<HeaderValue> {
             encoded.push_str(&format!("%{b:02X}"));
         }
     }
-    HeaderValue::from_str(&format!("inline; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")).ok()
+    HeaderValue::from_str(&format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")).ok()
 }
 
 /// Where a download came from, for its events.
@@ -119,16 +153,19 @@ pub(crate) struct Via {
 }
 
 /// Answers a download of `file`: conditional and range handling, headers,
-/// and a body streamed through the bounded reader. `count` runs once the
-/// request is known to send content (not 304, not 416); its error is the
-/// answer instead.
+/// and a body streamed through the bounded reader (none for a HEAD).
+/// `count(bytes, size)` runs once the request is known to send content
+/// (not 304, not 416) with the bytes it will send (0 for a HEAD) and the
+/// file's size; its error is the answer instead. A share link's transfer
+/// cut off before its end gives the unsent bytes back to the link.
 pub(crate) async fn serve(
     gw: &crate::Gateway,
     file: OpenFile,
     row: Option<FileRow>,
     headers: &HeaderMap,
+    head: bool,
     via: Via,
-    count: impl AsyncFnOnce() -> ApiResult<()>,
+    count: impl AsyncFnOnce(u64, u64) -> ApiResult<()>,
 ) -> ApiResult<Response> {
     let size = file.size;
     let etag = format!("\"{}\"", file.cid);
@@ -161,27 +198,42 @@ pub(crate) async fn serve(
         RangeRequest::Full => None,
         RangeRequest::Part(r) => Some(r),
     };
-    count().await?;
     let span = range.clone().unwrap_or(0..size);
     let len = span.end - span.start;
+    // An empty file's whole download sends no byte but is one download.
+    count(if head { 0 } else { len.max(1) }, size).await?;
     let content_type = row.as_ref().and_then(|r| r.content_type.clone());
+    let content_type = content_type.as_deref().unwrap_or("application/octet-stream");
     let name = row.as_ref().and_then(|r| r.name.clone());
     let mut resp = Response::builder()
         .status(if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK })
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
         .header(header::CONTENT_LENGTH, len)
-        .header(header::CONTENT_TYPE, content_type.as_deref().unwrap_or("application/octet-stream"));
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, DOWNLOAD_CSP);
     if let Some(r) = &range {
         resp = resp.header(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end - 1));
     }
-    if let Some(d) = name.as_deref().and_then(disposition) {
+    if let Some(d) = disposition(name.as_deref(), passive(content_type)) {
         resp = resp.header(header::CONTENT_DISPOSITION, d);
+    }
+    if head {
+        return resp.body(Body::empty()).map_err(|e| ApiError::internal(e.to_string()));
     }
     let cid = file.cid.to_string();
     let stream = gw.pipeline().read_file(file, span);
-    let body = progress(stream, gw.events().clone(), cid, via.share, len);
+    let refund = via.share.clone().map(|id| Refund { index: gw.index().clone(), id, size });
+    let body = progress(stream, gw.events().clone(), cid, via.share, len, refund);
     resp.body(Body::from_stream(body)).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Where a share link's unsent bytes go back when its transfer is cut off.
+struct Refund {
+    index: crate::index::Index,
+    id: String,
+    size: u64,
 }
 
 /// Publishes `download.progress` as `stream` is sent: every 4 MiB, and
@@ -195,8 +247,9 @@ fn progress(
     cid: String,
     share: Option<String>,
     total: u64,
+    refund: Option<Refund>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let mut t = Progress { events, cid, share, total, sent: 0, reported: 0, finished: false };
+    let mut t = Progress { events, cid, share, total, sent: 0, reported: 0, finished: false, refund };
     stream.map(move |r| {
         if let Ok(b) = &r {
             t.sent += b.len() as u64;
@@ -220,6 +273,7 @@ struct Progress {
     sent: u64,
     reported: u64,
     finished: bool,
+    refund: Option<Refund>,
 }
 
 impl Progress {
@@ -237,6 +291,17 @@ impl Progress {
         if !self.finished {
             self.finished = true;
             self.publish(self.sent >= self.total);
+            let unsent = self.total.saturating_sub(self.sent);
+            if let Some(r) = self.refund.take()
+                && unsent > 0
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
+                rt.spawn_blocking(move || {
+                    if let Err(e) = r.index.refund_share_bytes(&r.id, unsent, r.size) {
+                        tracing::warn!(error = %e, "cannot give a cut-off share download's bytes back");
+                    }
+                });
+            }
         }
     }
 }
@@ -274,9 +339,31 @@ mod tests {
 
     #[test]
     fn content_disposition_survives_hostile_names() {
-        let d = disposition("a\"b\\c/é.txt").unwrap();
+        let d = disposition(Some("a\"b\\c/é.txt"), true).unwrap();
         let s = d.to_str().unwrap();
         assert!(s.starts_with("inline; filename=\"_.txt\""), "{s}");
         assert!(s.ends_with("filename*=UTF-8''%C3%A9.txt"), "{s}");
+        assert_eq!(disposition(None, false).unwrap(), "attachment");
+        assert!(disposition(None, true).is_none());
+    }
+
+    #[test]
+    fn only_passive_types_render_inline() {
+        for t in ["text/plain; charset=utf-8", "image/png", "video/mp4", "application/octet-stream", "Image/JPEG"] {
+            assert!(passive(t), "{t}");
+        }
+        for t in [
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/javascript",
+            "text/css",
+            "",
+            "nonsense",
+        ] {
+            assert!(!passive(t), "{t}");
+        }
     }
 }

@@ -415,6 +415,7 @@ async fn check_room(gw: &crate::Gateway, len: u64, e: Erasure) -> ApiResult<()> 
 pub(crate) async fn file_content(
     State(st): State<Arc<AppState>>,
     axum::Extension(p): axum::Extension<Principal>,
+    method: axum::http::Method,
     Path(cid): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -422,7 +423,8 @@ pub(crate) async fn file_content(
     let cid = parse_cid(&cid)?;
     ownership::require_file(&st, &p, Action::Read, cid).await?;
     let (file, row) = open(gw, cid).await?;
-    serve(gw, file, row, &headers, Via { share: None }, async || Ok(())).await
+    let head = method == axum::http::Method::HEAD;
+    serve(gw, file, row, &headers, head, Via { share: None }, async |_, _| Ok(())).await
 }
 
 async fn metadata_of(gw: &crate::Gateway, cid: Cid) -> ApiResult<FileMetadata> {

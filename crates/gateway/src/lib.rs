@@ -218,7 +218,11 @@ impl Gateway {
             events,
             pipeline,
             services,
-            password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(2)),
+            // Share-password hashing takes at most half the cores, so
+            // guessers never take the CPU from downloads.
+            password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            )),
         })
     }
 
@@ -242,7 +246,7 @@ impl Gateway {
         &self.pipeline
     }
 
-    pub(crate) fn password_checks(&self) -> &tokio::sync::Semaphore {
+    pub(crate) fn password_checks(&self) -> &std::sync::Arc<tokio::sync::Semaphore> {
         &self.password_checks
     }
 

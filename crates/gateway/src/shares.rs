@@ -10,30 +10,48 @@
 //! A link's id is 192 random bits (base64url), so it cannot be guessed; the
 //! id is the capability. A password, if set, is stored as an Argon2id hash
 //! (PHC string) and checked with the `argon2` crate, whose comparison is
-//! constant-time; at most two checks run at once, since each takes tens of
-//! milliseconds and ~19 MiB. It is sent in the `x-datamesh-share-password`
-//! header or, for plain links, as `?password=`.
+//! constant-time. It is sent in the `x-datamesh-share-password` header or,
+//! for plain links, as `?password=`.
 //!
-//! Every response that sends content counts one download (a Range request
-//! included; a 304 or 416 does not). The count is one SQL `UPDATE ... WHERE
-//! downloads < max_downloads` under the index's lock, so concurrent
-//! downloads can never exceed the limit. A dead link answers JSON errors:
-//! 404 `share_not_found`, 410 `share_revoked`, `share_expired` or
-//! `share_exhausted`; a missing password 401 `password_required`, a wrong
-//! one 403 `wrong_password`.
+//! **Guessing**: the password is checked before anything about the link's
+//! state is said, so a wrong password gets 403 `wrong_password` whether the
+//! link is live, expired, used up or revoked. Wrong passwords count in the
+//! services' login limiter, per link and per source address (5 and 20 free
+//! failures, then a doubling lockout): a locked link or address answers 429
+//! `rate_limited` with `Retry-After` before any hashing, even to the right
+//! password. Each check takes tens of milliseconds and ~19 MiB on a
+//! blocking thread; at most half the cores' worth run at once and a check
+//! waits at most [`PASSWORD_QUEUE_WAIT`] for its turn (then 429), so
+//! guessers queue among themselves and never hold up a link that needs no
+//! password.
+//!
+//! **Counting**: a link counts whole downloads. Every response that sends
+//! content counts the bytes it sends (a 304, 416 or HEAD counts none), and
+//! each file's worth of bytes is one download: two halves by Range are one
+//! download, as is a transfer resumed after a cut (a cut-off transfer gives
+//! its unsent bytes back). A request is let through while fewer downloads
+//! than `max_downloads` were counted, in one SQL `UPDATE` under the index's
+//! lock, so concurrent downloads can never pass the limit. A dead link
+//! answers JSON errors: 404 `share_not_found`, 410 `share_revoked`,
+//! `share_expired` or `share_exhausted`; a missing password 401
+//! `password_required`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use datamesh_api::{ErrorBody, ErrorCode, NewShare, Share, ShareList, ShareQuery, ShareState};
 use datamesh_core::clock::unix_secs;
 
+use crate::accounts::Source;
+use crate::auth::accounts_unavailable;
 use crate::download::{Via, open, serve};
 use crate::error::{ApiError, ApiResult, parse_cid};
 use crate::index::{ShareRefusal, ShareRow};
@@ -50,6 +68,8 @@ pub const MAX_DOWNLOADS: u64 = 1_000_000_000;
 pub const MAX_PASSWORD: usize = 1024;
 /// The header a password may come in.
 pub const PASSWORD_HEADER: &str = "x-datamesh-share-password";
+/// Longest a password check waits for its turn before answering 429.
+pub const PASSWORD_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 fn state(r: Option<ShareRefusal>) -> ShareState {
     match r {
@@ -146,9 +166,11 @@ pub(crate) async fn create_share(
     let password_hash = match req.password {
         None => None,
         Some(p) => {
-            let _permit = gw.password_checks().acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+            let permit =
+                gw.password_checks().clone().acquire_owned().await.map_err(|e| ApiError::internal(e.to_string()))?;
             Some(
                 tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
                     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
                     argon2::Argon2::default().hash_password(p.as_bytes(), &salt).map(|h| h.to_string())
                 })
@@ -166,6 +188,7 @@ pub(crate) async fn create_share(
         expires_at: req.expires_in_secs.map(|e| now + e as i64),
         max_downloads: req.max_downloads,
         downloads: 0,
+        partial: 0,
         password_hash,
         revoked: false,
     };
@@ -255,12 +278,14 @@ pub(crate) async fn revoke_share(
 )]
 pub(crate) async fn download_share(
     State(st): State<Arc<AppState>>,
+    Source(source): Source,
+    method: Method,
     Path(id): Path<String>,
     query: Result<Query<ShareQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let gw = st.gateway()?;
-    let r = download(gw, id, query, headers).await;
+    let r = download(&st, source, method == Method::HEAD, id, query, headers).await;
     if let Err(e) = &r
         && e.status() != StatusCode::NOT_FOUND
     {
@@ -270,18 +295,19 @@ pub(crate) async fn download_share(
 }
 
 async fn download(
-    gw: &crate::Gateway,
+    st: &AppState,
+    source: Option<IpAddr>,
+    head: bool,
     id: String,
     query: Result<Query<ShareQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let gw = st.gateway()?;
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let i = id.clone();
     let row = gw.index().run(move |ix| ix.share(&i)).await.map_err(ApiError::index)?;
     let row = row.ok_or_else(|| refused(ShareRefusal::Unknown))?;
-    if let Some(r) = row.refusal(unix_secs() as i64) {
-        return Err(refused(r));
-    }
+    // The password first: its answer must not depend on the link's state.
     if let Some(hash) = row.password_hash.clone() {
         let given =
             headers.get(PASSWORD_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned).or(q.password).ok_or_else(
@@ -292,31 +318,71 @@ async fn download(
                     )
                 },
             )?;
-        let _permit = gw.password_checks().acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .is_ok_and(|h| argon2::Argon2::default().verify_password(given.as_bytes(), &h).is_ok())
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-        if !ok {
-            return Err(ApiError::new(ErrorCode::WrongPassword, "wrong password for this share link"));
-        }
+        check_password(st, &row.id, source, hash, given).await?;
+    }
+    if let Some(r) = row.refusal(unix_secs() as i64) {
+        return Err(refused(r));
     }
     let cid = parse_cid(&row.cid)?;
     let (file, meta) = open(gw, cid).await?;
     let metrics = gw.metrics().clone();
-    let count = async move || {
+    let count = async move |bytes, size| {
         let now = unix_secs() as i64;
-        match gw.index().run(move |ix| ix.count_share_download(&id, now)).await.map_err(ApiError::index)? {
-            Ok(_) => {
-                metrics.share_download(true);
+        match gw.index().run(move |ix| ix.count_share_download(&id, now, bytes, size)).await.map_err(ApiError::index)? {
+            Ok((_, completed)) => {
+                // The metric counts whole downloads, as the link does.
+                for _ in 0..completed {
+                    metrics.share_download(true);
+                }
                 Ok(())
             }
             Err(r) => Err(refused(r)),
         }
     };
-    serve(gw, file, meta, &headers, Via { share: Some(row.id.clone()) }, count).await
+    serve(gw, file, meta, &headers, head, Via { share: Some(row.id.clone()) }, count).await
+}
+
+/// Checks `given` against link `id`'s password `hash`, through the login
+/// limiter (per link and per `source` address): 429 while locked, 403
+/// `wrong_password` (counted) when wrong.
+async fn check_password(st: &AppState, id: &str, source: Option<IpAddr>, hash: String, given: String) -> ApiResult<()> {
+    let gw = st.gateway()?;
+    let given = zeroize::Zeroizing::new(given);
+    let locked = |wait| {
+        ApiError::rate_limited("too many wrong passwords for this share link or from this address; retry later", wait)
+    };
+    if let Some(wait) = st.services.share_password_locked(id, source).await.map_err(|e| accounts_unavailable(&e))? {
+        return Err(locked(wait));
+    }
+    let permit = tokio::time::timeout(PASSWORD_QUEUE_WAIT, gw.password_checks().clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::rate_limited(
+                "too many share passwords are being checked now; retry shortly",
+                Duration::from_secs(1),
+            )
+        })?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    // Again once its turn came: guesses queued together must not all be
+    // checked after the first few locked the link.
+    if let Some(wait) = st.services.share_password_locked(id, source).await.map_err(|e| accounts_unavailable(&e))? {
+        return Err(locked(wait));
+    }
+    let ok = tokio::task::spawn_blocking(move || {
+        // The permit moves here: held until the hash is done, even if the
+        // client has gone.
+        let _permit = permit;
+        PasswordHash::new(&hash).is_ok_and(|h| argon2::Argon2::default().verify_password(given.as_bytes(), &h).is_ok())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    if ok {
+        st.services.share_password_succeeded(id).await.map_err(|e| accounts_unavailable(&e))?;
+        Ok(())
+    } else {
+        st.services.share_password_failed(id, source).await.map_err(|e| accounts_unavailable(&e))?;
+        Err(ApiError::new(ErrorCode::WrongPassword, "wrong password for this share link"))
+    }
 }
 
 /// Whether `p` owns share link `id` (false on any doubt).

@@ -6,29 +6,68 @@
 //! user's counter, and a counter left alone for
 //! [`crate::LoginLimits::forget_after`] starts again from zero.
 //!
+//! Share links' passwords go through the same limiter: failures count per
+//! link (kind `share`, with the user's free failures) and per source
+//! address, the same address counter as logins: guesses are guesses.
+//!
 //! Names that match no user are counted too, so the limiter's answers do
 //! not tell which names exist. The lockout of a user name can be provoked
 //! by anyone who knows it: it is capped (15 minutes by default), and login
 //! by key signature is not subject to it.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use sqlx::Row;
 
-use crate::LoginLimits;
 use crate::db::{Db, DbError, Tx, int, uint};
+use crate::{LoginLimits, Services};
 
-/// Who a failure counts against.
+/// Who a failure counts against: what the password opens (a user name or
+/// a share link), and where the guess came from.
 pub(crate) struct Subjects {
+    kind: &'static str,
     pub(crate) user: String,
     pub(crate) address: Option<String>,
 }
 
 impl Subjects {
-    pub(crate) fn new(name: &str, address: Option<std::net::IpAddr>) -> Subjects {
-        Subjects { user: name.to_ascii_lowercase(), address: address.map(|a| a.to_string()) }
+    pub(crate) fn new(name: &str, address: Option<IpAddr>) -> Subjects {
+        Subjects { kind: "user", user: name.to_ascii_lowercase(), address: address.map(|a| a.to_string()) }
+    }
+
+    fn share(link: &str, address: Option<IpAddr>) -> Subjects {
+        Subjects { kind: "share", user: link.to_string(), address: address.map(|a| a.to_string()) }
     }
 
     fn each(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        std::iter::once(("user", self.user.as_str())).chain(self.address.as_deref().map(|a| ("addr", a)))
+        std::iter::once((self.kind, self.user.as_str())).chain(self.address.as_deref().map(|a| ("addr", a)))
+    }
+}
+
+impl Services {
+    /// How long share link `link`'s password may not be tried from
+    /// `source`, if it is locked now (by the link's or the address's
+    /// failures). Ask before checking the password, and answer 429.
+    pub async fn share_password_locked(&self, link: &str, source: Option<IpAddr>) -> Result<Option<Duration>, DbError> {
+        let now = self.now();
+        Ok(locked_until(self.db(), now, &Subjects::share(link, source)).await?.map(|t| Duration::from_secs(t - now)))
+    }
+
+    /// Counts a wrong password for share link `link` from `source`.
+    pub async fn share_password_failed(&self, link: &str, source: Option<IpAddr>) -> Result<(), DbError> {
+        let mut tx = self.db().begin().await?;
+        record_failure(&mut tx, self.now(), &self.config().login, &Subjects::share(link, source)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Clears share link `link`'s failures after its right password.
+    pub async fn share_password_succeeded(&self, link: &str) -> Result<(), DbError> {
+        let mut tx = self.db().begin().await?;
+        clear_user(&mut tx, &Subjects::share(link, None)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -72,7 +111,7 @@ pub(crate) async fn record_failure(tx: &mut Tx, now: u64, limits: &LoginLimits, 
         .await?;
         let failures = uint(row.try_get("failures")?);
         let free =
-            u64::from(if kind == "user" { limits.free_failures_per_user } else { limits.free_failures_per_address });
+            u64::from(if kind == "addr" { limits.free_failures_per_address } else { limits.free_failures_per_user });
         if failures > free {
             let exp = (failures - free - 1).min(30) as u32;
             let lock = (1u64 << exp).min(limits.max_lockout.as_secs().max(1));
@@ -87,10 +126,12 @@ pub(crate) async fn record_failure(tx: &mut Tx, now: u64, limits: &LoginLimits, 
     Ok(())
 }
 
-/// Clears the user's counter after a successful login (the address's
-/// counter is left to decay: an attacker's own account must not reset it).
+/// Clears the user's (or link's) counter after a successful login (the
+/// address's counter is left to decay: an attacker's own account must not
+/// reset it).
 pub(crate) async fn clear_user(tx: &mut Tx, s: &Subjects) -> Result<(), DbError> {
-    sqlx::query("DELETE FROM login_failures WHERE kind = 'user' AND subject = $1")
+    sqlx::query("DELETE FROM login_failures WHERE kind = $1 AND subject = $2")
+        .bind(s.kind)
         .bind(s.user.clone())
         .execute(&mut **tx)
         .await?;

@@ -89,23 +89,61 @@ impl Index {
         Ok(self.lock().execute("UPDATE shares SET revoked = 1 WHERE id = ?1", [id])? == 1)
     }
 
-    /// Counts one download of a share link if it is still live at `now`
-    /// (unix seconds). One statement under the connection's lock, so
-    /// concurrent downloads can never count past `max_downloads`.
-    pub fn count_share_download(&self, id: &str, now: i64) -> Result<Result<ShareRow, ShareRefusal>, IndexError> {
+    /// Counts `bytes` served by a share link if it is still live at `now`
+    /// (unix seconds), for a file of `size` bytes: a link counts whole
+    /// downloads, so ranges and resumed transfers add up to one download
+    /// per `size` bytes, and a request is let through while fewer than
+    /// `max_downloads` whole downloads were served. `bytes` 0 (a HEAD) only
+    /// checks that the link is live. One statement under the connection's
+    /// lock, so concurrent downloads can never count past the limit.
+    /// Returns the row after counting and how many whole downloads this
+    /// request completed.
+    pub fn count_share_download(
+        &self,
+        id: &str,
+        now: i64,
+        bytes: u64,
+        size: u64,
+    ) -> Result<Result<(ShareRow, u64), ShareRefusal>, IndexError> {
         let c = self.lock();
+        let before =
+            c.query_row("SELECT downloads FROM shares WHERE id = ?1", [id], |r| r.get::<_, i64>(0)).optional()?;
+        let (bytes, size) = (bytes.min(i64::MAX as u64 / 2) as i64, size.clamp(1, i64::MAX as u64 / 2) as i64);
         let n = c.execute(
-            "UPDATE shares SET downloads = downloads + 1 WHERE id = ?1 AND revoked = 0
+            "UPDATE shares SET downloads = downloads + (partial + ?3) / ?4, partial = (partial + ?3) % ?4
+             WHERE id = ?1 AND revoked = 0
                AND (expires_at IS NULL OR expires_at > ?2)
                AND (max_downloads IS NULL OR downloads < max_downloads)",
-            params![id, now],
+            params![id, now, bytes, size],
         )?;
         let row = c.query_row(&format!("{SHARE_COLUMNS} WHERE id = ?1"), [id], share_row).optional()?;
         Ok(match row {
             None => Err(ShareRefusal::Unknown),
-            Some(r) if n == 1 => Ok(r),
+            Some(r) if n == 1 => {
+                let done = r.downloads.saturating_sub(before.unwrap_or(0).max(0) as u64);
+                Ok((r, done))
+            }
             Some(r) => Err(r.refusal(now).unwrap_or(ShareRefusal::Exhausted)),
         })
+    }
+
+    /// Gives back `bytes` a share link was counted for but did not send (a
+    /// transfer cut off), so that a resumed transfer counts once in all.
+    pub fn refund_share_bytes(&self, id: &str, bytes: u64, size: u64) -> Result<(), IndexError> {
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let row = tx.query_row(&format!("{SHARE_COLUMNS} WHERE id = ?1"), [id], share_row).optional()?;
+        if let Some(r) = row {
+            let size = u128::from(size.max(1));
+            let served = (u128::from(r.downloads) * size + u128::from(r.partial)).saturating_sub(u128::from(bytes));
+            let (downloads, partial) = ((served / size) as i64, (served % size) as i64);
+            tx.execute(
+                "UPDATE shares SET downloads = ?2, partial = ?3 WHERE id = ?1",
+                params![id, downloads, partial],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Number of objects and their total size (for metrics).
@@ -117,7 +155,7 @@ impl Index {
 }
 
 pub(super) const SHARE_COLUMNS: &str =
-    "SELECT id, cid, created, expires_at, max_downloads, downloads, password_hash, revoked FROM shares";
+    "SELECT id, cid, created, expires_at, max_downloads, downloads, password_hash, revoked, partial FROM shares";
 
 pub(super) fn share_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ShareRow> {
     Ok(ShareRow {
@@ -129,6 +167,7 @@ pub(super) fn share_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ShareRow> {
         downloads: r.get::<_, i64>(5)?.max(0) as u64,
         password_hash: r.get(6)?,
         revoked: r.get(7)?,
+        partial: r.get::<_, i64>(8)?.max(0) as u64,
     })
 }
 

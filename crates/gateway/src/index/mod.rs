@@ -14,10 +14,12 @@
 //! Keys are stored as BLOBs so that listing can skip past a common prefix
 //! with `prefix || 0xFF` (no UTF-8 string contains that byte).
 //!
-//! Schema version 2; `PRAGMA user_version` records it. Version 2 added the
-//! `gateway_keys`, `files` and `shares` tables; a version 1 database is
-//! upgraded in place on open (the new tables are created, nothing else
-//! changes).
+//! Schema version 3; `PRAGMA user_version` records it. Version 2 added the
+//! `gateway_keys`, `files` and `shares` tables; version 3 the shares'
+//! `partial` column (bytes served towards the next whole download) and the
+//! uploads' `initiator` (the user who owns the upload). An
+//! older database is upgraded in place on open (new tables and columns are
+//! added, nothing else changes).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,7 @@ mod uploads;
 use self::objects::{replace_object_rows, segments_of, unreferenced_in};
 
 /// Schema version this build writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,10 @@ pub struct UploadRow {
     pub metadata: String,
     /// Unix seconds.
     pub created: i64,
+    /// The user who created it, who alone (with the bucket's
+    /// administrators) may act on it; None for uploads from before
+    /// schema version 3 (their access key's user).
+    pub initiator: Option<i64>,
 }
 
 /// A part of a pending upload.
@@ -167,8 +173,10 @@ pub struct ShareRow {
     pub expires_at: Option<i64>,
     /// Downloads allowed.
     pub max_downloads: Option<u64>,
-    /// Downloads counted so far.
+    /// Whole downloads counted so far: bytes served, over the file's size.
     pub downloads: u64,
+    /// Bytes served towards the next whole download (below the file's size).
+    pub partial: u64,
     /// PHC string (Argon2id) of the password, if one is needed.
     pub password_hash: Option<String>,
     /// Revoked by its owner.
@@ -249,7 +257,7 @@ impl Index {
              CREATE TABLE IF NOT EXISTS uploads (
                 id TEXT PRIMARY KEY, bucket TEXT NOT NULL REFERENCES buckets(name), key BLOB NOT NULL,
                 key_id TEXT NOT NULL, content_type TEXT, metadata TEXT NOT NULL, created INTEGER NOT NULL,
-                last_active INTEGER NOT NULL);
+                last_active INTEGER NOT NULL, initiator INTEGER);
              CREATE TABLE IF NOT EXISTS parts (
                 upload TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE, number INTEGER NOT NULL,
                 size INTEGER NOT NULL, md5 TEXT NOT NULL, modified INTEGER NOT NULL, PRIMARY KEY (upload, number));
@@ -266,9 +274,22 @@ impl Index {
              CREATE TABLE IF NOT EXISTS shares (
                 id TEXT PRIMARY KEY, cid TEXT NOT NULL, created INTEGER NOT NULL, expires_at INTEGER,
                 max_downloads INTEGER, downloads INTEGER NOT NULL DEFAULT 0, password_hash TEXT,
-                revoked INTEGER NOT NULL DEFAULT 0);
+                revoked INTEGER NOT NULL DEFAULT 0, partial INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS shares_cid ON shares(cid);",
         )?;
+        // Version 3's columns, missing from older tables.
+        for (table, column, ty) in
+            [("shares", "partial", "INTEGER NOT NULL DEFAULT 0"), ("uploads", "initiator", "INTEGER")]
+        {
+            let has: bool = conn.query_row(
+                &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"),
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+            }
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Index { conn: Arc::new(Mutex::new(conn)) })
     }

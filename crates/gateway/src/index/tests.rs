@@ -52,6 +52,7 @@ fn upload(id: &str, key: &str, created: i64) -> UploadRow {
         content_type: None,
         metadata: "{}".into(),
         created,
+        initiator: Some(1),
     }
 }
 
@@ -94,20 +95,52 @@ fn share_downloads_stop_at_the_limit_and_on_revoke_or_expiry() {
         expires_at,
         max_downloads,
         downloads: 0,
+        partial: 0,
         password_hash: None,
         revoked: false,
     };
     ix.create_share(&share("two", None, Some(2))).unwrap();
     ix.create_share(&share("old", Some(100), None)).unwrap();
-    assert!(ix.count_share_download("two", 50).unwrap().is_ok());
-    assert_eq!(ix.count_share_download("two", 50).unwrap().unwrap().downloads, 2);
-    assert_eq!(ix.count_share_download("two", 50).unwrap(), Err(ShareRefusal::Exhausted));
-    assert!(ix.count_share_download("old", 99).unwrap().is_ok());
-    assert_eq!(ix.count_share_download("old", 100).unwrap(), Err(ShareRefusal::Expired));
+    assert!(ix.count_share_download("two", 50, 10, 10).unwrap().is_ok());
+    assert_eq!(ix.count_share_download("two", 50, 10, 10).unwrap().unwrap().0.downloads, 2);
+    assert_eq!(ix.count_share_download("two", 50, 10, 10).unwrap(), Err(ShareRefusal::Exhausted));
+    assert_eq!(ix.count_share_download("two", 50, 0, 10).unwrap(), Err(ShareRefusal::Exhausted));
+    assert!(ix.count_share_download("old", 99, 1, 1).unwrap().is_ok());
+    assert_eq!(ix.count_share_download("old", 100, 1, 1).unwrap(), Err(ShareRefusal::Expired));
     assert!(ix.revoke_share("old").unwrap());
-    assert_eq!(ix.count_share_download("old", 0).unwrap(), Err(ShareRefusal::Revoked));
-    assert_eq!(ix.count_share_download("nope", 0).unwrap(), Err(ShareRefusal::Unknown));
+    assert_eq!(ix.count_share_download("old", 0, 1, 1).unwrap(), Err(ShareRefusal::Revoked));
+    assert_eq!(ix.count_share_download("nope", 0, 1, 1).unwrap(), Err(ShareRefusal::Unknown));
     assert_eq!(ix.share("two").unwrap().unwrap().downloads, 2);
+}
+
+/// Ranges add up to whole downloads; a HEAD (0 bytes) counts nothing; a
+/// cut-off transfer's unsent bytes are given back.
+#[test]
+fn share_downloads_count_bytes_as_whole_transfers() {
+    let ix = Index::memory().unwrap();
+    ix.create_share(&ShareRow {
+        id: "r".into(),
+        cid: "c".into(),
+        created: 0,
+        expires_at: None,
+        max_downloads: Some(1),
+        downloads: 0,
+        partial: 0,
+        password_hash: None,
+        revoked: false,
+    })
+    .unwrap();
+    let (r, done) = ix.count_share_download("r", 0, 0, 100).unwrap().unwrap();
+    assert_eq!((r.downloads, r.partial, done), (0, 0, 0));
+    let (r, done) = ix.count_share_download("r", 0, 60, 100).unwrap().unwrap();
+    assert_eq!((r.downloads, r.partial, done), (0, 60, 0));
+    ix.refund_share_bytes("r", 30, 100).unwrap();
+    let (r, done) = ix.count_share_download("r", 0, 70, 100).unwrap().unwrap();
+    assert_eq!((r.downloads, r.partial, done), (1, 0, 1));
+    assert_eq!(ix.count_share_download("r", 0, 1, 100).unwrap(), Err(ShareRefusal::Exhausted));
+    ix.refund_share_bytes("r", 10, 100).unwrap();
+    let r = ix.share("r").unwrap().unwrap();
+    assert_eq!((r.downloads, r.partial), (0, 90));
 }
 
 /// A database written by schema version 1 (the first release) opens,

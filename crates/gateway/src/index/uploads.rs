@@ -10,9 +10,9 @@ impl Index {
     /// Records a new multipart upload.
     pub fn create_upload(&self, u: &UploadRow) -> Result<(), IndexError> {
         self.lock().execute(
-            "INSERT INTO uploads (id, bucket, key, key_id, content_type, metadata, created, last_active)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-            params![u.id, u.bucket, u.key.as_bytes(), u.key_id, u.content_type, u.metadata, u.created],
+            "INSERT INTO uploads (id, bucket, key, key_id, content_type, metadata, created, last_active, initiator)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+            params![u.id, u.bucket, u.key.as_bytes(), u.key_id, u.content_type, u.metadata, u.created, u.initiator],
         )?;
         Ok(())
     }
@@ -22,7 +22,7 @@ impl Index {
         Ok(self
             .lock()
             .query_row(
-                "SELECT id, bucket, key, key_id, content_type, metadata, created FROM uploads WHERE id = ?1",
+                "SELECT id, bucket, key, key_id, content_type, metadata, created, initiator FROM uploads WHERE id = ?1",
                 [id],
                 upload_row,
             )
@@ -59,7 +59,7 @@ impl Index {
         };
         let (created, row) = pos.unwrap_or((i64::MAX, i64::MAX));
         let mut st = c.prepare(
-            "SELECT id, bucket, key, key_id, content_type, metadata, created FROM uploads
+            "SELECT id, bucket, key, key_id, content_type, metadata, created, initiator FROM uploads
              WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2
                AND (key > ?3 OR (key = ?3 AND (created > ?4 OR (created = ?4 AND rowid > ?5))))
              ORDER BY key, created, rowid LIMIT ?6",
@@ -182,6 +182,7 @@ pub(super) fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
         content_type: r.get(4)?,
         metadata: r.get(5)?,
         created: r.get(6)?,
+        initiator: r.get(7)?,
     })
 }
 
