@@ -611,3 +611,52 @@ fn cli_accounts_admin_and_usage() {
     assert!(audit["records"].as_array().unwrap().iter().any(|r| r["action"] == "user_deleted"), "{audit}");
     assert!(node.ok(&["admin", "audit", "--verify"]).starts_with("ok:"));
 }
+
+/// The `_count` sample of a histogram on `/metrics`.
+async fn histogram_count(api: &Api, name: &str) -> f64 {
+    let text = api.http.get(format!("{}/metrics", api.url)).send().await.unwrap().text().await.unwrap();
+    let series = format!("{name}_count ");
+    text.lines().find_map(|l| l.strip_prefix(&series)).map(|v| v.trim().parse().unwrap()).unwrap_or(0.0)
+}
+
+/// A CID the caller may not read is refused before the node resolves it:
+/// bob's random UnixFS CID makes no DHT lookup, and its 403 is the same as
+/// on alice's existing file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_cid_makes_the_node_look_nothing_up() {
+    // Networked (not offline): an unknown UnixFS CID would be looked up.
+    let node = TestNode::start(&[]);
+    let api = Api::of(&node);
+    let admin = node.token();
+    users(&api, &admin).await;
+    let (alice, _) = api.login("alice", PW).await;
+    let (bob, _) = api.login("bob", PW).await;
+    let (st, up) = raw(
+        &api,
+        Method::POST,
+        "/v1/files?name=a.txt",
+        Some(("authorization", format!("Bearer {alice}"))),
+        text_like(5_000, 3),
+    )
+    .await;
+    assert_eq!(st, 201, "{up}");
+    let existing = up["cid"].as_str().unwrap().to_string();
+    let lookups = "datamesh_dht_lookup_duration_seconds";
+    let before = histogram_count(&api, lookups).await;
+    let random = datamesh_core::Cid::from_sha256(0x70, &rand::random::<[u8; 32]>()).to_string();
+    let (st, refused_random) = api.call(&bob, Method::GET, &format!("/v1/files/{random}"), None).await;
+    assert_eq!(st, 403, "{refused_random}");
+    let (st, refused_existing) = api.call(&bob, Method::GET, &format!("/v1/files/{existing}"), None).await;
+    assert_eq!(st, 403, "{refused_existing}");
+    assert_eq!(refused_random, refused_existing, "a refusal must not tell whether the CID exists");
+    for path in ["content", "metadata", "manifest"] {
+        let (st, b) = api.call(&bob, Method::GET, &format!("/v1/files/{random}/{path}"), None).await;
+        assert_eq!((st, &b), (403, &refused_existing), "{path}");
+    }
+    assert_eq!(histogram_count(&api, lookups).await, before, "bob's CID made the node look it up");
+    // The administrator's request for it does reach the node (and its
+    // lookup is counted): the metric is live.
+    let (st, _) = api.call(&admin, Method::GET, &format!("/v1/files/{random}"), None).await;
+    assert_eq!(st, 404);
+    assert!(histogram_count(&api, lookups).await > before, "the administrator's lookup was not counted");
+}

@@ -10,7 +10,8 @@
 //!
 //! **Architecture invariant:** a refusal says nothing about existence: a
 //! CID nobody may read, one that does not exist and one that does not
-//! resolve all answer the same 403 ([`require_file`]).
+//! resolve all answer the same 403 ([`require_file`]), and the node
+//! makes no network lookup for a CID before its permission is checked.
 //!
 //! Uploads over the chunk routes belong to the principal that opened them
 //! ([`UploadOwners`]): their quota is reserved at the start, extended per
@@ -40,9 +41,13 @@ pub(crate) fn denied() -> ApiError {
 }
 
 /// The file resource for `cid` (a manifest or UnixFS CID), by its manifest
-/// CID; `None` when the CID resolves to nothing on this node.
+/// CID; `None` when the CID resolves to nothing on this node. Resolved
+/// locally only: the permission is checked before the node does anything
+/// a caller could point at the network (a UnixFS CID this node has no
+/// alias for is refused to anyone but the administrator; its manifest CID
+/// works anywhere).
 pub(crate) async fn file_ref(st: &AppState, cid: Cid) -> Option<(Cid, ResourceRef)> {
-    let manifest = st.node.resolve(cid).await.ok()?;
+    let manifest = st.node.resolve_local(cid).await.ok()??;
     let res = ResourceRef::file(&manifest.to_string()).ok()?;
     Some((manifest, res))
 }

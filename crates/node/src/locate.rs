@@ -56,6 +56,18 @@ impl Node {
         Err(NodeError::NotFound(cid))
     }
 
+    /// Resolves a CID without asking the network: a manifest CID is
+    /// itself, a UnixFS CID goes through this node's aliases; None when
+    /// only the network could tell. For checks that must come before any
+    /// lookup a caller could provoke.
+    pub async fn resolve_local(&self, cid: Cid) -> Result<Option<Cid>, NodeError> {
+        if cid.codec() == Codec::DagCbor {
+            return Ok(Some(cid));
+        }
+        let store = self.inner.store.clone();
+        blocking(move || Ok(store.resolve_alias(&cid)?)).await
+    }
+
     /// Nodes that announced `cid`, found within a bounded time.
     async fn providers(&self, cid: &Cid) -> Result<Vec<PeerId>, NodeError> {
         let Some(net) = self.net() else { return Ok(Vec::new()) };
