@@ -207,6 +207,7 @@ impl Gateway {
             services: services.clone(),
             admin,
             reservations: s3::Reservations::default(),
+            recent: s3::RecentKeys::default(),
         };
         Ok(Gateway {
             node,

@@ -1,7 +1,9 @@
 //! Who is asking and what they may do, for every S3 request: the access
 //! key's secret and principal from the accounts database
 //! ([`Services::s3_credentials`], so a revoked key fails on its next
-//! request), the caller's rate limit, the permission check on the bucket or
+//! request; looked up once per request: the signature check's lookup
+//! hands its principal to the operation through [`RecentKeys`]), the
+//! caller's rate limit, the permission check on the bucket or
 //! object, and the quota reservations that uploads take before their body
 //! is read.
 //!
@@ -12,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datamesh_services::perms::{Action, Decision, ResourceError, ResourceRef};
 use datamesh_services::quota::{QuotaError, Reservation};
@@ -27,13 +30,49 @@ use crate::keys::KeyOwner;
 /// SigV4 secrets, looked up in the accounts database on every request.
 pub(crate) struct S3Keys {
     pub(crate) services: Services,
+    pub(crate) recent: RecentKeys,
 }
 
 #[async_trait::async_trait]
 impl s3s::auth::S3Auth for S3Keys {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<s3s::auth::SecretKey> {
         let c = self.services.s3_credentials(access_key).await.map_err(auth_error)?;
+        self.recent.put(access_key, c.principal);
         Ok(s3s::auth::SecretKey::from(c.secret_access_key.as_str()))
+    }
+}
+
+/// How long a looked-up principal waits for its request's operation.
+const RECENT_TTL: Duration = Duration::from_secs(5);
+/// Most principals waiting at once (only keys that exist get in).
+const MAX_RECENT: usize = 4096;
+
+/// The principals of access keys whose secret was just looked up for a
+/// signature check, by access key id, each taken by the same request's
+/// [`S3Gateway::caller`]: one database lookup per request instead of two.
+/// s3s gives the secret lookup nothing but the key id, hence a map rather
+/// than the request's extensions. Every signed request looks its key up
+/// afresh before its operation runs, so an entry is never older than the
+/// request that takes it (or a concurrent one with the same key): a
+/// revoked key still fails on its next request. A request that finds no
+/// entry (a concurrent one took it) looks the key up itself.
+#[derive(Clone, Default)]
+pub(crate) struct RecentKeys(Arc<std::sync::Mutex<HashMap<String, (Instant, Principal)>>>);
+
+impl RecentKeys {
+    fn put(&self, id: &str, p: Principal) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_RECENT {
+            m.retain(|_, (t, _)| t.elapsed() < RECENT_TTL);
+        }
+        if m.len() < MAX_RECENT {
+            m.insert(id.to_string(), (Instant::now(), p));
+        }
+    }
+
+    fn take(&self, id: &str) -> Option<Principal> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(id).filter(|(t, _)| t.elapsed() < RECENT_TTL).map(|(_, p)| p)
     }
 }
 
@@ -118,7 +157,10 @@ impl S3Gateway {
         let id = req.credentials.as_ref().map(|c| c.access_key.clone()).ok_or_else(|| {
             s3_error!(AccessDenied, "anonymous requests are not accepted: sign the request with an access key")
         })?;
-        let principal = self.services.s3_credentials(&id).await.map_err(auth_error)?.principal;
+        let principal = match self.recent.take(&id) {
+            Some(p) => p,
+            None => self.services.s3_credentials(&id).await.map_err(auth_error)?.principal,
+        };
         match self.services.rate_limit(&principal, class).await {
             Ok(()) => {}
             Err(RateLimitError::Limited(l)) => {

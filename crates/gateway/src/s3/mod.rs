@@ -55,7 +55,7 @@ use crate::index::{Index, IndexError};
 use crate::keys::AccessKeys;
 use crate::objects::ObjectPipeline;
 
-pub(crate) use access::{Reservations, S3Keys};
+pub(crate) use access::{RecentKeys, Reservations, S3Keys};
 
 pub(crate) use multipart::UploadExpiry;
 pub use service::VirtualHosts;
@@ -72,6 +72,8 @@ pub struct S3Gateway {
     /// bucket is, to count its storage against its owner).
     pub(crate) admin: datamesh_services::Principal,
     pub(crate) reservations: Reservations,
+    /// Principals of keys just looked up by the signature check.
+    pub(crate) recent: RecentKeys,
 }
 
 fn internal(e: impl std::fmt::Display) -> S3Error {

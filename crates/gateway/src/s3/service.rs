@@ -11,7 +11,7 @@ impl Gateway {
     /// The S3 service (SigV4 with the secrets of the accounts' S3 keys).
     pub fn s3_service(&self) -> s3s::service::S3Service {
         let mut b = s3s::service::S3ServiceBuilder::new(self.s3.clone());
-        b.set_auth(super::S3Keys { services: self.services.clone() });
+        b.set_auth(super::S3Keys { services: self.services.clone(), recent: self.s3.recent.clone() });
         b.set_host(VirtualHosts::new(&self.cfg.domain));
         b.build()
     }
