@@ -7,7 +7,9 @@
 //! read one bucket can neither write it nor read another; a free-tier
 //! user's PUT over the per-file limit is `QuotaExceeded` with nothing
 //! stored; a multipart upload over the storage quota is refused at the part
-//! that exceeds it. The users and tiers are made through the accounts
+//! that exceeds it; a multipart upload is its initiator's: bob, granted
+//! write on alice's bucket, can neither add parts to, list, complete nor
+//! abort her upload, which completes intact. The users and tiers are made through the accounts
 //! services on the node's own database (as `datamesh admin` does).
 
 mod common;
@@ -17,6 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{TestNode, wait_for};
+use datamesh_services::perms::{Level, ResourceRef};
 use datamesh_services::quota::Tier;
 use datamesh_services::users::{NewUser, Role};
 use datamesh_services::{Config, SealingKey, Services};
@@ -65,9 +68,13 @@ fn key(node: &TestNode, args: &[&str]) -> (String, String) {
 }
 
 fn script(endpoint: &str, phase: &str, keys: &[(&str, &(String, String))]) -> String {
+    script_with(endpoint, phase, keys, &[])
+}
+
+fn script_with(endpoint: &str, phase: &str, keys: &[(&str, &(String, String))], env: &[(&str, &str)]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/boto3_tenancy.py");
     let mut c = Command::new("python3");
-    c.arg(path).arg(phase).env("DM_S3", endpoint);
+    c.arg(path).arg(phase).env("DM_S3", endpoint).envs(env.iter().copied());
     for (who, (id, secret)) in keys {
         c.env(format!("DM_{}_KEY", who.to_uppercase()), id).env(format!("DM_{}_SECRET", who.to_uppercase()), secret);
     }
@@ -118,4 +125,19 @@ fn s3_users_are_isolated_keys_scoped_and_revocable_and_quotas_hold() {
     let revoked =
         v["keys"].as_array().expect("keys").iter().find(|k| k["key_id"] == alice2.0.as_str()).expect("listed");
     assert_eq!(revoked["revoked"], true, "{listed}");
+
+    // Multipart uploads belong to their initiator, even in a bucket others
+    // may write.
+    let out = script(&endpoint, "mp_setup", &keys);
+    let upload = out.lines().find_map(|l| l.strip_prefix("UPLOAD=")).expect("the upload id").to_string();
+    rt.block_on(async {
+        let s = services(&node).await;
+        let admin = s.bootstrap_admin("admin").await.expect("admin");
+        let bob = s.find_user("bob").await.expect("lookup").expect("bob");
+        let bucket = ResourceRef::bucket("alice-shared").expect("bucket name");
+        s.grant(&admin, &bucket, bob.id, Level::Write).await.expect("grant bob write");
+        s.close().await;
+    });
+    let out = script_with(&endpoint, "mp", &keys, &[("DM_UPLOAD", &upload)]);
+    assert!(out.contains("mp passed"), "{out}");
 }

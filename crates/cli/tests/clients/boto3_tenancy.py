@@ -2,7 +2,10 @@
 
 Phases (argv[1]): `setup` (alice's buckets, object and an open multipart
 upload), `sweep` (bob's key against every operation on alice's resources;
-scoped keys; quotas), `revoked` (a revoked key is refused). Keys come as
+scoped keys; quotas), `revoked` (a revoked key is refused), `mp_setup`
+(alice opens an upload in a bucket bob will be granted write on; prints
+UPLOAD=<id>) and `mp` (bob, with write, cannot act on alice's upload; it
+completes intact). Keys come as
 DM_<WHO>_KEY / DM_<WHO>_SECRET, the endpoint as DM_S3.
 """
 
@@ -194,6 +197,51 @@ elif PHASE == "sweep":
     # The aborted upload's reservation was returned: 10 MiB fits again.
     d.put_object(Bucket="dave-data", Key="fits.bin", Body=b"f" * (10 * MIB))
     print("sweep passed")
+
+elif PHASE == "mp_setup":
+    a = client("alice")
+    a.create_bucket(Bucket="alice-shared")
+    up = a.create_multipart_upload(Bucket="alice-shared", Key="big.bin")["UploadId"]
+    a.upload_part(Bucket="alice-shared", Key="big.bin", UploadId=up, PartNumber=1, Body=b"A" * (5 * MIB))
+    print(f"UPLOAD={up}")
+
+elif PHASE == "mp":
+    a, b = client("alice"), client("bob")
+    up = os.environ["DM_UPLOAD"]
+    # The grant works: bob writes his own object in alice's bucket.
+    b.put_object(Bucket="alice-shared", Key="bobs.txt", Body=b"bob was here")
+    # His own upload there is his to finish.
+    mine = b.create_multipart_upload(Bucket="alice-shared", Key="bob.bin")["UploadId"]
+    b.upload_part(Bucket="alice-shared", Key="bob.bin", UploadId=mine, PartNumber=1, Body=b"b")
+    check(len(b.list_parts(Bucket="alice-shared", Key="bob.bin", UploadId=mine)["Parts"]) == 1, "bob lists his parts")
+    kw = dict(Bucket="alice-shared", Key="big.bin", UploadId=up)
+    refused("bob's part in alice's upload", lambda: b.upload_part(PartNumber=1, Body=b"B" * 10, **kw))
+    refused("bob's part 2 in alice's upload", lambda: b.upload_part(PartNumber=2, Body=b"B" * 10, **kw))
+    refused(
+        "bob's copied part in alice's upload",
+        lambda: b.upload_part_copy(PartNumber=3, CopySource={"Bucket": "alice-shared", "Key": "bobs.txt"}, **kw),
+    )
+    refused("bob listing alice's parts", lambda: b.list_parts(**kw))
+    refused(
+        "bob completing alice's upload",
+        lambda: b.complete_multipart_upload(MultipartUpload={"Parts": [{"PartNumber": 1}]}, **kw),
+    )
+    refused("bob aborting alice's upload", lambda: b.abort_multipart_upload(**kw))
+    # The bucket's owner sees and may abort bob's upload there.
+    listed = [u["UploadId"] for u in a.list_multipart_uploads(Bucket="alice-shared").get("Uploads", [])]
+    check(up in listed and mine in listed, f"the bucket owner lists every upload: {listed}")
+    a.abort_multipart_upload(Bucket="alice-shared", Key="bob.bin", UploadId=mine)
+    # Alice's upload is untouched and completes intact.
+    parts = a.list_parts(**kw)["Parts"]
+    check([(p["PartNumber"], p["Size"]) for p in parts] == [(1, 5 * MIB)], f"alice's parts: {parts}")
+    a.upload_part(PartNumber=2, Body=b"Z" * 100, **kw)
+    etags = [p["ETag"] for p in a.list_parts(**kw)["Parts"]]
+    a.complete_multipart_upload(
+        MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": e} for n, e in enumerate(etags)]}, **kw
+    )
+    body = a.get_object(Bucket="alice-shared", Key="big.bin")["Body"].read()
+    check(body == b"A" * (5 * MIB) + b"Z" * 100, f"alice's object is intact ({len(body)} bytes)")
+    print("mp passed")
 
 elif PHASE == "revoked":
     refused("a revoked key", lambda: client("alice2").list_buckets(), ("InvalidAccessKeyId",))

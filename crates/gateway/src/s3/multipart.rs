@@ -1,5 +1,12 @@
 //! Multipart uploads: create, upload a part (or copy one), complete,
 //! abort, list parts and uploads; and the expiry of idle uploads.
+//!
+//! An upload belongs to the user who created it: only they, or whoever
+//! administers the bucket (its owner, the administrator), may upload or
+//! copy its parts, list them, complete or abort it; anyone else is
+//! `AccessDenied`, even with write on the bucket. ListMultipartUploads
+//! shows every upload to those who may list the bucket, and to a key that
+//! may only write there, just its own user's.
 
 use std::time::Duration;
 
@@ -8,6 +15,7 @@ use md5::Digest;
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::access::Caller;
 use super::access::quota_error;
 use super::checksum::{Digests, Expected, checksums_in, with_checksums};
 use super::convert::{etag, metadata_json, source_of, ts};
@@ -50,6 +58,7 @@ pub(super) async fn create_multipart_upload(
         content_type: i.content_type,
         metadata: metadata_json(&i.metadata),
         created: unix_secs() as i64,
+        initiator: Some(c.principal.user().0),
     };
     let id = row.id.clone();
     // The upload is one file for the quota: its parts extend this
@@ -78,7 +87,7 @@ pub(super) async fn upload_part(
     let i = req.input;
     let number = part_number_ok(i.part_number)?;
     gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
-    let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
+    let up = gw.upload_of(&c, &i.upload_id, &i.bucket, &i.key).await?;
     let declared = i.content_length.unwrap_or(0).max(0) as u64;
     gw.extend_upload(&up, declared).await?;
     let user = gw.user_key(&c).await?;
@@ -107,7 +116,7 @@ pub(super) async fn upload_part_copy(
     let (sb, sk) = source_of(&i.copy_source)?;
     gw.allow_object(&c, Action::Read, &sb, &sk).await?;
     gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
-    let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
+    let up = gw.upload_of(&c, &i.upload_id, &i.bucket, &i.key).await?;
     let (src, segments) = gw.lookup(&sb, &sk).await?;
     let range = match &i.copy_source_range {
         None => 0..src.size,
@@ -148,7 +157,7 @@ pub(super) async fn complete_multipart_upload(
     let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
     gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
-    let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
+    let up = gw.upload_of(&c, &i.upload_id, &i.bucket, &i.key).await?;
     let id = up.id.clone();
     let have = gw.index.run(move |ix| ix.parts(&id)).await?;
     let listed = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
@@ -217,7 +226,7 @@ pub(super) async fn abort_multipart_upload(
     let c = gw.caller(&req, RouteClass::Write).await?;
     let i = req.input;
     gw.allow_object(&c, Action::Write, &i.bucket, &i.key).await?;
-    let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
+    let up = gw.upload_of(&c, &i.upload_id, &i.bucket, &i.key).await?;
     gw.abort_upload(&up.id).await?;
     Ok(S3Response::with_status(AbortMultipartUploadOutput::default(), http::StatusCode::NO_CONTENT))
 }
@@ -229,7 +238,7 @@ pub(super) async fn list_parts(
     let c = gw.caller(&req, RouteClass::Read).await?;
     let i = req.input;
     gw.allow_object(&c, Action::Read, &i.bucket, &i.key).await?;
-    let up = gw.upload_of(&i.upload_id, &i.bucket, &i.key).await?;
+    let up = gw.upload_of(&c, &i.upload_id, &i.bucket, &i.key).await?;
     let id = up.id.clone();
     let marker = i.part_number_marker.unwrap_or(0);
     let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
@@ -266,13 +275,35 @@ pub(super) async fn list_multipart_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let c = gw.caller(&req, RouteClass::Read).await?;
     let i = req.input;
-    gw.allow_list(&c, &i.bucket, i.prefix.as_deref()).await?;
+    // Who may list the bucket sees every upload; a key that may only
+    // write there sees its own user's.
+    let only_own = match gw.allow_list(&c, &i.bucket, i.prefix.as_deref()).await {
+        Ok(()) => false,
+        Err(denied) => {
+            if gw.allow_bucket(&c, Action::Write, &i.bucket).await.is_err() {
+                return Err(denied);
+            }
+            true
+        }
+    };
     gw.need_bucket(&i.bucket).await?;
     let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
     let (b, p) = (i.bucket.clone(), i.prefix.clone().unwrap_or_default());
     let (km, um) = (i.key_marker.clone(), i.upload_id_marker.clone());
-    let (ups, truncated) = gw.index.run(move |ix| ix.uploads_page(&b, &p, km.as_deref(), um.as_deref(), max)).await?;
+    let (mut ups, truncated) =
+        gw.index.run(move |ix| ix.uploads_page(&b, &p, km.as_deref(), um.as_deref(), max)).await?;
+    // The markers follow the unfiltered page, so paging goes on past it.
     let last = ups.last().filter(|_| truncated).map(|u| (u.key.clone(), u.id.clone()));
+    if only_own {
+        let me = c.principal.user().0;
+        let mut mine = Vec::with_capacity(ups.len());
+        for u in ups {
+            if u.initiator == Some(me) || (u.initiator.is_none() && gw.owns_upload(&c, &u).await?) {
+                mine.push(u);
+            }
+        }
+        ups = mine;
+    }
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(i.bucket),
         prefix: i.prefix,
@@ -298,15 +329,37 @@ pub(super) async fn list_multipart_uploads(
 }
 
 impl S3Gateway {
-    async fn upload_of(&self, id: &str, bucket: &str, key: &str) -> S3Result<UploadRow> {
+    /// Upload `id` of `bucket`/`key`, if `c` may act on it
+    /// ([`S3Gateway::owns_upload`], else `AccessDenied`).
+    async fn upload_of(&self, c: &Caller, id: &str, bucket: &str, key: &str) -> S3Result<UploadRow> {
         let i = id.to_string();
         match self.index.run(move |ix| ix.upload(&i)).await? {
-            Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+            Some(u) if u.bucket == bucket && u.key == key => {
+                if self.owns_upload(c, &u).await? {
+                    Ok(u)
+                } else {
+                    Err(s3_error!(AccessDenied, "this multipart upload was started by another user"))
+                }
+            }
             _ => Err(s3_error!(
                 NoSuchUpload,
                 "upload {id} does not exist for {bucket}/{key}: it was completed, aborted or expired"
             )),
         }
+    }
+
+    /// Whether `c` may act on upload `up`: its initiator, or whoever
+    /// administers its bucket.
+    async fn owns_upload(&self, c: &Caller, up: &UploadRow) -> S3Result<bool> {
+        let initiator = match up.initiator {
+            Some(u) => Some(u),
+            // From before initiators were recorded: its access key's user.
+            None => self.services.s3_credentials(&up.key_id).await.ok().map(|k| k.principal.user().0),
+        };
+        if initiator == Some(c.principal.user().0) {
+            return Ok(true);
+        }
+        Ok(self.allow_bucket(c, Action::Admin, &up.bucket).await.is_ok())
     }
 
     async fn record_part(
