@@ -19,6 +19,7 @@ pub mod files;
 pub mod keys;
 pub mod node;
 pub mod shares;
+pub mod sharing;
 
 pub use accounts::{
     Account, AccountList, AccountPatch, AuditPage, AuditQuery, AuditRecord, AuditVerdict, Challenge, LoginAnswer,
@@ -34,3 +35,4 @@ pub use node::{
     PeerState, Peers, Ready, RepairTotals, Reputation, StoreStats, WorkerInfo, WorkerState,
 };
 pub use shares::{NewShare, Share, ShareList, ShareQuery, ShareState};
+pub use sharing::{EncryptionKey, EncryptionKeyList, FileKey, NewEncryptionKey};

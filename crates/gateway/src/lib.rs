@@ -36,6 +36,7 @@ mod ownership;
 pub mod rest;
 pub mod s3;
 pub mod shares;
+mod sharing;
 pub(crate) mod state;
 
 use std::net::SocketAddr;

@@ -101,7 +101,7 @@ pub(crate) async fn record_owner(st: &AppState, p: &Principal, manifest: Cid) ->
 pub(crate) fn perm_error(e: PermError) -> ApiError {
     match e {
         PermError::Denied => denied(),
-        PermError::InvalidResource(_) => ApiError::bad(e.to_string()),
+        PermError::InvalidResource(_) | PermError::BadInput(_) => ApiError::bad(e.to_string()),
         PermError::NameTaken => ApiError::new(ErrorCode::NameTaken, e.to_string()),
         PermError::NoSuchUser => ApiError::new(ErrorCode::NotFound, e.to_string()),
         PermError::Database(db) => accounts_unavailable(&db),

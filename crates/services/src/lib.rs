@@ -88,6 +88,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod sessions;
 pub mod users;
+pub mod wraps;
 
 mod principal;
 mod services;

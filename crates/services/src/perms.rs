@@ -287,6 +287,9 @@ pub enum PermError {
     /// The user to grant or transfer to does not exist.
     #[error("no such user to grant or transfer to")]
     NoSuchUser,
+    /// A value given with the operation is not acceptable (says what to fix).
+    #[error("{0}")]
+    BadInput(String),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -309,7 +312,7 @@ const LEVEL_QUERY_WITH_PREFIXES: &str = "SELECT r.owner_id, r.public_read, g.lev
 impl Services {
     /// The level `user` (or anyone, for `None`) has on `res`, and whether
     /// any record of it or its bucket exists.
-    async fn level(&self, user: Option<UserId>, res: &ResourceRef) -> Result<(Level, bool), DbError> {
+    pub(crate) async fn level(&self, user: Option<UserId>, res: &ResourceRef) -> Result<(Level, bool), DbError> {
         let q = if matches!(res.kind, ResourceKind::Object | ResourceKind::Prefix) {
             LEVEL_QUERY_WITH_PREFIXES
         } else {
@@ -435,7 +438,7 @@ impl Services {
 
     /// The id of `res`'s record; a resource in a bucket without one gets a
     /// record owned by the bucket's owner (so it can carry its own grants).
-    async fn record_id(&self, tx: &mut crate::db::Tx, res: &ResourceRef) -> Result<Option<i64>, PermError> {
+    pub(crate) async fn record_id(&self, tx: &mut crate::db::Tx, res: &ResourceRef) -> Result<Option<i64>, PermError> {
         let found = sqlx::query("SELECT id FROM resources WHERE kind = $1 AND name = $2")
             .bind(res.kind.as_str())
             .bind(res.name.clone())
