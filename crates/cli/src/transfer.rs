@@ -228,7 +228,7 @@ pub async fn get(
     }
     let key = match &manifest.encryption {
         None => None,
-        Some(enc) => Some(data_key(enc, load_user)?),
+        Some(enc) => Some(data_key(enc, load_user, client, &mcid).await?),
     };
     let file = OpenFile::new(mcid, manifest.clone(), key);
     let to_stdout = out == Path::new("-");
@@ -318,12 +318,22 @@ pub struct GetResult {
     pub resumed_from: u64,
 }
 
-/// The file's data key: unwrapped with the user's key, else with a
+/// The file's data key: unwrapped with the user's key (from the manifest,
+/// else from the wrap the file's owner shared with this user), else with a
 /// passphrase when the file has a passphrase wrap.
-fn data_key(enc: &Encryption, load_user: impl FnOnce() -> Result<UserKey>) -> Result<DataKey> {
+async fn data_key(
+    enc: &Encryption,
+    load_user: impl FnOnce() -> Result<UserKey>,
+    client: &Client,
+    mcid: &Cid,
+) -> Result<DataKey> {
     let err = match load_user() {
         Ok(u) => match keys::unwrap_for(&enc.wrapped_keys, &u) {
             Ok(k) => return Ok(k),
+            Err(e @ keys::KeyError::NotARecipient) => match shared_key(client, mcid, &u).await? {
+                Some(k) => return Ok(k),
+                None => anyhow!("{e}"),
+            },
             Err(e) => anyhow!("{e}"),
         },
         Err(e) => e,
@@ -336,6 +346,28 @@ fn data_key(enc: &Encryption, load_user: impl FnOnce() -> Result<UserKey>) -> Re
         bail!("this file is protected by a passphrase: set DATAMESH_PASSPHRASE (stdin is not a terminal)");
     }
     Err(err)
+}
+
+/// The data key from the wrap this file's owner made for the user
+/// (`datamesh share --to`), if there is one.
+async fn shared_key(client: &Client, mcid: &Cid, u: &UserKey) -> Result<Option<DataKey>> {
+    let rb = client.request(reqwest::Method::GET, &format!("/v1/files/{mcid}/key"));
+    let shared: datamesh_api::FileKey = match client.transport().call(rb).await {
+        Ok(k) => k,
+        Err(HttpError::Api(a)) if a.status == reqwest::StatusCode::NOT_FOUND => return Ok(None),
+        Err(e) => return Err(http_error(e)),
+    };
+    let bytes = hex::decode(&shared.wrapped_keys).context("the node served a shared key that is not hex")?;
+    let wraps: Vec<datamesh_core::WrappedKey> =
+        serde_ipld_dagcbor::from_slice(&bytes).context("the node served a shared key that does not decode")?;
+    if wraps.len() > datamesh_core::limits::MAX_WRAPPED_KEYS {
+        bail!(
+            "the node served {} shared keys: at most {} are read",
+            wraps.len(),
+            datamesh_core::limits::MAX_WRAPPED_KEYS
+        );
+    }
+    keys::unwrap_for(&wraps, u).map(Some).map_err(|e| anyhow!("the key shared with you does not open: {e}"))
 }
 
 /// The CID a public put of `path` would produce (its UnixFS CID), without
