@@ -49,6 +49,9 @@ enum Cmd {
     // status, peers, drain
     #[command(flatten)]
     Ops(ops::OpsCmd),
+    // share, unshare
+    #[command(flatten)]
+    Sharing(commands::sharing::SharingCmd),
     /// Manage your key.
     Key {
         #[command(subcommand)]
@@ -75,6 +78,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Durability(a) => durability::run(a),
         Cmd::Files(cmd) => files::run(cmd).await,
         Cmd::Ops(cmd) => ops::run(cmd).await,
+        Cmd::Sharing(cmd) => commands::sharing::run(cmd).await,
         Cmd::Key { cmd } => keys::run(cmd).await,
         Cmd::Account { cmd } => accounts::run_account(cmd).await,
         Cmd::Admin { cmd } => accounts::run_admin(cmd).await,

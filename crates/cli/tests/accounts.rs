@@ -317,7 +317,11 @@ struct Alices {
 /// Fills a path template with alice's resources.
 fn fill(path: &str, a: &Alices) -> String {
     let id = if path.starts_with("/v1/uploads") { &a.upload } else { &a.share };
-    path.replace("{cid}", &a.cid).replace("{id}", id).replace("{index}", "0").replace("{name}", "alice")
+    path.replace("{cid}", &a.cid)
+        .replace("{id}", id)
+        .replace("{index}", "0")
+        .replace("{name}", "alice")
+        .replace("{user}", "bob")
 }
 
 /// A body that gets a route past its parsing, so that the permission
@@ -383,6 +387,9 @@ async fn auth_sweep_other_users_get_403_and_change_nothing() {
         ("GET", "/v1/me/usage"),
         ("PUT", "/v1/me/password"),
         ("POST", "/v1/me/login-keys"),
+        ("POST", "/v1/me/encryption-keys"),
+        // Public keys are for every user to read: senders wrap for them.
+        ("GET", "/v1/users/{name}/encryption-keys"),
         ("POST", "/v1/logout"),
         ("POST", "/v1/uploads"),
         ("POST", "/v1/files"),
@@ -659,4 +666,83 @@ async fn a_refused_cid_makes_the_node_look_nothing_up() {
     let (st, _) = api.call(&admin, Method::GET, &format!("/v1/files/{random}"), None).await;
     assert_eq!(st, 404);
     assert!(histogram_count(&api, lookups).await > before, "the administrator's lookup was not counted");
+}
+
+/// The CLI as one user: their own key file (and the login saved beside it).
+fn as_user(node: &TestNode, key: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut c = node.cli();
+    c.env("DATAMESH_USER_KEY", key)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn out_ok(o: &std::process::Output, what: &str) -> String {
+    assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// An encrypted file shared with a person: alice's CLI wraps the file's key
+/// for bob's published key; bob reads it with his own key, byte for byte;
+/// carol, another valid user, never can; after unsharing neither can bob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_file_is_shared_with_one_user_and_unshared() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let admin = node.token();
+    users(&api, &admin).await;
+    let (st, b) =
+        api.call(&admin, Method::POST, "/v1/admin/users", Some(json!({"name": "carol", "password": PW}))).await;
+    assert_eq!(st, 201, "{b}");
+    let dir = tempfile::tempdir().unwrap();
+    // Each user's key in a directory of its own: the login is saved beside it.
+    let key = |u: &str| dir.path().join(u).join("user.key");
+    for u in ["alice", "bob", "carol"] {
+        std::fs::create_dir_all(dir.path().join(u)).unwrap();
+        let k = key(u);
+        out_ok(&as_user(&node, &k, &["account", "login", u, "--password-stdin"], &format!("{PW}\n")), "login");
+        out_ok(&as_user(&node, &k, &["account", "publish-keys"], ""), "publish-keys");
+    }
+    let secret = pseudo_random(700_000, 21);
+    let file = dir.path().join("secret.bin");
+    std::fs::write(&file, &secret).unwrap();
+    let put = out_ok(&as_user(&node, &key("alice"), &["put", file.to_str().unwrap(), "--json"], ""), "alice's put");
+    let cid = serde_json::from_str::<Value>(&put).unwrap()["cid"].as_str().unwrap().to_string();
+    let get = |u: &str| {
+        let out = dir.path().join(format!("{u}.out"));
+        let _ = std::fs::remove_file(&out);
+        let o = as_user(&node, &key(u), &["get", &cid, "-o", out.to_str().unwrap()], "");
+        (o.status.success(), std::fs::read(&out).ok(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let refused = |u: &str, when: &str| {
+        let (ok, bytes, err) = get(u);
+        assert!(!ok && bytes.is_none(), "{u} read alice's file {when}: {err}");
+    };
+    assert_eq!(get("alice").1.as_deref(), Some(secret.as_slice()), "alice reads her own file");
+    refused("bob", "before it was shared");
+    refused("carol", "before it was shared");
+
+    let o = as_user(&node, &key("alice"), &["share", &cid, "--to", "bob"], "");
+    let said = out_ok(&o, "share");
+    assert!(said.contains("bob"), "{said}");
+    let (ok, bytes, err) = get("bob");
+    assert!(ok, "bob's get after sharing: {err}");
+    assert!(bytes.as_deref() == Some(secret.as_slice()), "bob's copy is not byte-identical");
+    refused("carol", "when it was shared with bob only");
+    // Bob cannot pass it on: sharing is the owner's.
+    let o = as_user(&node, &key("bob"), &["share", &cid, "--to", "carol"], "");
+    assert!(!o.status.success(), "bob re-shared alice's file");
+    refused("carol", "after bob tried to share it");
+
+    let said = out_ok(&as_user(&node, &key("alice"), &["unshare", &cid, "--from", "bob"], ""), "unshare");
+    assert!(said.contains("already read"), "unshare says what it cannot take back: {said}");
+    refused("bob", "after it was unshared");
+    refused("carol", "at the end");
+    let (st, v) = api.call(&admin, Method::GET, "/v1/admin/audit/verify", None).await;
+    assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
 }

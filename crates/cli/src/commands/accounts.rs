@@ -51,6 +51,15 @@ pub enum AccountCmd {
         #[command(flatten)]
         c: ClientOpts,
     },
+    /// Publish your public encryption keys, so that others can share
+    /// encrypted files with you (`datamesh share CID --to YOU`).
+    PublishKeys {
+        /// Also publish your X-Wing key, for files put with `--pq`.
+        #[arg(long)]
+        pq: bool,
+        #[command(flatten)]
+        c: ClientOpts,
+    },
     /// Log out: revoke the saved login's tokens and forget them.
     Logout(#[command(flatten)] ClientOpts),
     /// Who the CLI acts as on this node.
@@ -287,6 +296,27 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
             send(&client, client.request(Method::POST, "/v1/me/login-keys").json(&body)).await?;
             print(c.json, &json!({"added": true}), || {
                 "your key can now log in: `datamesh account login NAME --key`".into()
+            });
+            Ok(())
+        }
+        AccountCmd::PublishKeys { pq, c } => {
+            // Only the public halves leave this machine.
+            let public = c.user()?.public();
+            let client = c.client()?;
+            let mut keys = vec![("x25519", hex::encode(public.x25519))];
+            if pq {
+                keys.push(("x-wing", hex::encode(&public.xwing)));
+            }
+            for (algorithm, key) in &keys {
+                let body = json!({"algorithm": algorithm, "public_key": key});
+                send(&client, client.request(Method::POST, "/v1/me/encryption-keys").json(&body)).await?;
+            }
+            let published: Vec<&str> = keys.iter().map(|k| k.0).collect();
+            print(c.json, &json!({"published": published}), || {
+                format!(
+                    "published your {} public key: others can `datamesh share CID --to` you",
+                    published.join(" and ")
+                )
             });
             Ok(())
         }

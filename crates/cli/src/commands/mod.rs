@@ -14,6 +14,7 @@ pub mod files;
 pub mod keys;
 pub mod node;
 pub mod ops;
+pub mod sharing;
 
 use std::path::PathBuf;
 
