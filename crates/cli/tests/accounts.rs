@@ -743,6 +743,22 @@ async fn an_encrypted_file_is_shared_with_one_user_and_unshared() {
     assert!(said.contains("already read"), "unshare says what it cannot take back: {said}");
     refused("bob", "after it was unshared");
     refused("carol", "at the end");
+
+    // A file put with --pq is shared at the same level: only to a published
+    // X-Wing key, never silently down to X25519.
+    let pq_file = dir.path().join("pq.bin");
+    std::fs::write(&pq_file, &secret[..100_000]).unwrap();
+    let put = as_user(&node, &key("alice"), &["put", pq_file.to_str().unwrap(), "--pq", "--json"], "");
+    let pq_cid = serde_json::from_str::<Value>(&out_ok(&put, "put --pq")).unwrap()["cid"].as_str().unwrap().to_string();
+    let o = as_user(&node, &key("alice"), &["share", &pq_cid, "--to", "bob"], "");
+    assert!(!o.status.success(), "a --pq file was shared without an X-Wing key");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("publish-keys --pq"), "{err}");
+    out_ok(&as_user(&node, &key("bob"), &["account", "publish-keys", "--pq"], ""), "publish-keys --pq");
+    out_ok(&as_user(&node, &key("alice"), &["share", &pq_cid, "--to", "bob"], ""), "share --pq");
+    let out = dir.path().join("bob.pq");
+    out_ok(&as_user(&node, &key("bob"), &["get", &pq_cid, "-o", out.to_str().unwrap()], ""), "bob's get --pq");
+    assert_eq!(std::fs::read(&out).unwrap(), &secret[..100_000]);
     let (st, v) = api.call(&admin, Method::GET, "/v1/admin/audit/verify", None).await;
     assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
 }
