@@ -22,6 +22,8 @@ pub struct DevnetOptions {
     pub dir: PathBuf,
     /// Print one JSON document once every node is up.
     pub json: bool,
+    /// Sign the CLI's user in on node-0 with their key (`None`: do not).
+    pub sign_in: Option<SignIn>,
     /// Extra flags passed to every `datamesh node` (timers, codes).
     pub node_args: Vec<String>,
 }
@@ -100,6 +102,60 @@ fn stop_all(members: &mut [Member]) {
     }
 }
 
+/// Whose key the devnet signs in with.
+pub struct SignIn {
+    /// The user's key file (`None`: the default path).
+    pub user_key: Option<PathBuf>,
+}
+
+/// The account the devnet makes for its user: the OS user name when it is
+/// a valid account name, else `devnet`.
+fn account_name() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| (1..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'))
+        .filter(|u| u != "admin" && u != "root")
+        .unwrap_or_else(|| "devnet".into())
+}
+
+/// Signs the CLI's user in on node-0 with their key, so the quick start
+/// needs no ceremony and what the user stores is theirs, not the node's
+/// administrator's. The account is made on first start, as an
+/// administrator (whoever runs a devnet operates it): with a random
+/// password nobody sees, used once to register the user's key; the key
+/// logs in from then on. Returns the account's name.
+async fn sign_in(url: &str, dir: &Path, how: &SignIn) -> Result<String> {
+    use crate::client::{Client, http_error};
+    use datamesh_client::http::HttpError;
+    use reqwest::Method;
+    let user = crate::userkey::load_or_create(how.user_key.as_deref(), true)?;
+    let name = account_name();
+    let admin = Client::connect(Some(url), None, dir)?;
+    let anon = Client::connect(Some(url), Some(""), dir)?;
+    let password = hex::encode(rand::random::<[u8; 24]>());
+    let create = admin
+        .request(Method::POST, "/v1/admin/users")
+        .json(&json!({"name": name, "password": password, "role": "admin"}));
+    match admin.transport().send(create).await {
+        Ok(_) => {
+            let login = anon.request(Method::POST, "/v1/login").json(&json!({"name": name, "password": password}));
+            let answer: datamesh_api::LoginAnswer = anon.call(login).await?;
+            let token = answer.access_token.context("the node answered the login without a token")?;
+            let me = Client::connect(Some(url), Some(&token), dir)?;
+            let key = me.request(Method::POST, "/v1/me/login-keys").json(
+                &json!({"name": "devnet", "public_key": hex::encode(user.public().ed25519)}),
+            );
+            me.transport().send(key).await.map_err(http_error)?;
+        }
+        // A restarted devnet: the account and its key are there.
+        Err(HttpError::Api(e)) if e.status == reqwest::StatusCode::CONFLICT => {}
+        Err(e) => return Err(http_error(e)),
+    }
+    let answer = crate::commands::accounts::key_login(&anon, &name, &user).await?;
+    crate::commands::accounts::save_login(&anon, how.user_key.as_deref(), &answer)?;
+    Ok(name)
+}
+
 /// Runs the devnet until a signal arrives.
 pub async fn run(opts: DevnetOptions) -> Result<()> {
     if opts.nodes == 0 {
@@ -160,6 +216,19 @@ async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let signed_in = match &opts.sign_in {
+        None => None,
+        Some(how) => {
+            let url = members[0].url.clone().unwrap_or_default();
+            match sign_in(&url, &members[0].dir, how).await {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    eprintln!("warning: could not sign your key in on node-0 ({e:#}); the CLI acts as the node's administrator");
+                    None
+                }
+            }
+        }
+    };
     if opts.json {
         let nodes: Vec<_> = members
             .iter()
@@ -176,11 +245,14 @@ async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()
                 })
             })
             .collect();
-        writeln!(out, "{}", json!({ "nodes": nodes, "dir": opts.dir }))?;
+        writeln!(out, "{}", json!({ "nodes": nodes, "dir": opts.dir, "user": signed_in }))?;
     } else {
         writeln!(out, "# point the CLI at node-0 (any node works; use its own data dir for its token):")?;
         writeln!(out, "export DATAMESH_API={}", members[0].url.as_deref().unwrap_or(""))?;
         writeln!(out, "export DATAMESH_DATA_DIR={}", members[0].dir.display())?;
+        if let Some(name) = &signed_in {
+            writeln!(out, "# you are signed in on node-0 as {name} with your key (`datamesh account whoami`)")?;
+        }
         writeln!(
             out,
             "# S3: create a key with `datamesh key create`, then use endpoint {}",

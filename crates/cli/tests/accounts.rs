@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 /// The node's REST API, as one credential (or none).
 #[derive(Clone)]
@@ -548,6 +549,195 @@ async fn quotas_refuse_before_anything_is_stored_and_usage_is_reported() {
     assert_eq!(u["tier"]["name"], "tiny");
 
     let (st, v) = api.call(&admin, Method::GET, "/v1/admin/audit/verify", None).await;
+    assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
+}
+
+/// The next `quota.warning` event on `ws`, as (user, quota, resolved),
+/// with the `alert` published beside it checked on the way.
+async fn next_quota_warning(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> (String, String, bool) {
+    use futures::StreamExt;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut warning = None;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let msg = tokio::time::timeout(left, ws.next()).await.expect("a quota.warning event within 20 s");
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = msg else { continue };
+        let e: Value = serde_json::from_str(&t).unwrap();
+        match e["type"].as_str() {
+            Some("quota.warning") => {
+                warning = Some((
+                    e["user"].as_str().unwrap().to_string(),
+                    e["quota"].as_str().unwrap().to_string(),
+                    e["resolved"].as_bool().unwrap(),
+                ))
+            }
+            Some("alert") if e["code"] == "quota_nearly_reached" => {
+                let w = warning.take().expect("the quota.warning comes before its alert");
+                assert_eq!(e["resolved"].as_bool(), Some(w.2), "{e}");
+                assert!(e["message"].as_str().unwrap().contains(&w.1), "the alert names the quota: {e}");
+                return w;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_charged_and_80_percent_raises_one_warning_per_episode() {
+    let node = TestNode::start(&["--offline"]);
+    let api = Api::of(&node);
+    let admin = node.token();
+    users(&api, &admin).await;
+    let (alice, _) = api.login("alice", PW).await;
+    let metered = json!({"name": "metered", "max_stored_bytes": 10_000, "max_transfer_bytes": 10_000,
+        "max_calls_per_hour": null, "max_file_bytes": null, "max_files": 100, "sla": false});
+    assert_eq!(api.call(&admin, Method::PUT, "/v1/admin/tiers/metered", Some(metered)).await.0, 200);
+    assert_eq!(api.call(&admin, Method::PATCH, "/v1/admin/users/alice", Some(json!({"tier": "metered"}))).await.0, 200);
+    let ws_url =
+        format!("{}/v1/events?token={admin}&types=quota.warning,alert", api.url.replacen("http://", "ws://", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let auth = Some(("authorization", format!("Bearer {alice}")));
+    let usage = async || api.call(&alice, Method::GET, "/v1/me/usage", None).await.1;
+
+    // 8,100 of 10,000 bytes stored: one storage warning.
+    let (st, b) = raw(&api, Method::POST, "/v1/files", auth.clone(), text_like(8100, 7)).await;
+    assert_eq!(st, 201, "{b}");
+    let cid = b["cid"].as_str().unwrap().to_string();
+    assert_eq!(next_quota_warning(&mut ws).await, ("alice".into(), "storage".into(), false));
+    assert_eq!(usage().await["warnings"], json!(["storage"]));
+
+    // A whole download is charged its size, a range its length, a 304
+    // nothing; reaching 80 % of the transfer quota warns once.
+    let content = format!("/v1/files/{cid}/content");
+    let get = async |headers: &[(&str, &str)]| {
+        let mut r = api.http.get(format!("{}{content}", api.url)).bearer_auth(&alice);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().await.unwrap();
+        let st = r.status().as_u16();
+        let etag = r.headers().get("etag").map(|v| v.to_str().unwrap().to_string());
+        (st, etag, r.bytes().await.unwrap().len())
+    };
+    let (st, etag, n) = get(&[]).await;
+    assert_eq!((st, n), (200, 8100));
+    assert_eq!(usage().await["downloaded_bytes"], 8100);
+    assert_eq!(next_quota_warning(&mut ws).await, ("alice".into(), "transfer".into(), false));
+    assert_eq!(get(&[("range", "bytes=0-99")]).await.0, 206);
+    assert_eq!(usage().await["downloaded_bytes"], 8200);
+    let etag = etag.expect("an ETag");
+    assert_eq!(get(&[("if-none-match", etag.as_str())]).await.0, 304);
+    assert_eq!(usage().await["downloaded_bytes"], 8200, "a 304 sends nothing and is charged nothing");
+
+    // A download past the quota is refused before a byte is sent, and
+    // not counted.
+    let (st, b) = raw(&api, Method::GET, &content, auth.clone(), Vec::new()).await;
+    assert_eq!((st, code(&b)), (403, "quota_exceeded".into()), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("transfer"), "{b}");
+    assert_eq!(usage().await["downloaded_bytes"], 8200);
+
+    // Deleting the file ends the storage episode at the next request.
+    assert_eq!(api.call(&alice, Method::DELETE, &format!("/v1/files/{cid}"), None).await.0, 200);
+    let (st, b) = raw(&api, Method::POST, "/v1/files", auth.clone(), text_like(100, 8)).await;
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(next_quota_warning(&mut ws).await, ("alice".into(), "storage".into(), true));
+}
+
+/// A fresh database on the test PostgreSQL server (`DATAMESH_TEST_POSTGRES`,
+/// set by scripts/with-postgres), made with Debian's `psql`; `None`, said
+/// loudly, when no server is configured and none is required.
+fn fresh_postgres_database() -> Option<String> {
+    let Ok(server) = std::env::var("DATAMESH_TEST_POSTGRES") else {
+        assert!(
+            std::env::var("DATAMESH_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "DATAMESH_REQUIRE_POSTGRES=1 but DATAMESH_TEST_POSTGRES is unset: run under scripts/with-postgres"
+        );
+        eprintln!("\n!!!!! SKIPPED: DATAMESH_TEST_POSTGRES is unset (run under scripts/with-postgres) !!!!!\n");
+        return None;
+    };
+    let psql = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("bin/psql"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| "psql".into());
+    let name = format!("dm_http_{}", std::process::id());
+    let o = std::process::Command::new(psql)
+        .args([server.as_str(), "-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("run psql");
+    assert!(o.status.success(), "CREATE DATABASE: {}", String::from_utf8_lossy(&o.stderr));
+    let (base, query) = server.split_once('?').map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
+    let host_end = base.rfind('/').filter(|&i| i > base.find("://").map_or(0, |j| j + 2)).unwrap_or(base.len());
+    Some(format!("{}/{name}{}", &base[..host_end], query.map(|q| format!("?{q}")).unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_postgresql_share_accounts_keys_and_revocations() {
+    let Some(db) = fresh_postgres_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sealing = dir.path().join("sealing.key");
+    let args =
+        ["--offline", "--s3", "127.0.0.1:0", "--database", db.as_str(), "--sealing-key", sealing.to_str().unwrap()];
+    let a = TestNode::start(&args);
+    let b = TestNode::start(&args);
+    let (api_a, api_b) = (Api::of(&a), Api::of(&b));
+
+    // A user created on one logs in on the other.
+    let (st, u) =
+        api_a.call(&a.token(), Method::POST, "/v1/admin/users", Some(json!({"name": "alice", "password": PW}))).await;
+    assert_eq!(st, 201, "{u}");
+    let (alice, _) = api_b.login("alice", PW).await;
+    let (st, me) = api_b.call(&alice, Method::GET, "/v1/me", None).await;
+    assert_eq!((st, me["name"].as_str()), (200, Some("alice")), "{me}");
+    // Her token from gateway B works on gateway A.
+    assert_eq!(api_a.call(&alice, Method::GET, "/v1/me", None).await.0, 200);
+
+    // An API key made on A works on B; revoked on B, A refuses it on its next request.
+    let (st, k) = api_a.call(&alice, Method::POST, "/v1/keys", Some(json!({"kind": "api", "name": "ci"}))).await;
+    assert_eq!(st, 201, "{k}");
+    let token = k["token"].as_str().unwrap().to_string();
+    let id = k["key"]["key_id"].as_str().unwrap().to_string();
+    assert_eq!(api_b.call(&token, Method::GET, "/v1/me", None).await.0, 200);
+    assert_eq!(api_a.call(&token, Method::GET, "/v1/me", None).await.0, 200);
+    assert_eq!(api_b.call(&alice, Method::DELETE, &format!("/v1/keys/{id}"), None).await.0, 204);
+    assert_eq!(api_a.call(&token, Method::GET, "/v1/me", None).await.0, 401, "revoked on B, refused on A");
+
+    // An S3 key made on A signs requests B accepts (one sealing key), and
+    // its revocation on A holds on B: the AWS CLI's own SigV4.
+    let (st, k) = api_a.call(&alice, Method::POST, "/v1/keys", Some(json!({"name": "s3"}))).await;
+    assert_eq!(st, 201, "{k}");
+    let (ak, sk) = (k["access_key_id"].as_str().unwrap(), k["secret_access_key"].as_str().unwrap());
+    let s3_b = std::fs::read_to_string(b.data_dir().join("s3.url")).unwrap();
+    let list = || {
+        let o = std::process::Command::new("aws")
+            .env("AWS_ACCESS_KEY_ID", ak)
+            .env("AWS_SECRET_ACCESS_KEY", sk)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .args(["--endpoint-url", s3_b.trim(), "s3api", "list-buckets"])
+            .output()
+            .expect("run aws (pip install awscli)");
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (ok, err) = list();
+    assert!(ok, "ListBuckets on B with a key made on A: {err}");
+    let id = k["key"]["key_id"].as_str().unwrap();
+    assert_eq!(api_a.call(&alice, Method::DELETE, &format!("/v1/keys/{id}"), None).await.0, 204);
+    let (ok, err) = list();
+    assert!(
+        !ok && (err.contains("InvalidAccessKeyId") || err.contains("AccessDenied")),
+        "revoked on A, refused on B: {err}"
+    );
+
+    // Both gateways append to one audit chain, and it verifies.
+    let (st, v) = api_b.call(&b.token(), Method::GET, "/v1/admin/audit/verify", None).await;
     assert_eq!((st, v["ok"].as_bool()), (200, Some(true)), "{v}");
 }
 

@@ -201,6 +201,8 @@ fn devnet_starts_prints_urls_and_stops_on_sigterm() {
             "--data-dir",
         ])
         .arg(dir.path())
+        .env("DATAMESH_USER_KEY", dir.path().join("user.key"))
+        .env("USER", "tester")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -250,6 +252,27 @@ fn devnet_starts_prints_urls_and_stops_on_sigterm() {
     let o = run(&nodes[2], &["get", &cid, "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&f).unwrap());
+
+    // The devnet signed the user's key in on node 0: with no token, the
+    // CLI is that user (not the administrator), and what it stores is theirs.
+    assert_eq!(v["user"], "tester", "{v}");
+    let as_user = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .env("DATAMESH_API", nodes[0]["api"].as_str().unwrap())
+            .env("DATAMESH_USER_KEY", &user)
+            .env_remove("DATAMESH_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let o = as_user(&["account", "whoami", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&String::from_utf8_lossy(&o.stdout))["name"], "tester");
+    let o = as_user(&["put", f.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = as_user(&["usage", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&String::from_utf8_lossy(&o.stdout))["files"], 1, "the put counts for the devnet's user");
     let pids: Vec<u64> = nodes.iter().map(|n| n["pid"].as_u64().unwrap()).collect();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     let status = wait_for("devnet exit", std::time::Duration::from_secs(30), || child.try_wait().ok().flatten());

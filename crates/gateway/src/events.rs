@@ -167,12 +167,25 @@ pub enum Event {
     /// A periodic summary.
     #[serde(rename = "metrics")]
     Metrics(MetricsSummary),
+    /// A user reached 80 % of a quota (`resolved`: back under it). Raised
+    /// once per episode, with an `alert` (code `quota_nearly_reached`)
+    /// beside it; the user sees the same in `GET /v1/me/usage`'s warnings.
+    #[serde(rename = "quota.warning")]
+    QuotaWarning {
+        /// The user's name.
+        user: String,
+        /// `storage`, `files` or `transfer`.
+        quota: String,
+        /// The user went back under 80 %.
+        resolved: bool,
+    },
     /// Something an operator should look at.
     #[serde(rename = "alert")]
     Alert {
         /// `warning` or `critical`.
         severity: String,
-        /// Stable code: `peer_offline`, `store_nearly_full`, `cannot_place`, `chunks_unrecoverable`.
+        /// Stable code: `peer_offline`, `store_nearly_full`, `cannot_place`, `chunks_unrecoverable`,
+        /// `quota_nearly_reached`.
         code: String,
         /// What happened and what to do.
         message: String,
@@ -219,6 +232,7 @@ impl Event {
             Event::PeerDisconnected { .. } => EventKind::PeerDisconnected,
             Event::PeerState { .. } => EventKind::PeerState,
             Event::Metrics(_) => EventKind::Metrics,
+            Event::QuotaWarning { .. } => EventKind::QuotaWarning,
             Event::Alert { .. } => EventKind::Alert,
         }
     }
@@ -249,12 +263,13 @@ pub enum EventKind {
     PeerDisconnected,
     PeerState,
     Metrics,
+    QuotaWarning,
     Alert,
 }
 
 impl EventKind {
     /// Every type.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::UploadProgress,
         EventKind::UploadCompleted,
         EventKind::DownloadProgress,
@@ -264,6 +279,7 @@ impl EventKind {
         EventKind::PeerDisconnected,
         EventKind::PeerState,
         EventKind::Metrics,
+        EventKind::QuotaWarning,
         EventKind::Alert,
     ];
 
@@ -279,6 +295,7 @@ impl EventKind {
             EventKind::PeerDisconnected => "peer.disconnected",
             EventKind::PeerState => "peer.state",
             EventKind::Metrics => "metrics",
+            EventKind::QuotaWarning => "quota.warning",
             EventKind::Alert => "alert",
         }
     }
@@ -331,6 +348,11 @@ struct BusInner {
     cfg: EventsConfig,
     metrics: Metrics,
     shutdown: CancellationToken,
+    /// (user, quota) pairs at or above 80 % now, so each crossing is raised
+    /// once, and its end once. In memory: a restarted gateway raises a
+    /// standing warning again at the user's next request, which is what an
+    /// operator who restarted wants to see.
+    quota_warned: std::sync::Mutex<std::collections::HashSet<(datamesh_services::UserId, &'static str)>>,
 }
 
 /// The node's event bus. Cheap to clone.
@@ -356,6 +378,7 @@ impl EventBus {
                 cfg,
                 metrics,
                 shutdown,
+                quota_warned: Default::default(),
             }),
         }
     }
@@ -381,6 +404,27 @@ impl EventBus {
         let text =
             serde_json::to_string(&msg).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"{e}\"}}"));
         Published { kind, text: text.into() }
+    }
+
+    /// Records which quotas of `user` are at or above 80 % `now` (the
+    /// services answer the full list after each request) and returns the
+    /// changes: each quota newly reached (`false`) or left (`true`).
+    pub(crate) fn quota_changes(
+        &self,
+        user: datamesh_services::UserId,
+        now: &[datamesh_services::quota::Quota],
+    ) -> Vec<(&'static str, bool)> {
+        let now: Vec<&'static str> = now.iter().map(|q| q.as_str()).collect();
+        let mut warned = self.inner.quota_warned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changes: Vec<(&'static str, bool)> =
+            now.iter().copied().filter(|q| warned.insert((user, q))).map(|q| (q, false)).collect();
+        let ended: Vec<&'static str> =
+            warned.iter().filter(|(u, q)| *u == user && !now.contains(q)).map(|(_, q)| *q).collect();
+        for q in ended {
+            warned.remove(&(user, q));
+            changes.push((q, true));
+        }
+        changes
     }
 
     /// Clients connected now.

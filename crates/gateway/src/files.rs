@@ -424,7 +424,16 @@ pub(crate) async fn file_content(
     ownership::require_file(&st, &p, Action::Read, cid).await?;
     let (file, row) = open(gw, cid).await?;
     let head = method == axum::http::Method::HEAD;
-    serve(gw, file, row, &headers, head, Via { share: None }, async |_, _| Ok(())).await
+    // The caller's monthly transfer is charged before a byte is sent, for
+    // the bytes this response carries (a range: its length; a HEAD or a
+    // 304: nothing).
+    let charge = async |bytes: u64, size: u64| {
+        let bytes = bytes.min(size);
+        let warnings = st.services.charge_download(p.user(), bytes).await.map_err(crate::accounts::quota_error)?;
+        crate::quota_alerts::observe(gw.events(), &st.services, p.user(), &warnings).await;
+        Ok(())
+    };
+    serve(gw, file, row, &headers, head, Via { share: None }, charge).await
 }
 
 async fn metadata_of(gw: &crate::Gateway, cid: Cid) -> ApiResult<FileMetadata> {

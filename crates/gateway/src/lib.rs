@@ -33,6 +33,7 @@ pub mod keys;
 pub mod metrics;
 pub mod objects;
 mod ownership;
+mod quota_alerts;
 pub mod rest;
 pub mod s3;
 pub mod shares;

@@ -185,7 +185,11 @@ pub(crate) fn session(st: &AppState, id: &str, p: &Principal, take: bool) -> Api
 
 /// Reserves quota for `p`'s upload of `bytes` (one file).
 pub(crate) async fn reserve(st: &AppState, p: &Principal, bytes: u64) -> ApiResult<Reservation> {
-    st.services.reserve(p.user(), bytes, 1).await.map_err(quota_error)
+    let r = st.services.reserve(p.user(), bytes, 1).await.map_err(quota_error)?;
+    if let Ok(gw) = st.gateway() {
+        crate::quota_alerts::observe(gw.events(), &st.services, p.user(), &r.warnings).await;
+    }
+    Ok(r)
 }
 
 /// Returns an upload's quota.

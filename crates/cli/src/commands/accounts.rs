@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use bytesize::ByteSize;
 use clap::{Args, Subcommand};
 use datamesh_api as api;
+use datamesh_pipeline::keys::UserKey;
 use ed25519_dalek::Signer;
 use reqwest::Method;
 use serde_json::json;
@@ -219,6 +220,55 @@ fn limit(v: Option<u64>) -> String {
     v.map(|b| ByteSize::b(b).display().iec().to_string()).unwrap_or_else(|| "unlimited".into())
 }
 
+/// Logs `name` in on `client`'s node by signing its challenge with the
+/// user's key (the node has the key's public half as a login key).
+pub async fn key_login(client: &Client, name: &str, user: &UserKey) -> Result<api::LoginAnswer> {
+    let ch: api::Challenge = client.post("/v1/login/challenge").await?;
+    let nonce: [u8; 32] = hex::decode(&ch.nonce)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .context("the node's challenge has a malformed nonce")?;
+    // The message format of services' keylogin: the node checks audience,
+    // nonce, expiry and user.
+    let message = format!(
+        "datamesh-login-v1\naudience={}\nnonce={}\nexpires={}\nuser={}\n",
+        ch.audience,
+        hex::encode(nonce),
+        ch.expires_at,
+        name
+    );
+    let signature = user.signing_key().sign(message.as_bytes());
+    let body = api::SignatureLogin {
+        challenge: ch,
+        name: name.to_string(),
+        public_key: hex::encode(user.public().ed25519),
+        signature: hex::encode(signature.to_bytes()),
+        session: false,
+    };
+    client.call(client.request(Method::POST, "/v1/login/signature").json(&body)).await
+}
+
+/// Saves `answer`'s tokens as the login for `client`'s node.
+pub fn save_login(client: &Client, user_key: Option<&std::path::Path>, answer: &api::LoginAnswer) -> Result<()> {
+    let (Some(access_token), Some(access_expires_at), Some(refresh_token), Some(refresh_expires_at)) = (
+        answer.access_token.clone(),
+        answer.access_expires_at,
+        answer.refresh_token.clone(),
+        answer.refresh_expires_at,
+    ) else {
+        bail!("the node answered the login without tokens")
+    };
+    let saved = SavedLogin {
+        api: client.transport().base().to_string(),
+        name: answer.user.name.clone(),
+        access_token,
+        access_expires_at,
+        refresh_token,
+        refresh_expires_at,
+    };
+    login::save(user_key, &saved)
+}
+
 /// Runs one `account` command.
 pub async fn run_account(cmd: AccountCmd) -> Result<()> {
     match cmd {
@@ -241,30 +291,7 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
             };
             let client = c.anonymous()?;
             let answer: api::LoginAnswer = if key {
-                let user = c.user()?;
-                let ch: api::Challenge = client.post("/v1/login/challenge").await?;
-                let nonce: [u8; 32] = hex::decode(&ch.nonce)
-                    .ok()
-                    .and_then(|v| v.try_into().ok())
-                    .context("the node's challenge has a malformed nonce")?;
-                // The message format of services' keylogin: the node checks
-                // audience, nonce, expiry and user.
-                let message = format!(
-                    "datamesh-login-v1\naudience={}\nnonce={}\nexpires={}\nuser={}\n",
-                    ch.audience,
-                    hex::encode(nonce),
-                    ch.expires_at,
-                    name
-                );
-                let signature = user.signing_key().sign(message.as_bytes());
-                let body = api::SignatureLogin {
-                    challenge: ch,
-                    name: name.clone(),
-                    public_key: hex::encode(user.public().ed25519),
-                    signature: hex::encode(signature.to_bytes()),
-                    session: false,
-                };
-                client.call(client.request(Method::POST, "/v1/login/signature").json(&body)).await?
+                key_login(&client, &name, &c.user()?).await?
             } else {
                 let Some(pw) = password(password_stdin, &format!("Password for {name}: "))? else {
                     bail!("no password: pass --password-stdin, run on a terminal, or log in with --key")
@@ -272,20 +299,7 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
                 let body = api::PasswordLogin { name: name.clone(), password: pw, session: false };
                 client.call(client.request(Method::POST, "/v1/login").json(&body)).await?
             };
-            let (Some(access_token), Some(access_expires_at), Some(refresh_token), Some(refresh_expires_at)) =
-                (answer.access_token, answer.access_expires_at, answer.refresh_token, answer.refresh_expires_at)
-            else {
-                bail!("the node answered the login without tokens")
-            };
-            let saved = SavedLogin {
-                api: client.transport().base().to_string(),
-                name: answer.user.name.clone(),
-                access_token,
-                access_expires_at,
-                refresh_token,
-                refresh_expires_at,
-            };
-            login::save(c.user_key_path(), &saved)?;
+            save_login(&client, c.user_key_path(), &answer)?;
             print(c.json, &answer.user, || format!("logged in as {}", answer.user.name));
             Ok(())
         }

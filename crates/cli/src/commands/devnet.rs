@@ -33,6 +33,12 @@ pub struct DevnetArgs {
     /// Default parity shards per chunk.
     #[arg(short = 'm', long)]
     parity_shards: Option<u16>,
+    /// Your key file, which the devnet signs in on node-0 (default: $XDG_CONFIG_HOME/datamesh/user.key).
+    #[arg(long, env = "DATAMESH_USER_KEY")]
+    user_key: Option<PathBuf>,
+    /// Do not sign your key in: the CLI then acts as the node's administrator (its api.token).
+    #[arg(long)]
+    no_login: bool,
 }
 
 /// Runs the local network until Ctrl-C.
@@ -51,5 +57,6 @@ pub async fn run(a: DevnetArgs) -> Result<()> {
         }
     }
     let dir = a.data_dir.unwrap_or_else(|| datamesh_node::config::default_data_dir().join("devnet"));
-    devnet::run(devnet::DevnetOptions { nodes: a.nodes, dir, json: a.json, node_args }).await
+    let sign_in = (!a.no_login).then_some(devnet::SignIn { user_key: a.user_key });
+    devnet::run(devnet::DevnetOptions { nodes: a.nodes, dir, json: a.json, node_args, sign_in }).await
 }

@@ -134,7 +134,9 @@ pub(super) async fn upload_part_copy(
         }
     };
     gw.extend_upload(&up, range.end - range.start).await?;
-    gw.services.charge_download(c.principal.user(), range.end - range.start).await.map_err(quota_error)?;
+    let warnings =
+        gw.services.charge_download(c.principal.user(), range.end - range.start).await.map_err(quota_error)?;
+    crate::quota_alerts::observe(&gw.events, &gw.services, c.principal.user(), &warnings).await;
     let user = gw.user_key(&c).await?;
     let name = format!("s3://{}/{}#upload={}&part={number}", up.bucket, up.key, up.id);
     let w = gw.copy_range(&user, segments, range, name).await?;
@@ -408,14 +410,18 @@ impl S3Gateway {
     async fn extend_upload(&self, up: &UploadRow, bytes: u64) -> S3Result<()> {
         let slot = self.reservations.slot(&up.id);
         let mut held = slot.lock().await;
-        match held.as_mut() {
-            Some(r) => self.services.extend(r, bytes).await.map_err(quota_error),
+        let r = match held.as_mut() {
+            Some(r) => {
+                self.services.extend(r, bytes).await.map_err(quota_error)?;
+                r
+            }
             None => {
                 let owner = self.bucket_owner(&up.bucket).await?;
-                *held = Some(self.services.reserve(owner, bytes, 1).await.map_err(quota_error)?);
-                Ok(())
+                held.insert(self.services.reserve(owner, bytes, 1).await.map_err(quota_error)?)
             }
-        }
+        };
+        crate::quota_alerts::observe(&self.events, &self.services, r.user, &r.warnings).await;
+        Ok(())
     }
 
     /// The upload completed as an object of `size` bytes (replacing one of
