@@ -2,8 +2,10 @@
 //! The calls themselves go through `datamesh-client`'s [`HttpTransport`],
 //! which put and get share with every other client.
 //!
-//! Where the node is: `--api` / `DATAMESH_API` (`http://HOST:PORT` or
-//! `HOST:PORT`), else the `api.url` file the node wrote into its data dir.
+//! Where the node is: `--api` / `DATAMESH_API` (`http://HOST:PORT`,
+//! `https://HOST:PORT` or `HOST:PORT`), else the `api.url` file the node
+//! wrote into its data dir. An https node whose certificate no system root
+//! signed is trusted with `--ca-cert` / `DATAMESH_CA_CERT`.
 //! The token: `--token` / `DATAMESH_TOKEN`, else the data dir's `api.token`.
 
 use std::path::Path;
@@ -32,13 +34,13 @@ pub fn http_error(e: HttpError) -> anyhow::Error {
 
 impl Client {
     /// Finds the node and its token from flags, environment or data dir.
-    pub fn connect(api: Option<&str>, token: Option<&str>, data_dir: &Path) -> Result<Client> {
+    pub fn connect(api: Option<&str>, token: Option<&str>, data_dir: &Path, ca_cert: Option<&Path>) -> Result<Client> {
         let base = Client::base_url(api, data_dir)?;
         let token = match token {
             Some(t) => t.to_string(),
             None => Client::node_token(data_dir)?,
         };
-        Ok(Client { http: HttpTransport::new(&base, &token).map_err(http_error)? })
+        Ok(Client { http: HttpTransport::with_ca_cert(&base, &token, ca_cert).map_err(http_error)? })
     }
 
     /// The node's base URL: `api` if given, else the node's `api.url` file.

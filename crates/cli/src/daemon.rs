@@ -32,6 +32,8 @@ pub struct GatewayOptions {
     pub database: Option<String>,
     /// `--sealing-key`: the file of the key sealing S3 secrets.
     pub sealing_key: Option<std::path::PathBuf>,
+    /// `--tls-cert`/`--tls-key`, the HTTP timeouts and connection caps.
+    pub edge: datamesh_gateway::listen::EdgeConfig,
 }
 
 /// Runs the node to completion.
@@ -59,6 +61,7 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         gcfg.public_url = opts.public_url.clone();
         gcfg.database = opts.database.clone();
         gcfg.sealing_key = opts.sealing_key.clone();
+        gcfg.edge = opts.edge.clone();
         if let Some(b) = opts.events_buffer {
             gcfg.events.buffer = b;
         }
@@ -70,18 +73,20 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         }
         datamesh_gateway::Gateway::open(node, gcfg).await?
     };
+    // With TLS, both ports speak https only.
+    let scheme = if gateway.tls() { "https" } else { "http" };
     let _ = std::fs::remove_file(data_dir.join("s3.url"));
     let s3_listener = match cfg.s3 {
         None => None,
         Some(addr) => {
             let l = datamesh_gateway::bind_s3(addr).await?;
-            let s3_url = format!("http://{}", l.local_addr()?);
+            let s3_url = format!("{scheme}://{}", l.local_addr()?);
             write_atomic(&data_dir.join("s3.url"), s3_url.as_bytes())?;
             tracing::info!(url = %s3_url, "S3 API ready");
             Some((l, s3_url))
         }
     };
-    let url = format!("http://{addr}");
+    let url = format!("{scheme}://{addr}");
     write_atomic(&data_dir.join("api.url"), url.as_bytes())?;
     let status = node.status().await?;
     tracing::info!(node_id = %status.node_id, %url, data_dir = %data_dir.display(), "node ready");

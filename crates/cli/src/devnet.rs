@@ -113,7 +113,10 @@ pub struct SignIn {
 fn account_name() -> String {
     std::env::var("USER")
         .ok()
-        .filter(|u| (1..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'))
+        .filter(|u| {
+            (1..=32).contains(&u.len())
+                && u.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        })
         .filter(|u| u != "admin" && u != "root")
         .unwrap_or_else(|| "devnet".into())
 }
@@ -130,8 +133,8 @@ async fn sign_in(url: &str, dir: &Path, how: &SignIn) -> Result<String> {
     use reqwest::Method;
     let user = crate::userkey::load_or_create(how.user_key.as_deref(), true)?;
     let name = account_name();
-    let admin = Client::connect(Some(url), None, dir)?;
-    let anon = Client::connect(Some(url), Some(""), dir)?;
+    let admin = Client::connect(Some(url), None, dir, None)?;
+    let anon = Client::connect(Some(url), Some(""), dir, None)?;
     let password = hex::encode(rand::random::<[u8; 24]>());
     let create = admin
         .request(Method::POST, "/v1/admin/users")
@@ -141,10 +144,10 @@ async fn sign_in(url: &str, dir: &Path, how: &SignIn) -> Result<String> {
             let login = anon.request(Method::POST, "/v1/login").json(&json!({"name": name, "password": password}));
             let answer: datamesh_api::LoginAnswer = anon.call(login).await?;
             let token = answer.access_token.context("the node answered the login without a token")?;
-            let me = Client::connect(Some(url), Some(&token), dir)?;
-            let key = me.request(Method::POST, "/v1/me/login-keys").json(
-                &json!({"name": "devnet", "public_key": hex::encode(user.public().ed25519)}),
-            );
+            let me = Client::connect(Some(url), Some(&token), dir, None)?;
+            let key = me
+                .request(Method::POST, "/v1/me/login-keys")
+                .json(&json!({"name": "devnet", "public_key": hex::encode(user.public().ed25519)}));
             me.transport().send(key).await.map_err(http_error)?;
         }
         // A restarted devnet: the account and its key are there.
@@ -223,7 +226,9 @@ async fn run_inner(opts: &DevnetOptions, members: &mut Vec<Member>) -> Result<()
             match sign_in(&url, &members[0].dir, how).await {
                 Ok(name) => Some(name),
                 Err(e) => {
-                    eprintln!("warning: could not sign your key in on node-0 ({e:#}); the CLI acts as the node's administrator");
+                    eprintln!(
+                        "warning: could not sign your key in on node-0 ({e:#}); the CLI acts as the node's administrator"
+                    );
                     None
                 }
             }

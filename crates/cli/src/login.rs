@@ -68,7 +68,7 @@ pub fn now() -> u64 {
 /// The access token of the saved login for `api`, refreshed (and saved
 /// again) when it has expired or is about to. None when there is no
 /// usable login for this node.
-pub async fn access_token(user_key: Option<&Path>, api: &str) -> Option<String> {
+pub async fn access_token(user_key: Option<&Path>, api: &str, ca_cert: Option<&Path>) -> Option<String> {
     let mut login = load(user_key).filter(|l| l.api == api)?;
     // A minute's margin: the token must still be valid when it arrives.
     if login.access_expires_at > now() + 60 {
@@ -77,7 +77,8 @@ pub async fn access_token(user_key: Option<&Path>, api: &str) -> Option<String> 
     if login.refresh_expires_at <= now() {
         return None;
     }
-    let resp = reqwest::Client::new()
+    let http = datamesh_client::http::http_client(ca_cert).ok()?;
+    let resp = http
         .post(format!("{api}/v1/token/refresh"))
         .json(&serde_json::json!({"refresh_token": login.refresh_token}))
         .send()

@@ -54,6 +54,14 @@ pub enum HttpError {
     /// The HTTP client could not be built (TLS backend, resolver).
     #[error("cannot build the HTTP client: {0}")]
     Build(reqwest::Error),
+    /// The CA certificate file given for the node cannot be used.
+    #[error("cannot use {} as the node's CA certificate: {reason} (give --ca-cert / DATAMESH_CA_CERT a PEM file)", path.display())]
+    CaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Nothing answers at the address.
     #[error("cannot reach the node at {base}: is `datamesh node` running? ({error})")]
     Connect {
@@ -106,14 +114,37 @@ pub fn normalize_url(s: &str) -> String {
     if s.starts_with("http://") || s.starts_with("https://") { s.to_string() } else { format!("http://{s}") }
 }
 
+/// An HTTP client for a node's API, `http://` or `https://`: the system's
+/// root certificates are trusted, and with `ca_cert` (a PEM file of one or
+/// more certificates) also that CA or self-signed certificate, for a node
+/// whose certificate no public CA signed.
+pub fn http_client(ca_cert: Option<&std::path::Path>) -> Result<reqwest::Client, HttpError> {
+    let mut b = reqwest::Client::builder().pool_max_idle_per_host(16).tcp_nodelay(true);
+    if let Some(path) = ca_cert {
+        let bad = |reason: String| HttpError::CaCert { path: path.to_path_buf(), reason };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no -----BEGIN CERTIFICATE----- section found".into()));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().map_err(HttpError::Build)
+}
+
 impl HttpTransport {
-    /// The node at `base` (`http://HOST:PORT` or `HOST:PORT`), with `token`.
+    /// The node at `base` (`http://HOST:PORT`, `https://HOST:PORT` or
+    /// `HOST:PORT`), with `token`.
     pub fn new(base: &str, token: &str) -> Result<Self, HttpError> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(16)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(HttpError::Build)?;
+        Self::with_ca_cert(base, token, None)
+    }
+
+    /// [`HttpTransport::new`], also trusting the CA certificate in the PEM
+    /// file `ca_cert` (see [`http_client`]).
+    pub fn with_ca_cert(base: &str, token: &str, ca_cert: Option<&std::path::Path>) -> Result<Self, HttpError> {
+        let http = http_client(ca_cert)?;
         Ok(Self { http, base: normalize_url(base), token: token.trim().to_string() })
     }
 

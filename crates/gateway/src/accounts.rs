@@ -80,6 +80,7 @@ pub(crate) async fn limit_address(State(st): State<Arc<AppState>>, req: Request,
     if let Some(addr) = addr
         && let Err(l) = st.services.rate_limit_address(addr, RouteClass::Auth)
     {
+        st.metrics.rate_limited("address");
         return ApiError::rate_limited(format!("too many requests from this address: {l}"), l.retry_after)
             .into_response();
     }
@@ -101,6 +102,7 @@ pub(crate) async fn limit_principal(State(st): State<Arc<AppState>>, req: Reques
         match st.services.rate_limit(&p, class).await {
             Ok(()) => {}
             Err(RateLimitError::Limited(l)) => {
+                st.metrics.rate_limited(crate::metrics::class_name(class));
                 let msg = format!("too many requests for your tier: {l}; wait, or ask for a larger tier");
                 return ApiError::rate_limited(msg, l.retry_after).into_response();
             }
@@ -127,6 +129,14 @@ pub(crate) fn account_error(e: AccountError) -> ApiError {
         AccountError::Hashing(_) => ApiError::internal(e.to_string()),
         AccountError::Database(db) => accounts_unavailable(&db),
     }
+}
+
+/// A failed login as an answer, a lockout counted in `/metrics`.
+fn login_refused(st: &AppState, e: LoginError) -> ApiError {
+    if matches!(e, LoginError::TooManyAttempts { .. }) {
+        st.metrics.rate_limited("login");
+    }
+    login_error(e)
 }
 
 /// A [`LoginError`] as an answer: 401, 429 with `Retry-After` when locked
@@ -243,7 +253,8 @@ pub(crate) async fn login(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     let req: PasswordLogin = json_body(body, "login")?;
-    let grant = st.services.login_password(&req.name, &req.password, source).await.map_err(login_error)?;
+    let grant =
+        st.services.login_password(&req.name, &req.password, source).await.map_err(|e| login_refused(&st, e))?;
     grant_answer(&st.services, grant, req.session).await
 }
 
@@ -277,7 +288,7 @@ pub(crate) async fn login_signature(
         public_key: hex_array(&req.public_key, "public_key")?,
         signature: hex_array(&req.signature, "signature")?,
     };
-    let grant = st.services.login_signature(&signed, source).await.map_err(login_error)?;
+    let grant = st.services.login_signature(&signed, source).await.map_err(|e| login_refused(&st, e))?;
     grant_answer(&st.services, grant, req.session).await
 }
 

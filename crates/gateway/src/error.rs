@@ -102,7 +102,7 @@ impl From<NodeError> for ApiError {
             NodeError::NotFound(_) => ErrorCode::NotFound,
             NodeError::Deleted(_) => ErrorCode::Deleted,
             NodeError::UploadNotFound(_) => ErrorCode::UploadNotFound,
-            NodeError::TooManyUploads(_) => ErrorCode::TooManyUploads,
+            NodeError::TooManyUploads(_) | NodeError::TooManyUploadsForOwner(_) => ErrorCode::TooManyUploads,
             NodeError::InvalidRequest(_) | NodeError::InvalidConfig(_) => ErrorCode::BadRequest,
             NodeError::Manifest(_) => ErrorCode::InvalidManifest,
             NodeError::NotAuthorized(_) => ErrorCode::Forbidden,

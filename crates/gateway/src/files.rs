@@ -154,7 +154,7 @@ pub(crate) async fn upload_file(
     // read: an upload over it is refused with nothing stored or counted.
     let answer = match ownership::reserve(&st, &p, declared.unwrap_or(0)).await {
         Err(e) => Err(e),
-        Ok(mut reservation) => match upload(&st, query, &headers, declared, body).await {
+        Ok(mut reservation) => match upload(&st, query, &headers, declared, body, ownership::upload_owner(&p)).await {
             Ok((resp, cid, size)) => {
                 let grown = size.saturating_sub(reservation.bytes);
                 let settled = match st.services.extend(&mut reservation, grown).await {
@@ -262,6 +262,7 @@ async fn upload(
     headers: &HeaderMap,
     declared: Option<u64>,
     body: Leftover,
+    owner: Option<String>,
 ) -> ApiResult<(Response, Cid, u64)> {
     let Query(q) = query.map_err(|e| ApiError::bad(e.body_text()))?;
     let gw = st.gateway()?;
@@ -321,7 +322,7 @@ async fn upload(
         Ok(b)
     });
     let rest = gw.keys().rest();
-    let opts = WriteOptions { name: q.name.clone(), erasure: Some(erasure), keep_empty: true };
+    let opts = WriteOptions { name: q.name.clone(), erasure: Some(erasure), keep_empty: true, owner };
     let written =
         gw.pipeline().write_with(&rest.user, Box::pin(stream), (), opts, |()| Ok(())).await.map_err(write_error)?;
     let cid = written.manifest.ok_or_else(|| ApiError::internal("the pipeline made no file"))?;

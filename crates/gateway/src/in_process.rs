@@ -15,12 +15,22 @@ use datamesh_node::{Node, NodeError};
 #[derive(Clone)]
 pub struct InProcess {
     node: Node,
+    /// Whose uploads these are (the node's per-owner upload cap).
+    owner: Option<String>,
+    /// Counts uploads refused for want of a slot.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl InProcess {
     /// Calls on `node`.
     pub fn new(node: Node) -> Self {
-        Self { node }
+        Self { node, owner: None, metrics: None }
+    }
+
+    /// Calls on `node` whose upload sessions count against `owner`'s
+    /// slots; refusals are counted in `metrics`.
+    pub fn for_owner(node: Node, owner: Option<String>, metrics: Option<crate::metrics::Metrics>) -> Self {
+        Self { node, owner, metrics }
     }
 }
 
@@ -30,7 +40,11 @@ impl Transport for InProcess {
 
     async fn begin_upload(&self, erasure: Option<Erasure>) -> Result<Session, NodeError> {
         let erasure = erasure.unwrap_or_else(|| self.node.config().erasure());
-        let id = self.node.begin_upload(Some(erasure))?;
+        let id = self.node.begin_upload_for(Some(erasure), self.owner.as_deref()).inspect_err(|e| {
+            if let (NodeError::TooManyUploads(_) | NodeError::TooManyUploadsForOwner(_), Some(m)) = (e, &self.metrics) {
+                m.rate_limited("uploads");
+            }
+        })?;
         Ok(Session { id, erasure })
     }
 

@@ -16,7 +16,8 @@
 //!   (who an access key is, and its secret, live in the accounts database).
 //!
 //! [`Gateway`] composes them over one [`Node`]; the `datamesh node` daemon
-//! opens it and serves both ports.
+//! opens it and serves both ports through [`listen`] (TLS, connection caps,
+//! timeouts: the edge both ports share).
 
 mod accounts;
 mod admin;
@@ -30,6 +31,7 @@ pub mod in_process;
 pub mod index;
 mod key_routes;
 pub mod keys;
+pub mod listen;
 pub mod metrics;
 pub mod objects;
 mod ownership;
@@ -76,6 +78,8 @@ pub struct GatewayConfig {
     /// database; None: `<dir>/sealing.key`, created at first start.
     /// Gateways sharing one PostgreSQL database must share this key.
     pub sealing_key: Option<PathBuf>,
+    /// How both ports take connections: TLS, caps, timeouts.
+    pub edge: listen::EdgeConfig,
 }
 
 impl GatewayConfig {
@@ -92,6 +96,7 @@ impl GatewayConfig {
             events: events::EventsConfig::default(),
             database: None,
             sealing_key: None,
+            edge: listen::EdgeConfig::default(),
         }
     }
 }
@@ -108,6 +113,9 @@ pub enum GatewayError {
     /// The accounts database could not be opened.
     #[error("cannot open the accounts database: {0}")]
     Services(#[from] datamesh_services::DbOpenError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] listen::TlsError),
     /// Files or sockets.
     #[error("{0}")]
     Io(String),
@@ -127,6 +135,8 @@ pub struct Gateway {
     services: datamesh_services::Services,
     /// Argon2 share-password checks at once (each takes ~19 MiB and tens of ms).
     password_checks: std::sync::Arc<tokio::sync::Semaphore>,
+    /// How both ports take connections.
+    edge: std::sync::Arc<listen::Edge>,
 }
 
 impl Gateway {
@@ -194,8 +204,9 @@ impl Gateway {
         let identity = datamesh_node::NodeIdentity::load_or_create(&node.config().data_dir)
             .map_err(|e| GatewayError::Io(format!("cannot read the node identity: {e}")))?;
         let keys = keys::AccessKeys::load(index.clone(), &identity.secret_seed())?;
-        let pipeline = objects::ObjectPipeline::new(node.clone(), cfg.pipeline);
         let metrics = metrics::Metrics::new();
+        let pipeline = objects::ObjectPipeline::new(node.clone(), cfg.pipeline).counting(metrics.clone());
+        let edge = std::sync::Arc::new(listen::Edge::new(cfg.edge.clone(), metrics.clone())?);
         let events = events::EventBus::new(cfg.events, metrics.clone());
         {
             let m = metrics.clone();
@@ -210,6 +221,7 @@ impl Gateway {
             admin,
             reservations: s3::Reservations::default(),
             recent: s3::RecentKeys::default(),
+            metrics: metrics.clone(),
         };
         Ok(Gateway {
             node,
@@ -226,6 +238,7 @@ impl Gateway {
             password_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             )),
+            edge,
         })
     }
 
@@ -237,6 +250,11 @@ impl Gateway {
     /// The configuration.
     pub fn config(&self) -> &GatewayConfig {
         &self.cfg
+    }
+
+    /// Whether both ports serve TLS (`https://` URLs).
+    pub fn tls(&self) -> bool {
+        self.edge.tls()
     }
 
     /// The event bus.
@@ -283,9 +301,10 @@ impl Gateway {
     /// when given, S3 on `s3`, until `shutdown` resolves; starts the
     /// gateway's workers (the event stream's peer watcher and metrics
     /// ticker, and with S3 the expiry of idle multipart uploads) in the
-    /// node's registry, where [`Node::shutdown`] stops them. At shutdown
-    /// event-stream clients get a close frame, both servers stop accepting,
-    /// and in-flight requests get a grace period.
+    /// node's registry, where [`Node::shutdown`] stops them. Both ports
+    /// take connections through the [`listen`] edge (TLS, caps, timeouts).
+    /// At shutdown event-stream clients get a close frame, both servers stop
+    /// accepting, and in-flight requests get a grace period.
     pub async fn serve(
         &self,
         api: tokio::net::TcpListener,
@@ -323,11 +342,8 @@ impl Gateway {
         });
         // Files stored before accounts get their owner before any request.
         ownership::adopt_existing(self).await;
-        let app = self.rest_router(token).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(api, app)
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await
-            .map_err(|e| GatewayError::Io(format!("the API server failed: {e}")))?;
+        let app = listen::axum_handler(self.rest_router(token));
+        self.edge.clone().serve("API", api, app, stopped(stop_rx)).await;
         if let Some(s3) = s3 {
             s3.await.map_err(|e| GatewayError::Io(format!("the S3 server task failed: {e}")))??;
         }

@@ -10,6 +10,9 @@
 //! | `datamesh_http_request_duration_seconds` | histogram | api, route, method |
 //! | `datamesh_http_request_bytes_total` / `_response_bytes_total` | counter | api, route |
 //! | `datamesh_http_rate_limited_total` | counter | api (requests answered 429 / SlowDown) |
+//! | `datamesh_rate_limited_total` | counter | class (`address`, `login`, `read`, `write`, `admin`, `auth`, `uploads`: which limit refused) |
+//! | `datamesh_http_connections_refused_total` | counter | reason (`connection_limit`, `address_limit`, `tls_handshake`) |
+//! | `datamesh_http_timeouts_total` | counter | phase (`tls_handshake`, `header`, `idle`, `body`) |
 //! | `datamesh_store_capacity_bytes`, `_used_bytes`, `_shards`, `_manifests`, `_pins` | gauge | |
 //! | `datamesh_peers` | gauge | state |
 //! | `datamesh_dht_routing_table_entries` | gauge | |
@@ -79,6 +82,31 @@ pub struct ApiLabels {
     pub api: &'static str,
 }
 
+/// Labels of the rate-limit counter by limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// Which limit refused: `address`, `login`, a route class, `uploads`.
+    pub class: &'static str,
+}
+
+/// A route class as the `class` label of `datamesh_rate_limited_total`.
+pub fn class_name(class: datamesh_services::ratelimit::RouteClass) -> &'static str {
+    use datamesh_services::ratelimit::RouteClass;
+    match class {
+        RouteClass::Read => "read",
+        RouteClass::Write => "write",
+        RouteClass::Auth => "auth",
+        RouteClass::Admin => "admin",
+    }
+}
+
+/// Labels of the HTTP timeouts counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// What the connection was waiting for.
+    pub phase: &'static str,
+}
+
 /// Labels of the share download counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -114,6 +142,9 @@ struct Inner {
     bytes_in: Family<RouteLabels, Counter>,
     bytes_out: Family<RouteLabels, Counter>,
     rate_limited: Family<ApiLabels, Counter>,
+    limited: Family<ClassLabels, Counter>,
+    refused: Family<ReasonLabels, Counter>,
+    timeouts: Family<PhaseLabels, Counter>,
     capacity: Gauge,
     used: Gauge,
     shards: Gauge,
@@ -169,6 +200,16 @@ impl Metrics {
         r.register_with_unit("http_response", "Response body bytes declared", Unit::Bytes, bytes_out.clone());
         let rate_limited = Family::<ApiLabels, Counter>::default();
         r.register("http_rate_limited", "Requests refused as too many (429, SlowDown)", rate_limited.clone());
+        let limited = Family::<ClassLabels, Counter>::default();
+        r.register("rate_limited", "Requests refused by a rate or upload limit, by the limit", limited.clone());
+        let refused = Family::<ReasonLabels, Counter>::default();
+        r.register("http_connections_refused", "Connections closed at accept or handshake", refused.clone());
+        let timeouts = Family::<PhaseLabels, Counter>::default();
+        r.register(
+            "http_timeouts",
+            "Connections closed, or request bodies failed, for sending nothing",
+            timeouts.clone(),
+        );
         let g = |r: &mut Registry, name: &str, help: &str, unit: Option<Unit>| {
             let gauge = Gauge::default();
             match unit {
@@ -232,6 +273,15 @@ impl Metrics {
         for api in ["rest", "s3"] {
             let _ = rate_limited.get_or_create(&ApiLabels { api });
         }
+        for class in ["address", "login", "read", "write", "admin", "auth", "uploads"] {
+            let _ = limited.get_or_create(&ClassLabels { class });
+        }
+        for reason in ["connection_limit", "address_limit", "tls_handshake"] {
+            let _ = refused.get_or_create(&ReasonLabels { reason });
+        }
+        for phase in ["tls_handshake", "header", "idle", "body"] {
+            let _ = timeouts.get_or_create(&PhaseLabels { phase });
+        }
         for outcome in ["served", "refused"] {
             let _ = share_downloads.get_or_create(&OutcomeLabels { outcome });
         }
@@ -246,6 +296,9 @@ impl Metrics {
                 bytes_in,
                 bytes_out,
                 rate_limited,
+                limited,
+                refused,
+                timeouts,
                 capacity,
                 used,
                 shards,
@@ -309,6 +362,21 @@ impl Metrics {
             Timing::DhtLookup => &self.inner.dht_lookup,
         };
         h.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request refused by the limit `class` (see [`ClassLabels`]).
+    pub fn rate_limited(&self, class: &'static str) {
+        self.inner.limited.get_or_create(&ClassLabels { class }).inc();
+    }
+
+    /// Counts a connection closed at accept or handshake for `reason`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.inner.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a connection or request body that timed out in `phase`.
+    pub fn http_timeout(&self, phase: &'static str) {
+        self.inner.timeouts.get_or_create(&PhaseLabels { phase }).inc();
     }
 
     /// Counts a share download, served or refused.

@@ -106,6 +106,10 @@ pub struct WriteOptions {
     /// Make a (chunkless) file of an empty body too. S3 keeps empty
     /// objects as index rows only; the REST API needs a CID for every file.
     pub keep_empty: bool,
+    /// Whose upload this is: its node session counts against that owner's
+    /// upload slots (see [`Node::begin_upload_for`]); None: the node's cap
+    /// only (the administrator).
+    pub owner: Option<String>,
 }
 
 /// Why a file cannot be read through the gateway.
@@ -150,13 +154,21 @@ pub struct ObjectPipeline {
     node: Node,
     client: Client<InProcess>,
     cfg: ObjectPipelineConfig,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl ObjectPipeline {
     /// A pipeline writing to and reading from `node`.
     pub fn new(node: Node, cfg: ObjectPipelineConfig) -> Self {
         let client = Client::new(InProcess::new(node.clone()), ClientConfig { concurrency: cfg.concurrency });
-        Self { node, client, cfg }
+        Self { node, client, cfg, metrics: None }
+    }
+
+    /// The same pipeline, counting uploads refused for want of a slot in
+    /// `metrics`.
+    pub fn counting(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The node.
@@ -190,7 +202,10 @@ impl ObjectPipeline {
             erasure: Some(erasure),
             name: opts.name,
         };
-        let mut up = self.client.begin_put(sealer, put).await?;
+        // A client of its own: the session counts against the owner's slots.
+        let transport = InProcess::for_owner(self.node.clone(), opts.owner.clone(), self.metrics.clone());
+        let client = Client::new(transport, ClientConfig { concurrency: self.cfg.concurrency });
+        let mut up = client.begin_put(sealer, put).await?;
         let mut digest = Some(digest);
         if let Err(e) = feed(&mut up, &mut body, &mut digest, chunk_size).await {
             up.abort().await;

@@ -183,6 +183,13 @@ pub(crate) fn session(st: &AppState, id: &str, p: &Principal, take: bool) -> Api
     }
 }
 
+/// Whose upload slots `p`'s uploads take on the node (its per-owner cap);
+/// None for the administrator, whom only the node's cap limits (the node's
+/// own tooling runs as it, as with rate limits).
+pub(crate) fn upload_owner(p: &Principal) -> Option<String> {
+    (!p.is_admin()).then(|| p.user().to_string())
+}
+
 /// Reserves quota for `p`'s upload of `bytes` (one file).
 pub(crate) async fn reserve(st: &AppState, p: &Principal, bytes: u64) -> ApiResult<Reservation> {
     let r = st.services.reserve(p.user(), bytes, 1).await.map_err(quota_error)?;

@@ -71,6 +71,7 @@ use datamesh_api::{
     UploadSession,
 };
 use datamesh_core::{Cid, Erasure, limits};
+use datamesh_node::NodeError;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -370,9 +371,12 @@ async fn begin_upload(
     // The file counts against the caller's quota from the start; its bytes
     // are added chunk by chunk.
     let reservation = ownership::reserve(&st, &p, 0).await?;
-    let id = match st.node.begin_upload(Some(erasure)) {
+    let id = match st.node.begin_upload_for(Some(erasure), ownership::upload_owner(&p).as_deref()) {
         Ok(id) => id,
         Err(e) => {
+            if matches!(e, NodeError::TooManyUploads(_) | NodeError::TooManyUploadsForOwner(_)) {
+                st.metrics.rate_limited("uploads");
+            }
             ownership::release(&st, reservation).await;
             return Err(e.into());
         }

@@ -35,6 +35,10 @@ pub struct NodeConfig {
     /// Most upload sessions open at once (bounds memory and disk a client
     /// can tie up).
     pub max_uploads: usize,
+    /// Most upload sessions one owner (a gateway user) holds open at once,
+    /// within `max_uploads`: one user's stalled uploads cannot take every
+    /// slot from the others.
+    pub max_uploads_per_owner: usize,
     /// Peer-to-peer listen addresses (multiaddrs). TCP and QUIC.
     pub listen: Vec<String>,
     /// Bootstrap peers (multiaddrs, with or without `/p2p/<peer id>`), in
@@ -112,6 +116,7 @@ impl Default for NodeConfig {
             parity_shards: Erasure::DEFAULT.m,
             upload_idle_timeout_secs: 24 * 3600,
             max_uploads: 64,
+            max_uploads_per_owner: 16,
             listen: vec![DEFAULT_LISTEN_TCP.into(), DEFAULT_LISTEN_QUIC.into()],
             bootstrap: Vec::new(),
             announce: Vec::new(),
@@ -196,6 +201,9 @@ impl NodeConfig {
         }
         if self.max_uploads == 0 {
             return Err(ConfigError::Invalid("max_uploads must be at least 1".into()));
+        }
+        if self.max_uploads_per_owner == 0 {
+            return Err(ConfigError::Invalid("max_uploads_per_owner must be at least 1".into()));
         }
         Ok(())
     }

@@ -36,6 +36,11 @@ pub enum NodeError {
     /// Too many uploads open.
     #[error("too many uploads in progress ({0}); retry when one finishes")]
     TooManyUploads(usize),
+    /// Too many uploads open by one owner.
+    #[error(
+        "you have {0} uploads in progress, the most one user may have at once on this node; retry when one finishes"
+    )]
+    TooManyUploadsForOwner(usize),
     /// The request is malformed or asks for what cannot be: the caller must
     /// change it.
     #[error(transparent)]

@@ -40,6 +40,14 @@ impl Node {
     /// Opens an upload session for a file coded with `erasure` (the node's
     /// default when None).
     pub fn begin_upload(&self, erasure: Option<Erasure>) -> Result<UploadId, NodeError> {
+        self.begin_upload_for(erasure, None)
+    }
+
+    /// Opens an upload session for `owner` (the gateway's name for a user),
+    /// who may hold at most `max_uploads_per_owner` open sessions within
+    /// the node's `max_uploads`, so one user's stalled uploads cannot take
+    /// another's slots. None: counted against the node's cap only.
+    pub fn begin_upload_for(&self, erasure: Option<Erasure>, owner: Option<&str>) -> Result<UploadId, NodeError> {
         if self.draining() {
             return Err(NodeError::Draining(
                 "this node is draining (leaving the network) and takes no new uploads; put the file through another node"
@@ -51,6 +59,12 @@ impl Node {
             return Err(InvalidRequest::UnsupportedErasure(erasure).into());
         }
         let mut uploads = self.uploads();
+        if let Some(owner) = owner {
+            let mine = uploads.values().filter(|s| s.owner.as_deref() == Some(owner)).count();
+            if mine >= self.inner.cfg.max_uploads_per_owner {
+                return Err(NodeError::TooManyUploadsForOwner(mine));
+            }
+        }
         if uploads.len() >= self.inner.cfg.max_uploads {
             return Err(NodeError::TooManyUploads(uploads.len()));
         }
@@ -61,6 +75,7 @@ impl Node {
                 erasure,
                 guard: Arc::new(self.inner.store.protect()),
                 last_active: Instant::now(),
+                owner: owner.map(str::to_owned),
                 chunks: HashMap::new(),
             },
         );

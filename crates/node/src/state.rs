@@ -34,6 +34,9 @@ pub(crate) struct Session {
     pub(crate) guard: Arc<UploadGuard>,
     /// When a chunk last arrived (idle sessions expire).
     pub(crate) last_active: Instant,
+    /// Whose it is, as the gateway names its users (counted against
+    /// `max_uploads_per_owner`); None: the node's own or the administrator's.
+    pub(crate) owner: Option<String>,
     /// Where each chunk received so far went, by chunk CID.
     pub(crate) chunks: HashMap<Cid, Placed>,
 }

@@ -342,14 +342,14 @@ pub async fn run_account(cmd: AccountCmd) -> Result<()> {
             };
             // The login's access token (refreshed if it expired) names its
             // family: revoking it revokes the refresh token too.
-            let Some(token) = login::access_token(c.user_key_path(), &base).await else {
+            let Some(token) = login::access_token(c.user_key_path(), &base, c.ca_cert()).await else {
                 login::forget(c.user_key_path())?;
                 print(c.json, &json!({"logged_out": true}), || {
                     format!("logged out {} (the login had expired)", saved.name)
                 });
                 return Ok(());
             };
-            let client = Client::connect(Some(&base), Some(&token), &c.data_dir())?;
+            let client = Client::connect(Some(&base), Some(&token), &c.data_dir(), c.ca_cert())?;
             let revoked = send(&client, client.request(Method::POST, "/v1/logout")).await;
             login::forget(c.user_key_path())?;
             if let Err(e) = revoked {

@@ -28,12 +28,15 @@ use crate::userkey;
 /// How the client finds its node and the user's key.
 #[derive(Args, Clone)]
 pub struct ClientOpts {
-    /// Node API URL (`http://HOST:PORT` or `HOST:PORT`); default: the URL the node wrote into its data dir.
+    /// Node API URL (`http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT`); default: the URL the node wrote into its data dir.
     #[arg(long, env = "DATAMESH_API", global = true)]
     api: Option<String>,
     /// API token; default: the `api.token` file in the node's data dir.
     #[arg(long, env = "DATAMESH_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// A PEM CA certificate to trust for an https node besides the system's (e.g. its self-signed certificate).
+    #[arg(long, env = "DATAMESH_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     /// The node's data dir (to find its URL and token).
     #[arg(long, env = "DATAMESH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
@@ -58,24 +61,33 @@ impl ClientOpts {
     pub fn client(&self) -> Result<Client> {
         let data_dir = self.data_dir();
         if self.token.is_some() {
-            return Client::connect(self.api.as_deref(), self.token.as_deref(), &data_dir);
+            return Client::connect(self.api.as_deref(), self.token.as_deref(), &data_dir, self.ca_cert());
         }
         let base = Client::base_url(self.api.as_deref(), &data_dir)?;
         // Refreshing is a request; the commands run on the multi-threaded
         // runtime, where a blocking section may wait for it.
         let saved = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(crate::login::access_token(self.user_key.as_deref(), &base))
+            tokio::runtime::Handle::current().block_on(crate::login::access_token(
+                self.user_key.as_deref(),
+                &base,
+                self.ca_cert(),
+            ))
         });
         match saved {
-            Some(t) => Client::connect(Some(&base), Some(&t), &data_dir),
-            None => Client::connect(Some(&base), None, &data_dir),
+            Some(t) => Client::connect(Some(&base), Some(&t), &data_dir, self.ca_cert()),
+            None => Client::connect(Some(&base), None, &data_dir, self.ca_cert()),
         }
     }
 
     /// A client that sends no saved login (public routes: sign-up, login).
     pub fn anonymous(&self) -> Result<Client> {
         let base = Client::base_url(self.api.as_deref(), &self.data_dir())?;
-        Client::connect(Some(&base), Some(""), &self.data_dir())
+        Client::connect(Some(&base), Some(""), &self.data_dir(), self.ca_cert())
+    }
+
+    /// The CA certificate to trust for an https node (`--ca-cert`).
+    pub fn ca_cert(&self) -> Option<&std::path::Path> {
+        self.ca_cert.as_deref()
     }
 
     /// The user's key file, if given.

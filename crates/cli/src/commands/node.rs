@@ -99,6 +99,27 @@ pub struct NodeArgs {
     /// The file of the key that seals S3 secrets in the accounts database (default: gateway/sealing.key in the data dir, created at first start). Gateways sharing one database must share this file.
     #[arg(long, env = "DATAMESH_SEALING_KEY")]
     sealing_key: Option<PathBuf>,
+    /// Serve the API and S3 ports over TLS with this PEM certificate chain (leaf first; with --tls-key).
+    #[arg(long, env = "DATAMESH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "DATAMESH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Close a connection whose TLS handshake or request head takes longer than this (default 10s).
+    #[arg(long, env = "DATAMESH_HTTP_HEADER_TIMEOUT", value_parser = humantime::parse_duration)]
+    http_header_timeout: Option<std::time::Duration>,
+    /// Fail a request whose body sends nothing for this long; its upload is aborted (default 30s).
+    #[arg(long, env = "DATAMESH_HTTP_BODY_TIMEOUT", value_parser = humantime::parse_duration)]
+    http_body_timeout: Option<std::time::Duration>,
+    /// Close a kept-alive connection idle (no request, no traffic) this long (default 60s).
+    #[arg(long, env = "DATAMESH_HTTP_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    http_idle_timeout: Option<std::time::Duration>,
+    /// Open connections over the API and S3 ports together; more are closed at once (default 1024).
+    #[arg(long, env = "DATAMESH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections from one source address over both ports; more are closed at once (default 256: room for parallel S3 transfers and a few users behind one NAT).
+    #[arg(long, env = "DATAMESH_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: Option<usize>,
 }
 
 impl NodeArgs {
@@ -112,6 +133,27 @@ impl NodeArgs {
         if self.events_buffer == Some(0) {
             bail!("--events-buffer must be at least 1");
         }
+        if self.max_connections == Some(0) || self.max_connections_per_address == Some(0) {
+            bail!("--max-connections and --max-connections-per-address must be at least 1");
+        }
+        for (flag, d) in [
+            ("--http-header-timeout", self.http_header_timeout),
+            ("--http-body-timeout", self.http_body_timeout),
+            ("--http-idle-timeout", self.http_idle_timeout),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                bail!("{flag} must be longer than 0s");
+            }
+        }
+        let mut edge = datamesh_gateway::listen::EdgeConfig::default();
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            edge.tls = Some(datamesh_gateway::listen::TlsFiles { cert: cert.clone(), key: key.clone() });
+        }
+        edge.header_timeout = self.http_header_timeout.unwrap_or(edge.header_timeout);
+        edge.body_idle_timeout = self.http_body_timeout.unwrap_or(edge.body_idle_timeout);
+        edge.idle_timeout = self.http_idle_timeout.unwrap_or(edge.idle_timeout);
+        edge.max_connections = self.max_connections.unwrap_or(edge.max_connections);
+        edge.max_connections_per_address = self.max_connections_per_address.unwrap_or(edge.max_connections_per_address);
         Ok(daemon::GatewayOptions {
             max_file_size: self.max_file_size.map(|b| b.as_u64()),
             public_url: self.public_url.clone(),
@@ -120,6 +162,7 @@ impl NodeArgs {
             events_client_timeout: self.events_client_timeout,
             database: self.database.clone(),
             sealing_key: self.sealing_key.clone(),
+            edge,
         })
     }
 
@@ -139,7 +182,7 @@ impl NodeArgs {
             cfg.data_dir = d;
         }
         if let Some(a) = &self.api {
-            let a = a.trim_start_matches("http://").trim_end_matches('/');
+            let a = a.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
             cfg.api = a.parse().with_context(|| format!("--api {a}: expected 127.0.0.1:PORT"))?;
         }
         if let Some(c) = self.capacity {
@@ -193,7 +236,7 @@ impl NodeArgs {
             cfg.announce = self.announce.clone();
         }
         if let Some(a) = &self.s3 {
-            let a = a.trim_start_matches("http://").trim_end_matches('/');
+            let a = a.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
             cfg.s3 = Some(a.parse().with_context(|| format!("--s3 {a}: expected 127.0.0.1:PORT"))?);
         }
         cfg.validate()?;

@@ -164,6 +164,7 @@ impl S3Gateway {
         match self.services.rate_limit(&principal, class).await {
             Ok(()) => {}
             Err(RateLimitError::Limited(l)) => {
+                self.metrics.rate_limited(crate::metrics::class_name(class));
                 return Err(S3Error::with_message(
                     S3ErrorCode::SlowDown,
                     format!("too many requests for this user's tier: retry in {} s", l.retry_after.as_secs().max(1)),

@@ -22,7 +22,9 @@ pub(super) fn write_error(e: WriteError) -> S3Error {
         WriteError::Node(n) => {
             use datamesh_node::NodeError as N;
             match n {
-                N::TooManyUploads(_) => S3Error::with_message(S3ErrorCode::SlowDown, n.to_string()),
+                N::TooManyUploads(_) | N::TooManyUploadsForOwner(_) => {
+                    S3Error::with_message(S3ErrorCode::SlowDown, n.to_string())
+                }
                 N::NoSpace(_) => {
                     S3Error::with_message(S3ErrorCode::Custom("InsufficientStorage".into()), n.to_string())
                 }

@@ -74,6 +74,8 @@ pub struct S3Gateway {
     pub(crate) reservations: Reservations,
     /// Principals of keys just looked up by the signature check.
     pub(crate) recent: RecentKeys,
+    /// Counts refusals by rate limits.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 fn internal(e: impl std::fmt::Display) -> S3Error {

@@ -22,6 +22,7 @@ use super::convert::{etag, metadata_json, source_of, ts};
 use super::{S3Gateway, internal};
 use crate::index::{ObjectRow, PartRow, Segment, UploadRow};
 use crate::objects::Written;
+use crate::ownership::upload_owner;
 use datamesh_services::perms::Action;
 use datamesh_services::ratelimit::RouteClass;
 
@@ -93,7 +94,7 @@ pub(super) async fn upload_part(
     let user = gw.user_key(&c).await?;
     let expected = Expected::new(&req.headers, i.content_md5.clone(), i.checksum_algorithm.as_ref(), checksums_in!(i));
     let name = format!("s3://{}/{}#upload={}&part={number}", up.bucket, up.key, up.id);
-    let w = gw.write_body(&user, i.body, expected, trailers, name).await?;
+    let w = gw.write_body(&user, i.body, expected, trailers, name, upload_owner(&c.principal)).await?;
     if w.size > declared
         && let Err(e) = gw.extend_upload(&up, w.size - declared).await
     {
@@ -139,7 +140,7 @@ pub(super) async fn upload_part_copy(
     crate::quota_alerts::observe(&gw.events, &gw.services, c.principal.user(), &warnings).await;
     let user = gw.user_key(&c).await?;
     let name = format!("s3://{}/{}#upload={}&part={number}", up.bucket, up.key, up.id);
-    let w = gw.copy_range(&user, segments, range, name).await?;
+    let w = gw.copy_range(&user, segments, range, name, upload_owner(&c.principal)).await?;
     let md5 = hex::encode(w.digest.md5);
     gw.record_part(&up.id, number, w, &user.id, md5.clone()).await?;
     Ok(S3Response::new(UploadPartCopyOutput {

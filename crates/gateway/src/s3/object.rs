@@ -14,6 +14,7 @@ use super::convert::{
 use crate::index::{ObjectRow, Segment};
 use crate::keys::KeyOwner;
 use crate::objects::{WriteOptions, Written};
+use crate::ownership::upload_owner;
 use datamesh_services::perms::Action;
 use datamesh_services::ratelimit::RouteClass;
 
@@ -47,13 +48,14 @@ impl S3Gateway {
         expected: Expected,
         trailers: Option<s3s::TrailingHeaders>,
         name: String,
+        owner: Option<String>,
     ) -> S3Result<Written<Digests>> {
         let digest = S3Digest::new(expected.hasher());
         let body: futures::stream::BoxStream<'static, Result<bytes::Bytes, s3s::StdError>> = match body {
             Some(b) => Box::pin(b),
             None => Box::pin(futures::stream::empty()),
         };
-        let opts = WriteOptions { name: Some(name.clone()), ..Default::default() };
+        let opts = WriteOptions { name: Some(name.clone()), owner, ..Default::default() };
         let w = self
             .pipeline
             .write_with(&user.user, body, digest, opts, move |d| {
@@ -102,10 +104,11 @@ impl S3Gateway {
         segments: Vec<Segment>,
         range: std::ops::Range<u64>,
         name: String,
+        owner: Option<String>,
     ) -> S3Result<Written<Digests>> {
         let keys = self.keys.clone();
         let stream = self.pipeline.read(segments, move |id| keys.get(id), range);
-        let opts = WriteOptions { name: Some(name), ..Default::default() };
+        let opts = WriteOptions { name: Some(name), owner, ..Default::default() };
         self.pipeline
             .write_with(&user.user, Box::pin(stream), S3Digest::new(Default::default()), opts, |d| Ok(d.finish()))
             .await
@@ -133,7 +136,7 @@ pub(super) async fn put_object(
     let old_size = gw.index.run(move |ix| ix.object(&b, &k)).await?.map(|(o, _)| o.size);
     let expected = Expected::new(&req.headers, i.content_md5.clone(), i.checksum_algorithm.as_ref(), checksums_in!(i));
     let name = format!("s3://{}/{}", i.bucket, i.key);
-    let w = match gw.write_body(&user, i.body, expected, trailers, name).await {
+    let w = match gw.write_body(&user, i.body, expected, trailers, name, upload_owner(&c.principal)).await {
         Ok(w) => w,
         Err(e) => {
             gw.unreserve(reservation).await;

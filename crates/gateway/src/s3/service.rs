@@ -1,8 +1,6 @@
 //! The s3s service: SigV4 with the accounts' S3 keys, path-style and
 //! virtual-host addressing, and the listener S3 is served on.
 
-use std::time::Duration;
-
 use s3s::S3Result;
 
 use crate::{Gateway, GatewayError, metrics};
@@ -16,63 +14,38 @@ impl Gateway {
         b.build()
     }
 
-    /// Serves S3 on `listener` until `shutdown` resolves.
+    /// Serves S3 on `listener` until `shutdown` resolves, through the
+    /// edge both ports share (TLS, caps, timeouts).
     pub(crate) async fn serve_s3(
         &self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let service = self.s3_service();
-        let mut shutdown = std::pin::pin!(shutdown);
-        let conns = tokio_util::task::TaskTracker::new();
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let (stream, _) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off, keep serving.
-                            tracing::warn!(error = %e, "S3 accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let service = service.clone();
-                    let metrics = self.metrics.clone();
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (service, metrics) = (service.clone(), metrics.clone());
-                        let started = std::time::Instant::now();
-                        let route = metrics::s3_route(req.uri());
-                        let method = req.method().to_string();
-                        let bytes_in = req.headers().get(http::header::CONTENT_LENGTH)
-                            .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-                        async move {
-                            let resp = hyper::service::Service::call(&service, req).await;
-                            if let Ok(r) = &resp {
-                                let out = r.headers().get(http::header::CONTENT_LENGTH)
-                                    .and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-                                metrics.request("s3", route, &method, r.status().as_u16(), started, bytes_in, out);
-                            }
-                            resp
-                        }
-                    });
-                    conns.spawn(async move {
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                        if let Err(e) = builder.serve_connection(io, service).await {
-                            tracing::debug!(error = %e, "S3 connection ended with an error");
-                        }
-                    });
+        let metrics = self.metrics.clone();
+        let handler = move |_peer, req: http::Request<crate::listen::IdleBody>| {
+            let (service, metrics) = (service.clone(), metrics.clone());
+            let started = std::time::Instant::now();
+            let route = metrics::s3_route(req.uri());
+            let method = req.method().to_string();
+            let bytes_in = content_length(req.headers());
+            async move {
+                let resp = service.call(req.map(s3s::Body::http_body_unsync)).await;
+                if let Ok(r) = &resp {
+                    let out = content_length(r.headers());
+                    metrics.request("s3", route, &method, r.status().as_u16(), started, bytes_in, out);
                 }
+                resp
             }
-        }
-        conns.close();
-        // In-flight requests get a grace period, then are dropped (their
-        // uploads abort and leave nothing behind).
-        let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
+        };
+        self.edge.clone().serve("S3", listener, handler, shutdown).await;
         Ok(())
     }
+}
+
+/// A message's declared length (0 when absent).
+fn content_length(h: &http::HeaderMap) -> u64 {
+    h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// Virtual-host addressing under `domain` (`BUCKET.domain[:port]`); any
