@@ -40,6 +40,41 @@ pub fn passphrase(env: &str, prompt: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// Why a file passphrase must be strong, in every message about one.
+pub const PASSPHRASE_EXPOSURE: &str = "a passphrase wrap is stored in the file's manifest, which any peer can fetch, \
+so it faces offline guessing at whatever speed the attacker can afford";
+
+/// Refuses a passphrase too weak to wrap a file's key: empty, or scoring
+/// below 3 ("safely unguessable: moderate protection from an offline
+/// slow-hash scenario", about 10^8 guesses or more) by the zxcvbn
+/// estimator, which knows dictionaries, names, keyboard walks, dates,
+/// repeats and leetspeak. `context` (the file's name) counts as guessable.
+pub fn check_file_passphrase(p: &str, context: &[&str]) -> Result<()> {
+    if p.is_empty() {
+        bail!(
+            "an empty passphrase protects nothing: {PASSPHRASE_EXPOSURE}. Choose a long passphrase (several random words)"
+        );
+    }
+    let e = zxcvbn::zxcvbn(p, context);
+    if e.score() < zxcvbn::Score::Three {
+        let mut hint = String::new();
+        if let Some(f) = e.feedback() {
+            if let Some(w) = f.warning() {
+                hint.push_str(&format!(" ({w})"));
+            }
+            for s in f.suggestions() {
+                hint.push_str(&format!(" {s}"));
+            }
+        }
+        bail!(
+            "this passphrase is too weak (guessed in about 10^{:.0} tries){hint}: {PASSPHRASE_EXPOSURE}. \
+             Choose a longer one (several random words), or leave out --passphrase: your key alone opens the file",
+            e.guesses_log10()
+        );
+    }
+    Ok(())
+}
+
 /// Loads the user's key, creating it on first use.
 pub fn load_or_create(explicit: Option<&Path>, quiet: bool) -> Result<UserKey> {
     let path = key_path(explicit);

@@ -128,7 +128,7 @@ fn another_users_key_cannot_read_but_a_passphrase_can() {
         &node
             .cli()
             .args(["put", f.to_str().unwrap(), "--passphrase"])
-            .env("DATAMESH_PASSPHRASE", "correct horse")
+            .env("DATAMESH_PASSPHRASE", "lantern quietly orbits 63 marmalade")
             .output()
             .map(|o| {
                 assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -154,11 +154,47 @@ fn another_users_key_cannot_read_but_a_passphrase_can() {
         .cli()
         .args(["get", &cid, "-o", out.to_str().unwrap()])
         .env("DATAMESH_USER_KEY", &other)
-        .env("DATAMESH_PASSPHRASE", "correct horse")
+        .env("DATAMESH_PASSPHRASE", "lantern quietly orbits 63 marmalade")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out).unwrap(), b"for my eyes only");
+}
+
+/// A passphrase wrap sits in the manifest any peer can fetch, so it faces
+/// offline guessing: `put --passphrase` refuses an empty or weak one, says
+/// why, and stores nothing.
+#[test]
+fn put_refuses_an_empty_or_weak_passphrase() {
+    let node = TestNode::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("payroll.csv");
+    std::fs::write(&f, b"for my eyes only").unwrap();
+    for weak in ["", "password1", "qwertyuiop", "payroll.csv2026", "letmein123"] {
+        let o = node
+            .cli()
+            .args(["put", f.to_str().unwrap(), "--passphrase"])
+            .env("DATAMESH_PASSPHRASE", weak)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{weak:?} was accepted");
+        assert!(err.contains("any peer can fetch") && err.contains("offline guessing"), "{weak:?}: {err}");
+    }
+    assert_eq!(
+        json(&node.ok(&["ls", "--json"]))["files"].as_array().unwrap().len(),
+        0,
+        "a refused put stored something"
+    );
+    let help = node.ok(&["put", "--help"]);
+    assert!(help.contains("offline guessing"), "{help}");
+    let o = node
+        .cli()
+        .args(["put", f.to_str().unwrap(), "--passphrase"])
+        .env("DATAMESH_PASSPHRASE", "lantern quietly orbits 63 marmalade")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

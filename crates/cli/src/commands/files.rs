@@ -49,6 +49,9 @@ pub struct PutArgs {
     #[arg(long)]
     pq: bool,
     /// Also let a passphrase open this file (read from DATAMESH_PASSPHRASE or prompted on a terminal).
+    ///
+    /// The passphrase wrap is stored in the file's manifest, which any peer can fetch, so it faces
+    /// offline guessing: empty and weak passphrases are refused (zxcvbn score 3 or more required).
     #[arg(long, conflicts_with = "public")]
     passphrase: bool,
     /// Fixed chunk size (e.g. 4MiB).
@@ -92,10 +95,11 @@ impl PutArgs {
             }
         };
         let passphrase = if self.passphrase {
-            Some(
-                userkey::passphrase("DATAMESH_PASSPHRASE", "Passphrase for this file: ")?
-                    .ok_or_else(|| anyhow!("--passphrase needs DATAMESH_PASSPHRASE when stdin is not a terminal"))?,
-            )
+            let p = userkey::passphrase("DATAMESH_PASSPHRASE", "Passphrase for this file: ")?
+                .ok_or_else(|| anyhow!("--passphrase needs DATAMESH_PASSPHRASE when stdin is not a terminal"))?;
+            let context: Vec<&str> = name.as_deref().into_iter().collect();
+            userkey::check_file_passphrase(&p, &context)?;
+            Some(p)
         } else {
             None
         };
@@ -324,3 +328,4 @@ pub async fn run(cmd: FilesCmd) -> Result<()> {
         }
     }
 }
+
