@@ -104,12 +104,20 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DATAMESH_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Node(_)) { "info" } else { "warn" })
-        }))
-        .with_writer(std::io::stderr)
-        .init();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("DATAMESH_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if matches!(cli.cmd, Cmd::Node(_)) { "info" } else { "warn" })
+    });
+    // The S3 library logs each request with its `Authorization` header and
+    // presigned signature at DEBUG, signature mismatches with the expected
+    // signature, and every refused request at ERROR; whatever level is asked
+    // for, it logs warnings only, and its request handling nothing (the
+    // gateway logs refusals at DEBUG and its own faults at ERROR).
+    for d in ["s3s=warn", "s3s::ops=off"] {
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

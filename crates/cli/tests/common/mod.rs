@@ -51,6 +51,8 @@ pub struct TestNode {
     pub user_dir: tempfile::TempDir,
     pub url: String,
     pub extra: Vec<String>,
+    /// Log level and file, when the log is not the test's stderr.
+    pub log: Option<(String, PathBuf)>,
 }
 
 /// Fast health timers for network tests.
@@ -79,6 +81,12 @@ impl TestNode {
     }
 
     pub fn start(extra: &[&str]) -> TestNode {
+        Self::start_logged(extra, None)
+    }
+
+    /// A node whose log (at `level`) goes to the file `log` instead of the
+    /// test's stderr.
+    pub fn start_logged(extra: &[&str], log: Option<(&str, &Path)>) -> TestNode {
         let dir = tempfile::tempdir().expect("temp dir");
         let user_dir = tempfile::tempdir().expect("temp dir");
         let mut n = TestNode {
@@ -87,6 +95,7 @@ impl TestNode {
             user_dir,
             url: String::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: log.map(|(level, path)| (level.to_string(), path.to_owned())),
         };
         n.spawn();
         n
@@ -99,15 +108,18 @@ impl TestNode {
     /// (Re)starts the node process on the same data dir.
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.data_dir().join("api.url"));
-        let child = Command::new(bin())
-            .args(["node", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+        let mut cmd = Command::new(bin());
+        cmd.args(["node", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra)
             .env("DATAMESH_LOG", std::env::var("DATAMESH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node");
+            .stderr(Stdio::inherit());
+        if let Some((level, path)) = &self.log {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+            cmd.env("DATAMESH_LOG", level).stderr(f);
+        }
+        let child = cmd.spawn().expect("start node");
         self.child = Some(child);
         let url_file = self.data_dir().join("api.url");
         self.url = wait_for("the node's api.url", Duration::from_secs(30), || std::fs::read_to_string(&url_file).ok());

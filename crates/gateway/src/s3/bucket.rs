@@ -46,6 +46,9 @@ pub(super) async fn create_bucket(
 ) -> S3Result<S3Response<CreateBucketOutput>> {
     let c = gw.caller(&req, RouteClass::Write).await?;
     let name = req.input.bucket.clone();
+    if let Some(why) = bucket_name_problem(&name) {
+        return Err(s3_error!(InvalidBucketName, "{name:?} is not a valid bucket name: {why}"));
+    }
     let res = ResourceRef::bucket(&name).map_err(|e| s3_error!(InvalidBucketName, "{e}"))?;
     let mine = match gw.services.create_resource(&c.principal, &res).await {
         Ok(()) => true,
@@ -71,6 +74,40 @@ pub(super) async fn create_bucket(
             Err(e.into())
         }
     }
+}
+
+/// Why S3's naming rules for general purpose buckets refuse `name`, if
+/// they do: 3 to 63 characters of lowercase letters, digits, dots and
+/// hyphens, starting and ending with a letter or digit; no `..`, `.-` or
+/// `-.`; not shaped like an IP address; none of the prefixes and suffixes
+/// S3 reserves. New buckets only: a bucket that exists keeps working.
+pub(super) fn bucket_name_problem(name: &str) -> Option<&'static str> {
+    const PREFIXES: [&str; 3] = ["xn--", "sthree-", "amzn-s3-demo-"];
+    const SUFFIXES: [&str; 5] = ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"];
+    let b = name.as_bytes();
+    if !(3..=63).contains(&b.len()) {
+        return Some("a bucket name has 3 to 63 characters");
+    }
+    if !b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-') {
+        return Some("only lowercase letters, digits, dots and hyphens are allowed");
+    }
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !edge(b[0]) || !edge(b[b.len() - 1]) {
+        return Some("a bucket name starts and ends with a letter or a digit");
+    }
+    if name.contains("..") || name.contains(".-") || name.contains("-.") {
+        return Some("two dots, or a dot and a hyphen, may not be adjacent");
+    }
+    if name.split('.').count() == 4 && name.split('.').all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit())) {
+        return Some("a bucket name may not look like an IP address");
+    }
+    if PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Some("the prefixes xn--, sthree- and amzn-s3-demo- are reserved");
+    }
+    if SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        return Some("the suffixes -s3alias, --ol-s3, .mrap, --x-s3 and --table-s3 are reserved");
+    }
+    None
 }
 
 pub(super) async fn head_bucket(
@@ -113,6 +150,41 @@ pub(super) async fn delete_bucket(
                 tracing::warn!(error = %e, bucket = %req.input.bucket, "could not drop a deleted bucket's ownership");
             }
             Ok(S3Response::new(DeleteBucketOutput::default()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_name_problem;
+
+    #[test]
+    fn bucket_names_follow_s3s_rules() {
+        for ok in ["abc", "my-bucket.logs", "a1.b2-c3", &"a".repeat(63), "1.2.3.4a", "xn-a"] {
+            assert_eq!(bucket_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "ab",
+            &"a".repeat(64) as &str,
+            "Abc",
+            "a_b",
+            "-abc",
+            "abc-",
+            ".abc",
+            "a..b",
+            "foo-.bar",
+            "foo.-bar",
+            "192.168.5.4",
+            "xn--abc",
+            "sthree-foo",
+            "amzn-s3-demo-x",
+            "foo-s3alias",
+            "foo--ol-s3",
+            "foo.mrap",
+            "foo--x-s3",
+            "foo--table-s3",
+        ] {
+            assert!(bucket_name_problem(bad).is_some(), "{bad}");
         }
     }
 }

@@ -1,4 +1,10 @@
 //! Listings: ListObjects (v1 and v2) and ListObjectVersions.
+//!
+//! With `EncodingType=url` every key and key-like field of the answer
+//! (prefix, delimiter, markers, common prefixes) is percent-encoded, as S3
+//! does, so keys holding characters XML 1.0 cannot carry (NUL, ESC, other
+//! controls) list safely; clients such as boto3 ask for it by default and
+//! decode it (`+` and `%` in a key come back as themselves).
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
@@ -29,6 +35,32 @@ impl S3Gateway {
     }
 }
 
+/// `EncodingType=url`: percent-encode everything but RFC 3986's unreserved
+/// characters and `/`.
+#[derive(Clone, Copy)]
+struct Encode(bool);
+
+const KEY_SET: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+
+impl Encode {
+    fn of(t: &Option<EncodingType>) -> Self {
+        Self(t.as_ref().is_some_and(|t| t.as_str().eq_ignore_ascii_case(EncodingType::URL)))
+    }
+
+    fn s(self, v: String) -> String {
+        if self.0 { percent_encoding::utf8_percent_encode(&v, KEY_SET).to_string() } else { v }
+    }
+
+    fn o(self, v: Option<String>) -> Option<String> {
+        v.map(|v| self.s(v))
+    }
+
+    fn prefixes(self, p: Vec<String>) -> Option<Vec<CommonPrefix>> {
+        Some(p.into_iter().map(|p| CommonPrefix { prefix: Some(self.s(p)) }).collect())
+    }
+}
+
 pub(super) fn continuation(token: &str) -> S3Result<String> {
     let bytes = hex::decode(token).map_err(|_| s3_error!(InvalidArgument, "the continuation token is not valid"))?;
     String::from_utf8(bytes).map_err(|_| s3_error!(InvalidArgument, "the continuation token is not valid"))
@@ -46,16 +78,22 @@ pub(super) async fn list_objects(
     let (b, p, d, m) = (i.bucket.clone(), i.prefix.clone().unwrap_or_default(), i.delimiter.clone(), i.marker.clone());
     let l = gw.index.run(move |ix| ix.list(&b, &p, d.as_deref(), m.as_deref(), max)).await?;
     let owner = gw.listing_owner(&i.bucket).await?;
+    let enc = Encode::of(&i.encoding_type);
     Ok(S3Response::new(ListObjectsOutput {
         name: Some(i.bucket),
-        prefix: i.prefix,
-        delimiter: i.delimiter.clone(),
-        marker: i.marker,
+        prefix: enc.o(i.prefix),
+        delimiter: enc.o(i.delimiter.clone()),
+        marker: enc.o(i.marker),
         max_keys: Some(max as i32),
         is_truncated: Some(l.next.is_some()),
-        next_marker: if i.delimiter.is_some() { l.next.clone() } else { None },
-        contents: Some(l.objects.iter().map(|o| Object { owner: Some(owner.clone()), ..object_entry(o) }).collect()),
-        common_prefixes: Some(l.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+        next_marker: if i.delimiter.is_some() { enc.o(l.next.clone()) } else { None },
+        contents: Some(
+            l.objects
+                .iter()
+                .map(|o| Object { owner: Some(owner.clone()), key: Some(enc.s(o.key.clone())), ..object_entry(o) })
+                .collect(),
+        ),
+        common_prefixes: enc.prefixes(l.prefixes),
         encoding_type: i.encoding_type,
         ..Default::default()
     }))
@@ -78,18 +116,24 @@ pub(super) async fn list_objects_v2(
     let l = gw.index.run(move |ix| ix.list(&b, &p, d.as_deref(), after.as_deref(), max)).await?;
     let count = l.objects.len() + l.prefixes.len();
     let owner = if i.fetch_owner == Some(true) { Some(gw.listing_owner(&i.bucket).await?) } else { None };
+    let enc = Encode::of(&i.encoding_type);
     Ok(S3Response::new(ListObjectsV2Output {
         name: Some(i.bucket),
-        prefix: i.prefix,
-        delimiter: i.delimiter,
+        prefix: enc.o(i.prefix),
+        delimiter: enc.o(i.delimiter),
         max_keys: Some(max as i32),
         key_count: Some(count as i32),
         is_truncated: Some(l.next.is_some()),
         continuation_token: i.continuation_token,
         next_continuation_token: l.next.map(|n| hex::encode(n.as_bytes())),
-        start_after: i.start_after,
-        contents: Some(l.objects.iter().map(|o| Object { owner: owner.clone(), ..object_entry(o) }).collect()),
-        common_prefixes: Some(l.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+        start_after: enc.o(i.start_after),
+        contents: Some(
+            l.objects
+                .iter()
+                .map(|o| Object { owner: owner.clone(), key: Some(enc.s(o.key.clone())), ..object_entry(o) })
+                .collect(),
+        ),
+        common_prefixes: enc.prefixes(l.prefixes),
         encoding_type: i.encoding_type,
         ..Default::default()
     }))
@@ -108,11 +152,12 @@ pub(super) async fn list_object_versions(
     let (b, p, d, m) =
         (i.bucket.clone(), i.prefix.clone().unwrap_or_default(), i.delimiter.clone(), i.key_marker.clone());
     let l = gw.index.run(move |ix| ix.list(&b, &p, d.as_deref(), m.as_deref(), max)).await?;
+    let enc = Encode::of(&i.encoding_type);
     let versions = l
         .objects
         .iter()
         .map(|o| ObjectVersion {
-            key: Some(o.key.clone()),
+            key: Some(enc.s(o.key.clone())),
             size: Some(o.size as i64),
             e_tag: Some(etag(&o.etag)),
             last_modified: Some(ts(o.modified)),
@@ -124,14 +169,15 @@ pub(super) async fn list_object_versions(
         .collect();
     Ok(S3Response::new(ListObjectVersionsOutput {
         name: Some(i.bucket),
-        prefix: i.prefix,
-        delimiter: i.delimiter,
-        key_marker: i.key_marker,
+        prefix: enc.o(i.prefix),
+        delimiter: enc.o(i.delimiter),
+        key_marker: enc.o(i.key_marker),
         max_keys: Some(max as i32),
         is_truncated: Some(l.next.is_some()),
-        next_key_marker: l.next,
+        next_key_marker: enc.o(l.next),
         versions: Some(versions),
-        common_prefixes: Some(l.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+        common_prefixes: enc.prefixes(l.prefixes),
+        encoding_type: i.encoding_type,
         ..Default::default()
     }))
 }

@@ -34,7 +34,8 @@
 //! The module is split by concern: [`access`] (principal, permission,
 //! quota), [`bucket`] (service and bucket
 //! operations), [`object`] (single-object reads and writes), [`multipart`],
-//! [`listing`], [`checksum`] (the digests a client may send), [`convert`]
+//! [`listing`], [`limits`] (S3's size and validity limits, checked
+//! before a body is read), [`checksum`] (the digests a client may send), [`convert`]
 //! (between the index's rows and S3's types) and [`service`] (the s3s
 //! service, SigV4 keys, virtual hosts, the listener). **Architecture
 //! invariant:** `s3s` types appear in this module only.
@@ -43,6 +44,7 @@ mod access;
 mod bucket;
 mod checksum;
 mod convert;
+mod limits;
 mod listing;
 mod multipart;
 mod object;
@@ -83,6 +85,17 @@ fn internal(e: impl std::fmt::Display) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
 }
 
+/// Logs a refused request at DEBUG: a client's mistake (a missing key, a
+/// denied permission, a bad argument) is no server error, and `s3s`'s own
+/// ERROR line for it is filtered out by the daemon. Server faults were
+/// logged where they happened ([`internal`]).
+fn refused<T>(op: &'static str, r: S3Result<T>) -> S3Result<T> {
+    if let Err(e) = &r {
+        tracing::debug!(op, code = e.code().as_str(), message = e.message().unwrap_or(""), "S3 request refused");
+    }
+    r
+}
+
 impl From<IndexError> for S3Error {
     fn from(e: IndexError) -> Self {
         internal(e)
@@ -93,107 +106,107 @@ impl From<IndexError> for S3Error {
 #[async_trait::async_trait]
 impl S3 for S3Gateway {
     async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
-        bucket::list_buckets(self, _req).await
+        refused("list_buckets", bucket::list_buckets(self, _req).await)
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        bucket::create_bucket(self, req).await
+        refused("create_bucket", bucket::create_bucket(self, req).await)
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        bucket::head_bucket(self, req).await
+        refused("head_bucket", bucket::head_bucket(self, req).await)
     }
 
     async fn get_bucket_location(
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        bucket::get_bucket_location(self, req).await
+        refused("get_bucket_location", bucket::get_bucket_location(self, req).await)
     }
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        bucket::delete_bucket(self, req).await
+        refused("delete_bucket", bucket::delete_bucket(self, req).await)
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        object::put_object(self, req).await
+        refused("put_object", object::put_object(self, req).await)
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        object::get_object(self, req).await
+        refused("get_object", object::get_object(self, req).await)
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        object::head_object(self, req).await
+        refused("head_object", object::head_object(self, req).await)
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        object::delete_object(self, req).await
+        refused("delete_object", object::delete_object(self, req).await)
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        object::delete_objects(self, req).await
+        refused("delete_objects", object::delete_objects(self, req).await)
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        object::copy_object(self, req).await
+        refused("copy_object", object::copy_object(self, req).await)
     }
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        listing::list_objects(self, req).await
+        refused("list_objects", listing::list_objects(self, req).await)
     }
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        listing::list_objects_v2(self, req).await
+        refused("list_objects_v2", listing::list_objects_v2(self, req).await)
     }
 
     async fn list_object_versions(
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        listing::list_object_versions(self, req).await
+        refused("list_object_versions", listing::list_object_versions(self, req).await)
     }
 
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        multipart::create_multipart_upload(self, req).await
+        refused("create_multipart_upload", multipart::create_multipart_upload(self, req).await)
     }
 
     async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-        multipart::upload_part(self, req).await
+        refused("upload_part", multipart::upload_part(self, req).await)
     }
 
     async fn upload_part_copy(
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        multipart::upload_part_copy(self, req).await
+        refused("upload_part_copy", multipart::upload_part_copy(self, req).await)
     }
 
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        multipart::complete_multipart_upload(self, req).await
+        refused("complete_multipart_upload", multipart::complete_multipart_upload(self, req).await)
     }
 
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        multipart::abort_multipart_upload(self, req).await
+        refused("abort_multipart_upload", multipart::abort_multipart_upload(self, req).await)
     }
 
     async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-        multipart::list_parts(self, req).await
+        refused("list_parts", multipart::list_parts(self, req).await)
     }
 
     async fn list_multipart_uploads(
         &self,
         req: S3Request<ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-        multipart::list_multipart_uploads(self, req).await
+        refused("list_multipart_uploads", multipart::list_multipart_uploads(self, req).await)
     }
 }

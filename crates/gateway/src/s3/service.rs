@@ -11,6 +11,10 @@ impl Gateway {
         let mut b = s3s::service::S3ServiceBuilder::new(self.s3.clone());
         b.set_auth(super::S3Keys { services: self.services.clone(), recent: self.s3.recent.clone() });
         b.set_host(VirtualHosts::new(&self.cfg.domain));
+        b.set_access(super::limits::RequestLimits);
+        let mut config = s3s::config::S3Config::default();
+        config.xml_max_body_size = super::limits::XML_MAX_BODY;
+        b.set_config(std::sync::Arc::new(s3s::config::StaticConfigProvider::new(std::sync::Arc::new(config))));
         b.build()
     }
 
