@@ -40,6 +40,7 @@ pub struct GatewayOptions {
 pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
     let shutdown = shutdown_signal()?;
     let data_dir = cfg.data_dir.clone();
+    crate::private::tighten(&data_dir, true)?;
     let api = cfg.api;
     let node = {
         let cfg = cfg.clone();
@@ -73,6 +74,9 @@ pub async fn run(cfg: NodeConfig, opts: GatewayOptions) -> Result<()> {
         }
         datamesh_gateway::Gateway::open(node, gcfg).await?
     };
+    // The databases the gateway just created: private from their start
+    // (the dir already was).
+    crate::private::tighten(&data_dir, false)?;
     // With TLS, both ports speak https only.
     let scheme = if gateway.tls() { "https" } else { "http" };
     let _ = std::fs::remove_file(data_dir.join("s3.url"));

@@ -16,6 +16,7 @@ mod daemon;
 mod devnet;
 mod login;
 mod partial;
+mod private;
 mod transfer;
 mod userkey;
 

@@ -41,8 +41,8 @@ pub struct PutOptions {
     pub convergent: bool,
     /// Wrap the data key with the hybrid post-quantum KEM too.
     pub post_quantum: bool,
-    /// Also wrap the data key under this passphrase.
-    pub passphrase: Option<String>,
+    /// Also wrap the data key under this passphrase (wiped when dropped).
+    pub passphrase: Option<zeroize::Zeroizing<String>>,
     /// Erasure code (None = the node's default).
     pub erasure: Option<Erasure>,
     /// Chunks in flight.

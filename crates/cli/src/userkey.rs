@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use datamesh_pipeline::keys::{KeyError, UserKey};
+use zeroize::Zeroizing;
 
 /// Where the key file is.
 pub fn key_path(explicit: Option<&Path>) -> PathBuf {
@@ -29,13 +30,14 @@ fn config_dir() -> PathBuf {
     }
 }
 
-/// Reads a passphrase from `env` or, on a terminal only, a prompt.
-pub fn passphrase(env: &str, prompt: &str) -> Result<Option<String>> {
+/// Reads a passphrase from `env` or, on a terminal only, a prompt; wiped
+/// from memory when dropped.
+pub fn passphrase(env: &str, prompt: &str) -> Result<Option<Zeroizing<String>>> {
     if let Ok(p) = std::env::var(env) {
-        return Ok(Some(p));
+        return Ok(Some(Zeroizing::new(p)));
     }
     if std::io::stdin().is_terminal() {
-        return Ok(Some(rpassword::prompt_password(prompt)?));
+        return Ok(Some(Zeroizing::new(rpassword::prompt_password(prompt)?)));
     }
     Ok(None)
 }
@@ -78,9 +80,9 @@ pub fn check_file_passphrase(p: &str, context: &[&str]) -> Result<()> {
 /// Loads the user's key, creating it on first use.
 pub fn load_or_create(explicit: Option<&Path>, quiet: bool) -> Result<UserKey> {
     let path = key_path(explicit);
-    match std::fs::read(&path) {
-        Ok(bytes) => parse(&path, &bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match read_key_file(&path) {
+        Ok(Some(bytes)) => parse(&path, &bytes),
+        Ok(None) => {
             let key = UserKey::generate();
             write_key_file(&path, &key.to_file_bytes(None))?;
             if !quiet {
@@ -93,8 +95,33 @@ pub fn load_or_create(explicit: Option<&Path>, quiet: bool) -> Result<UserKey> {
             }
             Ok(key)
         }
-        Err(e) => Err(e).with_context(|| format!("cannot read your key file {}", path.display())),
+        Err(e) => Err(e),
     }
+}
+
+/// Reads the key file at `path` (None when there is none), refusing one
+/// that other users can read or write: the key opens every file of its
+/// owner, so it must be the owner's alone.
+pub fn read_key_file(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read your key file {}", path.display())),
+    };
+    let mode = f.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "your key file {} can be read or written by other users (mode {:o}); it opens all your files. Run `chmod 600 {}` and try again",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    f.by_ref().take(1 << 20).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Parses a key file, asking for its passphrase if it is protected.
@@ -110,7 +137,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<UserKey> {
     } else {
         None
     };
-    UserKey::from_file_bytes(bytes, pass.as_deref())
+    UserKey::from_file_bytes(bytes, pass.as_ref().map(|p| p.as_str()))
         .map_err(|e: KeyError| anyhow::anyhow!("key file {}: {e}", path.display()))
 }
 

@@ -8,6 +8,8 @@
 //! presigned signature nor an `Authorization` header, and no ERROR line
 //! for the requests refused.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;

@@ -13,6 +13,11 @@
 //! database (`datamesh_services`: `s3_credentials`, secrets sealed there);
 //! this store keeps only user keys, sealed (AES-256-GCM) under a key derived
 //! from the node's identity, so a copy of the database alone opens nothing.
+//! Each user key is sealed under a key derived for its access key id
+//! (format v2: a version byte, then the sealed bytes), so a sealed blob
+//! copied onto another access key's row does not open there. Blobs of the
+//! first format (one sealing key for all) are resealed at the first start
+//! that finds them, after which a marker row makes them refused.
 //! Keys made before accounts also kept their secret here: [`AccessKeys::legacy`]
 //! lists them for the gateway to move into the accounts database once, after
 //! which [`AccessKeys::forget_secret`] erases the copy here.
@@ -34,6 +39,13 @@ use crate::index::{Index, IndexError, KeyRow};
 
 /// Domain separation for the key that seals access keys at rest.
 const SEAL_CONTEXT: &str = "datamesh gateway access-key seal v1";
+
+/// The first byte of a user key sealed for its access key id.
+const SEAL_V2: u8 = 2;
+
+/// The `gateway_keys` row saying every user key is sealed for its id: from
+/// then on a blob of the first format is refused.
+const SEAL_V2_MARKER: &str = "@access-key-seal-v2";
 
 /// The key id recorded for files encrypted for the REST key. Access key ids
 /// start with `DM`, so the two can never collide.
@@ -87,11 +99,33 @@ impl AccessKeys {
             rest,
             making: Arc::new(std::sync::Mutex::new(())),
         };
+        let legacy_allowed = me.index.gateway_key(SEAL_V2_MARKER)?.is_none();
         for row in me.index.keys()? {
-            let p = me.unseal(&row)?;
+            let (p, legacy) = me.unseal(&row, legacy_allowed)?;
+            if legacy {
+                // Resealed for its id, in place.
+                me.index.set_key_user_key(&row.id, &me.seal_user_key(&row.id, &p.user))?;
+                tracing::info!(access_key = %row.id, "resealed an access key's user key for its id");
+            }
             me.cache_write().insert(p.id.clone(), Arc::new(p));
         }
+        if legacy_allowed {
+            me.index.put_gateway_key(SEAL_V2_MARKER, &[SEAL_V2])?;
+        }
         Ok(me)
+    }
+
+    /// The key sealing access key `id`'s user key.
+    fn id_seal(&self, id: &str) -> DataKey {
+        DataKey::from_bytes(*blake3::keyed_hash(self.seal.as_bytes(), id.as_bytes()).as_bytes())
+    }
+
+    /// `user` sealed for access key `id` (format v2).
+    fn seal_user_key(&self, id: &str, user: &UserKey) -> Vec<u8> {
+        let plain = zeroize::Zeroizing::new(user.to_file_bytes(None));
+        let mut out = vec![SEAL_V2];
+        out.extend(crypto::seal_chunk(Cipher::Aes256Gcm, &self.id_seal(id), 1, &plain, NonceMode::Random));
+        out
     }
 
     /// The REST key: loaded, or made and stored on first start.
@@ -133,11 +167,25 @@ impl AccessKeys {
         self.cache.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn unseal(&self, row: &KeyRow) -> Result<KeyOwner, KeyStoreError> {
+    /// Opens a row's user key; the flag says it was of the first format
+    /// (accepted only while `legacy_allowed`).
+    fn unseal(&self, row: &KeyRow, legacy_allowed: bool) -> Result<(KeyOwner, bool), KeyStoreError> {
         let bad = || KeyStoreError::Unseal(row.id.clone());
+        let blob = &row.sealed_user_key;
         // The index binds each sealed field: 0 = secret (legacy), 1 = user key.
-        let user = crypto::open_chunk(Cipher::Aes256Gcm, &self.seal, 1, &row.sealed_user_key).map_err(|_| bad())?;
-        Ok(KeyOwner { id: row.id.clone(), user: UserKey::from_file_bytes(&user, None).map_err(|_| bad())? })
+        let v2 = match blob.split_first() {
+            Some((&SEAL_V2, rest)) => crypto::open_chunk(Cipher::Aes256Gcm, &self.id_seal(&row.id), 1, rest).ok(),
+            _ => None,
+        };
+        let (user, legacy) = match v2 {
+            Some(u) => (u, false),
+            None if legacy_allowed => {
+                (crypto::open_chunk(Cipher::Aes256Gcm, &self.seal, 1, blob).map_err(|_| bad())?, true)
+            }
+            None => return Err(bad()),
+        };
+        let user = zeroize::Zeroizing::new(user);
+        Ok((KeyOwner { id: row.id.clone(), user: UserKey::from_file_bytes(&user, None).map_err(|_| bad())? }, legacy))
     }
 
     /// Access keys made before accounts, with their secrets: the gateway
@@ -176,13 +224,7 @@ impl AccessKeys {
         let row = KeyRow {
             id: id.to_string(),
             sealed_secret: Vec::new(),
-            sealed_user_key: crypto::seal_chunk(
-                Cipher::Aes256Gcm,
-                &self.seal,
-                1,
-                &user.to_file_bytes(None),
-                NonceMode::Random,
-            ),
+            sealed_user_key: self.seal_user_key(id, &user),
             created_at: datamesh_core::clock::unix_secs() as i64,
         };
         self.index.put_key(&row)?;
@@ -248,5 +290,47 @@ mod tests {
         keys.forget_secret("DMLEGACYLEGACYLEGACY").unwrap();
         assert!(keys.legacy().unwrap().is_empty());
         assert!(keys.get("DMLEGACYLEGACYLEGACY").is_some(), "its user key stays");
+    }
+
+    /// A sealed user key is bound to its access key id: moved onto another
+    /// key's row it does not open. A first-format blob is resealed at the
+    /// first start; one planted after that is refused.
+    #[test]
+    fn sealed_user_keys_are_bound_to_their_key_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = Index::open(&dir.path().join("g.db")).unwrap();
+        let seal = DataKey::from_bytes(blake3::derive_key(SEAL_CONTEXT, &[7; 32]));
+        let old_user = UserKey::generate();
+        let legacy_blob =
+            crypto::seal_chunk(Cipher::Aes256Gcm, &seal, 1, &old_user.to_file_bytes(None), NonceMode::Random);
+        let row = |id: &str, blob: &[u8]| KeyRow {
+            id: id.into(),
+            sealed_secret: Vec::new(),
+            sealed_user_key: blob.to_vec(),
+            created_at: 0,
+        };
+        ix.put_key(&row("DMOLDOLDOLDOLDOLDOLD", &legacy_blob)).unwrap();
+        let keys = AccessKeys::load(ix.clone(), &[7; 32]).unwrap();
+        let fp = |k: &AccessKeys, id: &str| k.get(id).unwrap().user.public().fingerprint();
+        assert_eq!(fp(&keys, "DMOLDOLDOLDOLDOLDOLD"), old_user.public().fingerprint(), "a legacy blob still opens");
+        let stored = |id: &str| ix.keys().unwrap().into_iter().find(|r| r.id == id).unwrap().sealed_user_key;
+        assert_eq!(stored("DMOLDOLDOLDOLDOLDOLD")[0], SEAL_V2, "and is resealed for its id");
+        let a = keys.ensure("DMAAAAAAAAAAAAAAAAAA").unwrap();
+        keys.ensure("DMBBBBBBBBBBBBBBBBBB").unwrap();
+        let again = AccessKeys::load(ix.clone(), &[7; 32]).unwrap();
+        assert_eq!(fp(&again, "DMOLDOLDOLDOLDOLDOLD"), old_user.public().fingerprint());
+        // A's blob copied onto B's row.
+        let a_blob = stored(&a.id);
+        ix.lock_for_tests()
+            .execute("UPDATE access_keys SET user_key = ?1 WHERE id = 'DMBBBBBBBBBBBBBBBBBB'", [a_blob])
+            .unwrap();
+        assert!(
+            matches!(AccessKeys::load(ix.clone(), &[7; 32]), Err(KeyStoreError::Unseal(id)) if id == "DMBBBBBBBBBBBBBBBBBB")
+        );
+        // A first-format blob planted after the reseal.
+        ix.set_key_user_key("DMBBBBBBBBBBBBBBBBBB", &legacy_blob).unwrap();
+        assert!(
+            matches!(AccessKeys::load(ix, &[7; 32]), Err(KeyStoreError::Unseal(id)) if id == "DMBBBBBBBBBBBBBBBBBB")
+        );
     }
 }

@@ -252,7 +252,7 @@ pub async fn run(cmd: FilesCmd) -> Result<()> {
                             "{}\t{}\t{}",
                             f.cid,
                             ByteSize::b(f.size).display().iec(),
-                            f.name.as_deref().unwrap_or("-")
+                            shown(f.name.as_deref().unwrap_or("-"))
                         )
                     })
                     .collect::<Vec<_>>()
@@ -275,7 +275,7 @@ pub async fn run(cmd: FilesCmd) -> Result<()> {
                     v.k,
                     v.m,
                     v.pinned,
-                    v.name.as_deref().unwrap_or("-"),
+                    shown(v.name.as_deref().unwrap_or("-")),
                     v.live_shards.len(),
                     full,
                     total
@@ -329,3 +329,27 @@ pub async fn run(cmd: FilesCmd) -> Result<()> {
     }
 }
 
+/// A file name as a terminal may show it: control characters (escape
+/// sequences, newlines, tabs that would fake columns) and the bidirectional
+/// overrides that reorder text are written as `\u{..}` escapes, and so is
+/// a backslash (`\\`), so the escaped form is unambiguous. Names are
+/// anyone's input: a shared file's name is chosen by whoever stored it.
+pub(crate) fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || c == '\\'
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !name.chars().any(bad) {
+        return name.into();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}

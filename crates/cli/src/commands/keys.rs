@@ -8,6 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use datamesh_api as api;
 use reqwest::Method;
+use zeroize::Zeroizing;
 
 use super::{ClientOpts, print};
 use crate::{transfer, userkey};
@@ -182,7 +183,7 @@ pub async fn run(cmd: KeyCmd) -> Result<()> {
             } else {
                 None
             };
-            let bytes = key.to_file_bytes(pass.as_deref());
+            let bytes = Zeroizing::new(key.to_file_bytes(pass.as_ref().map(|p| p.as_str())));
             match output {
                 Some(p) if p != Path::new("-") => {
                     userkey::write_key_file(&p, &bytes)?;
@@ -196,11 +197,11 @@ pub async fn run(cmd: KeyCmd) -> Result<()> {
             Ok(())
         }
         KeyCmd::Import { file, force, user_key } => {
-            let bytes = transfer::read_small(&file)?;
+            let bytes = Zeroizing::new(transfer::read_small(&file)?);
             let key = userkey::parse(&file, &bytes)?;
             let dest = userkey::key_path(user_key.as_deref());
             if dest.exists() && !force {
-                let existing = userkey::parse(&dest, &std::fs::read(&dest)?)?;
+                let existing = userkey::parse(&dest, &userkey::read_key_file(&dest)?.unwrap_or_default())?;
                 if existing.public() == key.public() {
                     eprintln!("this key is already installed at {}", dest.display());
                     return Ok(());
@@ -217,14 +218,15 @@ pub async fn run(cmd: KeyCmd) -> Result<()> {
         }
         KeyCmd::Passphrase { remove, user_key } => {
             let path = userkey::key_path(user_key.as_deref());
-            let bytes = std::fs::read(&path)
+            let bytes = userkey::read_key_file(&path)?
                 .with_context(|| format!("no key at {}: it is created by the first put", path.display()))?;
             let key = userkey::parse(&path, &bytes)?;
-            let new = if remove {
+            // The new file's bytes hold the key in clear when unprotected.
+            let new = Zeroizing::new(if remove {
                 key.to_file_bytes(None)
             } else {
                 let p = match std::env::var("DATAMESH_NEW_KEY_PASSPHRASE") {
-                    Ok(p) => p,
+                    Ok(p) => Zeroizing::new(p),
                     Err(_) => userkey::passphrase("DATAMESH_KEY_PASSPHRASE", "New passphrase for your key: ")?
                         .ok_or_else(|| anyhow!("set DATAMESH_NEW_KEY_PASSPHRASE (stdin is not a terminal)"))?,
                 };
@@ -232,8 +234,9 @@ pub async fn run(cmd: KeyCmd) -> Result<()> {
                     bail!("an empty passphrase protects nothing; use --remove to store the key unprotected");
                 }
                 key.to_file_bytes(Some(&p))
-            };
-            std::fs::remove_file(&path).ok();
+            });
+            // Written beside it, synced and renamed over it: the old key
+            // stays whole until the new one is on disk.
             userkey::write_key_file(&path, &new)?;
             eprintln!("{} {}", if remove { "removed the passphrase from" } else { "protected" }, path.display());
             Ok(())

@@ -14,12 +14,15 @@
 //! Keys are stored as BLOBs so that listing can skip past a common prefix
 //! with `prefix || 0xFF` (no UTF-8 string contains that byte).
 //!
-//! Schema version 3; `PRAGMA user_version` records it. Version 2 added the
+//! Schema version 4; `PRAGMA user_version` records it. Version 2 added the
 //! `gateway_keys`, `files` and `shares` tables; version 3 the shares'
 //! `partial` column (bytes served towards the next whole download) and the
-//! uploads' `initiator` (the user who owns the upload). An
-//! older database is upgraded in place on open (new tables and columns are
-//! added, nothing else changes).
+//! uploads' `initiator` (the user who owns the upload); version 4 the
+//! one-row `object_totals` (objects and bytes), kept by triggers on
+//! `objects` so that `/metrics`, scraped by anyone, reads one row instead
+//! of counting the whole table under the index's lock. An older database
+//! is upgraded in place on open (new tables and columns are added, the
+//! totals counted once, nothing else changes).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,7 +39,7 @@ mod uploads;
 use self::objects::{replace_object_rows, segments_of, unreferenced_in};
 
 /// Schema version this build writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +293,23 @@ impl Index {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
             }
         }
+        if v < 4 {
+            // Counted once, in the same transaction that starts the triggers
+            // keeping the count.
+            conn.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS object_totals (
+                    id INTEGER PRIMARY KEY CHECK (id = 0), objects INTEGER NOT NULL, bytes INTEGER NOT NULL);
+                 INSERT OR REPLACE INTO object_totals SELECT 0, COUNT(*), COALESCE(SUM(size), 0) FROM objects;
+                 CREATE TRIGGER IF NOT EXISTS object_totals_insert AFTER INSERT ON objects BEGIN
+                    UPDATE object_totals SET objects = objects + 1, bytes = bytes + NEW.size WHERE id = 0; END;
+                 CREATE TRIGGER IF NOT EXISTS object_totals_delete AFTER DELETE ON objects BEGIN
+                    UPDATE object_totals SET objects = objects - 1, bytes = bytes - OLD.size WHERE id = 0; END;
+                 CREATE TRIGGER IF NOT EXISTS object_totals_resize AFTER UPDATE OF size ON objects BEGIN
+                    UPDATE object_totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 0; END;
+                 COMMIT;",
+            )?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Index { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -318,6 +338,18 @@ impl Index {
             params![row.id, row.sealed_secret, row.sealed_user_key, row.created_at],
         )?;
         Ok(())
+    }
+
+    /// Replaces an access key's sealed user key (resealed in a newer format).
+    pub fn set_key_user_key(&self, id: &str, sealed: &[u8]) -> Result<(), IndexError> {
+        self.lock().execute("UPDATE access_keys SET user_key = ?1 WHERE id = ?2", params![sealed, id])?;
+        Ok(())
+    }
+
+    /// The connection, for tests that plant rows the API would not write.
+    #[cfg(test)]
+    pub(crate) fn lock_for_tests(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.lock()
     }
 
     /// Erases a legacy access key's sealed secret (moved to the accounts

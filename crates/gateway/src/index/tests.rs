@@ -158,6 +158,7 @@ fn a_version_1_database_is_upgraded_in_place() {
     assert_eq!(v, SCHEMA_VERSION);
     let (row, segs) = ix.object("old", "k").unwrap().unwrap();
     assert_eq!((row.size, segs.len()), (5, 1));
+    assert_eq!(ix.totals().unwrap(), (1, 5), "version 3 counts what was there");
     ix.put_file(&FileRow {
         cid: "c".into(),
         key_id: None,
@@ -202,6 +203,27 @@ const V1_FIXTURE: &str = "
     INSERT INTO objects VALUES ('old', CAST('k' AS BLOB), 5, 'e', NULL, '{}', '{}', 1, 0);
     INSERT INTO segments VALUES ('old', CAST('k' AS BLOB), 0, 'm', 5, 'DMKEY');
     PRAGMA user_version = 1;";
+
+/// `totals` (what `/metrics` shows) follows every write without counting
+/// the table: the triggers keep it, through puts, overwrites and deletes.
+#[test]
+fn object_totals_follow_writes() {
+    let ix = Index::memory().unwrap();
+    assert_eq!(ix.totals().unwrap(), (0, 0));
+    ix.create_bucket("b").unwrap();
+    ix.put_object(&ObjectRow { size: 10, ..obj("b", "x") }, &[seg("m1")]).unwrap();
+    ix.put_object(&ObjectRow { size: 7, ..obj("b", "y") }, &[seg("m2")]).unwrap();
+    assert_eq!(ix.totals().unwrap(), (2, 17));
+    ix.put_object(&ObjectRow { size: 3, ..obj("b", "x") }, &[seg("m3")]).unwrap();
+    assert_eq!(ix.totals().unwrap(), (2, 10), "an overwrite replaces its size");
+    ix.delete_object("b", "y").unwrap();
+    ix.delete_object("b", "missing").unwrap();
+    assert_eq!(ix.totals().unwrap(), (1, 3));
+    // Read from the one-row table the triggers keep, not counted.
+    let kept: (i64, i64) =
+        ix.lock().query_row("SELECT objects, bytes FROM object_totals", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(kept, (1, 3));
+}
 
 #[test]
 fn shared_segments_are_released_only_when_unreferenced() {
