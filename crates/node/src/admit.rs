@@ -82,8 +82,9 @@ pub(crate) enum RecordRefusal {
         /// Why.
         why: String,
     },
-    /// The sender made this node keep as many files as it may this hour.
-    #[error("this node keeps no more files for this peer this hour; send the record to other replicas or retry later")]
+    /// The sender made this node keep as many files as it may in this
+    /// window (`NodeConfig::adoption_window`, an hour by default).
+    #[error("this node keeps no more files for this peer for now; send the record to other replicas or retry later")]
     OverBudget,
     /// A first record naming an upload time ahead of this node's clock.
     #[error("the location record's upload time {0} is ahead of this node's clock")]
@@ -252,7 +253,11 @@ impl Node {
         // within the sender's budget.
         let store = self.inner.store.clone();
         let pinned = blocking(move || Ok(store.pin_info(&file)?.is_some())).await.unwrap_or(false);
-        if old.is_none() && !pinned && !self.inner.adoptions.take(&from.to_bytes()) {
+        let cfg = &self.inner.cfg;
+        if old.is_none()
+            && !pinned
+            && !self.inner.adoptions.take(&from.to_bytes(), cfg.adoptions_per_peer, cfg.adoption_window)
+        {
             return Err(RecordRefusal::OverBudget);
         }
         let locations = self.inner.locations.clone();

@@ -90,6 +90,15 @@ pub struct NodeConfig {
     /// is dropped and its space reclaimed.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// Most files one peer may make this node a replica of per
+    /// `adoption_window`, by first location records of files this node
+    /// holds nothing of (each pins a manifest here): bounds the disk one
+    /// peer can fill.
+    pub adoptions_per_peer: u32,
+    /// The window `adoptions_per_peer` counts in; every peer's count starts
+    /// again when it ends.
+    #[serde(with = "humantime_serde")]
+    pub adoption_window: Duration,
     /// Address of the S3-compatible API (off when unset).
     pub s3: Option<SocketAddr>,
     /// Region the S3 API reports.
@@ -133,6 +142,8 @@ impl Default for NodeConfig {
             audit_interval: Duration::from_secs(600),
             audit_samples: 32,
             lease: Duration::from_secs(7 * 24 * 3600),
+            adoptions_per_peer: 16_384,
+            adoption_window: Duration::from_secs(3600),
             s3: None,
             s3_region: "us-east-1".into(),
             s3_domain: "localhost".into(),
@@ -198,6 +209,10 @@ impl NodeConfig {
                 "timers must satisfy heartbeat_interval < warning_after < offline_after (got {:?} < {:?} < {:?})",
                 self.heartbeat_interval, self.warning_after, self.offline_after
             )));
+        }
+        if self.adoption_window.is_zero() {
+            // A count that starts again at every record bounds nothing.
+            return Err(ConfigError::Invalid("adoption_window must be longer than 0s".into()));
         }
         if self.max_uploads == 0 {
             return Err(ConfigError::Invalid("max_uploads must be at least 1".into()));

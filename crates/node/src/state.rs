@@ -128,34 +128,30 @@ pub(crate) struct LeaseState {
     pub(crate) renewed: Mutex<HashMap<Cid, Instant>>,
 }
 
-/// How many files a peer may make this node a replica of, per hour, by
-/// location records of files this node holds no shard of: such a record
-/// pins a manifest here, so without a bound one peer could pin as many as
-/// the capacity allows.
-pub(crate) const ADOPTIONS_PER_PEER_PER_HOUR: u32 = 16_384;
-
 /// Per peer, the replicas its records made this node keep in the current
-/// hour.
+/// window (`NodeConfig::adoption_window`): a first location record of a
+/// file this node holds no shard of pins a manifest here, so without a
+/// bound one peer could pin as many as the capacity allows.
 #[derive(Default)]
 pub(crate) struct AdoptionBudget {
     window: Mutex<Option<Window>>,
 }
 
-/// When the hour began, and each peer's adoptions in it.
+/// When the window began, and each peer's adoptions in it.
 type Window = (Instant, HashMap<Vec<u8>, u32>);
 
 impl AdoptionBudget {
-    /// Takes one of `peer`'s adoptions; false when it has none left this
-    /// hour.
-    pub(crate) fn take(&self, peer: &[u8]) -> bool {
+    /// Takes one of `peer`'s `limit` adoptions per `window`; false when it
+    /// has none left in this one.
+    pub(crate) fn take(&self, peer: &[u8], limit: u32, window: std::time::Duration) -> bool {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if w.as_ref().is_none_or(|(start, _)| now.duration_since(*start) >= std::time::Duration::from_secs(3600)) {
+        if w.as_ref().is_none_or(|(start, _)| now.duration_since(*start) >= window) {
             *w = Some((now, HashMap::new()));
         }
         let Some((_, counts)) = w.as_mut() else { return false };
         let n = counts.entry(peer.to_vec()).or_default();
-        if *n >= ADOPTIONS_PER_PEER_PER_HOUR {
+        if *n >= limit {
             return false;
         }
         *n += 1;

@@ -5,14 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::{Duration, Instant};
+
 use datamesh_core::clock::unix_secs;
 use datamesh_core::manifest::{ChunkEntry, Chunking, Compression, MANIFEST_VERSION, merkle_root};
 use datamesh_core::{Cid, Erasure, LocationRecord, Manifest};
+use datamesh_net::{NetError, PeerId};
 use datamesh_store::PinInfo;
 use ed25519_dalek::SigningKey;
 
 mod common;
-use common::{all_online, p2p_addr, start};
+use common::{TestNode, all_online, p2p_addr, start, start_with};
 
 fn manifest(seed: u8) -> Manifest {
     let chunks: Vec<ChunkEntry> = (0..2u8)
@@ -74,4 +77,86 @@ async fn peers_cannot_pin_files_here_for_good() {
     assert_eq!(pinned(&ocid), None, "an orphaned replica pin never lapsed");
     assert!(pinned(&mine.cid()).is_some());
     assert!(pinned(&file).is_some(), "a replica with a fresh record stays");
+}
+
+/// What a node answers a first record over its sender's budget.
+const OVER_BUDGET: &str = "keeps no more files for this peer";
+
+/// Sends `m` and then a first location record of it to `to`, as a peer
+/// pre-seeding a file there would.
+async fn offer(from: &TestNode, to: PeerId, m: &Manifest) -> Result<(), NetError> {
+    let file = m.cid();
+    from.net.put_manifest(to, file, m.encode()).await.unwrap();
+    let holders = vec![vec![vec![7u8; 34]; 3]; 2];
+    let rec = LocationRecord::sign_upload(file, 1, &holders, unix_secs(), &SigningKey::from_bytes(&[2; 32]));
+    from.net.put_record(to, [b"loc/".as_slice(), &file.to_bytes()].concat(), rec.encode()).await
+}
+
+/// `node` neither pins `m` nor keeps a record of it.
+async fn kept_nothing(node: &TestNode, m: &Manifest) {
+    assert_eq!(node.node.store().pin_info(&m.cid()).unwrap(), None, "a file over the budget was pinned");
+    assert!(node.node.location(m.cid()).await.unwrap().is_none(), "a record over the budget was kept");
+}
+
+fn over_budget(r: Result<(), NetError>) {
+    match r {
+        Err(NetError::Refused(why)) if why.contains(OVER_BUDGET) => {}
+        other => panic!("expected the over-budget refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_peer_pins_at_most_its_budget_per_window() {
+    // Small so the test can spend it; the window long enough that a loaded
+    // machine still sends every record below within one.
+    const BUDGET: u8 = 3;
+    const WINDOW: Duration = Duration::from_secs(15);
+    let a = start_with(Vec::new(), |c| {
+        c.adoptions_per_peer = BUDGET.into();
+        c.adoption_window = WINDOW;
+    })
+    .await;
+    let at_a = p2p_addr(&a.net).await;
+    let b = start(vec![at_a.clone()]).await;
+    let c = start(vec![at_a]).await;
+    all_online(&[&a, &b, &c]).await;
+    let at = a.net.local_peer_id();
+    let replica = |m: &Manifest| a.node.store().pin_info(&m.cid()).unwrap().is_some_and(|p| p.replica);
+
+    // b offers two files more than its budget: the first BUDGET are
+    // adopted, the rest refused and nothing kept for them.
+    let before = Instant::now();
+    let of_b: Vec<Manifest> = (0..BUDGET + 2).map(|i| manifest(10 + i)).collect();
+    for m in &of_b[..BUDGET.into()] {
+        offer(&b, at, m).await.unwrap();
+        assert!(replica(m), "a first record within the budget did not make a replica");
+    }
+    for m in &of_b[BUDGET.into()..] {
+        over_budget(offer(&b, at, m).await);
+        kept_nothing(&a, m).await;
+    }
+
+    // b's spending is not c's: c still gets its whole budget, and no more.
+    let of_c: Vec<Manifest> = (0..BUDGET + 1).map(|i| manifest(30 + i)).collect();
+    for m in &of_c[..BUDGET.into()] {
+        offer(&c, at, m).await.unwrap();
+        assert!(replica(m), "one peer's spending exhausted another's budget");
+    }
+    over_budget(offer(&c, at, &of_c[usize::from(BUDGET)]).await);
+    kept_nothing(&a, &of_c[usize::from(BUDGET)]).await;
+
+    // The budget starts again when the window ends, not before: b's
+    // refused file is refused until then, and adopted after.
+    let late = &of_b[usize::from(BUDGET)];
+    let deadline = before + WINDOW + Duration::from_secs(60);
+    loop {
+        match offer(&b, at, late).await {
+            Ok(()) => break,
+            r => over_budget(r),
+        }
+        assert!(Instant::now() < deadline, "the budget never refilled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(before.elapsed() >= WINDOW, "the budget refilled before its window ended");
+    assert!(replica(late));
 }

@@ -14,8 +14,14 @@ pub struct TestNode {
 }
 
 pub async fn start(bootstrap: Vec<Multiaddr>) -> TestNode {
+    start_with(bootstrap, |_| {}).await
+}
+
+/// [`start`] with the default configuration changed by `tweak`.
+pub async fn start_with(bootstrap: Vec<Multiaddr>, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = NodeConfig { data_dir: dir.path().join("node"), ..NodeConfig::default() };
+    let mut cfg = NodeConfig { data_dir: dir.path().join("node"), ..NodeConfig::default() };
+    tweak(&mut cfg);
     let data_dir = cfg.data_dir.clone();
     let node = tokio::task::spawn_blocking(move || Node::open(cfg)).await.unwrap().unwrap();
     let identity = NodeIdentity::load_or_create(&data_dir).unwrap();
