@@ -467,19 +467,22 @@ impl Services {
         let tier = self.tier_of(user).await?;
         let month = month_of(self.now());
         let limit = tier.max_transfer_bytes.map(int).unwrap_or(i64::MAX);
-        let n = sqlx::query(
+        // One statement charges and answers the counters the warnings are
+        // computed from (RETURNING: SQLite 3.35+ and PostgreSQL), so a
+        // download costs the tier lookup and this, on the hot path.
+        let row = sqlx::query(
             "UPDATE usage SET downloaded_bytes = \
                (CASE WHEN download_month = $1 THEN downloaded_bytes ELSE 0 END) + $2, download_month = $1 \
-             WHERE user_id = $3 AND (CASE WHEN download_month = $1 THEN downloaded_bytes ELSE 0 END) <= $4 - $2",
+             WHERE user_id = $3 AND (CASE WHEN download_month = $1 THEN downloaded_bytes ELSE 0 END) <= $4 - $2 \
+             RETURNING stored_bytes, files, reserved_bytes, reserved_files, downloaded_bytes",
         )
         .bind(month)
         .bind(int(bytes))
         .bind(user.0)
         .bind(limit)
-        .execute(&self.db().pool)
-        .await?
-        .rows_affected();
-        if n == 0 {
+        .fetch_optional(&self.db().pool)
+        .await?;
+        let Some(r) = row else {
             let u = self.usage(user).await?;
             return Err(QuotaError::Exceeded {
                 quota: Quota::Transfer,
@@ -487,8 +490,17 @@ impl Services {
                 used: u.downloaded_bytes,
                 requested: bytes,
             });
-        }
-        Ok(self.usage(user).await?.warnings)
+        };
+        let u = Usage {
+            stored_bytes: uint(r.try_get("stored_bytes")?),
+            files: uint(r.try_get("files")?),
+            reserved_bytes: uint(r.try_get("reserved_bytes")?),
+            reserved_files: uint(r.try_get("reserved_files")?),
+            downloaded_bytes: uint(r.try_get("downloaded_bytes")?),
+            warnings: Vec::new(),
+            tier,
+        };
+        Ok(warnings(&u, 0, 0))
     }
 }
 
