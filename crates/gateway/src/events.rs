@@ -348,11 +348,11 @@ struct BusInner {
     cfg: EventsConfig,
     metrics: Metrics,
     shutdown: CancellationToken,
-    /// (user, quota) pairs at or above 80 % now, so each crossing is raised
+    /// Each user's quotas at or above 80 % now, so each crossing is raised
     /// once, and its end once. In memory: a restarted gateway raises a
     /// standing warning again at the user's next request, which is what an
     /// operator who restarted wants to see.
-    quota_warned: std::sync::Mutex<std::collections::HashSet<(datamesh_services::UserId, &'static str)>>,
+    quota_warned: std::sync::Mutex<std::collections::HashMap<datamesh_services::UserId, Vec<&'static str>>>,
 }
 
 /// The node's event bus. Cheap to clone.
@@ -414,15 +414,19 @@ impl EventBus {
         user: datamesh_services::UserId,
         now: &[datamesh_services::quota::Quota],
     ) -> Vec<(&'static str, bool)> {
-        let now: Vec<&'static str> = now.iter().map(|q| q.as_str()).collect();
         let mut warned = self.inner.quota_warned.lock().unwrap_or_else(|e| e.into_inner());
+        // Every download and upload asks: the common answer (nothing near,
+        // nothing was) costs one map lookup.
+        if now.is_empty() && !warned.contains_key(&user) {
+            return Vec::new();
+        }
+        let now: Vec<&'static str> = now.iter().map(|q| q.as_str()).collect();
+        let was = warned.remove(&user).unwrap_or_default();
         let mut changes: Vec<(&'static str, bool)> =
-            now.iter().copied().filter(|q| warned.insert((user, q))).map(|q| (q, false)).collect();
-        let ended: Vec<&'static str> =
-            warned.iter().filter(|(u, q)| *u == user && !now.contains(q)).map(|(_, q)| *q).collect();
-        for q in ended {
-            warned.remove(&(user, q));
-            changes.push((q, true));
+            now.iter().filter(|q| !was.contains(q)).map(|&q| (q, false)).collect();
+        changes.extend(was.iter().filter(|q| !now.contains(q)).map(|&q| (q, true)));
+        if !now.is_empty() {
+            warned.insert(user, now);
         }
         changes
     }
