@@ -78,7 +78,13 @@ fn closed(c: &mut TcpStream) -> bool {
 /// Sends one HTTP/1.1 request on a kept-alive connection and reads the
 /// answer's head and body (by Content-Length).
 fn request(c: &mut TcpStream, path: &str) -> String {
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    exchange(c, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+}
+
+/// Sends `raw` on `c` and reads one answer's head and body (by
+/// Content-Length).
+fn exchange(c: &mut TcpStream, raw: &[u8]) -> String {
+    c.write_all(raw).expect("send");
     c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -431,4 +437,42 @@ fn rate_limit_refusals_are_counted_by_limit() {
     assert!(codes.lines().any(|c| c == "429"), "the address limiter answers 429");
     let text = metrics(&node);
     assert!(metric(&text, "datamesh_rate_limited_total", "class=\"address\"") >= 1.0, "address limits counted");
+}
+
+/// A refusal answered before its request's body was read ends the
+/// connection and says `Connection: close`, on both ports: the client may
+/// never send that body (it asked `Expect: 100-continue`, as the AWS SDKs
+/// do, and got a final answer instead), so what follows cannot be taken for
+/// the next request. An answer after the whole body keeps the connection.
+#[test]
+fn a_refusal_before_the_body_says_connection_close_and_a_read_body_keeps_the_connection() {
+    let node = TestNode::start(&["--offline", "--s3", "127.0.0.1:0"]);
+    let s3 = std::fs::read_to_string(node.data_dir().join("s3.url")).expect("s3.url");
+    let refused: [(&str, String); 2] = [
+        (&node.url, "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer dmat_wrong\r\n".into()),
+        (&s3, "PUT /some-bucket/key HTTP/1.1\r\nHost: x\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\n".into()),
+    ];
+    for (url, head) in &refused {
+        let mut c = connect(url);
+        let raw = format!("{head}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        let answer = exchange(&mut c, raw.as_bytes());
+        let status = answer.lines().next().unwrap_or("").to_string();
+        assert!(status.starts_with("HTTP/1.1 4"), "{url}: refused: {answer}");
+        assert!(!status.contains(" 100 "), "{url}: no 100 Continue for a refusal: {answer}");
+        let head = answer.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+        assert!(head.contains("\r\nconnection: close"), "{url}: the refusal says it ends the connection: {answer}");
+        wait_for("the refused request's connection to close", Duration::from_secs(5), || closed(&mut c).then_some(()));
+    }
+    // A request whose body was read: the connection stays for the next one.
+    let mut c = connect(&node.url);
+    let body = "hello, kept-alive";
+    let raw = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{body}",
+        node.token(),
+        body.len()
+    );
+    let answer = exchange(&mut c, raw.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 201"), "upload: {answer}");
+    assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert!(request(&mut c, "/v1/health").starts_with("HTTP/1.1 200"), "the same connection serves the next request");
 }

@@ -21,6 +21,14 @@
 //!   reservation. A request the server is still working on is never
 //!   timed out here.
 //!
+//! - **Ending a connection cleanly**: an answer sent before its request's
+//!   body was read says `Connection: close` (the client may never send the
+//!   body, so what follows cannot be parsed as the next request), and a
+//!   connection is closed with a lingering close ([`linger`]): the write
+//!   side first, then what the client still sends is read and dropped for
+//!   a moment, so the kernel does not answer it with a reset that could
+//!   destroy the response on its way.
+//!
 //! Refusals and timeouts are counted in `/metrics`
 //! (`datamesh_http_connections_refused_total{reason}`,
 //! `datamesh_http_timeouts_total{phase}`).
@@ -31,7 +39,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -180,6 +188,8 @@ pub struct IdleBody {
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     metrics: Metrics,
+    /// Set once the body was read to its end (at once for no body).
+    ended: Arc<AtomicBool>,
 }
 
 /// A request body that stalled.
@@ -191,8 +201,9 @@ pub struct IdleBody {
 pub struct BodyStalled(pub Duration);
 
 impl IdleBody {
-    fn new(inner: Incoming, idle: Duration, metrics: Metrics) -> Self {
-        Self { inner, idle, timer: None, metrics }
+    fn new(inner: Incoming, idle: Duration, metrics: Metrics, ended: Arc<AtomicBool>) -> Self {
+        ended.store(http_body::Body::is_end_stream(&inner), Ordering::Relaxed);
+        Self { inner, idle, timer: None, metrics, ended }
     }
 }
 
@@ -205,6 +216,9 @@ impl http_body::Body for IdleBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.timer = None;
+                if r.is_none() || this.inner.is_end_stream() {
+                    this.ended.store(true, Ordering::Relaxed);
+                }
                 Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
@@ -345,17 +359,88 @@ impl Activity {
 
 /// A connection's stream, telling its [`Activity`] about traffic. It holds
 /// the connection's place under the caps for as long as the stream lives
-/// (a WebSocket upgrade included).
-struct Tracked<T> {
-    inner: T,
+/// (a WebSocket upgrade included), and closes it with [`linger`].
+struct Tracked<T: IntoTcp> {
+    /// Always `Some` until dropped.
+    inner: Option<T>,
     activity: Arc<Activity>,
-    _admitted: Admitted,
+    /// Always `Some` until dropped.
+    admitted: Option<Admitted>,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+impl<T: IntoTcp> Tracked<T> {
+    fn new(inner: T, activity: Arc<Activity>, admitted: Admitted) -> Self {
+        Tracked { inner: Some(inner), activity, admitted: Some(admitted) }
+    }
+
+    fn io(&mut self) -> std::io::Result<Pin<&mut T>> {
+        self.inner.as_mut().map(Pin::new).ok_or_else(|| std::io::ErrorKind::NotConnected.into())
+    }
+}
+
+/// A connection's stream whose TCP socket can be taken back to close it.
+trait IntoTcp: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn into_tcp(self) -> tokio::net::TcpStream;
+}
+
+impl IntoTcp for tokio::net::TcpStream {
+    fn into_tcp(self) -> tokio::net::TcpStream {
+        self
+    }
+}
+
+impl IntoTcp for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn into_tcp(self) -> tokio::net::TcpStream {
+        self.into_inner().0
+    }
+}
+
+impl<T: IntoTcp> Drop for Tracked<T> {
+    fn drop(&mut self) {
+        let (Some(io), Some(admitted)) = (self.inner.take(), self.admitted.take()) else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(linger(io.into_tcp(), admitted));
+        }
+    }
+}
+
+/// How long, and how many bytes, a closed connection is drained for.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_IDLE: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 8 << 20;
+
+/// Closes a connection the way nginx's "lingering close" does. A response
+/// can be sent before its request's body was read (a refused PUT: 403,
+/// 400, a quota refusal), and hyper then ends the connection; closing a
+/// socket with unread bytes in it makes the kernel answer with a reset,
+/// and a reset that reaches the client before it read the response
+/// destroys the response in the client's buffers: the client sees a
+/// broken connection, not the error (how often depends on timing, so on
+/// load). So the write side is shut first (the client sees the end of the
+/// response), and what the client still sends is read and dropped until
+/// it closes its side, goes quiet for [`LINGER_IDLE`], or [`LINGER_TIME`]
+/// or [`LINGER_BYTES`] run out. The connection keeps its place under the
+/// caps meanwhile, so lingering cannot be used to exceed them.
+async fn linger(mut tcp: tokio::net::TcpStream, admitted: Admitted) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    loop {
+        let until = deadline.min(tokio::time::Instant::now() + LINGER_IDLE);
+        match tokio::time::timeout_at(until, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && n <= left => left -= n,
+            _ => break,
+        }
+    }
+    drop(admitted);
+}
+
+impl<T: IntoTcp> AsyncRead for Tracked<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = self.io()?.poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.read();
         }
@@ -363,9 +448,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+impl<T: IntoTcp> AsyncWrite for Tracked<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        let r = self.io()?.poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote();
         }
@@ -377,7 +462,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let r = self.io()?.poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.wrote();
         }
@@ -385,15 +470,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.io()?.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.io()?.poll_shutdown(cx)
     }
 }
 
@@ -504,13 +589,13 @@ impl Edge {
         let activity = Arc::new(Activity::new());
         match &self.tls {
             None => {
-                let io = Tracked { inner: tcp, activity: activity.clone(), _admitted: admitted };
+                let io = Tracked::new(tcp, activity.clone(), admitted);
                 self.http(port, io, peer, activity, handler, stop).await;
             }
             Some(acceptor) => {
                 match tokio::time::timeout(self.cfg.header_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let io = Tracked { inner: tls, activity: activity.clone(), _admitted: admitted };
+                        let io = Tracked::new(tls, activity.clone(), admitted);
                         self.http(port, io, peer, activity, handler, stop).await;
                     }
                     Ok(Err(e)) => {
@@ -550,11 +635,29 @@ impl Edge {
             hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 activity.request_started();
                 let done = InFlight(activity.clone());
-                let req = req.map(|b| IdleBody::new(b, body_idle, metrics.clone()));
+                let ended = Arc::new(AtomicBool::new(false));
+                let http1 = req.version() <= http::Version::HTTP_11;
+                let req = req.map(|b| IdleBody::new(b, body_idle, metrics.clone(), ended.clone()));
                 let fut = handler(peer, req);
                 async move {
-                    let r = fut.await;
+                    let mut r = fut.await;
                     drop(done);
+                    // An answer given before its request's body was read (a
+                    // refusal) ends the connection, and says so. The client
+                    // may not have sent the body (it waited for a `100
+                    // Continue` that never came, as the AWS SDKs do) or may
+                    // send it still: either way the next bytes on this
+                    // connection cannot be known to start a request, and
+                    // hyper, draining the body, would take the next
+                    // request's first bytes for it and answer the rest with
+                    // a bare 400. `Connection: close` makes the client open
+                    // a new connection instead (RFC 9110, 10.1.1).
+                    if http1
+                        && !ended.load(Ordering::Relaxed)
+                        && let Ok(resp) = &mut r
+                    {
+                        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                    }
                     r
                 }
             })
