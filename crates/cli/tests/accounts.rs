@@ -378,9 +378,30 @@ async fn auth_sweep_other_users_get_403_and_change_nothing() {
     let (st, meta_before) = api.call(&alice, Method::GET, &format!("/v1/files/{cid}/metadata"), None).await;
     assert_eq!(st, 200, "{meta_before}");
 
-    // A revoked token (logged out) and a disabled user's token.
+    // A revoked token (logged out), a revoked API key and one past its
+    // expiry (one second: waited out below, on the key's own answer).
     let (revoked, _) = api.login("bob", PW).await;
     assert_eq!(api.call(&revoked, Method::POST, "/v1/logout", None).await.0, 204);
+    let api_key = async |body: Value| {
+        let (st, k) = api.call(&bob, Method::POST, "/v1/keys", Some(body)).await;
+        assert_eq!(st, 201, "{k}");
+        (k["token"].as_str().unwrap().to_string(), k["key"]["key_id"].as_str().unwrap().to_string())
+    };
+    let (revoked_key, id) = api_key(json!({"kind": "api"})).await;
+    assert_eq!(api.call(&revoked_key, Method::GET, "/v1/me", None).await.0, 200);
+    assert_eq!(api.call(&bob, Method::DELETE, &format!("/v1/keys/{id}"), None).await.0, 204);
+    let (expired_key, _) = api_key(json!({"kind": "api", "expires_in": 1})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (st, b) =
+            raw(&api, Method::GET, "/v1/me", Some(("authorization", format!("Bearer {expired_key}"))), vec![]).await;
+        if st == 401 {
+            assert!(b["message"].as_str().unwrap_or("").contains("expired"), "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a key made to last one second still works: {st} {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // Bob's own routes: they answer for bob, never with alice's things.
     let own: &[(&str, &str)] = &[
@@ -406,6 +427,8 @@ async fn auth_sweep_other_users_get_403_and_change_nothing() {
             ("no credential", None),
             ("a wrong credential", Some(("authorization", "Bearer dmat_wrong".to_string()))),
             ("a revoked token", Some(("authorization", format!("Bearer {revoked}")))),
+            ("a revoked API key", Some(("authorization", format!("Bearer {revoked_key}")))),
+            ("an expired API key", Some(("authorization", format!("Bearer {expired_key}")))),
             ("a session cookie that does not exist", Some(("cookie", "datamesh_session=dmst_nope".to_string()))),
         ] {
             let (st, b) = raw(&api, method.clone(), &path, header, body_for(template, method, &a)).await;
@@ -643,6 +666,44 @@ async fn downloads_are_charged_and_80_percent_raises_one_warning_per_episode() {
     let (st, b) = raw(&api, Method::POST, "/v1/files", auth.clone(), text_like(100, 8)).await;
     assert_eq!(st, 201, "{b}");
     assert_eq!(next_quota_warning(&mut ws).await, ("alice".into(), "storage".into(), true));
+
+    // A share link's downloads are charged to its owner, before a byte is
+    // sent; a refused one leaves the link's count as it was.
+    let small = b["cid"].as_str().unwrap().to_string();
+    let tier = |transfer: u64| {
+        json!({"name": "metered", "max_stored_bytes": 10_000, "max_transfer_bytes": transfer,
+            "max_calls_per_hour": null, "max_file_bytes": null, "max_files": 100, "sla": false})
+    };
+    assert_eq!(api.call(&admin, Method::PUT, "/v1/admin/tiers/metered", Some(tier(8250))).await.0, 200);
+    let (st, link) =
+        api.call(&alice, Method::POST, "/v1/shares", Some(json!({"cid": small, "max_downloads": 1}))).await;
+    assert_eq!(st, 201, "{link}");
+    let visit = async |range: Option<&str>| {
+        let mut r = api.http.get(format!("{}{}", api.url, link["path"].as_str().unwrap()));
+        if let Some(range) = range {
+            r = r.header("range", range);
+        }
+        let r = r.send().await.unwrap();
+        let st = r.status().as_u16();
+        (st, r.bytes().await.unwrap())
+    };
+    let (st, body) = visit(Some("bytes=0-9")).await;
+    assert_eq!((st, body.len()), (206, 10));
+    assert_eq!(usage().await["downloaded_bytes"], 8210, "the owner pays for a visitor's range");
+    let (st, body) = visit(None).await;
+    let refusal: Value = serde_json::from_slice(&body).unwrap_or_default();
+    assert_eq!((st, code(&refusal)), (403, "quota_exceeded".into()), "{refusal}");
+    assert_eq!(usage().await["downloaded_bytes"], 8210, "a refused visit is not charged");
+    // More transfer: the whole file now goes, and it is the link's one
+    // download (had the refused visit been counted, the link would be used up).
+    assert_eq!(api.call(&admin, Method::PUT, "/v1/admin/tiers/metered", Some(tier(100_000))).await.0, 200);
+    let (st, body) = visit(None).await;
+    assert_eq!((st, body.len()), (200, 100));
+    assert_eq!(usage().await["downloaded_bytes"], 8310);
+    let (_, list) = api.call(&alice, Method::GET, "/v1/shares", None).await;
+    let mine = list["shares"].as_array().unwrap().iter().find(|s| s["id"] == link["id"]).cloned().unwrap();
+    assert_eq!(mine["downloads"], 1, "{mine}");
+    assert_eq!(visit(None).await.0, 410, "used up");
 }
 
 /// A fresh database on the test PostgreSQL server (`DATAMESH_TEST_POSTGRES`,

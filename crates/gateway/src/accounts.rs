@@ -30,7 +30,7 @@ use datamesh_api::{
 };
 use datamesh_services::keylogin::{LoginChallenge, SignedChallenge};
 use datamesh_services::quota::QuotaError;
-use datamesh_services::ratelimit::{RateLimitError, RouteClass};
+use datamesh_services::ratelimit::RouteClass;
 use datamesh_services::sessions::LoginGrant;
 use datamesh_services::users::{AccountError, LoginError, User};
 use datamesh_services::{Principal, Services};
@@ -99,14 +99,10 @@ pub(crate) async fn limit_principal(State(st): State<Arc<AppState>>, req: Reques
         } else {
             RouteClass::Write
         };
-        match st.services.rate_limit(&p, class).await {
-            Ok(()) => {}
-            Err(RateLimitError::Limited(l)) => {
-                st.metrics.rate_limited(crate::metrics::class_name(class));
-                let msg = format!("too many requests for your tier: {l}; wait, or ask for a larger tier");
-                return ApiError::rate_limited(msg, l.retry_after).into_response();
-            }
-            Err(RateLimitError::Lookup(e)) => return accounts_unavailable(&e).into_response(),
+        if let Err(l) = st.services.rate_limit(&p, class) {
+            st.metrics.rate_limited(crate::metrics::class_name(class));
+            let msg = format!("too many requests for your tier: {l}; wait, or ask for a larger tier");
+            return ApiError::rate_limited(msg, l.retry_after).into_response();
         }
     }
     next.run(req).await

@@ -430,9 +430,9 @@ pub(crate) async fn file_content(
     // 304: nothing).
     let charge = async |bytes: u64, size: u64| {
         let bytes = bytes.min(size);
-        let warnings = st.services.charge_download(p.user(), bytes).await.map_err(crate::accounts::quota_error)?;
-        crate::quota_alerts::observe(gw.events(), &st.services, p.user(), &warnings).await;
-        Ok(())
+        crate::quota_alerts::charge_download(gw.events(), &st.services, &p, bytes)
+            .await
+            .map_err(crate::accounts::quota_error)
     };
     serve(gw, file, row, &headers, head, Via { share: None }, charge).await
 }

@@ -326,18 +326,39 @@ async fn download(
     let cid = parse_cid(&row.cid)?;
     let (file, meta) = open(gw, cid).await?;
     let metrics = gw.metrics().clone();
-    let count = async move |bytes, size| {
+    // The link's owner pays for what its visitors download, as a signed-in
+    // reader pays for their own: the monthly transfer is charged before a
+    // byte is sent. Links made before accounts belong to the administrator.
+    let link = ResourceRef::share_link(&row.id).map_err(|_| refused(ShareRefusal::Unknown))?;
+    let owner = st.services.owner_of(&link).await.map_err(|e| accounts_unavailable(&e))?;
+    let services = &st.services;
+    let count = async move |bytes: u64, size: u64| {
         let now = unix_secs() as i64;
-        match gw.index().run(move |ix| ix.count_share_download(&id, now, bytes, size)).await.map_err(ApiError::index)? {
-            Ok((_, completed)) => {
-                // The metric counts whole downloads, as the link does.
-                for _ in 0..completed {
-                    metrics.share_download(true);
-                }
-                Ok(())
+        let i = id.clone();
+        let completed = match gw
+            .index()
+            .run(move |ix| ix.count_share_download(&i, now, bytes, size))
+            .await
+            .map_err(ApiError::index)?
+        {
+            Ok((_, completed)) => completed,
+            Err(r) => return Err(refused(r)),
+        };
+        if let Some(owner) = owner {
+            let charged =
+                crate::quota_alerts::charge_owner_download(gw.events(), services, owner, bytes.min(size)).await;
+            if let Err(e) = charged {
+                // Nothing is sent: the link gets its bytes back.
+                let i = id.clone();
+                gw.index().run(move |ix| ix.refund_share_bytes(&i, bytes, size)).await.ok();
+                return Err(crate::accounts::quota_error(e));
             }
-            Err(r) => Err(refused(r)),
         }
+        // The metric counts whole downloads, as the link does.
+        for _ in 0..completed {
+            metrics.share_download(true);
+        }
+        Ok(())
     };
     serve(gw, file, meta, &headers, head, Via { share: Some(row.id.clone()) }, count).await
 }

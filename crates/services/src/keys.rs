@@ -633,15 +633,20 @@ impl Services {
             scope: info.scope,
             via,
             expires_at: info.expires_at,
+            tier: crate::quota::tier_from_joined_row(&row)?,
         };
         Ok((principal, row.try_get("sealed_secret")?))
     }
 
     pub(crate) async fn authenticate_api_key(&self, token: &str) -> Result<Principal, AuthError> {
         let hash = secret::parse(TokenKind::ApiKey, token).ok_or(AuthError::Malformed)?;
-        let q = "SELECT k.key_id, k.kind, k.user_id, k.name, k.ops, k.targets, k.created_at, k.expires_at, \
-                 k.revoked_at, k.sealed_secret, u.name AS uname, u.role, u.disabled \
-                 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.secret_hash = $1";
+        let q = concat!(
+            "SELECT k.key_id, k.kind, k.user_id, k.name, k.ops, k.targets, k.created_at, k.expires_at, \
+             k.revoked_at, k.sealed_secret, u.name AS uname, u.role, u.disabled, ",
+            tier_columns!(),
+            " FROM api_keys k JOIN users u ON u.id = k.user_id JOIN tiers tr ON tr.name = u.tier \
+             WHERE k.secret_hash = $1"
+        );
         Ok(self.live_key(q, KeyKind::Api, hash.to_vec()).await?.0)
     }
 
@@ -652,9 +657,13 @@ impl Services {
         if access_key_id.len() != 20 || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(AuthError::Malformed);
         }
-        let q = "SELECT k.key_id, k.kind, k.user_id, k.name, k.ops, k.targets, k.created_at, k.expires_at, \
-                 k.revoked_at, k.sealed_secret, u.name AS uname, u.role, u.disabled \
-                 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_id = $1";
+        let q = concat!(
+            "SELECT k.key_id, k.kind, k.user_id, k.name, k.ops, k.targets, k.created_at, k.expires_at, \
+             k.revoked_at, k.sealed_secret, u.name AS uname, u.role, u.disabled, ",
+            tier_columns!(),
+            " FROM api_keys k JOIN users u ON u.id = k.user_id JOIN tiers tr ON tr.name = u.tier \
+             WHERE k.key_id = $1"
+        );
         let (principal, sealed) = self.live_key(q, KeyKind::S3, access_key_id.as_bytes().to_vec()).await?;
         let secret = sealed
             .and_then(|s| self.inner.sealing.open(access_key_id, &s))

@@ -75,6 +75,20 @@
 //! 503: the database, not the caller, failed. Housekeeping for a worker:
 //! [`Services::purge_expired`], [`Services::expire_reservations`].
 
+/// The columns of a user's tier for a query that joins `tiers tr`, named
+/// `tier_*` so they do not collide with the user's own; read them with
+/// `quota::tier_from_joined_row`. Authentication selects them with the
+/// credential's row, so the rate limiter and the quota charge of the same
+/// request need no query of their own, and a tier changed by the admin
+/// holds from the next request on (nothing is cached).
+macro_rules! tier_columns {
+    () => {
+        "tr.name AS tier_name, tr.max_stored_bytes AS tier_max_stored_bytes, \
+         tr.max_transfer_bytes AS tier_max_transfer_bytes, tr.max_calls_per_hour AS tier_max_calls_per_hour, \
+         tr.max_file_bytes AS tier_max_file_bytes, tr.max_files AS tier_max_files, tr.sla AS tier_sla"
+    };
+}
+
 mod db;
 mod login_limit;
 mod secret;

@@ -608,6 +608,19 @@ impl Services {
         })
     }
 
+    /// Who owns `res`, if it is registered: for the gateway to charge a
+    /// download made through a resource of someone not signed in as its
+    /// owner (a share link's visitor). Says nothing to a caller: the
+    /// gateway asks it of a resource it already resolved.
+    pub async fn owner_of(&self, res: &ResourceRef) -> Result<Option<UserId>, DbError> {
+        let row = sqlx::query("SELECT owner_id FROM resources WHERE kind = $1 AND name = $2")
+            .bind(res.kind.as_str())
+            .bind(res.name.clone())
+            .fetch_optional(&self.db().pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("owner_id").map(UserId)).transpose()?)
+    }
+
     /// The resources `user` owns (the user, or the admin).
     pub async fn list_owned(&self, by: &Principal, user: UserId) -> Result<Vec<ResourceRef>, PermError> {
         if by.user != user && !by.is_admin() {

@@ -2,6 +2,7 @@
 //! other service takes as its caller.
 
 use crate::keys::{Op, Scope};
+use crate::quota::Tier;
 use crate::users::{Role, UserId};
 
 /// How a principal proved who they are.
@@ -38,6 +39,9 @@ pub struct Principal {
     /// When the credential expires, for keys: a key minted by a key may not
     /// outlive it.
     pub(crate) expires_at: Option<u64>,
+    /// The user's tier as it stood when the request authenticated (read
+    /// with the credential, in the same query).
+    pub(crate) tier: Tier,
 }
 
 impl Principal {
@@ -59,6 +63,11 @@ impl Principal {
     /// What the credential allows (everything, for a session or token).
     pub fn scope(&self) -> &Scope {
         &self.scope
+    }
+
+    /// The user's tier, read when the request authenticated.
+    pub fn tier(&self) -> &Tier {
+        &self.tier
     }
 
     /// How the caller authenticated.

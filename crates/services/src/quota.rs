@@ -172,17 +172,29 @@ fn opt(v: Option<i64>) -> Option<u64> {
 }
 
 fn tier_from_row(r: &sqlx::any::AnyRow) -> Result<Tier, sqlx::Error> {
+    tier_from_columns(r, "")
+}
+
+/// The tier of a row whose tier columns are named `{prefix}name`,
+/// `{prefix}max_stored_bytes`, and so on.
+fn tier_from_columns(r: &sqlx::any::AnyRow, prefix: &str) -> Result<Tier, sqlx::Error> {
+    let col = |c: &str| format!("{prefix}{c}");
     Ok(Tier {
-        name: r.try_get("name")?,
-        max_stored_bytes: opt(r.try_get("max_stored_bytes")?),
-        max_transfer_bytes: opt(r.try_get("max_transfer_bytes")?),
+        name: r.try_get(col("name").as_str())?,
+        max_stored_bytes: opt(r.try_get(col("max_stored_bytes").as_str())?),
+        max_transfer_bytes: opt(r.try_get(col("max_transfer_bytes").as_str())?),
         max_calls_per_hour: r
-            .try_get::<Option<i64>, _>("max_calls_per_hour")?
+            .try_get::<Option<i64>, _>(col("max_calls_per_hour").as_str())?
             .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
-        max_file_bytes: opt(r.try_get("max_file_bytes")?),
-        max_files: opt(r.try_get("max_files")?),
-        sla: r.try_get::<i64, _>("sla")? != 0,
+        max_file_bytes: opt(r.try_get(col("max_file_bytes").as_str())?),
+        max_files: opt(r.try_get(col("max_files").as_str())?),
+        sla: r.try_get::<i64, _>(col("sla").as_str())? != 0,
     })
+}
+
+/// The tier of a row selected with [`tier_columns!`].
+pub(crate) fn tier_from_joined_row(r: &sqlx::any::AnyRow) -> Result<Tier, sqlx::Error> {
+    tier_from_columns(r, "tier_")
 }
 
 fn near(used: u64, limit: Option<u64>) -> bool {
@@ -463,13 +475,26 @@ impl Services {
     /// Counts a download of `bytes` against this month's transfer quota,
     /// before it is served; refuses if it would exceed it. Returns the
     /// quotas at or above 80 %.
-    pub async fn charge_download(&self, user: UserId, bytes: u64) -> Result<Vec<Quota>, QuotaError> {
-        let tier = self.tier_of(user).await?;
+    /// The tier is the one `who` authenticated with, so this is one
+    /// statement.
+    pub async fn charge_download(&self, who: &Principal, bytes: u64) -> Result<Vec<Quota>, QuotaError> {
+        self.charge(who.user, who.tier.clone(), bytes).await
+    }
+
+    /// [`Services::charge_download`] for a download made on `owner`'s
+    /// behalf by someone who is not signed in as them (a share link's
+    /// visitor): the owner pays, as the one who published the link.
+    pub async fn charge_owner_download(&self, owner: UserId, bytes: u64) -> Result<Vec<Quota>, QuotaError> {
+        let tier = self.tier_of(owner).await?;
+        self.charge(owner, tier, bytes).await
+    }
+
+    async fn charge(&self, user: UserId, tier: Tier, bytes: u64) -> Result<Vec<Quota>, QuotaError> {
         let month = month_of(self.now());
         let limit = tier.max_transfer_bytes.map(int).unwrap_or(i64::MAX);
         // One statement charges and answers the counters the warnings are
         // computed from (RETURNING: SQLite 3.35+ and PostgreSQL), so a
-        // download costs the tier lookup and this, on the hot path.
+        // download costs this one statement on the hot path.
         let row = sqlx::query(
             "UPDATE usage SET downloaded_bytes = \
                (CASE WHEN download_month = $1 THEN downloaded_bytes ELSE 0 END) + $2, download_month = $1 \

@@ -111,8 +111,7 @@ fn verdict<P: governor::clock::Reference>(r: Result<(), governor::NotUntil<P>>, 
 
 impl Services {
     /// Counts one request of `class` by an authenticated user on
-    /// `calls_per_hour` (their tier's limit, `None` for unlimited; the
-    /// gateway caches it from [`Services::tier_of`]).
+    /// `calls_per_hour` (their tier's limit, `None` for unlimited).
     pub fn rate_limit_user(
         &self,
         user: UserId,
@@ -130,10 +129,10 @@ impl Services {
         v
     }
 
-    /// [`Services::rate_limit_user`] for a principal, reading their tier.
-    pub async fn rate_limit(&self, who: &Principal, class: RouteClass) -> Result<(), RateLimitError> {
-        let tier = self.tier_of(who.user).await.map_err(|e| RateLimitError::Lookup(e.to_string()))?;
-        Ok(self.rate_limit_user(who.user, tier.max_calls_per_hour, class)?)
+    /// [`Services::rate_limit_user`] for a principal, on the tier read
+    /// when it authenticated (no query).
+    pub fn rate_limit(&self, who: &Principal, class: RouteClass) -> Result<(), RateLimited> {
+        self.rate_limit_user(who.user, who.tier.max_calls_per_hour, class)
     }
 
     /// Counts one request of `class` from an unauthenticated source address.
@@ -156,15 +155,4 @@ impl Services {
             limited_addresses: l.limited_addresses.load(Ordering::Relaxed),
         }
     }
-}
-
-/// [`Services::rate_limit`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RateLimitError {
-    /// Over the rate.
-    #[error(transparent)]
-    Limited(#[from] RateLimited),
-    /// The user's tier could not be read.
-    #[error("cannot read the caller's tier: {0}")]
-    Lookup(String),
 }

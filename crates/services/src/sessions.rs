@@ -38,6 +38,7 @@ use subtle::ConstantTimeEq;
 use crate::audit::{self, AuditAction, Entry};
 use crate::db::{DbError, Tx, int, uint};
 use crate::keys::Scope;
+use crate::quota::Tier;
 use crate::secret::{self, TokenKind};
 use crate::users::{Role, User, UserId};
 use crate::{Principal, Services, Via};
@@ -163,15 +164,17 @@ struct TokenRow {
     expires_at: u64,
     used: bool,
     revoked: bool,
+    tier: Tier,
 }
 
 impl Services {
     async fn token_row(&self, hash: &[u8; 32]) -> Result<Option<TokenRow>, AuthError> {
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "SELECT t.kind, t.family, t.csrf_hash, t.expires_at, t.used_at, t.revoked_at, \
-                    u.id, u.name, u.role, u.disabled \
-             FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
-        )
+                    u.id, u.name, u.role, u.disabled, ",
+            tier_columns!(),
+            " FROM tokens t JOIN users u ON u.id = t.user_id JOIN tiers tr ON tr.name = u.tier WHERE t.hash = $1",
+        ))
         .bind(hash.to_vec())
         .fetch_optional(&self.db().pool)
         .await?;
@@ -187,6 +190,7 @@ impl Services {
             expires_at: uint(r.try_get("expires_at")?),
             used: r.try_get::<Option<i64>, _>("used_at")?.is_some(),
             revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            tier: crate::quota::tier_from_joined_row(&r)?,
         }))
     }
 
@@ -201,7 +205,15 @@ impl Services {
         if row.disabled {
             return Err(AuthError::Disabled);
         }
-        Ok(Principal { user: row.user, name: row.name, role: row.role, scope: Scope::full(), via, expires_at: None })
+        Ok(Principal {
+            user: row.user,
+            name: row.name,
+            role: row.role,
+            scope: Scope::full(),
+            via,
+            expires_at: None,
+            tier: row.tier,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

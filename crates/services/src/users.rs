@@ -37,6 +37,7 @@ use crate::db::{DbError, int, uint};
 use crate::keys::Scope;
 use crate::login_limit::{self, Subjects};
 use crate::perms::ResourceRef;
+use crate::quota::Tier;
 use crate::sessions::LoginGrant;
 use crate::{Principal, Services, Via};
 
@@ -357,14 +358,17 @@ impl Services {
     /// who is not an admin.
     pub async fn bootstrap_admin(&self, name: &str) -> Result<Principal, AccountError> {
         validate_user_name(name)?;
-        let user = match self.find_user(name).await? {
-            Some(u) => u,
+        // The node token is checked on every admin request: one query (the
+        // user and their tier) is all it costs once the admin exists.
+        let (user, tier) = match self.find_user_with_tier(name).await? {
+            Some(found) => found,
             None => {
                 let new = NewUser { name, password: None, role: Role::Admin, tier: Some("enterprise") };
                 match self.insert_user(None, new, AuditAction::AdminBootstrap).await {
-                    Ok(u) => u,
-                    // Another gateway created it at the same moment.
-                    Err(AccountError::NameTaken) => self.find_user(name).await?.ok_or(AccountError::NoSuchUser)?,
+                    // Another gateway may have created it at the same moment.
+                    Ok(_) | Err(AccountError::NameTaken) => {
+                        self.find_user_with_tier(name).await?.ok_or(AccountError::NoSuchUser)?
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -379,7 +383,22 @@ impl Services {
             scope: Scope::full(),
             via: Via::Bootstrap,
             expires_at: None,
+            tier,
         })
+    }
+
+    /// [`Services::find_user`] with the user's tier, in one query.
+    async fn find_user_with_tier(&self, name: &str) -> Result<Option<(User, Tier)>, DbError> {
+        let row = sqlx::query(concat!(
+            "SELECT u.id, u.name, u.role, u.tier, u.disabled, u.password_hash, u.created_at, ",
+            tier_columns!(),
+            " FROM users u JOIN tiers tr ON tr.name = u.tier WHERE lower(u.name) = lower($1)"
+        ))
+        .bind(name.to_string())
+        .fetch_optional(&self.db().pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some((user_from_row(&r)?, crate::quota::tier_from_joined_row(&r)?)))
     }
 
     async fn insert_user(

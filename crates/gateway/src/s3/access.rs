@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use datamesh_services::perms::{Action, Decision, ResourceError, ResourceRef};
 use datamesh_services::quota::{QuotaError, Reservation};
-use datamesh_services::ratelimit::{RateLimitError, RouteClass};
+use datamesh_services::ratelimit::RouteClass;
 use datamesh_services::sessions::AuthError;
 use datamesh_services::users::UserId;
 use datamesh_services::{DbError, Principal, Services};
@@ -161,16 +161,12 @@ impl S3Gateway {
             Some(p) => p,
             None => self.services.s3_credentials(&id).await.map_err(auth_error)?.principal,
         };
-        match self.services.rate_limit(&principal, class).await {
-            Ok(()) => {}
-            Err(RateLimitError::Limited(l)) => {
-                self.metrics.rate_limited(crate::metrics::class_name(class));
-                return Err(S3Error::with_message(
-                    S3ErrorCode::SlowDown,
-                    format!("too many requests for this user's tier: retry in {} s", l.retry_after.as_secs().max(1)),
-                ));
-            }
-            Err(RateLimitError::Lookup(e)) => return Err(unavailable(&e)),
+        if let Err(l) = self.services.rate_limit(&principal, class) {
+            self.metrics.rate_limited(crate::metrics::class_name(class));
+            return Err(S3Error::with_message(
+                S3ErrorCode::SlowDown,
+                format!("too many requests for this user's tier: retry in {} s", l.retry_after.as_secs().max(1)),
+            ));
         }
         Ok(Caller { principal, key_id: id })
     }

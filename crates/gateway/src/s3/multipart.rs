@@ -135,9 +135,9 @@ pub(super) async fn upload_part_copy(
         }
     };
     gw.extend_upload(&up, range.end - range.start).await?;
-    let warnings =
-        gw.services.charge_download(c.principal.user(), range.end - range.start).await.map_err(quota_error)?;
-    crate::quota_alerts::observe(&gw.events, &gw.services, c.principal.user(), &warnings).await;
+    crate::quota_alerts::charge_download(&gw.events, &gw.services, &c.principal, range.end - range.start)
+        .await
+        .map_err(quota_error)?;
     let user = gw.user_key(&c).await?;
     let name = format!("s3://{}/{}#upload={}&part={number}", up.bucket, up.key, up.id);
     let w = gw.copy_range(&user, segments, range, name, upload_owner(&c.principal)).await?;

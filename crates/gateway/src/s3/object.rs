@@ -130,8 +130,8 @@ pub(super) async fn put_object(
     // any excess of the actual length once it is known.
     let owner = gw.bucket_owner(&i.bucket).await?;
     let declared = i.content_length.unwrap_or(0).max(0) as u64;
-    let mut reservation = gw.services.reserve(owner, declared, 1).await.map_err(quota_error)?;
-    crate::quota_alerts::observe(&gw.events, &gw.services, owner, &reservation.warnings).await;
+    let mut reservation =
+        crate::quota_alerts::reserve(&gw.events, &gw.services, owner, declared, 1).await.map_err(quota_error)?;
     let (b, k) = (i.bucket.clone(), i.key.clone());
     let old_size = gw.index.run(move |ix| ix.object(&b, &k)).await?.map(|(o, _)| o.size);
     let expected = Expected::new(&req.headers, i.content_md5.clone(), i.checksum_algorithm.as_ref(), checksums_in!(i));
@@ -220,8 +220,7 @@ pub(super) async fn get_object(
     let sums = if whole { checksums_of(&row.checksums) } else { Checksum::default() };
     let len = range.end - range.start;
     // The caller's monthly transfer is charged before anything is served.
-    let warnings = gw.services.charge_download(c.principal.user(), len).await.map_err(quota_error)?;
-    crate::quota_alerts::observe(&gw.events, &gw.services, c.principal.user(), &warnings).await;
+    crate::quota_alerts::charge_download(&gw.events, &gw.services, &c.principal, len).await.map_err(quota_error)?;
     let body = gw.read_stream(segments, range);
     let out =
         GetObjectOutput { body: Some(body), content_length: Some(len as i64), content_range, ..Default::default() };

@@ -128,15 +128,15 @@ async fn multipart_uploads_reserve_as_parts_arrive(env: &Env) {
 
 async fn transfer_is_counted_per_month(env: &Env) {
     let p = env.user("eve").await;
-    assert!(env.svc.charge_download(p.user(), 39 * GB).await.expect("39 GB").is_empty());
-    assert_eq!(env.svc.charge_download(p.user(), GB).await.expect("40 GB"), vec![Quota::Transfer]);
-    env.svc.charge_download(p.user(), 10 * GB).await.expect("50 GB: the limit");
-    assert_eq!(exceeded(env.svc.charge_download(p.user(), 1).await), Quota::Transfer);
+    assert!(env.svc.charge_download(&p, 39 * GB).await.expect("39 GB").is_empty());
+    assert_eq!(env.svc.charge_download(&p, GB).await.expect("40 GB"), vec![Quota::Transfer]);
+    env.svc.charge_download(&p, 10 * GB).await.expect("50 GB: the limit");
+    assert_eq!(exceeded(env.svc.charge_download(&p, 1).await), Quota::Transfer);
     assert_eq!(env.svc.usage(p.user()).await.expect("usage").downloaded_bytes, 50 * GB);
     // Next month starts from zero.
     env.advance(32 * 24 * 3600);
     assert_eq!(env.svc.usage(p.user()).await.expect("usage").downloaded_bytes, 0);
-    env.svc.charge_download(p.user(), GB).await.expect("a new month");
+    env.svc.charge_download(&p, GB).await.expect("a new month");
     assert_eq!(env.svc.usage(p.user()).await.expect("usage").downloaded_bytes, GB);
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use datamesh_services::ratelimit::{RateLimitError, RouteClass};
+use datamesh_services::ratelimit::RouteClass;
 
 use crate::common::Env;
 
@@ -13,23 +13,24 @@ async fn users_are_limited_at_their_tiers_rate(env: &Env) {
     let p = env.user("alice").await;
     // Free: 100 calls an hour, per route class.
     for i in 0..100 {
-        env.svc.rate_limit(&p, RouteClass::Read).await.unwrap_or_else(|e| panic!("call {i}: {e}"));
+        env.svc.rate_limit(&p, RouteClass::Read).unwrap_or_else(|e| panic!("call {i}: {e}"));
     }
-    let Err(RateLimitError::Limited(limited)) = env.svc.rate_limit(&p, RouteClass::Read).await else {
-        panic!("the 101st call passed")
-    };
+    let Err(limited) = env.svc.rate_limit(&p, RouteClass::Read) else { panic!("the 101st call passed") };
     // One call an hour refills every 36 s (less the time the burst took,
     // which a loaded machine stretches).
     assert!(!limited.retry_after.is_zero() && limited.retry_after.as_secs() <= 36, "{limited:?}");
     assert_eq!(env.svc.rate_limit_stats().limited_users, 1);
-    env.svc.rate_limit(&p, RouteClass::Write).await.expect("another class has its own bucket");
+    env.svc.rate_limit(&p, RouteClass::Write).expect("another class has its own bucket");
     let q = env.user("bob").await;
-    env.svc.rate_limit(&q, RouteClass::Read).await.expect("another user has their own bucket");
+    env.svc.rate_limit(&q, RouteClass::Read).expect("another user has their own bucket");
     // Enterprise is unlimited.
     let admin = env.admin().await;
     env.svc.set_user_tier(&admin, p.user(), "enterprise").await.expect("upgrade");
+    // The tier is read when a request authenticates: the next one has it.
+    let p = env.login(p.name()).await;
+    assert_eq!(p.tier().name, "enterprise");
     for _ in 0..1000 {
-        env.svc.rate_limit(&p, RouteClass::Read).await.expect("unlimited");
+        env.svc.rate_limit(&p, RouteClass::Read).expect("unlimited");
     }
 }
 
