@@ -476,3 +476,44 @@ fn a_refusal_before_the_body_says_connection_close_and_a_read_body_keeps_the_con
     assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     assert!(request(&mut c, "/v1/health").starts_with("HTTP/1.1 200"), "the same connection serves the next request");
 }
+
+/// Small answers on a kept-alive connection come at once on both ports: no
+/// 40 ms wait from Nagle's algorithm meeting the client's delayed ACK (the
+/// node sets TCP_NODELAY on every connection it accepts). Thirty requests in
+/// a row on one connection; the median must stay far below the 40 ms such
+/// a stall costs (a few hundred microseconds here), so only a stall, not a
+/// busy machine, fails it.
+#[test]
+fn small_answers_on_a_kept_alive_connection_do_not_stall() {
+    let node = TestNode::start(&["--offline", "--s3", "127.0.0.1:0"]);
+    let s3 = std::fs::read_to_string(node.data_dir().join("s3.url")).expect("s3.url");
+    let token = node.token();
+    let body = "x".repeat(4096);
+    let mut c = connect(&node.url);
+    let raw = format!(
+        "POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = exchange(&mut c, raw.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 201"), "upload: {answer}");
+    let cid = answer.split("\"cid\":\"").nth(1).and_then(|r| r.split('"').next()).expect("a cid").to_string();
+    let rest = format!("GET /v1/files/{cid}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n");
+    // An anonymous S3 GET: a small XML refusal, on a connection kept alive.
+    let s3_get = "GET /no-such-bucket/key HTTP/1.1\r\nHost: x\r\n\r\n".to_string();
+    for (what, url, req, expect) in
+        [("REST 4 KiB GET", &node.url, &rest, "HTTP/1.1 200"), ("S3 refusal", &s3, &s3_get, "HTTP/1.1 403")]
+    {
+        let mut c = connect(url);
+        let mut took = Vec::new();
+        for i in 0..30 {
+            let t = Instant::now();
+            let answer = exchange(&mut c, req.as_bytes());
+            took.push(t.elapsed());
+            assert!(answer.starts_with(expect), "{what} #{i}: {answer}");
+            assert!(!answer.to_ascii_lowercase().contains("connection: close"), "{what} #{i} kept alive: {answer}");
+        }
+        took.sort();
+        let median = took[took.len() / 2];
+        assert!(median < Duration::from_millis(15), "{what} on a kept-alive connection: median {median:?} ({took:?})");
+    }
+}
