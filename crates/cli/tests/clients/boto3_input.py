@@ -13,35 +13,20 @@ signature (`signature=...`) so the caller can look for it in the node's log.
 import hashlib
 import http.client
 import os
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
-import boto3
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.client import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from dm_s3 import check, client
 
 EP = os.environ["DM_S3"]
 KEY, SECRET = os.environ["DM_KEY"], os.environ["DM_SECRET"]
 
-s3 = boto3.client(
-    "s3",
-    endpoint_url=EP,
-    aws_access_key_id=KEY,
-    aws_secret_access_key=SECRET,
-    region_name="us-east-1",
-    config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}),
-)
-
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
+s3 = client(EP, KEY, SECRET)
 
 
 def code_of(fn):

@@ -7,26 +7,11 @@ IsTruncated and the Next*Marker fields on every page but the last.
 """
 
 import os
-import sys
 
-import boto3
-from botocore.client import Config
+from dm_s3 import check, client
 
 EP, KEY, SECRET = (os.environ[k] for k in ("DM_S3", "DM_KEY", "DM_SECRET"))
-s3 = boto3.client(
-    "s3",
-    endpoint_url=EP,
-    aws_access_key_id=KEY,
-    aws_secret_access_key=SECRET,
-    region_name="us-east-1",
-    config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}),
-)
-
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
+s3 = client(EP, KEY, SECRET)
 
 
 s3.create_bucket(Bucket="paging")

@@ -12,9 +12,9 @@ DM_<WHO>_KEY / DM_<WHO>_SECRET, the endpoint as DM_S3.
 import os
 import sys
 
-import boto3
-from botocore.client import Config
+import dm_s3
 from botocore.exceptions import ClientError
+from dm_s3 import check
 
 EP = os.environ["DM_S3"]
 PHASE = sys.argv[1]
@@ -23,20 +23,7 @@ MIB = 1024 * 1024
 
 
 def client(who):
-    return boto3.client(
-        "s3",
-        endpoint_url=EP,
-        aws_access_key_id=os.environ[f"DM_{who.upper()}_KEY"],
-        aws_secret_access_key=os.environ[f"DM_{who.upper()}_SECRET"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", retries={"max_attempts": 1}),
-    )
-
-
-def check(cond, what):
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        sys.exit(1)
+    return dm_s3.client(EP, os.environ[f"DM_{who.upper()}_KEY"], os.environ[f"DM_{who.upper()}_SECRET"])
 
 
 def code_of(fn):
