@@ -493,6 +493,38 @@ pub(crate) struct Edge {
 /// Boxed errors, as hyper takes them.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What the edge serves: a request and its peer's address, to a future of
+/// the response. Any such function is one (the REST router through
+/// [`axum_handler`], the S3 service); the trait only names the bounds once.
+pub(crate) trait Handler: Clone + Send + Sync + 'static {
+    /// The response body.
+    type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+    /// The handler's error.
+    type Error: Into<BoxError>;
+    /// The response future.
+    type Future: Future<Output = Result<http::Response<Self::Body>, Self::Error>> + Send + 'static;
+
+    /// Serves one request from `peer`.
+    fn call(&self, peer: SocketAddr, req: http::Request<IdleBody>) -> Self::Future;
+}
+
+impl<H, F, B, E> Handler for H
+where
+    H: Fn(SocketAddr, http::Request<IdleBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError>,
+{
+    type Body = B;
+    type Error = E;
+    type Future = F;
+
+    fn call(&self, peer: SocketAddr, req: http::Request<IdleBody>) -> F {
+        self(peer, req)
+    }
+}
+
 impl Edge {
     /// The edge of `cfg`; reads the TLS files (a clear error naming the
     /// file when they cannot be used).
@@ -514,19 +546,13 @@ impl Edge {
     /// Serves `handler` on `listener` until `shutdown` resolves; then
     /// stops accepting, asks open connections to finish, and gives them 10
     /// s before they are dropped. `port` names the port in logs.
-    pub(crate) async fn serve<H, F, B, E>(
+    pub(crate) async fn serve<H: Handler>(
         self: Arc<Self>,
         port: &'static str,
         listener: tokio::net::TcpListener,
         handler: H,
         shutdown: impl Future<Output = ()> + Send,
-    ) where
-        H: Fn(SocketAddr, http::Request<IdleBody>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-        E: Into<BoxError>,
-    {
+    ) {
         if let Ok(addr) = listener.local_addr()
             && let Some(w) = plaintext_warning(port, addr, self.tls())
         {
@@ -571,7 +597,7 @@ impl Edge {
 
     /// One connection: the TLS handshake if any, then HTTP/1.1 or HTTP/2
     /// under the watchdog.
-    async fn connection<H, F, B, E>(
+    async fn connection<H: Handler>(
         &self,
         port: &'static str,
         tcp: tokio::net::TcpStream,
@@ -579,13 +605,7 @@ impl Edge {
         admitted: Admitted,
         handler: H,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) where
-        H: Fn(SocketAddr, http::Request<IdleBody>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-        E: Into<BoxError>,
-    {
+    ) {
         let activity = Arc::new(Activity::new());
         match &self.tls {
             None => {
@@ -613,7 +633,7 @@ impl Edge {
         }
     }
 
-    async fn http<I, H, F, B, E>(
+    async fn http<I, H: Handler>(
         &self,
         port: &'static str,
         io: I,
@@ -623,11 +643,6 @@ impl Edge {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(SocketAddr, http::Request<IdleBody>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-        E: Into<BoxError>,
     {
         let (body_idle, metrics) = (self.cfg.body_idle_timeout, self.metrics.clone());
         let service = {
@@ -638,7 +653,7 @@ impl Edge {
                 let ended = Arc::new(AtomicBool::new(false));
                 let http1 = req.version() <= http::Version::HTTP_11;
                 let req = req.map(|b| IdleBody::new(b, body_idle, metrics.clone(), ended.clone()));
-                let fut = handler(peer, req);
+                let fut = handler.call(peer, req);
                 async move {
                     let mut r = fut.await;
                     drop(done);
