@@ -131,3 +131,28 @@ fn main() {
         std::process::exit(exit_code(&e));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks over every command (two arguments of
+    /// one name, as `key create --api` once shared the global `--api`, are
+    /// caught here instead of by a panic at run time).
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap runs these checks in debug builds only.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    /// Every command takes the global options with its own flags (release
+    /// builds too, where clap's checks above are compiled out).
+    #[test]
+    fn global_options_parse_beside_every_commands_own_flags() {
+        let node = ["--api", "http://127.0.0.1:1", "--token", "t", "--data-dir", "/nonexistent", "--json"];
+        for cmd in [&["key", "create", "--api-key"][..], &["key", "list"], &["ls"], &["account", "whoami"], &["usage"]]
+        {
+            let args: Vec<&str> = ["datamesh"].iter().chain(cmd).chain(&node).copied().collect();
+            let parsed = std::panic::catch_unwind(|| <super::Cli as clap::Parser>::try_parse_from(&args));
+            assert!(matches!(parsed, Ok(Ok(_))), "{args:?} does not parse");
+        }
+    }
+}

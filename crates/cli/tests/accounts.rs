@@ -868,6 +868,22 @@ fn cli_accounts_admin_and_usage() {
     let audit: Value = serde_json::from_str(&node.ok(&["admin", "audit", "--json"])).unwrap();
     assert!(audit["records"].as_array().unwrap().iter().any(|r| r["action"] == "user_deleted"), "{audit}");
     assert!(node.ok(&["admin", "audit", "--verify"]).starts_with("ok:"));
+
+    // Keys, with the node named by DATAMESH_API as a devnet's user has it
+    // (a flag of `key create` once shared the global `--api`'s name, and
+    // clap panicked whenever the variable was set).
+    let key_cli = |args: &[&str]| {
+        let o =
+            node.cli().env("DATAMESH_API", &node.url).env("DATAMESH_TOKEN", node.token()).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let s3 = key_cli(&["key", "create", "--json"]);
+    assert!(s3["access_key_id"].as_str().is_some_and(|k| k.len() == 20), "{s3}");
+    let api_key = key_cli(&["key", "create", "--api-key", "--json"]);
+    assert!(api_key["token"].as_str().is_some_and(|t| t.starts_with("dmak_")), "{api_key}");
+    let listed = key_cli(&["key", "list", "--json"]);
+    assert!(listed.to_string().contains(api_key["key"]["key_id"].as_str().unwrap()), "{listed}");
 }
 
 /// The `_count` sample of a histogram on `/metrics`.

@@ -82,8 +82,10 @@ pub struct CreateKey {
     #[arg(long)]
     user: Option<String>,
     /// An API key (`Authorization: Bearer dmak_...`) instead of an S3 key.
-    #[arg(long)]
-    api: bool,
+    /// (Not `--api`: that is every command's node URL, and one name for
+    /// both made clap panic whenever `DATAMESH_API` was set.)
+    #[arg(long = "api-key")]
+    api_key: bool,
     /// A label for the key.
     #[arg(long)]
     name: Option<String>,
@@ -116,7 +118,7 @@ pub async fn run(cmd: KeyCmd) -> Result<()> {
     match cmd {
         KeyCmd::Create(k) => {
             let req = api::keys::NewKey {
-                kind: Some(if k.api { "api" } else { "s3" }.into()),
+                kind: Some(if k.api_key { "api" } else { "s3" }.into()),
                 name: k.name,
                 expires_in: k.expires.map(|d| d.as_secs()),
                 ops: (!k.ops.is_empty()).then_some(k.ops),
