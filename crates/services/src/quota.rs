@@ -109,6 +109,9 @@ pub struct Reservation {
     pub files: u64,
     /// Quotas at or above 80 % once this reservation is counted.
     pub warnings: Vec<Quota>,
+    /// The tier it was made under, which holds for the whole upload (its
+    /// parts and chunks are checked against it without reading it again).
+    tier: Tier,
 }
 
 /// A quota operation failed.
@@ -321,7 +324,7 @@ impl Services {
         }
         let now = self.now();
         let mut tx = self.db().begin().await?;
-        self.hold(&mut tx, user, &tier, bytes, files).await?;
+        let warnings = self.hold(&mut tx, user, &tier, bytes, files).await?;
         let id: i64 = sqlx::query(
             "INSERT INTO reservations (user_id, bytes, files, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
              RETURNING id",
@@ -335,29 +338,46 @@ impl Services {
         .await?
         .try_get("id")?;
         tx.commit().await?;
-        let warnings = self.usage(user).await.map(|u| u.warnings).unwrap_or_default();
-        Ok(Reservation { id, user, bytes, files, warnings })
+        Ok(Reservation { id, user, bytes, files, warnings, tier })
     }
 
     /// Adds `bytes` and `files` to `user`'s reserved counters if every
-    /// limit still holds; otherwise names the quota that would not.
-    async fn hold(&self, tx: &mut Tx, user: UserId, tier: &Tier, bytes: u64, files: u64) -> Result<(), QuotaError> {
+    /// limit still holds, and answers the quotas then at or above 80 % (from
+    /// the same statement); otherwise names the quota that would not hold.
+    async fn hold(
+        &self,
+        tx: &mut Tx,
+        user: UserId,
+        tier: &Tier,
+        bytes: u64,
+        files: u64,
+    ) -> Result<Vec<Quota>, QuotaError> {
         let max_bytes = tier.max_stored_bytes.map(int).unwrap_or(i64::MAX);
         let max_files = tier.max_files.map(int).unwrap_or(i64::MAX);
-        let n = sqlx::query(
+        let held = sqlx::query(
             "UPDATE usage SET reserved_bytes = reserved_bytes + $1, reserved_files = reserved_files + $2 \
-             WHERE user_id = $3 AND stored_bytes + reserved_bytes <= $4 - $1 AND files + reserved_files <= $5 - $2",
+             WHERE user_id = $3 AND stored_bytes + reserved_bytes <= $4 - $1 AND files + reserved_files <= $5 - $2 \
+             RETURNING stored_bytes, files, reserved_bytes, reserved_files, downloaded_bytes, download_month",
         )
         .bind(int(bytes))
         .bind(int(files))
         .bind(user.0)
         .bind(max_bytes)
         .bind(max_files)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            return Ok(());
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(r) = held {
+            let this_month = r.try_get::<i64, _>("download_month")? == month_of(self.now());
+            let u = Usage {
+                stored_bytes: uint(r.try_get("stored_bytes")?),
+                files: uint(r.try_get("files")?),
+                reserved_bytes: uint(r.try_get("reserved_bytes")?),
+                reserved_files: uint(r.try_get("reserved_files")?),
+                downloaded_bytes: if this_month { uint(r.try_get("downloaded_bytes")?) } else { 0 },
+                warnings: Vec::new(),
+                tier: tier.clone(),
+            };
+            return Ok(warnings(&u, 0, 0));
         }
         let r = sqlx::query("SELECT stored_bytes, files, reserved_bytes, reserved_files FROM usage WHERE user_id = $1")
             .bind(user.0)
@@ -378,11 +398,11 @@ impl Services {
     /// Adds `bytes` to a reservation (a multipart upload's next part),
     /// checking the storage quota and, for a one-file reservation, the
     /// per-file limit on the total.
+    /// One transaction of two statements: an upload pays this per chunk.
     pub async fn extend(&self, res: &mut Reservation, bytes: u64) -> Result<(), QuotaError> {
-        let tier = self.tier_of(res.user).await?;
         let total = res.bytes.saturating_add(bytes);
         if res.files > 0
-            && let Some(max) = tier.max_file_bytes
+            && let Some(max) = res.tier.max_file_bytes
             && total > max
         {
             return Err(QuotaError::Exceeded { quota: Quota::FileSize, limit: max, used: res.bytes, requested: bytes });
@@ -398,10 +418,10 @@ impl Services {
         if n == 0 {
             return Err(QuotaError::NoSuchReservation);
         }
-        self.hold(&mut tx, res.user, &tier, bytes, 0).await?;
+        let warnings = self.hold(&mut tx, res.user, &res.tier, bytes, 0).await?;
         tx.commit().await?;
         res.bytes = total;
-        res.warnings = self.usage(res.user).await.map(|u| u.warnings).unwrap_or_default();
+        res.warnings = warnings;
         Ok(())
     }
 
