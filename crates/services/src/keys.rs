@@ -24,6 +24,20 @@ use crate::sessions::AuthError;
 use crate::users::{Role, UserId};
 use crate::{Principal, Services, Via};
 
+/// The query of a key with its user and the user's tier, by `$1` in the
+/// key's `column`, for [`Services::live_key`].
+macro_rules! key_by {
+    ($column:literal) => {
+        concat!(
+            "SELECT k.key_id, k.kind, k.user_id, k.name, k.ops, k.targets, k.created_at, k.expires_at, \
+             k.revoked_at, k.sealed_secret, u.name AS uname, u.role, u.disabled, ",
+            tier_columns!(),
+            " FROM api_keys k JOIN users u ON u.id = k.user_id JOIN tiers tr ON tr.name = u.tier WHERE k.",
+            $column,
+            " = $1"
+        )
+    };
+}
 /// One operation a key may perform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -596,7 +610,7 @@ impl Services {
         Ok(())
     }
 
-    /// Looks a key row up by a column, checking it is live and its user
+    /// Looks a key row up by a column ([`key_by!`]), checking it is live and its user
     /// enabled, and returns its principal and sealed secret.
     async fn live_key(
         &self,
@@ -640,13 +654,7 @@ impl Services {
 
     pub(crate) async fn authenticate_api_key(&self, token: &str) -> Result<Principal, AuthError> {
         let hash = secret::parse(TokenKind::ApiKey, token).ok_or(AuthError::Malformed)?;
-        let q = concat!(
-            "SELECT k.key_id, k.kind, k.user_id, k.name, k.ops, k.targets, k.created_at, k.expires_at, \
-             k.revoked_at, k.sealed_secret, u.name AS uname, u.role, u.disabled, ",
-            tier_columns!(),
-            " FROM api_keys k JOIN users u ON u.id = k.user_id JOIN tiers tr ON tr.name = u.tier \
-             WHERE k.secret_hash = $1"
-        );
+        let q = key_by!("secret_hash");
         Ok(self.live_key(q, KeyKind::Api, hash.to_vec()).await?.0)
     }
 
@@ -657,13 +665,7 @@ impl Services {
         if access_key_id.len() != 20 || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(AuthError::Malformed);
         }
-        let q = concat!(
-            "SELECT k.key_id, k.kind, k.user_id, k.name, k.ops, k.targets, k.created_at, k.expires_at, \
-             k.revoked_at, k.sealed_secret, u.name AS uname, u.role, u.disabled, ",
-            tier_columns!(),
-            " FROM api_keys k JOIN users u ON u.id = k.user_id JOIN tiers tr ON tr.name = u.tier \
-             WHERE k.key_id = $1"
-        );
+        let q = key_by!("key_id");
         let (principal, sealed) = self.live_key(q, KeyKind::S3, access_key_id.as_bytes().to_vec()).await?;
         let secret = sealed
             .and_then(|s| self.inner.sealing.open(access_key_id, &s))

@@ -297,16 +297,7 @@ impl Services {
         .fetch_optional(&self.db().pool)
         .await?
         .ok_or(QuotaError::NoSuchUser)?;
-        let this_month = r.try_get::<i64, _>("download_month")? == month_of(self.now());
-        let mut u = Usage {
-            stored_bytes: uint(r.try_get("stored_bytes")?),
-            files: uint(r.try_get("files")?),
-            reserved_bytes: uint(r.try_get("reserved_bytes")?),
-            reserved_files: uint(r.try_get("reserved_files")?),
-            downloaded_bytes: if this_month { uint(r.try_get("downloaded_bytes")?) } else { 0 },
-            warnings: Vec::new(),
-            tier,
-        };
+        let mut u = usage_of(&r, tier, month_of(self.now()))?;
         u.warnings = warnings(&u, 0, 0);
         Ok(u)
     }
@@ -367,17 +358,7 @@ impl Services {
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(r) = held {
-            let this_month = r.try_get::<i64, _>("download_month")? == month_of(self.now());
-            let u = Usage {
-                stored_bytes: uint(r.try_get("stored_bytes")?),
-                files: uint(r.try_get("files")?),
-                reserved_bytes: uint(r.try_get("reserved_bytes")?),
-                reserved_files: uint(r.try_get("reserved_files")?),
-                downloaded_bytes: if this_month { uint(r.try_get("downloaded_bytes")?) } else { 0 },
-                warnings: Vec::new(),
-                tier: tier.clone(),
-            };
-            return Ok(warnings(&u, 0, 0));
+            return Ok(warnings(&usage_of(&r, tier.clone(), month_of(self.now()))?, 0, 0));
         }
         let r = sqlx::query("SELECT stored_bytes, files, reserved_bytes, reserved_files FROM usage WHERE user_id = $1")
             .bind(user.0)
@@ -519,7 +500,7 @@ impl Services {
             "UPDATE usage SET downloaded_bytes = \
                (CASE WHEN download_month = $1 THEN downloaded_bytes ELSE 0 END) + $2, download_month = $1 \
              WHERE user_id = $3 AND (CASE WHEN download_month = $1 THEN downloaded_bytes ELSE 0 END) <= $4 - $2 \
-             RETURNING stored_bytes, files, reserved_bytes, reserved_files, downloaded_bytes",
+             RETURNING stored_bytes, files, reserved_bytes, reserved_files, downloaded_bytes, download_month",
         )
         .bind(month)
         .bind(int(bytes))
@@ -536,16 +517,7 @@ impl Services {
                 requested: bytes,
             });
         };
-        let u = Usage {
-            stored_bytes: uint(r.try_get("stored_bytes")?),
-            files: uint(r.try_get("files")?),
-            reserved_bytes: uint(r.try_get("reserved_bytes")?),
-            reserved_files: uint(r.try_get("reserved_files")?),
-            downloaded_bytes: uint(r.try_get("downloaded_bytes")?),
-            warnings: Vec::new(),
-            tier,
-        };
-        Ok(warnings(&u, 0, 0))
+        Ok(warnings(&usage_of(&r, tier, month)?, 0, 0))
     }
 }
 
@@ -559,6 +531,21 @@ async fn release_counters(tx: &mut Tx, user: UserId, bytes: i64, files: i64) -> 
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The usage in a row of `usage` (its counters and `download_month`);
+/// bytes downloaded in another month than `month` count as none.
+fn usage_of(r: &sqlx::any::AnyRow, tier: Tier, month: i64) -> Result<Usage, sqlx::Error> {
+    let this_month = r.try_get::<i64, _>("download_month")? == month;
+    Ok(Usage {
+        stored_bytes: uint(r.try_get("stored_bytes")?),
+        files: uint(r.try_get("files")?),
+        reserved_bytes: uint(r.try_get("reserved_bytes")?),
+        reserved_files: uint(r.try_get("reserved_files")?),
+        downloaded_bytes: if this_month { uint(r.try_get("downloaded_bytes")?) } else { 0 },
+        warnings: Vec::new(),
+        tier,
+    })
 }
 
 fn warnings(u: &Usage, extra_bytes: u64, extra_files: u64) -> Vec<Quota> {
