@@ -192,11 +192,12 @@ pub(crate) fn upload_owner(p: &Principal) -> Option<String> {
 
 /// Reserves quota for `p`'s upload of `bytes` (one file).
 pub(crate) async fn reserve(st: &AppState, p: &Principal, bytes: u64) -> ApiResult<Reservation> {
-    let r = st.services.reserve(p.user(), bytes, 1).await.map_err(quota_error)?;
-    if let Ok(gw) = st.gateway() {
-        crate::quota_alerts::observe(gw.events(), &st.services, p.user(), &r.warnings).await;
+    match st.gateway() {
+        Ok(gw) => crate::quota_alerts::reserve(gw.events(), &st.services, p.user(), bytes, 1).await,
+        // No gateway yet: no event bus to warn on.
+        Err(_) => st.services.reserve(p.user(), bytes, 1).await,
     }
-    Ok(r)
+    .map_err(quota_error)
 }
 
 /// Returns an upload's quota.

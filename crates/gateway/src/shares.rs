@@ -329,10 +329,12 @@ async fn download(
     // The link's owner pays for what its visitors download, as a signed-in
     // reader pays for their own: the monthly transfer is charged before a
     // byte is sent. Links made before accounts belong to the administrator.
+    // The owner is looked up in `count`, which runs only once the answer is
+    // known to send content (not for a 304 or a 416).
     let link = ResourceRef::share_link(&row.id).map_err(|_| refused(ShareRefusal::Unknown))?;
-    let owner = st.services.owner_of(&link).await.map_err(|e| accounts_unavailable(&e))?;
     let services = &st.services;
     let count = async move |bytes: u64, size: u64| {
+        let owner = services.owner_of(&link).await.map_err(|e| accounts_unavailable(&e))?;
         let now = unix_secs() as i64;
         let i = id.clone();
         let completed = match gw

@@ -175,29 +175,40 @@ fn opt(v: Option<i64>) -> Option<u64> {
 }
 
 fn tier_from_row(r: &sqlx::any::AnyRow) -> Result<Tier, sqlx::Error> {
-    tier_from_columns(r, "")
+    tier_from_columns(r, &TIER_COLUMNS)
 }
 
-/// The tier of a row whose tier columns are named `{prefix}name`,
-/// `{prefix}max_stored_bytes`, and so on.
-fn tier_from_columns(r: &sqlx::any::AnyRow, prefix: &str) -> Result<Tier, sqlx::Error> {
-    let col = |c: &str| format!("{prefix}{c}");
+/// A tier's columns, in `Tier`'s field order: as the `tiers` table names
+/// them, and as [`tier_columns!`] names them in a joined query.
+const TIER_COLUMNS: [&str; 7] =
+    ["name", "max_stored_bytes", "max_transfer_bytes", "max_calls_per_hour", "max_file_bytes", "max_files", "sla"];
+const JOINED_TIER_COLUMNS: [&str; 7] = [
+    "tier_name",
+    "tier_max_stored_bytes",
+    "tier_max_transfer_bytes",
+    "tier_max_calls_per_hour",
+    "tier_max_file_bytes",
+    "tier_max_files",
+    "tier_sla",
+];
+
+/// The tier of a row whose tier columns are named `c` (every
+/// authenticated request reads one: no name is built at run time).
+fn tier_from_columns(r: &sqlx::any::AnyRow, c: &[&str; 7]) -> Result<Tier, sqlx::Error> {
     Ok(Tier {
-        name: r.try_get(col("name").as_str())?,
-        max_stored_bytes: opt(r.try_get(col("max_stored_bytes").as_str())?),
-        max_transfer_bytes: opt(r.try_get(col("max_transfer_bytes").as_str())?),
-        max_calls_per_hour: r
-            .try_get::<Option<i64>, _>(col("max_calls_per_hour").as_str())?
-            .map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
-        max_file_bytes: opt(r.try_get(col("max_file_bytes").as_str())?),
-        max_files: opt(r.try_get(col("max_files").as_str())?),
-        sla: r.try_get::<i64, _>(col("sla").as_str())? != 0,
+        name: r.try_get(c[0])?,
+        max_stored_bytes: opt(r.try_get(c[1])?),
+        max_transfer_bytes: opt(r.try_get(c[2])?),
+        max_calls_per_hour: r.try_get::<Option<i64>, _>(c[3])?.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+        max_file_bytes: opt(r.try_get(c[4])?),
+        max_files: opt(r.try_get(c[5])?),
+        sla: r.try_get::<i64, _>(c[6])? != 0,
     })
 }
 
 /// The tier of a row selected with [`tier_columns!`].
 pub(crate) fn tier_from_joined_row(r: &sqlx::any::AnyRow) -> Result<Tier, sqlx::Error> {
-    tier_from_columns(r, "tier_")
+    tier_from_columns(r, &JOINED_TIER_COLUMNS)
 }
 
 fn near(used: u64, limit: Option<u64>) -> bool {
