@@ -120,10 +120,18 @@ pub struct StoreStats {
     pub pins: u64,
     /// The capacity budget.
     pub capacity_bytes: u64,
-    /// Bytes counted against the budget: shards plus manifests.
+    /// Bytes counted against the budget: shards, manifests and state
+    /// records.
     pub used_bytes: u64,
     /// Bytes of manifests stored.
     pub manifest_bytes: u64,
+    /// The node's own state records (location records, tombstones, leases,
+    /// reputations); absent from nodes before they were counted.
+    #[serde(default)]
+    pub state_records: u64,
+    /// Their bytes on disk, part of `used_bytes`.
+    #[serde(default)]
+    pub state_bytes: u64,
 }
 
 /// The repair worker's totals since the node started.

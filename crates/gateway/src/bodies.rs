@@ -29,8 +29,17 @@ pub(crate) fn status(s: datamesh_node::NodeStatus) -> api::NodeStatus {
         draining,
         workers,
     } = s;
-    let datamesh_store::StoreStats { shards, shard_bytes, manifests, pins, capacity_bytes, used_bytes, manifest_bytes } =
-        store;
+    let datamesh_store::StoreStats {
+        shards,
+        shard_bytes,
+        manifests,
+        pins,
+        capacity_bytes,
+        used_bytes,
+        manifest_bytes,
+        state_records,
+        state_bytes,
+    } = store;
     let datamesh_node::repair::RepairTotals {
         passes,
         shards_rebuilt,
@@ -53,7 +62,17 @@ pub(crate) fn status(s: datamesh_node::NodeStatus) -> api::NodeStatus {
         peer_id,
         version: version.to_string(),
         data_dir: data_dir.to_string_lossy().into_owned(),
-        store: api::StoreStats { shards, shard_bytes, manifests, pins, capacity_bytes, used_bytes, manifest_bytes },
+        store: api::StoreStats {
+            shards,
+            shard_bytes,
+            manifests,
+            pins,
+            capacity_bytes,
+            used_bytes,
+            manifest_bytes,
+            state_records,
+            state_bytes,
+        },
         peers,
         uploads,
         protection: protection.to_string(),

@@ -13,7 +13,7 @@
 //! | `datamesh_rate_limited_total` | counter | class (`address`, `login`, `read`, `write`, `admin`, `auth`, `uploads`: which limit refused) |
 //! | `datamesh_http_connections_refused_total` | counter | reason (`connection_limit`, `address_limit`, `tls_handshake`) |
 //! | `datamesh_http_timeouts_total` | counter | phase (`tls_handshake`, `header`, `idle`, `body`) |
-//! | `datamesh_store_capacity_bytes`, `_used_bytes`, `_shards`, `_manifests`, `_pins` | gauge | |
+//! | `datamesh_store_capacity_bytes`, `_used_bytes`, `_shards`, `_manifests`, `_state_records`, `_pins` | gauge | |
 //! | `datamesh_peers` | gauge | state |
 //! | `datamesh_dht_routing_table_entries` | gauge | |
 //! | `datamesh_upload_sessions` | gauge | |
@@ -149,6 +149,7 @@ struct Inner {
     used: Gauge,
     shards: Gauge,
     manifests: Gauge,
+    state_records: Gauge,
     pins: Gauge,
     peers: Family<PeerLabels, Gauge>,
     routing: Gauge,
@@ -218,10 +219,17 @@ impl Metrics {
             }
             gauge
         };
-        let capacity = g(&mut r, "store_capacity", "Disk budget for shards and manifests", Some(Unit::Bytes));
-        let used = g(&mut r, "store_used", "Bytes used by shards and manifests", Some(Unit::Bytes));
+        let capacity =
+            g(&mut r, "store_capacity", "Disk budget for shards, manifests and state records", Some(Unit::Bytes));
+        let used = g(&mut r, "store_used", "Bytes used by shards, manifests and state records", Some(Unit::Bytes));
         let shards = g(&mut r, "store_shards", "Shards stored on this node", None);
         let manifests = g(&mut r, "store_manifests", "Manifests stored on this node", None);
+        let state_records = g(
+            &mut r,
+            "store_state_records",
+            "Location records, tombstones, leases and reputations kept by this node",
+            None,
+        );
         let pins = g(&mut r, "store_pins", "Files pinned on this node", None);
         let peers = Family::<PeerLabels, Gauge>::default();
         r.register("peers", "Known peers by health state", peers.clone());
@@ -303,6 +311,7 @@ impl Metrics {
                 used,
                 shards,
                 manifests,
+                state_records,
                 pins,
                 peers,
                 routing,
@@ -427,6 +436,7 @@ impl Metrics {
             i.used.set(s.store.used_bytes as i64);
             i.shards.set(s.store.shards as i64);
             i.manifests.set(s.store.manifests as i64);
+            i.state_records.set(s.store.state_records as i64);
             i.pins.set(s.store.pins as i64);
             i.uploads.set(s.uploads as i64);
             self.repair(&s.repair);

@@ -82,6 +82,10 @@ pub(crate) enum RecordRefusal {
         /// Why.
         why: String,
     },
+    /// This node could not keep it (its capacity budget is spent, or its
+    /// store failed): nothing of it was kept.
+    #[error("this node did not keep the location record: {0}")]
+    Unsaved(String),
     /// The sender made this node keep as many files as it may in this
     /// window (`NodeConfig::adoption_window`, an hour by default).
     #[error("this node keeps no more files for this peer for now; send the record to other replicas or retry later")]
@@ -298,7 +302,7 @@ impl Node {
         })
         .map_err(|e| {
             tracing::warn!(%file, error = %e, "could not save a location record");
-            RecordRefusal::Invalid("this node could not save the record; try again later".into())
+            RecordRefusal::Unsaved(crate::network::ForPeer::for_peer(&e))
         })?;
         Ok(())
     }

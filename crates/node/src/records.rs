@@ -251,9 +251,11 @@ impl TombstoneStore {
         Tombstone::decode(&rec.value).ok().filter(|t| t.manifest == *manifest)
     }
 
-    /// Stores the tombstone of `t.manifest` durably.
+    /// Stores the tombstone of `t.manifest` durably. A tombstone lets this
+    /// node free the file's space, so a full node still takes it (within
+    /// the store's headroom for such records).
     pub(crate) fn put(&self, t: &Tombstone) -> Result<(), StoreError> {
-        self.store.put_state(TOMBSTONES, &t.manifest.to_string(), &t.encode())
+        self.store.put_state_freeing(TOMBSTONES, &t.manifest.to_string(), &t.encode())
     }
 
     /// Forgets a tombstone (the file was uploaded again).

@@ -160,3 +160,40 @@ async fn each_peer_pins_at_most_its_budget_per_window() {
     assert!(before.elapsed() >= WINDOW, "the budget refilled before its window ended");
     assert!(replica(late));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_refuses_peers_records_and_keeps_nothing_of_them() {
+    // Records count against the capacity budget: a node whose disk budget
+    // is spent takes no more of them, however small.
+    let a = start_with(Vec::new(), |c| c.capacity = bytesize::ByteSize::kib(256)).await;
+    let b = start(vec![p2p_addr(&a.net).await]).await;
+    all_online(&[&a, &b]).await;
+    let at = a.net.local_peer_id();
+    let store = a.node.store();
+
+    // The manifest arrives while there is room; then the node's own data
+    // fills the budget to within a few bytes.
+    let m = manifest(50);
+    b.net.put_manifest(at, m.cid(), m.encode()).await.unwrap();
+    let st = store.stats().unwrap();
+    let fill = vec![5u8; usize::try_from(st.capacity_bytes - st.used_bytes - 16).unwrap()];
+    let meta = datamesh_store::ShardMeta { chunk: Cid::raw_blake3(b"c"), index: 0 };
+    store.put_shards(&[(Cid::raw_blake3(&fill), &fill, meta)], None).unwrap();
+    let records = store.stats().unwrap().state_records;
+
+    let holders = vec![vec![vec![7u8; 34]; 3]; 2];
+    let rec = LocationRecord::sign_upload(m.cid(), 1, &holders, unix_secs(), &SigningKey::from_bytes(&[2; 32]));
+    let key = [b"loc/".as_slice(), &m.cid().to_bytes()].concat();
+    match b.net.put_record(at, key.clone(), rec.encode()).await {
+        Err(NetError::Refused(why)) if why.contains("capacity") => {}
+        other => panic!("a full node took a peer's record: {other:?}"),
+    }
+    kept_nothing(&a, &m).await;
+    assert_eq!(store.stats().unwrap().state_records, records, "a refused record was counted");
+
+    // Once space is freed the same record is taken.
+    store.delete_shard(&Cid::raw_blake3(&fill)).unwrap();
+    b.net.put_record(at, key, rec.encode()).await.unwrap();
+    assert!(a.node.location(m.cid()).await.unwrap().is_some());
+    assert_eq!(store.stats().unwrap().state_records, records + 1);
+}

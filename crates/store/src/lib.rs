@@ -104,7 +104,9 @@ pub use crate::gc::GcReport;
 pub use crate::guard::UploadGuard;
 pub use crate::io::write_file_atomically;
 pub use crate::record::{RecordError, ShardRecord};
-pub use crate::state::{MAX_STATE_NAME, MAX_STATE_VALUE, STATE_RECORD_VERSION, StateRecord};
+pub use crate::state::{
+    MAX_STATE_NAME, MAX_STATE_VALUE, STATE_RECORD_VERSION, StateRecord, headroom as state_headroom,
+};
 pub use crate::store::{OpenReport, PinInfo, ScrubReport, ShardMeta, Store, StoreConfig, StoreStats};
 pub use crate::stream::{ObjectReader, ObjectWriter};
 

@@ -24,9 +24,16 @@
 //! panics, and a record whose checksum does not match is an error, not a
 //! value.
 //!
-//! Records are not counted in the capacity budget: they are small, and a
-//! full node must still take the tombstones and lease renewals that let it
-//! free space.
+//! **Records count against the capacity budget** like shards and manifests
+//! (their bytes on disk, measured at open and kept up to date by every
+//! put and remove), so peers cannot fill a node's disk with records. A put
+//! that grows the total past the budget is refused with
+//! [`StoreError::CapacityExceeded`], except through
+//! [`Store::put_state_freeing`]: a record that lets the node free space (an
+//! owner's tombstone) may use a small headroom beyond the budget
+//! ([`headroom`]), since a full node must still take what empties it. A
+//! rewrite no larger than the record it replaces (a lease renewal) never
+//! needs room.
 //!
 //! Older data dirs kept this state in files of their own; [`Store::import_state_dir`]
 //! and [`Store::import_state_file`] move such files in (durably, then remove them).
@@ -50,6 +57,9 @@ pub const STATE_RECORD_VERSION: u8 = 1;
 pub const MAX_STATE_VALUE: usize = 4 << 20;
 /// Longest kind or key, in bytes.
 pub const MAX_STATE_NAME: usize = 128;
+
+/// Stripes of the per-record locks (see `Inner::state_stripes`).
+pub(crate) const STATE_STRIPES: usize = 64;
 
 const HEADER_LEN: usize = 1 + 8;
 const HASH_LEN: usize = 32;
@@ -121,6 +131,17 @@ impl Store {
 
     /// [`Store::put_state`] with the given `written_at` (unix milliseconds).
     pub fn put_state_at(&self, kind: &str, key: &str, value: &[u8], written_at: u64) -> Result<()> {
+        self.put_state_within(kind, key, value, written_at, 0)
+    }
+
+    /// [`Store::put_state`] for a record that lets this node free space
+    /// (an owner's tombstone): it may go up to [`headroom`] bytes beyond
+    /// the capacity budget, so that a full node still takes it.
+    pub fn put_state_freeing(&self, kind: &str, key: &str, value: &[u8]) -> Result<()> {
+        self.put_state_within(kind, key, value, now_ms(), headroom(self.inner.cfg.capacity_bytes))
+    }
+
+    fn put_state_within(&self, kind: &str, key: &str, value: &[u8], written_at: u64, beyond: u64) -> Result<()> {
         let dst = self.state_path(kind, key)?;
         if value.len() > MAX_STATE_VALUE {
             return Err(bad_state(kind, key, format!("{} bytes, more than {MAX_STATE_VALUE}", value.len())));
@@ -128,9 +149,30 @@ impl Store {
         self.state_kind_dir(kind)?;
         let bytes = StateRecord { value: value.to_vec(), written_at }.encode();
         let inner = &*self.inner;
+        // The record's stripe is held from measuring the record replaced to
+        // counting the new one, so two writers of one key count it once.
+        let _stripe = lock(&inner.state_stripes[stripe(kind, key)]);
+        let old = inner.io.file_len(&dst).map_err(|e| io_error(&inner.dir, "stat", &dst, e))?;
+        let new = bytes.len() as u64;
+        let grow = new.saturating_sub(old.unwrap_or(0));
+        if grow > 0 {
+            let mut u = lock(&inner.usage);
+            let budget = inner.cfg.capacity_bytes.saturating_add(beyond);
+            let available = budget.saturating_sub(u.used() + u.reserved);
+            if grow > available {
+                return Err(StoreError::CapacityExceeded { needed: grow, available });
+            }
+            u.reserved += grow;
+        }
         let tmp = self.tmp_path("state");
-        write_file(&*inner.io, (&tmp, &dst), &bytes, false, Commit::Durable)
-            .map_err(|(op, e)| io_error(&inner.dir, op, if matches!(op, "create" | "write") { &tmp } else { &dst }, e))
+        let r = write_file(&*inner.io, (&tmp, &dst), &bytes, false, Commit::Durable)
+            .map_err(|(op, e)| io_error(&inner.dir, op, if matches!(op, "create" | "write") { &tmp } else { &dst }, e));
+        let mut u = lock(&inner.usage);
+        u.reserved = u.reserved.saturating_sub(grow);
+        if r.is_ok() {
+            count(&mut u, old, Some(new));
+        }
+        r
     }
 
     /// The record `kind`/`key`, if there is one. A record that does not
@@ -154,11 +196,14 @@ impl Store {
     pub fn remove_state(&self, kind: &str, key: &str) -> Result<bool> {
         let path = self.state_path(kind, key)?;
         let inner = &*self.inner;
+        let _stripe = lock(&inner.state_stripes[stripe(kind, key)]);
+        let old = inner.io.file_len(&path).map_err(|e| io_error(&inner.dir, "stat", &path, e))?;
         match inner.io.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io_error(&inner.dir, "remove", &path, e)),
         }
+        count(&mut lock(&inner.usage), old, None);
         let dir = inner.dir.join(STATE_DIR).join(kind);
         inner.io.sync_dir(&dir).map_err(|e| io_error(&inner.dir, "fsync", &dir, e))?;
         Ok(true)
@@ -246,7 +291,11 @@ impl Store {
                 let dir = self.state_kind_dir(kind)?;
                 let tmp = self.tmp_path("state");
                 let encoded = StateRecord { value, written_at }.encode();
+                // Already on this disk in the old layout: counted, not refused.
+                let _stripe = lock(&inner.state_stripes[stripe(kind, &key)]);
+                let old = io.file_len(&dst).map_err(|e| ioe("stat", &dst, e))?;
                 write_file(io, (&tmp, &dst), &encoded, false, Commit::Renamed).map_err(|(op, e)| ioe(op, &dst, e))?;
+                count(&mut lock(&inner.usage), old, Some(encoded.len() as u64));
                 imported += 1;
                 kind_dir = Some(dir);
             }
@@ -300,6 +349,52 @@ impl Store {
 
 /// What an import does with an old file: its record value, or `None` to drop it.
 type Convert<'a> = dyn FnMut(&str, Vec<u8>) -> Option<Vec<u8>> + 'a;
+
+/// How far beyond the capacity budget a record that frees space may take
+/// the store: 1 % of the budget, at least 1 MiB and at most 64 MiB (a
+/// tombstone is a few hundred bytes; this is thousands of them).
+pub fn headroom(capacity: u64) -> u64 {
+    (capacity / 100).clamp(1 << 20, 64 << 20)
+}
+
+/// Replaces a record of `old` bytes (none: there was none) by one of `new`
+/// bytes (none: removed) in the usage.
+fn count(u: &mut crate::store::Usage, old: Option<u64>, new: Option<u64>) {
+    if let Some(o) = old {
+        u.state_records = u.state_records.saturating_sub(1);
+        u.state_bytes = u.state_bytes.saturating_sub(o);
+    }
+    if let Some(n) = new {
+        u.state_records += 1;
+        u.state_bytes += n;
+    }
+}
+
+fn stripe(kind: &str, key: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one((kind, key));
+    (h % STATE_STRIPES as u64) as usize
+}
+
+/// The records under `dir/state/` and their bytes, for the usage at open.
+pub(crate) fn measure(io: &dyn crate::io::Io, dir: &Path) -> Result<(u64, u64)> {
+    let state = dir.join(STATE_DIR);
+    let kinds = match io.list_dir(&state) {
+        Ok(k) => k,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(io_error(dir, "list", &state, e)),
+    };
+    let (mut records, mut bytes) = (0, 0);
+    for k in kinds.into_iter().filter(|k| k.is_dir) {
+        for e in io.list_dir(&k.path).map_err(|e| io_error(dir, "list", &k.path, e))? {
+            if !e.is_dir {
+                records += 1;
+                bytes += e.len;
+            }
+        }
+    }
+    Ok((records, bytes))
+}
 
 fn bad_state(kind: &str, key: &str, reason: String) -> StoreError {
     StoreError::BadState { kind: kind.to_string(), key: key.to_string(), reason }

@@ -171,6 +171,51 @@ fn capacity_exceeded_leaves_nothing_behind() {
 }
 
 #[test]
+fn state_records_count_against_capacity_and_a_freeing_record_has_headroom() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 10_000, cache_bytes: 0 }).unwrap().0;
+    put(&s, &bytes(1, 9000));
+    // A record's file is its value plus 41 bytes (version, time, BLAKE3).
+    s.put_state("locations", "a", &[1; 500]).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.state_records, st.state_bytes, st.used_bytes), (1, 541, 9541));
+    // A new record past the budget is refused, and nothing of it is kept.
+    match s.put_state("locations", "b", &[2; 500]) {
+        Err(StoreError::CapacityExceeded { needed, available }) => assert_eq!((needed, available), (541, 459)),
+        other => panic!("expected CapacityExceeded, got {other:?}"),
+    }
+    assert_eq!(s.list_state("locations").unwrap(), vec!["a".to_string()]);
+    assert!(flat(d.path(), "tmp").is_empty());
+    // Shards are refused too once records take the room.
+    assert!(matches!(
+        s.put_shards(&[(Cid::raw_blake3(&[3; 500]), &[3; 500], meta(0))], None),
+        Err(StoreError::CapacityExceeded { .. })
+    ));
+    // Rewriting a record at its size (a lease renewal) needs no room.
+    s.put_state("locations", "a", &[9; 500]).unwrap();
+    // A record that lets the node free space goes into the headroom.
+    s.put_state_freeing("tombstones", "t", &[4; 500]).unwrap();
+    let st = s.stats().unwrap();
+    assert_eq!((st.state_records, st.state_bytes, st.used_bytes), (2, 1082, 10_082));
+    drop(s);
+    // Counted again from the disk at open.
+    let s = Store::open(d.path(), StoreConfig { capacity_bytes: 10_000, cache_bytes: 0 }).unwrap().0;
+    let st = s.stats().unwrap();
+    assert_eq!((st.state_records, st.state_bytes, st.used_bytes), (2, 1082, 10_082));
+    // Removing records gives their bytes back.
+    assert!(s.remove_state("tombstones", "t").unwrap());
+    assert!(s.remove_state("locations", "a").unwrap());
+    assert!(!s.remove_state("locations", "a").unwrap());
+    let st = s.stats().unwrap();
+    assert_eq!((st.state_records, st.state_bytes, st.used_bytes), (0, 0, 9000));
+    s.put_state("locations", "b", &[2; 500]).unwrap();
+    // The headroom is bounded: 1 % of the budget, between 1 and 64 MiB.
+    assert_eq!(datamesh_store::state_headroom(10_000), 1 << 20);
+    assert_eq!(datamesh_store::state_headroom(1 << 40), 64 << 20);
+    assert_eq!(datamesh_store::state_headroom(1 << 32), (1 << 32) / 100);
+}
+
+#[test]
 fn corrupt_file_is_reported_and_quarantined() {
     let d = tempfile::tempdir().unwrap();
     let s = open(d.path());

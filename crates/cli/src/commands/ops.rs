@@ -39,7 +39,7 @@ pub async fn run(cmd: OpsCmd) -> Result<()> {
             print(c.json, &v, || {
                 let s = &v.store;
                 format!(
-                    "node       {}\nversion    {}\ndata dir   {}\npeers      {}\nfiles      {}\nshards     {} ({})\nused       {} of {}\nprotection {}",
+                    "node       {}\nversion    {}\ndata dir   {}\npeers      {}\nfiles      {}\nshards     {} ({})\nrecords    {} ({})\nused       {} of {}\nprotection {}",
                     v.node_id,
                     v.version,
                     v.data_dir,
@@ -47,6 +47,8 @@ pub async fn run(cmd: OpsCmd) -> Result<()> {
                     s.pins,
                     s.shards,
                     ByteSize::b(s.shard_bytes).display().iec(),
+                    s.state_records,
+                    ByteSize::b(s.state_bytes).display().iec(),
                     ByteSize::b(s.used_bytes).display().iec(),
                     ByteSize::b(s.capacity_bytes).display().iec(),
                     v.protection

@@ -21,6 +21,7 @@ use crate::error::{StoreError, index_error, io_error};
 use crate::guard::{GuardSet, UploadGuard};
 use crate::io::{Commit, HeldLock, Io, RealIo, write_file};
 use crate::record::{ManifestRecord, RecordError, ShardRecord};
+use crate::state::STATE_STRIPES;
 use crate::{FORMAT_VERSION, MAX_PIN_NAME, lock, read_lock, write_lock};
 
 mod backend;
@@ -140,10 +141,16 @@ pub struct StoreStats {
     pub pins: u64,
     /// The capacity budget.
     pub capacity_bytes: u64,
-    /// Bytes counted against the budget: shards plus manifests.
+    /// Bytes counted against the budget: shards, manifests and state
+    /// records.
     pub used_bytes: u64,
     /// Bytes of manifests stored.
     pub manifest_bytes: u64,
+    /// The node's own state records (location records, tombstones, leases,
+    /// reputations).
+    pub state_records: u64,
+    /// Their bytes on disk.
+    pub state_bytes: u64,
 }
 
 /// What a scrub found.
@@ -213,14 +220,18 @@ pub(crate) struct Usage {
     pub shard_bytes: u64,
     pub manifests: u64,
     pub manifest_bytes: u64,
+    /// State records (`state.rs`): counted like objects, so peers cannot
+    /// fill a node's disk with records it does not budget for.
+    pub state_records: u64,
+    pub state_bytes: u64,
     /// Bytes of puts in progress, counted so concurrent puts cannot
     /// together overshoot the budget.
     pub reserved: u64,
 }
 
 impl Usage {
-    fn used(&self) -> u64 {
-        self.shard_bytes + self.manifest_bytes
+    pub(crate) fn used(&self) -> u64 {
+        self.shard_bytes + self.manifest_bytes + self.state_bytes
     }
 
     pub(crate) fn add(&mut self, kind: Kind, count: u64, bytes: u64) {
@@ -288,6 +299,9 @@ pub(crate) struct Inner {
     pub(crate) pending_access: Mutex<HashMap<Cid, u64>>,
     /// Kinds of state record whose directory exists durably (see `state.rs`).
     pub(crate) state_dirs: Mutex<HashSet<String>>,
+    /// Writers of one state record take its stripe, so the size a write
+    /// replaces is the size it counts (see `state.rs`).
+    pub(crate) state_stripes: [Mutex<()>; STATE_STRIPES],
     access_interval: u64,
     cache: Option<ChunkCache>,
     seq: AtomicU64,
@@ -541,6 +555,8 @@ impl Store {
             capacity_bytes: inner.cfg.capacity_bytes,
             used_bytes: u.used(),
             manifest_bytes: u.manifest_bytes,
+            state_records: u.state_records,
+            state_bytes: u.state_bytes,
         })
     }
 

@@ -73,7 +73,8 @@ impl Store {
         }
 
         let db = open_index(&*io, &dir)?;
-        let usage = reconcile(&*io, &dir, &db, &mut report)?;
+        let mut usage = reconcile(&*io, &dir, &db, &mut report)?;
+        (usage.state_records, usage.state_bytes) = crate::state::measure(&*io, &dir)?;
 
         let inner = Inner {
             dir,
@@ -89,6 +90,7 @@ impl Store {
             commit_failed: AtomicBool::new(false),
             pending_access: Mutex::new(HashMap::new()),
             state_dirs: Mutex::new(HashSet::new()),
+            state_stripes: std::array::from_fn(|_| Mutex::new(())),
             access_interval: opts.access_interval_secs,
             cache: new_cache(cfg.cache_bytes),
             seq: AtomicU64::new(0),
