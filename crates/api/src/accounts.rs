@@ -67,19 +67,19 @@ pub struct LoginAnswer {
     pub user: Account,
     /// The bearer token (`Authorization: Bearer ...`); absent for a session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_token: Option<String>,
+    pub access_token: Option<crate::Secret>,
     /// When the access token expires (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_expires_at: Option<u64>,
     /// The single-use token for `POST /v1/token/refresh`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<crate::Secret>,
     /// When the refresh token expires (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_expires_at: Option<u64>,
     /// For a session: send it back in `x-csrf-token` on unsafe requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub csrf_token: Option<String>,
+    pub csrf_token: Option<crate::Secret>,
     /// For a session: when it expires (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_expires_at: Option<u64>,
@@ -90,18 +90,18 @@ pub struct LoginAnswer {
 #[serde(deny_unknown_fields)]
 pub struct Refresh {
     /// The refresh token of the last pair (each is used once).
-    pub refresh_token: String,
+    pub refresh_token: crate::Secret,
 }
 
 /// A new token pair (`POST /v1/token/refresh`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenPair {
     /// The bearer token.
-    pub access_token: String,
+    pub access_token: crate::Secret,
     /// When it expires (Unix seconds).
     pub access_expires_at: u64,
     /// The next refresh token.
-    pub refresh_token: String,
+    pub refresh_token: crate::Secret,
     /// When it expires (Unix seconds).
     pub refresh_expires_at: u64,
 }

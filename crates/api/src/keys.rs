@@ -67,10 +67,10 @@ pub struct CreatedKey {
     pub access_key_id: Option<String>,
     /// The S3 secret access key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<crate::Secret>,
     /// The API key (`Authorization: Bearer dmak_...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub token: Option<crate::Secret>,
     /// The key as listed.
     pub key: KeyEntry,
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod files;
 pub mod keys;
 pub mod node;
+pub mod secret;
 pub mod shares;
 pub mod sharing;
 
@@ -34,5 +35,6 @@ pub use node::{
     AccessKey, AuditTotals, Bucket, DrainProgress, EventsQuery, GcReport, Health, NodeStatus, NotReady, Peer,
     PeerState, Peers, Ready, RepairTotals, Reputation, StoreStats, WorkerInfo, WorkerState,
 };
+pub use secret::Secret;
 pub use shares::{NewShare, Share, ShareList, ShareQuery, ShareState};
 pub use sharing::{EncryptionKey, EncryptionKeyList, FileKey, NewEncryptionKey};

@@ -305,7 +305,7 @@ pub struct AccessKey {
     /// The access key id.
     pub access_key_id: String,
     /// The secret access key.
-    pub secret_access_key: String,
+    pub secret_access_key: crate::Secret,
 }
 
 /// Query of `GET /v1/events`.

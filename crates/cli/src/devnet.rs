@@ -144,7 +144,7 @@ async fn sign_in(url: &str, dir: &Path, how: &SignIn) -> Result<String> {
             let login = anon.request(Method::POST, "/v1/login").json(&json!({"name": name, "password": password}));
             let answer: datamesh_api::LoginAnswer = anon.call(login).await?;
             let token = answer.access_token.context("the node answered the login without a token")?;
-            let me = Client::connect(Some(url), Some(&token), dir, None)?;
+            let me = Client::connect(Some(url), Some(token.expose()), dir, None)?;
             let key = me
                 .request(Method::POST, "/v1/me/login-keys")
                 .json(&json!({"name": "devnet", "public_key": hex::encode(user.public().ed25519)}));

@@ -20,11 +20,11 @@ pub struct SavedLogin {
     /// The user name.
     pub name: String,
     /// The bearer token.
-    pub access_token: String,
+    pub access_token: datamesh_api::Secret,
     /// When it expires (Unix seconds).
     pub access_expires_at: u64,
     /// The refresh token.
-    pub refresh_token: String,
+    pub refresh_token: datamesh_api::Secret,
     /// When it expires (Unix seconds).
     pub refresh_expires_at: u64,
 }
@@ -72,7 +72,7 @@ pub async fn access_token(user_key: Option<&Path>, api: &str, ca_cert: Option<&P
     let mut login = load(user_key).filter(|l| l.api == api)?;
     // A minute's margin: the token must still be valid when it arrives.
     if login.access_expires_at > now() + 60 {
-        return Some(login.access_token);
+        return Some(login.access_token.expose().to_owned());
     }
     if login.refresh_expires_at <= now() {
         return None;
@@ -96,5 +96,5 @@ pub async fn access_token(user_key: Option<&Path>, api: &str, ca_cert: Option<&P
     if let Err(e) = save(user_key, &login) {
         tracing::warn!(error = %e, "could not save the refreshed login");
     }
-    Some(login.access_token)
+    Some(login.access_token.expose().to_owned())
 }

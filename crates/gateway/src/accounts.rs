@@ -215,9 +215,9 @@ async fn grant_answer(services: &Services, grant: LoginGrant, session: bool) -> 
         let t = services.issue_tokens(grant).await.map_err(auth_error)?;
         let body = LoginAnswer {
             user,
-            access_token: Some(t.access_token),
+            access_token: Some(t.access_token.into()),
             access_expires_at: Some(t.access_expires_at),
-            refresh_token: Some(t.refresh_token),
+            refresh_token: Some(t.refresh_token.into()),
             refresh_expires_at: Some(t.refresh_expires_at),
             csrf_token: None,
             session_expires_at: None,
@@ -226,14 +226,15 @@ async fn grant_answer(services: &Services, grant: LoginGrant, session: bool) -> 
     }
     let s = services.start_session(grant).await.map_err(auth_error)?;
     let max_age = s.expires_at.saturating_sub(datamesh_core::clock::unix_secs());
-    let cookie = format!("{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}", s.session_token);
+    let cookie =
+        format!("{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}", s.session_token.as_str());
     let body = LoginAnswer {
         user,
         access_token: None,
         access_expires_at: None,
         refresh_token: None,
         refresh_expires_at: None,
-        csrf_token: Some(s.csrf_token),
+        csrf_token: Some(s.csrf_token.into()),
         session_expires_at: Some(s.expires_at),
     };
     let mut resp = Json(body).into_response();
@@ -294,11 +295,11 @@ pub(crate) async fn refresh(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<TokenPair>> {
     let req: Refresh = json_body(body, "refresh")?;
-    let t = st.services.refresh(&req.refresh_token).await.map_err(auth_error)?;
+    let t = st.services.refresh(req.refresh_token.expose()).await.map_err(auth_error)?;
     Ok(Json(TokenPair {
-        access_token: t.access_token,
+        access_token: t.access_token.into(),
         access_expires_at: t.access_expires_at,
-        refresh_token: t.refresh_token,
+        refresh_token: t.refresh_token.into(),
         refresh_expires_at: t.refresh_expires_at,
     }))
 }

@@ -131,7 +131,7 @@ pub(crate) async fn create_key(
             let k = st.services.create_s3_key(&p, owner, new).await.map_err(key_error)?;
             CreatedKey {
                 access_key_id: Some(k.access_key_id.clone()),
-                secret_access_key: Some(k.secret_access_key.clone()),
+                secret_access_key: Some(k.secret_access_key.clone().into()),
                 token: None,
                 key: entry(&k.info, &owner_name),
             }
@@ -141,7 +141,7 @@ pub(crate) async fn create_key(
             CreatedKey {
                 access_key_id: None,
                 secret_access_key: None,
-                token: Some(k.token.clone()),
+                token: Some(k.token.clone().into()),
                 key: entry(&k.info, &owner_name),
             }
         }

@@ -222,7 +222,7 @@ pub fn router(gateway: crate::Gateway, token: String) -> Router {
     let node = gateway.node().clone();
     let state = Arc::new(AppState {
         node,
-        token,
+        token: zeroize::Zeroizing::new(token),
         services,
         gateway: Some(gateway),
         metrics,

@@ -9,7 +9,7 @@ pub(crate) struct AppState {
     /// The node every route works on.
     pub(crate) node: datamesh_node::Node,
     /// The node token: the bootstrap administrator's credential.
-    pub(crate) token: String,
+    pub(crate) token: zeroize::Zeroizing<String>,
     /// Accounts, keys, permissions, quotas, rate limits and audit.
     pub(crate) services: datamesh_services::Services,
     /// The gateway, for the routes that need one (files over HTTP, shares,

@@ -334,7 +334,7 @@ pub struct CreatedApiKey {
     /// The listing.
     pub info: KeyInfo,
     /// The bearer secret (`dmak_...`).
-    pub token: String,
+    pub token: Zeroizing<String>,
 }
 
 /// A new S3 key.
@@ -345,7 +345,7 @@ pub struct CreatedS3Key {
     /// The access key id (also `info.key_id`).
     pub access_key_id: String,
     /// The secret access key.
-    pub secret_access_key: String,
+    pub secret_access_key: Zeroizing<String>,
 }
 
 // Secrets never reach a log through `{:?}`.
@@ -514,7 +514,7 @@ impl Services {
         // it names the key without revealing it.
         let key_id = format!("ak_{}", &hex::encode(secret::sha256(&hash))[..16]);
         let info = self.insert_key(by, owner, KeyKind::Api, &key_id, Some(hash.to_vec()), None, &new).await?;
-        Ok(CreatedApiKey { info, token: token.to_string() })
+        Ok(CreatedApiKey { info, token })
     }
 
     /// Creates an S3 access key for `owner`, within the caller's scope.
@@ -527,7 +527,7 @@ impl Services {
         self.check_mint(by, owner, &new).await?;
         // AWS's shapes: a 20-character id, a 40-character secret.
         let access_key_id = format!("DM{}", secret::random_id(18, ID_ALPHABET));
-        let secret_access_key = secret::random_id(40, SECRET_ALPHABET);
+        let secret_access_key = Zeroizing::new(secret::random_id(40, SECRET_ALPHABET));
         let sealed = self.inner.sealing.seal(&access_key_id, secret_access_key.as_bytes());
         let info = self.insert_key(by, owner, KeyKind::S3, &access_key_id, None, Some(sealed), &new).await?;
         Ok(CreatedS3Key { info, access_key_id, secret_access_key })

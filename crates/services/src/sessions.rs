@@ -34,6 +34,7 @@
 
 use sqlx::Row;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::audit::{self, AuditAction, Entry};
 use crate::db::{DbError, Tx, int, uint};
@@ -70,11 +71,11 @@ impl LoginGrant {
 #[derive(Clone)]
 pub struct TokenPair {
     /// The bearer token for requests (`Authorization: Bearer ...`).
-    pub access_token: String,
+    pub access_token: Zeroizing<String>,
     /// When the access token expires (Unix seconds).
     pub access_expires_at: u64,
     /// The single-use token for [`Services::refresh`].
-    pub refresh_token: String,
+    pub refresh_token: Zeroizing<String>,
     /// When the refresh token expires (Unix seconds).
     pub refresh_expires_at: u64,
 }
@@ -92,9 +93,9 @@ impl std::fmt::Debug for TokenPair {
 #[derive(Clone)]
 pub struct BrowserSession {
     /// For the session cookie (HttpOnly, SameSite=Strict, Secure over TLS).
-    pub session_token: String,
+    pub session_token: Zeroizing<String>,
     /// For the page, which sends it back on unsafe requests.
-    pub csrf_token: String,
+    pub csrf_token: Zeroizing<String>,
     /// When the session expires (Unix seconds).
     pub expires_at: u64,
 }
@@ -253,12 +254,7 @@ impl Services {
         let refresh_expires_at = now + self.config().refresh_ttl.as_secs();
         Self::insert_token(tx, &ah, "access", user, family, None, via, now, access_expires_at).await?;
         Self::insert_token(tx, &rh, "refresh", user, family, None, via, now, refresh_expires_at).await?;
-        Ok(TokenPair {
-            access_token: access.to_string(),
-            access_expires_at,
-            refresh_token: refresh.to_string(),
-            refresh_expires_at,
-        })
+        Ok(TokenPair { access_token: access, access_expires_at, refresh_token: refresh, refresh_expires_at })
     }
 
     /// Exchanges a login for an access token and a refresh token (programs,
@@ -281,7 +277,7 @@ impl Services {
         Self::insert_token(&mut tx, &sh, "session", grant.user.id, &family, Some(&ch), grant.method, now, expires_at)
             .await?;
         tx.commit().await?;
-        Ok(BrowserSession { session_token: session.to_string(), csrf_token: csrf.to_string(), expires_at })
+        Ok(BrowserSession { session_token: session, csrf_token: csrf, expires_at })
     }
 
     /// Rotates a refresh token: marks it used and returns a new pair of the

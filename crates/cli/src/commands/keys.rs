@@ -134,15 +134,18 @@ pub async fn run(cmd: KeyCmd) -> Result<()> {
                     let pair = api::AccessKey { access_key_id: id.clone(), secret_access_key: secret.clone() };
                     print(k.c.json, &pair, || {
                         format!(
-                            "access key id      {id}\nsecret access key  {secret}\n# for user {}: usable now on this node's S3 API; the secret is not shown again",
+                            "access key id      {id}\nsecret access key  {}\n# for user {}: usable now on this node's S3 API; the secret is not shown again",
+                            secret.expose(),
                             v.key.user
                         )
                     });
                 }
                 (_, _, Some(token)) => print(k.c.json, &v, || {
                     format!(
-                        "api key  {token}\n# id {} for user {}: send it as `Authorization: Bearer ...`; it is not shown again",
-                        v.key.key_id, v.key.user
+                        "api key  {}\n# id {} for user {}: send it as `Authorization: Bearer ...`; it is not shown again",
+                        token.expose(),
+                        v.key.key_id,
+                        v.key.user
                     )
                 }),
                 _ => bail!("the node answered a key without its secret"),

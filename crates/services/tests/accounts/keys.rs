@@ -124,7 +124,7 @@ async fn s3_secrets_are_sealed_and_bound(env: &Env) {
     assert_eq!(a.info.kind, KeyKind::S3);
     assert_eq!((a.access_key_id.len(), a.secret_access_key.len()), (20, 40));
     let creds = env.svc.s3_credentials(&a.access_key_id).await.expect("creds");
-    assert_eq!(creds.secret_access_key.as_str(), a.secret_access_key);
+    assert_eq!(creds.secret_access_key.as_str(), a.secret_access_key.as_str());
     assert_eq!(creds.principal.name(), "dave");
     // The database holds no secret in clear.
     let mut raw = env.raw().await;

@@ -24,7 +24,7 @@ async fn two_instances_share_accounts_keys_and_revocations(env: &Env) {
     b.authenticate_bearer(&key.token).await.expect("A's key on B");
     assert_eq!(
         b.s3_credentials(&s3.access_key_id).await.expect("A's S3 key on B").secret_access_key.as_str(),
-        s3.secret_access_key
+        s3.secret_access_key.as_str()
     );
     a.revoke_key(&p, &key.info.key_id).await.expect("revoke on A");
     a.revoke_key(&p, &s3.access_key_id).await.expect("revoke on A");
