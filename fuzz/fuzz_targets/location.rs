@@ -15,6 +15,11 @@ fn key() -> SigningKey {
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = LocationRecord::decode(data) {
         assert_eq!(LocationRecord::decode(&r.encode()).expect("a decoded record re-decodes"), r);
+        // Rebuilding the first record from a hostile origin never panics,
+        // and what it rebuilds is a seq-1 record of the same file.
+        if let Ok(Some(first)) = r.first_record() {
+            assert_eq!((first.seq, first.manifest, first.chunks.len()), (1, r.manifest, r.chunks.len()));
+        }
     }
     // The same bytes as a record's shape, signed here: the signature checks
     // are then passed, so the shape checks behind them are reached.
@@ -27,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         match LocationRecord::decode(&bytes) {
             Ok(back) => {
                 assert_eq!(back, r);
+                let _ = back.first_record();
                 for c in 0..back.chunks.len() {
                     assert_eq!(back.holders_of(c).len(), back.chunks[c].len());
                     for s in 0..back.chunks[c].len() {
@@ -46,7 +52,8 @@ fuzz_target!(|data: &[u8]| {
             .chunks(width * 2)
             .map(|c| c.chunks(2).map(|h| vec![h[0] % 8 + 1; h.get(1).map_or(1, |&n| n as usize % 64 + 1)]).collect())
             .collect();
-        let seq = u64::from(shape).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // Valid seqs are 1..u64::MAX.
+        let seq = u64::from(shape).wrapping_mul(0x9e37_79b9_7f4a_7c15).clamp(1, u64::MAX - 1);
         let r = LocationRecord::sign(Cid::dag_cbor_blake3(rest), seq, &chunks, &key());
         let back = LocationRecord::decode(&r.encode()).expect("a signed record decodes");
         assert_eq!(back, r);
@@ -54,6 +61,14 @@ fuzz_target!(|data: &[u8]| {
             for (s, h) in row.iter().enumerate() {
                 assert_eq!(back.holder(c, s).map(HolderId::as_slice), Some(&h[..]));
             }
+        }
+        // Its rewrite (the rows rotated) carries it as its origin.
+        if let Some(next) = r.next_seq().filter(|_| r.seq == 1).map(|_| {
+            let rotated: Vec<Vec<Vec<u8>>> = chunks.iter().map(|row| row.iter().rev().cloned().collect()).collect();
+            LocationRecord::sign_rewrite(&r, &rotated, &key()).expect("a rewrite of a valid record")
+        }) {
+            let back = LocationRecord::decode(&next.encode()).expect("a signed rewrite decodes");
+            assert_eq!(back.first_record().expect("its origin rebuilds"), Some(r.clone()));
         }
     }
 });

@@ -28,6 +28,11 @@ pub struct UploadSession {
     pub k: u16,
     /// Parity shards per chunk.
     pub m: u16,
+    /// The node's Ed25519 public key (hex): the manifest names it as its
+    /// `writer`, the only node whose first location record of the file
+    /// peers take. Absent from nodes before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// `PUT /v1/uploads/{id}/chunks`: what the node stored of one chunk.

@@ -205,7 +205,10 @@ impl Transport for HttpTransport {
     async fn begin_upload(&self, erasure: Option<Erasure>) -> Result<Session, HttpError> {
         let body = BeginUpload { k: erasure.map(|e| e.k), m: erasure.map(|e| e.m) };
         let s: UploadSession = self.call(self.request(Method::POST, "/v1/uploads").json(&body)).await?;
-        Ok(Session { id: s.upload_id, erasure: Erasure { k: s.k, m: s.m } })
+        // A writer that is not a 32-byte hex key is left out: the node
+        // then refuses nothing, and peers take records as for old files.
+        let writer = s.writer.and_then(|w| hex::decode(w).ok()).and_then(|w| <[u8; 32]>::try_from(w).ok());
+        Ok(Session { id: s.upload_id, erasure: Erasure { k: s.k, m: s.m }, writer })
     }
 
     async fn put_chunk(&self, upload: &str, stored: Bytes) -> Result<ChunkReceipt, HttpError> {

@@ -81,6 +81,8 @@ pub struct Upload<T: Transport> {
     /// None once completed or aborted.
     session: Option<String>,
     erasure: Erasure,
+    /// The node's key, named in the manifest as its writer.
+    writer: Option<[u8; 32]>,
     opts: PutOptions,
     sealer: Arc<ChunkSealer>,
     concurrency: usize,
@@ -99,6 +101,7 @@ impl<T: Transport> Client<T> {
             transport: self.transport.clone(),
             session: Some(session.id),
             erasure: session.erasure,
+            writer: session.writer,
             opts,
             sealer: Arc::new(sealer),
             concurrency: self.cfg.concurrency.max(1),
@@ -215,7 +218,8 @@ impl<T: Transport> Upload<T> {
         for e in std::mem::take(&mut self.entries) {
             b.push(e);
         }
-        let manifest = b.finish(encryption, unixfs, owner);
+        let mut manifest = b.finish(encryption, unixfs, owner);
+        manifest.writer = self.writer.map(|w| w.to_vec());
         let local = manifest.cid();
         let stored = match self.transport.complete_upload(&session, manifest.encode(), self.opts.name.take()).await {
             Ok(c) => c,

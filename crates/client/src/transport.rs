@@ -20,6 +20,10 @@ pub struct Session {
     /// The erasure code the node applies to this upload's chunks (its
     /// default when none was asked for); the manifest must name it.
     pub erasure: Erasure,
+    /// The node's key, named in the manifest as the file's writer (the
+    /// owner's delegation to this node to place it); None from a node that
+    /// does not say.
+    pub writer: Option<[u8; 32]>,
 }
 
 /// A node, as put and get see it. Cheap to clone; every call may run

@@ -52,7 +52,8 @@ impl Transport for Mem {
         let id = format!("u{}", st.next);
         let erasure = erasure.unwrap_or(Erasure { k: 4, m: 2 });
         st.sessions.insert(id.clone(), erasure);
-        Ok(Session { id, erasure })
+        // The node's key, which the manifest must name as its writer.
+        Ok(Session { id, erasure, writer: Some([7; 32]) })
     }
 
     async fn put_chunk(&self, upload: &str, stored: Bytes) -> Result<ChunkReceipt, MemError> {
@@ -171,6 +172,11 @@ async fn put_then_whole_and_ranged_reads_at_boundary_sizes() {
         let (mcid, m) = client.manifest(cid).await.unwrap();
         assert_eq!(mcid, cid);
         assert_eq!(m.size, size as u64);
+        assert_eq!(
+            m.writer.as_deref(),
+            Some([7u8; 32].as_slice()),
+            "the manifest does not name the node as its writer"
+        );
         let file = OpenFile::new(mcid, m, Some(key.clone()));
         assert_eq!(read(&client, &file, 0..u64::MAX).await.unwrap(), body, "size {size}");
         let n = size as u64;

@@ -17,7 +17,7 @@ pub mod testdata;
 pub mod tombstone;
 
 pub use crate::cid::{Cid, CidError, CidHasher, Codec};
-pub use crate::location::{HolderId, LocationError, LocationRecord};
+pub use crate::location::{HolderId, LocationError, LocationRecord, Origin};
 pub use crate::manifest::{
     ChunkEntry, Chunking, Cipher, Compression, Encryption, Erasure, Manifest, ManifestError, WrappedKey,
 };

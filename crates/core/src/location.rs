@@ -20,9 +20,22 @@
 //! ├── chunks[]     per chunk, per shard: index into holders[]
 //! ├── uploaded_at  unix seconds of the upload this record places (v2;
 //! │                absent = unknown), kept by every rewrite
+//! ├── origin       (v3) the upload's first record: holders[], moved[]
+//! │                (chunk, shard, index into its holders[]) where it differs
+//! │                from this record, signer, signature
 //! ├── signer       32-byte Ed25519 public key of the writer
 //! └── signature    Ed25519 over the encoding with an empty signature
 //! ```
+//!
+//! A rewrite (`seq` > 1) of a file whose manifest names a writer also
+//! carries `origin` (version 3): the upload's first record, compactly (its
+//! holder list, the positions whose holder differs from this record's, its
+//! signer and signature), from which [`LocationRecord::first_record`]
+//! rebuilds the first record and checks the writer's signature on it. A
+//! node that has no record of a file thus learns where the writer put each
+//! shard, and takes a later record only if every position it moves away
+//! from there is justified (see `crates/node/src/admit.rs`); without the
+//! origin a peer could seed such a node with any record at all.
 //!
 //! `uploaded_at` ties a record to one upload: an owner's tombstone deletes
 //! the uploads it is later than, not a re-upload of the same bytes after it
@@ -101,8 +114,27 @@ impl std::borrow::Borrow<[u8]> for HolderId {
     }
 }
 
-/// The location record format this build writes.
-pub const LOCATION_VERSION: u32 = 2;
+/// The location record format this build writes for records with an
+/// [`Origin`]; others are written as version 2 (or 1), readable by builds
+/// before origins existed.
+pub const LOCATION_VERSION: u32 = 3;
+
+/// The upload's first record (seq 1) as a later record carries it: enough
+/// to rebuild it from the carrying record and check its signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The first record's holders, in its order.
+    pub holders: Vec<HolderId>,
+    /// Positions whose first holder is not the carrying record's:
+    /// `(chunk, shard, index into holders)`.
+    pub moved: Vec<(u32, u16, u16)>,
+    /// The first record's signer (the manifest's writer).
+    #[serde(with = "serde_bytes")]
+    pub signer: Vec<u8>,
+    /// The first record's signature.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
 
 /// Where the shards of one file are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +154,9 @@ pub struct LocationRecord {
     /// record encodes, and verifies, as it always did.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub uploaded_at: u64,
+    /// The upload's first record (version 3; see the module doc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     /// The writer's Ed25519 public key.
     #[serde(with = "serde_bytes")]
     pub signer: Vec<u8>,
@@ -189,17 +224,109 @@ impl LocationRecord {
         let mut r = LocationRecord {
             // A record without an upload time is exactly a version 1
             // record, readable by older builds.
-            version: if uploaded_at == 0 { 1 } else { LOCATION_VERSION },
+            version: if uploaded_at == 0 { 1 } else { 2 },
             manifest,
             seq,
             holders,
             chunks,
             uploaded_at,
+            origin: None,
             signer: key.verifying_key().to_bytes().to_vec(),
             signature: Vec::new(),
         };
         r.signature = key.sign(&r.signed_bytes()).to_bytes().to_vec();
         r
+    }
+
+    /// Builds and signs the record that follows `prev` (the next `seq`, the
+    /// same upload time), with `chunks` as its holders, carrying the
+    /// upload's first record when `prev` has it. Fails if `prev` is at the
+    /// `seq` ceiling or carries an origin that does not verify.
+    pub fn sign_rewrite<H: AsRef<[u8]>>(
+        prev: &LocationRecord,
+        chunks: &[Vec<H>],
+        key: &SigningKey,
+    ) -> Result<Self, LocationError> {
+        let seq =
+            prev.next_seq().ok_or_else(|| LocationError::Invalid(format!("seq {} is at the ceiling", prev.seq)))?;
+        let first = prev.first_record()?;
+        let mut r = Self::sign_upload(prev.manifest, seq, chunks, prev.uploaded_at, key);
+        if let Some(first) = first {
+            let mut moved = Vec::new();
+            for (c, row) in first.chunks.iter().enumerate() {
+                for (s, &i) in row.iter().enumerate() {
+                    if r.holder(c, s) != first.holders.get(i as usize) {
+                        moved.push((c as u32, s as u16, i));
+                    }
+                }
+            }
+            r.origin = Some(Origin { holders: first.holders, moved, signer: first.signer, signature: first.signature });
+            r.version = LOCATION_VERSION;
+            r.signature = key.sign(&r.signed_bytes()).to_bytes().to_vec();
+        }
+        Ok(r)
+    }
+
+    /// The upload's first record: this one at `seq` 1, else the one its
+    /// origin rebuilds (signature checked), else `None` (a rewrite without
+    /// an origin, written before origins existed).
+    pub fn first_record(&self) -> Result<Option<LocationRecord>, LocationError> {
+        if self.seq == 1 {
+            return Ok(Some(self.clone()));
+        }
+        let Some(o) = &self.origin else { return Ok(None) };
+        let bad = |why: String| LocationError::Invalid(format!("origin: {why}"));
+        let mut chunks: Vec<Vec<Option<u16>>> = self.chunks.iter().map(|row| vec![None; row.len()]).collect();
+        for &(c, s, i) in &o.moved {
+            let slot = chunks
+                .get_mut(c as usize)
+                .and_then(|row| row.get_mut(s as usize))
+                .ok_or_else(|| bad(format!("shard {s} of chunk {c} is outside the record")))?;
+            if i as usize >= o.holders.len() {
+                return Err(bad("a moved shard points outside its holder list".into()));
+            }
+            *slot = Some(i);
+        }
+        let chunks = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(c, row)| {
+                row.into_iter()
+                    .enumerate()
+                    .map(|(s, i)| match i {
+                        Some(i) => Ok(i),
+                        None => {
+                            let h = self.holder(c, s).ok_or_else(|| bad("a shard has no holder".into()))?;
+                            o.holders.iter().position(|x| x == h).map(|p| p as u16).ok_or_else(|| {
+                                bad(format!("shard {s} of chunk {c} is not marked moved but its holder is new"))
+                            })
+                        }
+                    })
+                    .collect::<Result<Vec<u16>, LocationError>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = LocationRecord {
+            version: if self.uploaded_at == 0 { 1 } else { 2 },
+            manifest: self.manifest,
+            seq: 1,
+            holders: o.holders.clone(),
+            chunks,
+            uploaded_at: self.uploaded_at,
+            origin: None,
+            signer: o.signer.clone(),
+            signature: o.signature.clone(),
+        };
+        first.check_signature()?;
+        Ok(Some(first))
+    }
+
+    fn check_signature(&self) -> Result<(), LocationError> {
+        let key = <[u8; 32]>::try_from(self.signer.as_slice())
+            .ok()
+            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+            .ok_or(LocationError::BadSignature)?;
+        let sig = Signature::from_slice(&self.signature).map_err(|_| LocationError::BadSignature)?;
+        key.verify(&self.signed_bytes(), &sig).map_err(|_| LocationError::BadSignature)
     }
 
     fn signed_bytes(&self) -> Vec<u8> {
@@ -238,12 +365,25 @@ impl LocationRecord {
         {
             return Err(LocationError::Invalid("a shard points outside the holder list".into()));
         }
-        let key = <[u8; 32]>::try_from(r.signer.as_slice())
-            .ok()
-            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
-            .ok_or(LocationError::BadSignature)?;
-        let sig = Signature::from_slice(&r.signature).map_err(|_| LocationError::BadSignature)?;
-        key.verify(&r.signed_bytes(), &sig).map_err(|_| LocationError::BadSignature)?;
+        match (&r.origin, r.version) {
+            (Some(_), 3) if r.seq > 1 => {}
+            (None, v) if v < 3 => {}
+            _ => {
+                return Err(LocationError::Invalid(
+                    "an origin comes with version 3 and a seq above 1, and only then".into(),
+                ));
+            }
+        }
+        if let Some(o) = &r.origin {
+            let positions: usize = r.chunks.iter().map(Vec::len).sum();
+            if o.moved.len() > positions {
+                return Err(LocationError::Invalid("the origin moves more shards than the record has".into()));
+            }
+            if o.holders.iter().any(|h| h.is_empty() || h.len() > 64) {
+                return Err(LocationError::Invalid("an origin holder id is empty or longer than 64 bytes".into()));
+            }
+        }
+        r.check_signature()?;
         Ok(r)
     }
 
@@ -311,6 +451,44 @@ mod tests {
         assert_eq!(back, r);
         assert_eq!(back.holder(1, 2).map(HolderId::as_slice), Some(&[4u8; 32][..]));
         assert_eq!(back.holder(2, 0), None);
+    }
+
+    #[test]
+    fn rewrites_carry_the_first_record_and_it_verifies() {
+        let m = Cid::dag_cbor_blake3(b"m");
+        let first =
+            LocationRecord::sign_upload(m, 1, &[vec![[1u8; 32], [2; 32]], vec![[2u8; 32], [3; 32]]], 77, &key(1));
+        assert_eq!(first.first_record().unwrap().as_ref(), Some(&first));
+        // Two repairs by other nodes: each carries the first record.
+        let r2 = LocationRecord::sign_rewrite(&first, &[vec![[1u8; 32], [4; 32]], vec![[2u8; 32], [3; 32]]], &key(2))
+            .unwrap();
+        let r3 =
+            LocationRecord::sign_rewrite(&r2, &[vec![[5u8; 32], [4; 32]], vec![[2u8; 32], [3; 32]]], &key(3)).unwrap();
+        for r in [&r2, &r3] {
+            assert_eq!(r.version, LOCATION_VERSION);
+            let back = LocationRecord::decode(&r.encode()).unwrap();
+            assert_eq!(back.first_record().unwrap(), Some(first.clone()));
+        }
+        assert_eq!((r3.seq, r3.uploaded_at, r3.origin.as_ref().unwrap().moved.len()), (3, 77, 2));
+        // An origin that does not rebuild the writer's record is refused,
+        // even when the carrying record is signed anew.
+        let mut forged = r3.clone();
+        forged.origin.as_mut().unwrap().moved.pop();
+        forged.signature = key(3).sign(&forged.signed_bytes()).to_bytes().to_vec();
+        let back = LocationRecord::decode(&forged.encode()).unwrap();
+        assert!(back.first_record().is_err());
+        let mut forged = r3.clone();
+        forged.origin.as_mut().unwrap().signer = key(9).verifying_key().to_bytes().to_vec();
+        forged.signature = key(3).sign(&forged.signed_bytes()).to_bytes().to_vec();
+        assert!(matches!(
+            LocationRecord::decode(&forged.encode()).unwrap().first_record(),
+            Err(LocationError::BadSignature)
+        ));
+        // A record of the old format (no origin) rewrites without one.
+        let old = LocationRecord::sign_upload(m, 4, &[vec![[1u8; 32], [2; 32]]], 77, &key(1));
+        let next = LocationRecord::sign_rewrite(&old, &[vec![[1u8; 32], [3; 32]]], &key(1)).unwrap();
+        assert_eq!((next.version, next.origin.is_none()), (2, true));
+        assert_eq!(next.first_record().unwrap(), None);
     }
 
     #[test]
@@ -432,6 +610,7 @@ mod tests {
             encryption: None,
             unixfs: None,
             owner: None,
+            writer: None,
             merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
             chunks,
         };

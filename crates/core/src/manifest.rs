@@ -13,6 +13,10 @@
 //! ├── encryption? {cipher, convergent, wrapped_keys[]}   (absent = public)
 //! ├── unixfs?     CID that `ipfs add --cid-version 1` gives the plaintext
 //! ├── owner?      Ed25519 public key allowed to delete
+//! ├── writer?     Ed25519 public key of the node that places the file (signs
+//! │               its first location record); absent = written before it
+//! │               existed, and left out of the encoding then, so such
+//! │               manifests keep their bytes and CIDs
 //! ├── merkle_root BLAKE3 tree over chunk CIDs
 //! └── chunks[]    {plain_size, stored_size, compression, cid, shards[k+m]}
 //! ```
@@ -194,6 +198,13 @@ pub struct Manifest {
     /// Ed25519 public key of the owner, who alone may delete the file.
     #[serde(with = "serde_bytes")]
     pub owner: Option<Vec<u8>>,
+    /// Ed25519 public key of the node the owner uploads through, the only
+    /// signer of the file's first location record: the owner's delegation
+    /// to it, fixed by the file's CID (nobody can name another writer for
+    /// the same file). Absent in manifests written before it existed, which
+    /// encode exactly as they did (see `crates/node/src/admit.rs`).
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub writer: Option<Vec<u8>>,
     /// BLAKE3 Merkle root over the chunk CIDs (see [`merkle_root`]).
     #[serde(with = "serde_bytes")]
     pub merkle_root: Vec<u8>,
@@ -301,6 +312,11 @@ impl Manifest {
         {
             return bad("owner key is not 32 bytes".into());
         }
+        if let Some(w) = &self.writer
+            && w.len() != 32
+        {
+            return bad("writer key is not 32 bytes".into());
+        }
         if self.merkle_root.as_slice() != merkle_root(self.chunks.iter().map(|c| &c.cid)) {
             return bad("merkle root does not match the chunk list".into());
         }
@@ -386,6 +402,7 @@ mod tests {
             }),
             unixfs: None,
             owner: Some(vec![7; 32]),
+            writer: None,
             merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
             chunks,
         }

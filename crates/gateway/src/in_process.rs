@@ -45,7 +45,7 @@ impl Transport for InProcess {
                 m.rate_limited("uploads");
             }
         })?;
-        Ok(Session { id, erasure })
+        Ok(Session { id, erasure, writer: Some(self.node.writer_key()) })
     }
 
     async fn put_chunk(&self, upload: &str, stored: Bytes) -> Result<ChunkReceipt, NodeError> {

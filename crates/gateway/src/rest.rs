@@ -382,7 +382,15 @@ async fn begin_upload(
         }
     };
     st.uploads.insert(id.clone(), p.user(), reservation);
-    Ok((StatusCode::CREATED, Json(UploadSession { upload_id: id, k: erasure.k, m: erasure.m })))
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadSession {
+            upload_id: id,
+            k: erasure.k,
+            m: erasure.m,
+            writer: Some(hex::encode(st.node.writer_key())),
+        }),
+    ))
 }
 
 #[utoipa::path(put, path = "/v1/uploads/{id}/chunks", tag = "uploads", params(("id" = String, Path, description = "Upload session id")), request_body(content = Vec<u8>, description = "One chunk's stored form", content_type = "application/octet-stream"), responses((status = 200, description = "Chunk receipt `{cid, shards}`", body = ChunkReceipt), (status = 404, description = "Not found", body = ErrorBody), (status = 400, description = "Bad request", body = ErrorBody), (status = 401, description = "Missing or wrong token", body = ErrorBody)))]

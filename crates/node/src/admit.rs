@@ -9,9 +9,15 @@
 //!   sent first, `PUT_MANIFEST`), and the record must fit it: one row per
 //!   chunk, one holder per shard of the code (`LocationRecord::fits`).
 //! - **First record** (this node has none): shape, and a `seq` of at most
-//!   [`MAX_SEQ_STEP`]. Nothing more can be checked here: the manifest
-//!   names an owner key but no writer, so who placed the file cannot be
-//!   verified (see "What remains" in docs/network.md).
+//!   [`MAX_SEQ_STEP`]. If the manifest names a writer (the node its owner
+//!   uploaded through; the file's CID fixes it, so nobody can name another
+//!   for the same file), the record must be the writer's own first record
+//!   (seq 1, signed by it) or carry it as its origin (`core::location`),
+//!   and every position the record moves away from where the writer put
+//!   it must be justified as for a rewrite (below). A peer can then seed a
+//!   node that has no record only with where the writer placed the file
+//!   and what really moved since. Manifests without a writer (written
+//!   before it existed) get shape and `seq` only.
 //! - **Rewrite.** `seq` is exactly the stored one plus one (checked: the
 //!   ceiling is refused in `core::location`); the signer is the stored
 //!   record's writer or one of its holders ([`may_replace`]); per chunk, at
@@ -96,6 +102,13 @@ pub(crate) enum RecordRefusal {
     /// A rewrite that names another upload than the record it rewrites.
     #[error("a rewrite must keep the upload time of the record it rewrites")]
     OtherUpload,
+    /// A first record of a file whose manifest names a writer, signed by
+    /// someone else and carrying no first record of the writer's.
+    #[error("the file's manifest names its writer; a first record must be the writer's, or carry it as its origin")]
+    NoOrigin,
+    /// The first record is not the writer's.
+    #[error("the file's first location record is not signed by the writer its manifest names")]
+    NotTheWriter,
     /// A first record at an implausible `seq`.
     #[error("a first location record may not start at seq {0}; at most {MAX_SEQ_STEP}")]
     FirstTooHigh(u64),
@@ -170,6 +183,14 @@ fn signer_id(r: &LocationRecord) -> Option<HolderId> {
     datamesh_net::peer_id_of_ed25519(&r.signer).map(|p| holder_id(&p))
 }
 
+/// Whether `r` descends from the first record of the writer `m` names (true
+/// for manifests that name none): what a node without a record of its own
+/// requires of a record it reads from others.
+pub(crate) fn from_the_writer(m: &Manifest, r: &LocationRecord) -> bool {
+    let Some(writer) = &m.writer else { return true };
+    matches!(r.first_record(), Ok(Some(first)) if first.signer == *writer && first.fits(m).is_ok())
+}
+
 /// The checks on `new` that need no network (see the module doc): shape,
 /// `seq`, signer, and how many positions of a chunk move. Returns the
 /// moves still to be justified.
@@ -188,7 +209,19 @@ pub(crate) fn check_update(
         if new.uploaded_at > unix_secs().saturating_add(MAX_CLOCK_AHEAD) {
             return Err(RecordRefusal::UploadInFuture(new.uploaded_at));
         }
-        return Ok(Vec::new());
+        let Some(writer) = &m.writer else { return Ok(Vec::new()) };
+        let first =
+            new.first_record().map_err(|e| RecordRefusal::Invalid(e.to_string()))?.ok_or(RecordRefusal::NoOrigin)?;
+        if first.signer != *writer {
+            return Err(RecordRefusal::NotTheWriter);
+        }
+        first
+            .fits(m)
+            .map_err(|e| RecordRefusal::Shape { file: new.manifest, why: format!("its first record: {e}") })?;
+        // What moved since the writer placed the file, other than the
+        // signer's own shards, must be justified here.
+        let signer = signer_id(new);
+        return Ok(moves(m, &first, new, signer.as_ref()));
     };
     if old.next_seq() != Some(new.seq) {
         return Err(RecordRefusal::NotNext { have: old.seq, got: new.seq });
@@ -476,7 +509,7 @@ impl Node {
                     match got {
                         Ok(Ok(Some(b))) => LocationRecord::decode(&b)
                             .ok()
-                            .filter(|r| r.manifest == manifest && r.fits(m).is_ok())
+                            .filter(|r| r.manifest == manifest && r.fits(m).is_ok() && from_the_writer(m, r))
                             .map(|r| (holder_id(&p), r)),
                         _ => None,
                     }
@@ -554,6 +587,7 @@ mod tests {
             encryption: None,
             unixfs: None,
             owner: None,
+            writer: None,
             merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
             chunks,
         }

@@ -94,6 +94,9 @@ pub enum InvalidRequest {
         /// The upload session's.
         upload: Erasure,
     },
+    /// The manifest names another node as the one that places the file.
+    #[error("the manifest names another node as its writer; upload through that node, or name this one ({0})")]
+    ForeignWriter(String),
     /// The manifest lists other shards for a chunk than the node computed.
     #[error("chunk {0}: shard list differs from what the node computed")]
     ShardListDiffers(usize),

@@ -160,6 +160,13 @@ impl Node {
         Ok(receipt)
     }
 
+    /// The key a manifest names as its `writer` to be placed by this node
+    /// (its identity's public key): peers take the file's first location
+    /// record only from it.
+    pub fn writer_key(&self) -> [u8; 32] {
+        self.inner.signing.verifying_key().to_bytes()
+    }
+
     /// Finishes an upload: checks the manifest against what was stored,
     /// writes it durably and pins it. Returns the file's CID.
     pub async fn complete_upload(
@@ -173,6 +180,13 @@ impl Node {
         let session = self.uploads().remove(upload).ok_or_else(|| NodeError::UploadNotFound(upload.into()))?;
         if manifest.erasure != session.erasure {
             return Err(InvalidRequest::ErasureMismatch { manifest: manifest.erasure, upload: session.erasure }.into());
+        }
+        // Peers take the file's first record only from the writer its
+        // manifest names (`admit.rs`): a manifest naming another node could
+        // never be placed from here.
+        let me = self.writer_key();
+        if manifest.writer.as_ref().is_some_and(|w| w.as_slice() != me) {
+            return Err(InvalidRequest::ForeignWriter(hex::encode(me)).into());
         }
         // Every shard the manifest names must be durable, and must be the
         // shards this node computed for that chunk: a client cannot make the

@@ -148,6 +148,7 @@ impl Node {
                 && let Ok(r) = LocationRecord::decode(&b)
                 && r.manifest == manifest
                 && r.fits(&m).is_ok()
+                && crate::admit::from_the_writer(&m, &r)
             {
                 match seen.iter_mut().find(|(x, _)| x.signature == r.signature) {
                     Some((_, n)) => *n += 1,

@@ -336,7 +336,6 @@ impl Node {
         // would panic the worker.
         let bad = |why: String| NodeError::from(StorageError::BadRecord { file, why });
         rec.fits(m).map_err(|e| bad(e.to_string()))?;
-        let seq = rec.next_seq().ok_or_else(|| bad(format!("seq {} is at the ceiling", rec.seq)))?;
         let mut chunks: Vec<Vec<HolderId>> =
             (0..m.chunks.len()).map(|c| rec.holders_of(c).into_iter().cloned().collect()).collect();
         for (c, s, h) in moves {
@@ -348,7 +347,10 @@ impl Node {
             self.inner.audit.clear_failed(cid, slot.as_slice());
             *slot = h.clone();
         }
-        let next = LocationRecord::sign_upload(file, seq, &chunks, rec.uploaded_at, &self.inner.signing);
+        // The next seq, the same upload, and the upload's first record
+        // carried on, so a new holder can check where the writer put each
+        // shard (`admit.rs`).
+        let next = LocationRecord::sign_rewrite(rec, &chunks, &self.inner.signing).map_err(|e| bad(e.to_string()))?;
         let locations = self.inner.locations.clone();
         let n2 = next.clone();
         blocking(move || locations.put(&n2).map_err(|e| StorageError::SaveRecord(e).into())).await?;

@@ -42,6 +42,7 @@ async fn a_manifest_beyond_16_mib_replicates_and_is_read_from_another_node() {
         encryption: None,
         unixfs: None,
         owner: None,
+        writer: None,
         merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
         chunks,
     };

@@ -35,6 +35,7 @@ fn manifest(seed: u8) -> Manifest {
         encryption: None,
         unixfs: None,
         owner: None,
+        writer: None,
         merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
         chunks,
     }

@@ -63,6 +63,7 @@ async fn location_records_cannot_take_a_file_over() {
         encryption: None,
         unixfs: None,
         owner: None,
+        writer: None,
         merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
         chunks,
     };
@@ -104,4 +105,128 @@ async fn location_records_cannot_take_a_file_over() {
     let got = a.node.location(file).await.unwrap().unwrap();
     assert_eq!(got.holder(0, 1).map(|h| h.as_slice()), Some(id_of(&newcomer).as_slice()));
     assert_eq!(PeerId::from_bytes(got.holder(0, 0).unwrap().as_slice()).unwrap(), b.net.local_peer_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_record_takes_only_what_the_manifests_writer_placed() {
+    let a = start(Vec::new()).await;
+    let b = start(vec![p2p_addr(&a.net).await]).await;
+    all_online(&[&a, &b]).await;
+    let victim = a.net.local_peer_id();
+
+    // One chunk of a 2+1 code, placed by `writer`, which the manifest
+    // names: shard 0 really on b, shards 1 and 2 on nodes that are gone.
+    let e = Erasure { k: 2, m: 1 };
+    let stored: Vec<u8> = (0..100_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let shards = erasure::encode(e, &stored).unwrap();
+    let cids = erasure::shard_cids(&shards);
+    b.net.put_shard(b.net.local_peer_id(), cids[0], shards[0].clone()).await.unwrap();
+    let (writer, gone, gone2, newcomer, sybil) = (key(1), key(2), key(3), key(4), key(9));
+    let chunks = vec![ChunkEntry {
+        plain_size: stored.len() as u32,
+        stored_size: stored.len() as u32,
+        compression: Compression::None,
+        cid: Cid::raw_blake3(&stored),
+        shards: cids.clone(),
+    }];
+    let m = Manifest {
+        version: MANIFEST_VERSION,
+        size: stored.len() as u64,
+        chunking: Chunking::Fixed { size: stored.len() as u32 },
+        erasure: e,
+        encryption: None,
+        unixfs: None,
+        owner: None,
+        writer: Some(writer.verifying_key().to_bytes().to_vec()),
+        merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
+        chunks,
+    };
+    let file = m.cid();
+    b.net.put_manifest(victim, file, m.encode()).await.unwrap();
+    let holder_b = b.net.local_peer_id().to_bytes();
+    let first = LocationRecord::sign_upload(
+        file,
+        1,
+        &[vec![holder_b.clone(), id_of(&gone), id_of(&gone2)]],
+        datamesh_core::clock::unix_secs(),
+        &writer,
+    );
+    let put = |r: &LocationRecord| b.net.put_record(victim, loc_key(&file), r.encode());
+    let at_victim = || async { a.node.location(file).await.unwrap() };
+
+    // Pre-seeding: a first record by anyone but the writer, at seq 1 or
+    // later, is refused, and so is one carrying a forged first record.
+    let mine = vec![vec![id_of(&sybil); 3]];
+    let seeded = LocationRecord::sign_upload(file, 1, &mine, first.uploaded_at, &sybil);
+    refused(put(&seeded).await, "not signed by the writer");
+    refused(put(&LocationRecord::sign_upload(file, 5, &mine, first.uploaded_at, &sybil)).await, "origin");
+    let forged_first = LocationRecord::sign_upload(file, 1, &mine, first.uploaded_at, &sybil);
+    let forged = LocationRecord::sign_rewrite(&forged_first, &mine, &sybil).unwrap();
+    refused(put(&forged).await, "not signed by the writer");
+    // The writer's real first record as origin, but moving b's shard,
+    // which b still proves it holds.
+    let grab =
+        LocationRecord::sign_rewrite(&first, &[vec![id_of(&sybil), id_of(&gone), id_of(&gone2)]], &sybil).unwrap();
+    refused(put(&grab).await, "still proves");
+    assert_eq!(at_victim().await, None, "a refused record was kept");
+
+    // A real repair: a gone holder's shard moved to a new node, carrying
+    // the writer's first record, is taken by a node that had none.
+    let repaired =
+        LocationRecord::sign_rewrite(&first, &[vec![holder_b.clone(), id_of(&newcomer), id_of(&gone2)]], &newcomer)
+            .unwrap();
+    put(&repaired).await.unwrap();
+    let got = at_victim().await.unwrap();
+    assert_eq!((got.seq, got.holder(0, 1).map(|h| h.as_slice().to_vec())), (2, Some(id_of(&newcomer))));
+    assert_eq!(got.first_record().unwrap(), Some(first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_names_its_writer_and_its_replicas_take_the_writers_first_record() {
+    let a = start(Vec::new()).await;
+    let boot = vec![p2p_addr(&a.net).await];
+    let b = start(boot.clone()).await;
+    let c = start(boot).await;
+    all_online(&[&a, &b, &c]).await;
+    let erasure = Erasure { k: 2, m: 1 };
+    let stored: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+    let manifest = |receipt: &datamesh_core::manifest::ChunkEntry, writer: [u8; 32]| Manifest {
+        version: MANIFEST_VERSION,
+        size: stored.len() as u64,
+        chunking: Chunking::Fixed { size: stored.len() as u32 },
+        erasure,
+        encryption: None,
+        unixfs: None,
+        owner: None,
+        writer: Some(writer.to_vec()),
+        merkle_root: merkle_root([&receipt.cid].into_iter()),
+        chunks: vec![receipt.clone()],
+    };
+    let upload = |_: ()| async {
+        let id = a.node.begin_upload(Some(erasure)).unwrap();
+        let r = a.node.put_chunk(&id, stored.clone()).await.unwrap();
+        let entry = ChunkEntry {
+            plain_size: stored.len() as u32,
+            stored_size: stored.len() as u32,
+            compression: Compression::None,
+            cid: r.cid,
+            shards: r.shards,
+        };
+        (id, entry)
+    };
+
+    // A manifest naming another node as its writer cannot be placed here:
+    // its first record would be refused everywhere.
+    let (id, entry) = upload(()).await;
+    let err = a.node.complete_upload(&id, manifest(&entry, b.node.writer_key()).encode(), None).await.unwrap_err();
+    assert!(err.to_string().contains("names another node as its writer"), "{err}");
+
+    // Naming this node, it is placed, and the other nodes (which had no
+    // record) take its first record: signed by the writer the manifest names.
+    let (id, entry) = upload(()).await;
+    let cid = a.node.complete_upload(&id, manifest(&entry, a.node.writer_key()).encode(), None).await.unwrap();
+    for n in [&b, &c] {
+        let rec = n.node.location(cid).await.unwrap().expect("a replica took the first record");
+        assert_eq!((rec.seq, rec.signer.as_slice()), (1, a.node.writer_key().as_slice()));
+    }
 }

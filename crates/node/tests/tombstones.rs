@@ -32,6 +32,7 @@ fn owned_manifest(owner: &SigningKey) -> Manifest {
         encryption: None,
         unixfs: None,
         owner: Some(owner.verifying_key().to_bytes().to_vec()),
+        writer: None,
         merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
         chunks,
     }

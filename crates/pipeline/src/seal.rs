@@ -195,6 +195,7 @@ impl ManifestBuilder {
             encryption,
             unixfs,
             owner: owner.map(|o| o.to_vec()),
+            writer: None,
             merkle_root: merkle_root(self.chunks.iter().map(|c| &c.cid)),
             chunks: self.chunks,
         }

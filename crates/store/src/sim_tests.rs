@@ -149,6 +149,7 @@ fn upload(s: &Store, m: &mut Model, rng: &mut Rng) -> Result<(), StoreError> {
         encryption: None,
         unixfs: None,
         owner: None,
+        writer: None,
         merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
         chunks,
     };

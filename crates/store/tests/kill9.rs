@@ -95,6 +95,7 @@ fn file_manifest(shards: &[(Cid, Vec<u8>)]) -> (Cid, Vec<u8>) {
         encryption: None,
         unixfs: None,
         owner: None,
+        writer: None,
         merkle_root: merkle_root(std::iter::once(&chunk.cid)),
         chunks: vec![chunk],
     };

@@ -83,6 +83,7 @@ fn manifest(shards: &[Cid]) -> (Cid, Vec<u8>) {
         encryption: None,
         unixfs: None,
         owner: None,
+        writer: None,
         merkle_root: merkle_root(std::iter::once(&chunk.cid)),
         chunks: vec![chunk],
     };
