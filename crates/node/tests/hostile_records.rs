@@ -34,6 +34,36 @@ fn refused(r: Result<(), NetError>, want: &str) {
     }
 }
 
+/// A file of one chunk of a 2+1 code whose shard 0 is really on `on` (the
+/// other two holders are gone), with `writer` named in its manifest.
+async fn one_chunk_file(on: &common::TestNode, seed: u32, writer: Option<&SigningKey>) -> Manifest {
+    let e = Erasure { k: 2, m: 1 };
+    let stored: Vec<u8> =
+        (0..200_001u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8).collect();
+    let shards = erasure::encode(e, &stored).unwrap();
+    let cids = erasure::shard_cids(&shards);
+    on.net.put_shard(on.net.local_peer_id(), cids[0], shards[0].clone()).await.unwrap();
+    let chunks = vec![ChunkEntry {
+        plain_size: stored.len() as u32,
+        stored_size: stored.len() as u32,
+        compression: Compression::None,
+        cid: Cid::raw_blake3(&stored),
+        shards: cids,
+    }];
+    Manifest {
+        version: MANIFEST_VERSION,
+        size: stored.len() as u64,
+        chunking: Chunking::Fixed { size: stored.len() as u32 },
+        erasure: e,
+        encryption: None,
+        unixfs: None,
+        owner: None,
+        writer: writer.map(|w| w.verifying_key().to_bytes().to_vec()),
+        merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
+        chunks,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn location_records_cannot_take_a_file_over() {
     let a = start(Vec::new()).await;
@@ -43,30 +73,7 @@ async fn location_records_cannot_take_a_file_over() {
 
     // One chunk of a 2+1 code: shard 0 really on b, shards 1 and 2 on
     // nodes that are gone.
-    let e = Erasure { k: 2, m: 1 };
-    let stored: Vec<u8> = (0..200_001u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let shards = erasure::encode(e, &stored).unwrap();
-    let cids = erasure::shard_cids(&shards);
-    b.net.put_shard(b.net.local_peer_id(), cids[0], shards[0].clone()).await.unwrap();
-    let chunks = vec![ChunkEntry {
-        plain_size: stored.len() as u32,
-        stored_size: stored.len() as u32,
-        compression: Compression::None,
-        cid: Cid::raw_blake3(&stored),
-        shards: cids.clone(),
-    }];
-    let m = Manifest {
-        version: MANIFEST_VERSION,
-        size: stored.len() as u64,
-        chunking: Chunking::Fixed { size: stored.len() as u32 },
-        erasure: e,
-        encryption: None,
-        unixfs: None,
-        owner: None,
-        writer: None,
-        merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
-        chunks,
-    };
+    let m = one_chunk_file(&b, 0, None).await;
     let file = m.cid();
     let (writer, gone, gone2, newcomer) = (key(1), key(2), key(3), key(4));
     let holder_b = b.net.local_peer_id().to_bytes();
@@ -116,31 +123,8 @@ async fn a_node_without_a_record_takes_only_what_the_manifests_writer_placed() {
 
     // One chunk of a 2+1 code, placed by `writer`, which the manifest
     // names: shard 0 really on b, shards 1 and 2 on nodes that are gone.
-    let e = Erasure { k: 2, m: 1 };
-    let stored: Vec<u8> = (0..100_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-    let shards = erasure::encode(e, &stored).unwrap();
-    let cids = erasure::shard_cids(&shards);
-    b.net.put_shard(b.net.local_peer_id(), cids[0], shards[0].clone()).await.unwrap();
     let (writer, gone, gone2, newcomer, sybil) = (key(1), key(2), key(3), key(4), key(9));
-    let chunks = vec![ChunkEntry {
-        plain_size: stored.len() as u32,
-        stored_size: stored.len() as u32,
-        compression: Compression::None,
-        cid: Cid::raw_blake3(&stored),
-        shards: cids.clone(),
-    }];
-    let m = Manifest {
-        version: MANIFEST_VERSION,
-        size: stored.len() as u64,
-        chunking: Chunking::Fixed { size: stored.len() as u32 },
-        erasure: e,
-        encryption: None,
-        unixfs: None,
-        owner: None,
-        writer: Some(writer.verifying_key().to_bytes().to_vec()),
-        merkle_root: merkle_root(chunks.iter().map(|c| &c.cid)),
-        chunks,
-    };
+    let m = one_chunk_file(&b, 1, Some(&writer)).await;
     let file = m.cid();
     b.net.put_manifest(victim, file, m.encode()).await.unwrap();
     let holder_b = b.net.local_peer_id().to_bytes();
