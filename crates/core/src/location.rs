@@ -205,6 +205,19 @@ impl LocationRecord {
         uploaded_at: u64,
         key: &SigningKey,
     ) -> Self {
+        let mut r = Self::unsigned(manifest, seq, chunks, uploaded_at, key);
+        r.signature = key.sign(&r.signed_bytes()).to_bytes().to_vec();
+        r
+    }
+
+    /// The record `sign_upload` signs, with an empty signature.
+    fn unsigned<H: AsRef<[u8]>>(
+        manifest: Cid,
+        seq: u64,
+        chunks: &[Vec<H>],
+        uploaded_at: u64,
+        key: &SigningKey,
+    ) -> Self {
         let mut holders: Vec<HolderId> = Vec::new();
         let mut index = std::collections::HashMap::new();
         let chunks = chunks
@@ -221,7 +234,7 @@ impl LocationRecord {
                     .collect()
             })
             .collect();
-        let mut r = LocationRecord {
+        LocationRecord {
             // A record without an upload time is exactly a version 1
             // record, readable by older builds.
             version: if uploaded_at == 0 { 1 } else { 2 },
@@ -233,9 +246,7 @@ impl LocationRecord {
             origin: None,
             signer: key.verifying_key().to_bytes().to_vec(),
             signature: Vec::new(),
-        };
-        r.signature = key.sign(&r.signed_bytes()).to_bytes().to_vec();
-        r
+        }
     }
 
     /// Builds and signs the record that follows `prev` (the next `seq`, the
@@ -250,7 +261,7 @@ impl LocationRecord {
         let seq =
             prev.next_seq().ok_or_else(|| LocationError::Invalid(format!("seq {} is at the ceiling", prev.seq)))?;
         let first = prev.first_record()?;
-        let mut r = Self::sign_upload(prev.manifest, seq, chunks, prev.uploaded_at, key);
+        let mut r = Self::unsigned(prev.manifest, seq, chunks, prev.uploaded_at, key);
         if let Some(first) = first {
             let mut moved = Vec::new();
             for (c, row) in first.chunks.iter().enumerate() {
@@ -262,8 +273,9 @@ impl LocationRecord {
             }
             r.origin = Some(Origin { holders: first.holders, moved, signer: first.signer, signature: first.signature });
             r.version = LOCATION_VERSION;
-            r.signature = key.sign(&r.signed_bytes()).to_bytes().to_vec();
         }
+        // Signed once, over the record as it goes out.
+        r.signature = key.sign(&r.signed_bytes()).to_bytes().to_vec();
         Ok(r)
     }
 
