@@ -76,16 +76,18 @@ impl DbError {
 /// never edited (sqlx checks each applied one's checksum at open): a change
 /// is a new version, written for both dialects.
 fn migrations(dialect: Dialect) -> Migrator {
-    let files: [(i64, &'static str, &'static str); 3] = match dialect {
+    let files: [(i64, &'static str, &'static str); 4] = match dialect {
         Dialect::Sqlite => [
             (1, "accounts", include_str!("../migrations/sqlite/0001_accounts.sql")),
             (2, "encryption keys", include_str!("../migrations/sqlite/0002_encryption_keys.sql")),
             (3, "file wraps", include_str!("../migrations/sqlite/0003_file_wraps.sql")),
+            (4, "permission epoch", include_str!("../migrations/sqlite/0004_permission_epoch.sql")),
         ],
         Dialect::Postgres => [
             (1, "accounts", include_str!("../migrations/postgres/0001_accounts.sql")),
             (2, "encryption keys", include_str!("../migrations/postgres/0002_encryption_keys.sql")),
             (3, "file wraps", include_str!("../migrations/postgres/0003_file_wraps.sql")),
+            (4, "permission epoch", include_str!("../migrations/postgres/0004_permission_epoch.sql")),
         ],
     };
     Migrator::with_migrations(

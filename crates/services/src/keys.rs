@@ -648,6 +648,7 @@ impl Services {
             via,
             expires_at: info.expires_at,
             tier: crate::quota::tier_from_joined_row(&row)?,
+            perm_epoch: row.try_get("perm_epoch")?,
         };
         Ok((principal, row.try_get("sealed_secret")?))
     }

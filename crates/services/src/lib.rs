@@ -76,21 +76,25 @@
 //! [`Services::purge_expired`], [`Services::expire_reservations`].
 
 /// The columns of a user's tier for a query that joins `tiers tr`, named
-/// `tier_*` so they do not collide with the user's own; read them with
-/// `quota::tier_from_joined_row`. Authentication selects them with the
-/// credential's row, so the rate limiter and the quota charge of the same
-/// request need no query of their own, and a tier changed by the admin
-/// holds from the next request on (nothing is cached).
+/// `tier_*` so they do not collide with the user's own (read them with
+/// `quota::tier_from_joined_row`), and the permission epoch (`perm_epoch`,
+/// see `perm_cache`). Authentication selects them with the credential's
+/// row, so the rate limiter and the quota charge of the same request need
+/// no query of their own, and a tier changed by the admin holds from the
+/// next request on (tiers are never cached; permission levels are, for as
+/// long as the epoch read here holds).
 macro_rules! tier_columns {
     () => {
         "tr.name AS tier_name, tr.max_stored_bytes AS tier_max_stored_bytes, \
          tr.max_transfer_bytes AS tier_max_transfer_bytes, tr.max_calls_per_hour AS tier_max_calls_per_hour, \
-         tr.max_file_bytes AS tier_max_file_bytes, tr.max_files AS tier_max_files, tr.sla AS tier_sla"
+         tr.max_file_bytes AS tier_max_file_bytes, tr.max_files AS tier_max_files, tr.sla AS tier_sla, \
+         (SELECT pe.n FROM perm_epoch pe WHERE pe.id = 0) AS perm_epoch"
     };
 }
 
 mod db;
 mod login_limit;
+mod perm_cache;
 mod secret;
 
 pub mod audit;

@@ -83,8 +83,8 @@ pub enum ResourceError {
 /// A resource, by kind and name (validated at construction).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResourceRef {
-    kind: ResourceKind,
-    name: String,
+    pub(crate) kind: ResourceKind,
+    pub(crate) name: String,
 }
 
 fn valid_key(key: &str) -> bool {
@@ -354,7 +354,18 @@ impl Services {
         } else if !matches!(action, Action::Read | Action::List) {
             return Ok(Decision::Deny);
         }
+        // A level read under the caller's permission epoch still holds (see
+        // `perm_cache`); one too low for this action is read again, since
+        // levels widen without moving the epoch.
+        if let Some(p) = who
+            && self.inner.perm_cache.get(p.perm_epoch, p.user, res).is_some_and(|l| l >= action.level())
+        {
+            return Ok(Decision::Allow);
+        }
         let (level, _) = self.level(who.map(|p| p.user), res).await?;
+        if let Some(p) = who {
+            self.inner.perm_cache.put(p.perm_epoch, p.user, res, level);
+        }
         Ok(if level >= action.level() { Decision::Allow } else { Decision::Deny })
     }
 
@@ -503,7 +514,19 @@ impl Services {
         };
         let detail = format!("{} to {}", level.as_str(), grantee);
         audit::append(&mut tx, now, Entry::by(by, action, res.to_string(), detail)).await?;
+        self.commit_narrowing(tx).await?;
+        Ok(())
+    }
+
+    /// Commits `tx`, which may have narrowed a permission (the database's
+    /// triggers moved the permission epoch), and tells this process's
+    /// permission cache at once: a principal held across the change in
+    /// this process sees it too, not only the next request's (other
+    /// processes see it from their next authentication).
+    pub(crate) async fn commit_narrowing(&self, mut tx: crate::db::Tx) -> Result<(), sqlx::Error> {
+        let epoch: i64 = sqlx::query_scalar("SELECT n FROM perm_epoch WHERE id = 0").fetch_one(&mut *tx).await?;
         tx.commit().await?;
+        self.inner.perm_cache.narrowed(epoch);
         Ok(())
     }
 
@@ -526,7 +549,7 @@ impl Services {
             .await?;
         let detail = if public { "public" } else { "private" };
         audit::append(&mut tx, now, Entry::by(by, AuditAction::PublicReadChanged, res.to_string(), detail)).await?;
-        tx.commit().await?;
+        self.commit_narrowing(tx).await?;
         Ok(())
     }
 
@@ -561,7 +584,7 @@ impl Services {
             .await?;
         let detail = format!("to {new_owner}");
         audit::append(&mut tx, now, Entry::by(by, AuditAction::OwnershipTransferred, res.to_string(), detail)).await?;
-        tx.commit().await?;
+        self.commit_narrowing(tx).await?;
         Ok(())
     }
 
@@ -580,7 +603,7 @@ impl Services {
             .execute(&mut *tx)
             .await?;
         audit::append(&mut tx, now, Entry::by(by, AuditAction::ResourceDeleted, res.to_string(), "")).await?;
-        tx.commit().await?;
+        self.commit_narrowing(tx).await?;
         Ok(())
     }
 

@@ -42,6 +42,9 @@ pub struct Principal {
     /// The user's tier as it stood when the request authenticated (read
     /// with the credential, in the same query).
     pub(crate) tier: Tier,
+    /// The permission epoch the credential was read under (see
+    /// `perm_cache`): permission levels read under it may be reused.
+    pub(crate) perm_epoch: i64,
 }
 
 impl Principal {

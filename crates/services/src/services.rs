@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     /// An Argon2id hash of a random password, verified against when the
     /// user does not exist so that a login takes as long either way.
     pub(crate) dummy_hash: String,
+    /// Permission levels read under the current permission epoch.
+    pub(crate) perm_cache: crate::perm_cache::PermCache,
 }
 
 /// The services: open once per process, clone freely (an `Arc` inside).
@@ -143,7 +145,9 @@ impl Services {
         let db = Db::open(url, config.max_connections).await?;
         let dummy_hash = crate::users::dummy_hash().await.map_err(DbOpenError::Setup)?;
         let limiters = Limiters::new(config.anonymous_per_minute);
-        Ok(Services { inner: Arc::new(Inner { db, config, sealing, clock, limiters, dummy_hash }) })
+        Ok(Services {
+            inner: Arc::new(Inner { db, config, sealing, clock, limiters, dummy_hash, perm_cache: Default::default() }),
+        })
     }
 
     /// Closes the pool (waits for connections to return).

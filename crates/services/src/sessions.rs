@@ -166,6 +166,7 @@ struct TokenRow {
     used: bool,
     revoked: bool,
     tier: Tier,
+    perm_epoch: i64,
 }
 
 impl Services {
@@ -192,6 +193,7 @@ impl Services {
             used: r.try_get::<Option<i64>, _>("used_at")?.is_some(),
             revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
             tier: crate::quota::tier_from_joined_row(&r)?,
+            perm_epoch: r.try_get("perm_epoch")?,
         }))
     }
 
@@ -214,6 +216,7 @@ impl Services {
             via,
             expires_at: None,
             tier: row.tier,
+            perm_epoch: row.perm_epoch,
         })
     }
 

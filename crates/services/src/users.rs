@@ -360,7 +360,7 @@ impl Services {
         validate_user_name(name)?;
         // The node token is checked on every admin request: one query (the
         // user and their tier) is all it costs once the admin exists.
-        let (user, tier) = match self.find_user_with_tier(name).await? {
+        let (user, tier, perm_epoch) = match self.find_user_with_tier(name).await? {
             Some(found) => found,
             None => {
                 let new = NewUser { name, password: None, role: Role::Admin, tier: Some("enterprise") };
@@ -384,11 +384,13 @@ impl Services {
             via: Via::Bootstrap,
             expires_at: None,
             tier,
+            perm_epoch,
         })
     }
 
-    /// [`Services::find_user`] with the user's tier, in one query.
-    async fn find_user_with_tier(&self, name: &str) -> Result<Option<(User, Tier)>, DbError> {
+    /// [`Services::find_user`] with the user's tier and the permission
+    /// epoch, in one query.
+    async fn find_user_with_tier(&self, name: &str) -> Result<Option<(User, Tier, i64)>, DbError> {
         let row = sqlx::query(concat!(
             "SELECT u.id, u.name, u.role, u.tier, u.disabled, u.password_hash, u.created_at, ",
             tier_columns!(),
@@ -398,7 +400,7 @@ impl Services {
         .fetch_optional(&self.db().pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
-        Ok(Some((user_from_row(&r)?, crate::quota::tier_from_joined_row(&r)?)))
+        Ok(Some((user_from_row(&r)?, crate::quota::tier_from_joined_row(&r)?, r.try_get("perm_epoch")?)))
     }
 
     async fn insert_user(
@@ -707,7 +709,7 @@ impl Services {
         sqlx::query("DELETE FROM users WHERE id = $1").bind(user.0).execute(&mut *tx).await?;
         let detail = format!("owned {} resources", owned.len());
         audit::append(&mut tx, now, Entry::by(by, AuditAction::UserDeleted, target.name.clone(), detail)).await?;
-        tx.commit().await?;
+        self.commit_narrowing(tx).await?;
         Ok(DeletedUser { user: target, owned })
     }
 }

@@ -17,7 +17,7 @@ async fn migrations_are_versioned_and_applied_once(env: &Env) {
         .iter()
         .map(|r| r.try_get("version").expect("version"))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     // Reopening applies nothing again and keeps the data.
     env.svc.sign_up("alice", "correct horse battery").await.expect("sign up");
     let again = env.second().await;
