@@ -23,6 +23,7 @@
 //! | `datamesh_repair_passes_total`, `_shards_rebuilt_total`, `_rebuilt_bytes_total`, `_rebuilt_for_peers_total` | counter | |
 //! | `datamesh_repair_chunks_degraded`, `_chunks_unrecoverable` | gauge | (last pass) |
 //! | `datamesh_share_downloads_total` | counter | outcome (`served`, `refused`) |
+//! | `datamesh_permission_checks_total` | counter | source (`cache`: a level read under the current permission epoch; `database`) |
 //! | `datamesh_events_subscribers` | gauge | |
 //! | `datamesh_events_published_total` | counter | type |
 //! | `datamesh_events_clients_dropped_total` | counter | reason (`lagged`, `stalled`, `unresponsive`) |
@@ -114,6 +115,13 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the permission checks counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `cache` or `database`.
+    pub source: &'static str,
+}
+
 /// Labels of the events counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabels {
@@ -168,6 +176,8 @@ struct Inner {
     repair_for_peers: Counter,
     repair_seen: std::sync::Mutex<(u64, u64, u64, u64)>,
     share_downloads: Family<OutcomeLabels, Counter>,
+    permission_checks: Family<SourceLabels, Counter>,
+    permission_seen: std::sync::Mutex<(u64, u64)>,
     subscribers: Gauge,
     published: Family<TypeLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
@@ -296,6 +306,15 @@ impl Metrics {
         for reason in ["lagged", "stalled", "unresponsive"] {
             let _ = dropped.get_or_create(&ReasonLabels { reason });
         }
+        let permission_checks = Family::<SourceLabels, Counter>::default();
+        r.register(
+            "permission_checks",
+            "Permission checks of users, by where the level came from",
+            permission_checks.clone(),
+        );
+        for source in ["cache", "database"] {
+            let _ = permission_checks.get_or_create(&SourceLabels { source });
+        }
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
@@ -330,6 +349,8 @@ impl Metrics {
                 repair_for_peers,
                 repair_seen: std::sync::Mutex::new((0, 0, 0, 0)),
                 share_downloads,
+                permission_checks,
+                permission_seen: std::sync::Mutex::new((0, 0)),
                 subscribers,
                 published,
                 dropped,
@@ -455,6 +476,13 @@ impl Metrics {
                 i.object_bytes.set(bytes as i64);
             }
             i.access_keys.set(gw.keys().len() as i64);
+            let (cached, queried) = gw.services.permission_checks();
+            let mut seen = i.permission_seen.lock().unwrap_or_else(|p| p.into_inner());
+            i.permission_checks.get_or_create(&SourceLabels { source: "cache" }).inc_by(cached.saturating_sub(seen.0));
+            i.permission_checks
+                .get_or_create(&SourceLabels { source: "database" })
+                .inc_by(queried.saturating_sub(seen.1));
+            *seen = (seen.0.max(cached), seen.1.max(queried));
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &i.registry) {

@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::perms::{Level, ResourceRef};
 use crate::users::UserId;
@@ -38,6 +39,9 @@ pub(crate) const CAPACITY: usize = 32 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct PermCache {
     state: Mutex<State>,
+    /// Checks answered from the cache, and from the database.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +115,17 @@ impl PermCache {
             s.levels.clear();
             s.epoch = None;
         }
+    }
+
+    /// Counts a check answered from the cache (`hit`) or the database.
+    pub(crate) fn count(&self, hit: bool) {
+        let c = if hit { &self.hits } else { &self.misses };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Checks answered from the cache and from the database so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     /// Entries kept (tests).

@@ -360,13 +360,21 @@ impl Services {
         if let Some(p) = who
             && self.inner.perm_cache.get(p.perm_epoch, p.user, res).is_some_and(|l| l >= action.level())
         {
+            self.inner.perm_cache.count(true);
             return Ok(Decision::Allow);
         }
         let (level, _) = self.level(who.map(|p| p.user), res).await?;
         if let Some(p) = who {
+            self.inner.perm_cache.count(false);
             self.inner.perm_cache.put(p.perm_epoch, p.user, res, level);
         }
         Ok(if level >= action.level() { Decision::Allow } else { Decision::Deny })
+    }
+
+    /// Users' permission checks answered from the permission cache and
+    /// from the database so far (for `/metrics`).
+    pub fn permission_checks(&self) -> (u64, u64) {
+        self.inner.perm_cache.counts()
     }
 
     async fn require(&self, who: &Principal, action: Action, res: &ResourceRef) -> Result<(), PermError> {
