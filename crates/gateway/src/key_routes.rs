@@ -129,21 +129,19 @@ pub(crate) async fn create_key(
     let created = match kind {
         "s3" => {
             let k = st.services.create_s3_key(&p, owner, new).await.map_err(key_error)?;
+            // The secret moves into the answer: no second copy to wipe.
+            let key = entry(&k.info, &owner_name);
             CreatedKey {
-                access_key_id: Some(k.access_key_id.clone()),
-                secret_access_key: Some(k.secret_access_key.clone().into()),
+                access_key_id: Some(k.access_key_id),
+                secret_access_key: Some(k.secret_access_key.into()),
                 token: None,
-                key: entry(&k.info, &owner_name),
+                key,
             }
         }
         "api" => {
             let k = st.services.create_api_key(&p, owner, new).await.map_err(key_error)?;
-            CreatedKey {
-                access_key_id: None,
-                secret_access_key: None,
-                token: Some(k.token.clone().into()),
-                key: entry(&k.info, &owner_name),
-            }
+            let key = entry(&k.info, &owner_name);
+            CreatedKey { access_key_id: None, secret_access_key: None, token: Some(k.token.into()), key }
         }
         other => return Err(ApiError::bad(format!("unknown key kind {other:?}: use s3 or api"))),
     };
