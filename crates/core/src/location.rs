@@ -119,6 +119,12 @@ impl std::borrow::Borrow<[u8]> for HolderId {
 /// before origins existed.
 pub const LOCATION_VERSION: u32 = 3;
 
+/// The version of a record without an origin: 1 without an upload time
+/// (exactly a version 1 record, readable by older builds), else 2.
+fn version_without_origin(uploaded_at: u64) -> u32 {
+    if uploaded_at == 0 { 1 } else { 2 }
+}
+
 /// The upload's first record (seq 1) as a later record carries it: enough
 /// to rebuild it from the carrying record and check its signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,9 +241,7 @@ impl LocationRecord {
             })
             .collect();
         LocationRecord {
-            // A record without an upload time is exactly a version 1
-            // record, readable by older builds.
-            version: if uploaded_at == 0 { 1 } else { 2 },
+            version: version_without_origin(uploaded_at),
             manifest,
             seq,
             holders,
@@ -288,41 +292,44 @@ impl LocationRecord {
         }
         let Some(o) = &self.origin else { return Ok(None) };
         let bad = |why: String| LocationError::Invalid(format!("origin: {why}"));
-        let mut chunks: Vec<Vec<Option<u16>>> = self.chunks.iter().map(|row| vec![None; row.len()]).collect();
+        // A position not marked moved has the same holder as in this
+        // record: its index in the origin's holder list, looked up in a map
+        // (the first index of a holder listed twice, as a scan would find).
+        let index: std::collections::HashMap<&HolderId, u16> =
+            o.holders.iter().enumerate().rev().map(|(i, h)| (h, i as u16)).collect();
+        let mut chunks = Vec::with_capacity(self.chunks.len());
+        for row in &self.chunks {
+            let mut first_row = Vec::with_capacity(row.len());
+            for &i in row {
+                let h = self.holders.get(i as usize).ok_or_else(|| bad("a shard has no holder".into()))?;
+                // None: the holder is new here, so `moved` must list it.
+                first_row.push(index.get(h).copied());
+            }
+            chunks.push(first_row);
+        }
         for &(c, s, i) in &o.moved {
             let slot = chunks
                 .get_mut(c as usize)
-                .and_then(|row| row.get_mut(s as usize))
+                .and_then(|row: &mut Vec<Option<u16>>| row.get_mut(s as usize))
                 .ok_or_else(|| bad(format!("shard {s} of chunk {c} is outside the record")))?;
             if i as usize >= o.holders.len() {
                 return Err(bad("a moved shard points outside its holder list".into()));
             }
             *slot = Some(i);
         }
-        let chunks = chunks
-            .into_iter()
-            .enumerate()
-            .map(|(c, row)| {
-                row.into_iter()
-                    .enumerate()
-                    .map(|(s, i)| match i {
-                        Some(i) => Ok(i),
-                        None => {
-                            let h = self.holder(c, s).ok_or_else(|| bad("a shard has no holder".into()))?;
-                            o.holders.iter().position(|x| x == h).map(|p| p as u16).ok_or_else(|| {
-                                bad(format!("shard {s} of chunk {c} is not marked moved but its holder is new"))
-                            })
-                        }
-                    })
-                    .collect::<Result<Vec<u16>, LocationError>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = Vec::with_capacity(chunks.len());
+        for (c, row) in chunks.into_iter().enumerate() {
+            if let Some(s) = row.iter().position(Option::is_none) {
+                return Err(bad(format!("shard {s} of chunk {c} is not marked moved but its holder is new")));
+            }
+            rows.push(row.into_iter().flatten().collect());
+        }
         let first = LocationRecord {
-            version: if self.uploaded_at == 0 { 1 } else { 2 },
+            version: version_without_origin(self.uploaded_at),
             manifest: self.manifest,
             seq: 1,
             holders: o.holders.clone(),
-            chunks,
+            chunks: rows,
             uploaded_at: self.uploaded_at,
             origin: None,
             signer: o.signer.clone(),

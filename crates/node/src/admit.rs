@@ -187,8 +187,20 @@ fn signer_id(r: &LocationRecord) -> Option<HolderId> {
 /// for manifests that name none): what a node without a record of its own
 /// requires of a record it reads from others.
 pub(crate) fn from_the_writer(m: &Manifest, r: &LocationRecord) -> bool {
-    let Some(writer) = &m.writer else { return true };
-    matches!(r.first_record(), Ok(Some(first)) if first.signer == *writer && first.fits(m).is_ok())
+    writers_first(m, r).is_ok()
+}
+
+/// The first record of the writer `m` names, as `r` carries it (itself at
+/// seq 1, else its origin), checked: signed by that writer and fitting the
+/// manifest. None when the manifest names no writer (an older file).
+fn writers_first(m: &Manifest, r: &LocationRecord) -> Result<Option<LocationRecord>, RecordRefusal> {
+    let Some(writer) = &m.writer else { return Ok(None) };
+    let first = r.first_record().map_err(|e| RecordRefusal::Invalid(e.to_string()))?.ok_or(RecordRefusal::NoOrigin)?;
+    if first.signer != *writer {
+        return Err(RecordRefusal::NotTheWriter);
+    }
+    first.fits(m).map_err(|e| RecordRefusal::Shape { file: r.manifest, why: format!("its first record: {e}") })?;
+    Ok(Some(first))
 }
 
 /// The checks on `new` that need no network (see the module doc): shape,
@@ -209,15 +221,7 @@ pub(crate) fn check_update(
         if new.uploaded_at > unix_secs().saturating_add(MAX_CLOCK_AHEAD) {
             return Err(RecordRefusal::UploadInFuture(new.uploaded_at));
         }
-        let Some(writer) = &m.writer else { return Ok(Vec::new()) };
-        let first =
-            new.first_record().map_err(|e| RecordRefusal::Invalid(e.to_string()))?.ok_or(RecordRefusal::NoOrigin)?;
-        if first.signer != *writer {
-            return Err(RecordRefusal::NotTheWriter);
-        }
-        first
-            .fits(m)
-            .map_err(|e| RecordRefusal::Shape { file: new.manifest, why: format!("its first record: {e}") })?;
+        let Some(first) = writers_first(m, new)? else { return Ok(Vec::new()) };
         // What moved since the writer placed the file, other than the
         // signer's own shards, must be justified here.
         let signer = signer_id(new);

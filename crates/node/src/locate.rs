@@ -146,13 +146,14 @@ impl Node {
             if let Ok(Response::Record(Some(b))) =
                 net.request(p, Request::GetRecord { key: location_key(&manifest) }).await
                 && let Ok(r) = LocationRecord::decode(&b)
-                && r.manifest == manifest
-                && r.fits(&m).is_ok()
-                && crate::admit::from_the_writer(&m, &r)
             {
-                match seen.iter_mut().find(|(x, _)| x.signature == r.signature) {
+                // A record another provider sent too was checked then.
+                match seen.iter_mut().find(|(x, _)| *x == r) {
                     Some((_, n)) => *n += 1,
-                    None => seen.push((r, 1)),
+                    None if r.manifest == manifest && r.fits(&m).is_ok() && crate::admit::from_the_writer(&m, &r) => {
+                        seen.push((r, 1));
+                    }
+                    None => {}
                 }
             }
         }

@@ -9,15 +9,11 @@ use datamesh_core::manifest::{MANIFEST_VERSION, merkle_root};
 use datamesh_core::{ChunkEntry, Chunking, Cid, Compression, Erasure, Manifest};
 
 mod common;
-use common::{all_online, p2p_addr, start};
+use common::network;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_beyond_16_mib_replicates_and_is_read_from_another_node() {
-    let a = start(Vec::new()).await;
-    let boot = vec![p2p_addr(&a.net).await];
-    let b = start(boot.clone()).await;
-    let c = start(boot).await;
-    all_online(&[&a, &b, &c]).await;
+    let [a, b, c] = network().await;
 
     // One public chunk, placed 2+1 on the three nodes...
     let erasure = Erasure { k: 2, m: 1 };

@@ -15,7 +15,7 @@ use datamesh_store::PinInfo;
 use ed25519_dalek::SigningKey;
 
 mod common;
-use common::{TestNode, all_online, p2p_addr, start, start_with};
+use common::{TestNode, all_online, network, p2p_addr, start, start_with};
 
 fn manifest(seed: u8) -> Manifest {
     let chunks: Vec<ChunkEntry> = (0..2u8)
@@ -43,9 +43,7 @@ fn manifest(seed: u8) -> Manifest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_cannot_pin_files_here_for_good() {
-    let a = start(Vec::new()).await;
-    let b = start(vec![p2p_addr(&a.net).await]).await;
-    all_online(&[&a, &b]).await;
+    let [a, b] = network().await;
     let at = a.net.local_peer_id();
     let pinned = |cid: &Cid| a.node.store().pin_info(cid).unwrap();
 

@@ -13,7 +13,7 @@ use datamesh_pipeline::erasure;
 use ed25519_dalek::SigningKey;
 
 mod common;
-use common::{all_online, p2p_addr, start};
+use common::network;
 
 fn key(n: u8) -> SigningKey {
     SigningKey::from_bytes(&[n; 32])
@@ -66,9 +66,7 @@ async fn one_chunk_file(on: &common::TestNode, seed: u32, writer: Option<&Signin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn location_records_cannot_take_a_file_over() {
-    let a = start(Vec::new()).await;
-    let b = start(vec![p2p_addr(&a.net).await]).await;
-    all_online(&[&a, &b]).await;
+    let [a, b] = network().await;
     let victim = a.net.local_peer_id();
 
     // One chunk of a 2+1 code: shard 0 really on b, shards 1 and 2 on
@@ -116,9 +114,7 @@ async fn location_records_cannot_take_a_file_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_a_record_takes_only_what_the_manifests_writer_placed() {
-    let a = start(Vec::new()).await;
-    let b = start(vec![p2p_addr(&a.net).await]).await;
-    all_online(&[&a, &b]).await;
+    let [a, b] = network().await;
     let victim = a.net.local_peer_id();
 
     // One chunk of a 2+1 code, placed by `writer`, which the manifest
@@ -167,11 +163,7 @@ async fn a_node_without_a_record_takes_only_what_the_manifests_writer_placed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_names_its_writer_and_its_replicas_take_the_writers_first_record() {
-    let a = start(Vec::new()).await;
-    let boot = vec![p2p_addr(&a.net).await];
-    let b = start(boot.clone()).await;
-    let c = start(boot).await;
-    all_online(&[&a, &b, &c]).await;
+    let [a, b, c] = network().await;
     let erasure = Erasure { k: 2, m: 1 };
     let stored: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
     let manifest = |receipt: &datamesh_core::manifest::ChunkEntry, writer: [u8; 32]| Manifest {

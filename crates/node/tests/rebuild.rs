@@ -10,7 +10,7 @@ use datamesh_net::{NetError, PeerId};
 use datamesh_pipeline::erasure;
 
 mod common;
-use common::{TestNode, all_online, p2p_addr, start};
+use common::{TestNode, network};
 
 fn holds(n: &TestNode, cid: &Cid) -> bool {
     n.node.store().has_shard(cid).unwrap()
@@ -18,10 +18,7 @@ fn holds(n: &TestNode, cid: &Cid) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_holder_rebuilds_a_shard_from_its_peers_and_refuses_what_does_not_add_up() {
-    let a = start(Vec::new()).await;
-    let boot = vec![p2p_addr(&a.net).await];
-    let (b, c, d) = (start(boot.clone()).await, start(boot.clone()).await, start(boot).await);
-    all_online(&[&a, &b, &c, &d]).await;
+    let [a, b, c, d] = network().await;
 
     // A 2+1 chunk: shard 0 on b, shard 1 on c; shard 2 is the one "lost".
     let e = Erasure { k: 2, m: 1 };

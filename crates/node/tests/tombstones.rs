@@ -12,7 +12,7 @@ use datamesh_net::NetError;
 use ed25519_dalek::{Signer, SigningKey};
 
 mod common;
-use common::{all_online, p2p_addr, start};
+use common::network;
 
 fn owned_manifest(owner: &SigningKey) -> Manifest {
     let chunks: Vec<ChunkEntry> = (0..2u8)
@@ -40,9 +40,7 @@ fn owned_manifest(owner: &SigningKey) -> Manifest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tombstone_deletes_the_upload_before_it_and_nothing_else() {
-    let a = start(Vec::new()).await;
-    let b = start(vec![p2p_addr(&a.net).await]).await;
-    all_online(&[&a, &b]).await;
+    let [a, b] = network().await;
     let at = a.net.local_peer_id();
 
     let (owner, writer) = (SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32]));

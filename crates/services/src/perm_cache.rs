@@ -54,15 +54,13 @@ struct State {
     levels: HashMap<(i64, [u8; 32]), Level>,
 }
 
-/// A resource's identity as the level query sees it: kind, name, bucket.
+/// A resource's identity: its kind and full name (the bucket, which the
+/// level query also reads, is part of the name).
 fn resource_hash(res: &ResourceRef) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(res.kind.as_str().as_bytes());
     h.update(&[0]);
-    h.update(&(res.name.len() as u64).to_le_bytes());
     h.update(res.name.as_bytes());
-    h.update(&[0]);
-    h.update(res.bucket_name().unwrap_or("").as_bytes());
     *h.finalize().as_bytes()
 }
 

@@ -47,6 +47,19 @@ pub async fn p2p_addr(n: &NetClient) -> Multiaddr {
     format!("{a}/p2p/{}", n.local_peer_id()).parse().unwrap()
 }
 
+/// `N` nodes, every one bootstrapped from the first, once each sees all the
+/// others ONLINE and connected.
+pub async fn network<const N: usize>() -> [TestNode; N] {
+    let first = start(Vec::new()).await;
+    let boot = vec![p2p_addr(&first.net).await];
+    let mut nodes = vec![first];
+    for _ in 1..N {
+        nodes.push(start(boot.clone()).await);
+    }
+    all_online(&nodes.iter().collect::<Vec<_>>()).await;
+    nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes were started"))
+}
+
 /// Waits until each of `nodes` sees all the others ONLINE and connected.
 pub async fn all_online(nodes: &[&TestNode]) {
     let deadline = Instant::now() + Duration::from_secs(60);
